@@ -1,0 +1,31 @@
+#!/bin/sh
+# Installs every Debian package kwal needs to build and test. Safe to run
+# twice: it asks apt only for packages that are missing, and does nothing
+# when all are present.
+set -eu
+
+PKGS="cmake gcc make pkg-config
+librdkafka-dev libzookeeper-mt-dev liblz4-dev libsqlite3-dev libcmocka-dev
+libxxhash-dev
+zookeeper kcat sqlite3"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    exit 0
+fi
+
+echo "install-deps: installing:$missing" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

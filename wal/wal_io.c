@@ -1,0 +1,221 @@
+/*
+ * wal_io.c -- the production file I/O table (plain POSIX) and small helpers
+ * that every WAL file operation is built from. Nothing here bypasses the
+ * table except directory listing (readdir), which cannot lose data.
+ */
+#include "wal_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int px_open(void *ctx, int r, const char *path, int flags, mode_t mode)
+{
+    (void)ctx; (void)r;
+    return open(path, flags | O_CLOEXEC, mode);
+}
+static int px_close(void *ctx, int r, int fd) { (void)ctx; (void)r; return close(fd); }
+static ssize_t px_pread(void *ctx, int r, int fd, void *buf, size_t len, off_t off)
+{
+    (void)ctx; (void)r;
+    return pread(fd, buf, len, off);
+}
+static ssize_t px_pwritev(void *ctx, int r, int fd, const struct iovec *iov, int n, off_t off)
+{
+    (void)ctx; (void)r;
+    return pwritev(fd, iov, n, off);
+}
+static int px_fdatasync(void *ctx, int r, int fd) { (void)ctx; (void)r; return fdatasync(fd); }
+static int px_fsync(void *ctx, int r, int fd) { (void)ctx; (void)r; return fsync(fd); }
+static int px_ftruncate(void *ctx, int r, int fd, off_t len)
+{
+    (void)ctx; (void)r;
+    return ftruncate(fd, len);
+}
+static int px_unlink(void *ctx, int r, const char *path) { (void)ctx; (void)r; return unlink(path); }
+static int px_rename(void *ctx, int r, const char *a, const char *b)
+{
+    (void)ctx; (void)r;
+    return rename(a, b);
+}
+static int px_mkdir(void *ctx, int r, const char *path, mode_t mode)
+{
+    (void)ctx; (void)r;
+    return mkdir(path, mode);
+}
+
+static const kw_wal_io_t posix_io = {
+    px_open, px_close, px_pread, px_pwritev, px_fdatasync, px_fsync,
+    px_ftruncate, px_unlink, px_rename, px_mkdir, NULL
+};
+
+const kw_wal_io_t *kw_wal_io_posix(void)
+{
+    return &posix_io;
+}
+
+ssize_t kw__pread_full(const kw_wal_io_t *io, int r, int fd, void *buf,
+                       size_t len, off_t off)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = io->pread(io->ctx, r, fd, (char *)buf + done, len - done,
+                              off + (off_t)done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+int kw__pwrite_full(const kw_wal_io_t *io, int r, int fd, const void *buf,
+                    size_t len, off_t off)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        struct iovec iov = { (char *)buf + done, len - done };
+        ssize_t n = io->pwritev(io->ctx, r, fd, &iov, 1, off + (off_t)done);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0) {
+            errno = EIO;
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+int kw__fsync_dir(const kw_wal_io_t *io, int r, const char *dir)
+{
+    int fd = io->open(io->ctx, r, dir, O_RDONLY | O_DIRECTORY, 0);
+    int rc, saved;
+
+    if (fd < 0)
+        return -1;
+    rc = io->fsync(io->ctx, r, fd);
+    saved = errno;
+    io->close(io->ctx, r, fd);
+    errno = saved;
+    return rc;
+}
+
+int kw__write_file_atomic(const kw_wal_io_t *io, int r, const char *dir,
+                          const char *name, const void *data, size_t len)
+{
+    char tmp[4096], dst[4096];
+    int fd, saved;
+
+    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
+    snprintf(dst, sizeof(dst), "%s/%s", dir, name);
+    fd = io->open(io->ctx, r, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return -1;
+    if (kw__pwrite_full(io, r, fd, data, len, 0) < 0 || io->fdatasync(io->ctx, r, fd) < 0)
+        goto fail;
+    if (io->close(io->ctx, r, fd) < 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (io->rename(io->ctx, r, tmp, dst) < 0)
+        goto fail;
+    return kw__fsync_dir(io, r, dir);
+
+fail:
+    saved = errno;
+    if (fd >= 0)
+        io->close(io->ctx, r, fd);
+    io->unlink(io->ctx, r, tmp);
+    errno = saved;
+    return -1;
+}
+
+ssize_t kw__read_small_file(const kw_wal_io_t *io, int r, const char *path,
+                            char *buf, size_t cap)
+{
+    int fd = io->open(io->ctx, r, path, O_RDONLY, 0);
+    ssize_t n;
+    int saved;
+
+    if (fd < 0)
+        return -1;
+    n = kw__pread_full(io, r, fd, buf, cap, 0);
+    saved = errno;
+    io->close(io->ctx, r, fd);
+    if (n >= 0 && (size_t)n >= cap) {
+        errno = EFBIG;
+        return -1;
+    }
+    errno = saved;
+    return n;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+int kw__list_segments(const char *dir, uint64_t **out, size_t *n)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    uint64_t *v = NULL, lsn;
+    size_t cnt = 0, cap = 0;
+
+    *out = NULL;
+    *n = 0;
+    if (d == NULL)
+        return -1;
+    while ((de = readdir(d)) != NULL) {
+        if (!kw__seg_name_parse(de->d_name, &lsn))
+            continue;
+        if (cnt == cap) {
+            uint64_t *nv;
+
+            cap = cap ? cap * 2 : 16;
+            nv = realloc(v, cap * sizeof(*v));
+            if (nv == NULL) {
+                free(v);
+                closedir(d);
+                errno = ENOMEM;
+                return -1;
+            }
+            v = nv;
+        }
+        v[cnt++] = lsn;
+    }
+    closedir(d);
+    if (cnt > 0)
+        qsort(v, cnt, sizeof(*v), cmp_u64);
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+uint64_t kw__now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
