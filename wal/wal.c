@@ -202,6 +202,8 @@ static void advance(kw_wal_t *w)
     int n = 0;
 
     for (int i = 0; i < w->nrep; i++) {
+        if (w->rep[i].busy && w->rep[i].busy_lsn - 1 < min_done)
+            min_done = w->rep[i].busy_lsn - 1;
         if (w->rep[i].failed)
             continue;
         done[n++] = w->rep[i].done_lsn;
@@ -225,18 +227,11 @@ static void advance(kw_wal_t *w)
         if (done[w->quorum - 1] > w->durable_lsn)
             w->durable_lsn = done[w->quorum - 1];
     }
-    if (n == 0)
-        min_done = UINT64_MAX;   /* nobody will write them: free everything */
+    /* Healthy replicas point past their done_lsn; a busy one (even if failed
+     * meanwhile) is still reading from busy_lsn on. */
     while (w->head != NULL && w->head->lsn <= min_done) {
         kw__entry_t *e = w->head;
 
-        /* Never free a record some healthy replica still points at. */
-        int in_use = 0;
-        for (int i = 0; i < w->nrep; i++)
-            if (!w->rep[i].failed && w->rep[i].next == e)
-                in_use = 1;
-        if (in_use && n > 0)
-            break;
         w->head = e->next;
         if (w->head == NULL)
             w->tail = NULL;
@@ -507,11 +502,14 @@ static void *io_thread(void *arg)
             ;
         while (!last->batch_end)          /* cannot happen: batches end sealed */
             last = last->next;
+        r->busy = 1;
+        r->busy_lsn = first->lsn;
         pthread_mutex_unlock(&w->mu);
         t0 = mono_ns();
         rc = write_batch(w, r, first, last, &op);
         t0 = mono_ns() - t0;
         pthread_mutex_lock(&w->mu);
+        r->busy = 0;
         w->last_sync_ns = t0;
         if (rc < 0) {
             char seg[KW__SEG_NAME_LEN + 1];
@@ -521,8 +519,10 @@ static void *io_thread(void *arg)
                              op, seg, first->offset, strerror(errno));
             break;
         }
-        if (r->failed)
+        if (r->failed) {
+            advance(w);       /* release what this write kept alive */
             break;
+        }
         r->done_lsn = last->lsn;
         r->next = last->next;
         advance(w);

@@ -146,9 +146,11 @@ kw_err_t kw_wal_repair(const kw_wal_options_t *opts, int replica,
     err = kw_wal_open(opts, &w, NULL, errstr, errlen);
     if (err != KW_OK)
         return err;
+    pthread_mutex_lock(&w->mu);
     for (int i = 0; i < w->nrep && src < 0; i++)
         if (i != replica && !w->rep[i].failed)
             src = i;
+    pthread_mutex_unlock(&w->mu);
     if (src < 0) {
         err = kw_seterr(errstr, errlen, KW_EQUORUM,
                         "no healthy replica other than %d to copy from", replica);

@@ -155,6 +155,9 @@ typedef struct kw__replica {
     kw__entry_t *next;          /* next entry to write, NULL if none queued */
     uint64_t     done_lsn;      /* last LSN written and fdatasync'ed */
     uint64_t     state_gen;     /* STATE generation this replica holds */
+    int          busy;          /* its thread is writing entries without mu:
+                                 * they stay allocated even if it is failed */
+    uint64_t     busy_lsn;      /* the first LSN of that write */
 } kw__replica_t;
 
 typedef struct kw__seg {

@@ -286,8 +286,11 @@ static int scan_segment(kw__repscan_t *s, size_t j, const uint8_t *buf, uint64_t
             sp.resume_lsn = at == UINT64_MAX ? 0 : h.lsn;
             if (spot_push(s, &sp) < 0)
                 return -1;
-            if (at == UINT64_MAX)
-                return 0;      /* the rest of the segment is unreadable here */
+            if (at == UINT64_MAX) {
+                *expect = 0;   /* the rest of the segment is unreadable here; the
+                                * spot stands for it, the next segment goes on */
+                return 0;
+            }
             off = at;
             *expect = h.lsn;
         }
@@ -564,29 +567,39 @@ static kw_err_t load_states(kw_wal_t *w, kw_wal_open_report_t *rep, char *errstr
 /* ---- Steps 4-5: classify bad spots ---- */
 
 /* 1 when replica q holds valid records for LSNs [sp->expect, sp->resume_lsn)
- * starting at the spot's offset. */
+ * starting at the spot's offset -- or, when the scan found nothing valid after
+ * the spot, valid records from there to the end of q's copy of the segment. */
 static int peer_covers(kw_wal_t *w, int q, uint64_t segment, const kw__spot_t *sp)
 {
     char path[4096], name[KW__SEG_NAME_LEN + 1], what[160];
-    uint64_t off = sp->offset, lsn = sp->expect;
+    uint64_t off = sp->offset, lsn = sp->expect, end;
+    struct stat st;
     int fd, ok = 1;
 
-    if (sp->resume_lsn == 0)
-        return 0;
     kw__seg_name(segment, name, sizeof(name));
     snprintf(path, sizeof(path), "%s/%s", w->rep[q].dir, name);
     fd = w->io->open(w->io->ctx, q, path, O_RDONLY, 0);
     if (fd < 0)
         return 0;
-    for (; ok && lsn < sp->resume_lsn; lsn++) {
+    if (fstat(fd, &st) < 0) {
+        w->io->close(w->io->ctx, q, fd);
+        return 0;
+    }
+    end = sp->resume_lsn != 0 ? sp->resume_off : (uint64_t)st.st_size;
+    while (ok && off < end) {
         kw__rec_hdr_t h;
 
-        ok = kw__read_record(w->io, q, fd, off, UINT64_MAX, lsn, &h, NULL, what,
-                             sizeof(what)) == 0;
-        off += KW__REC_HDR_SIZE + h.length;
+        ok = kw__read_record(w->io, q, fd, off, (uint64_t)st.st_size, lsn, &h, NULL,
+                             what, sizeof(what)) == 0;
+        if (ok) {
+            off += KW__REC_HDR_SIZE + h.length;
+            lsn++;
+        }
     }
     w->io->close(w->io->ctx, q, fd);
-    return ok && off == sp->resume_off;
+    if (sp->resume_lsn != 0)
+        return ok && off == sp->resume_off && lsn == sp->resume_lsn;
+    return ok && off == end && lsn > sp->expect;
 }
 
 static int truncate_segment(kw_wal_t *w, int r, uint64_t segment, uint64_t len)
@@ -673,7 +686,7 @@ static kw_err_t classify(kw_wal_t *w, kw__repscan_t *scans, kw_wal_open_report_t
                          "copy is on replica %d, reads use it (`kwal wal repair` rebuilds "
                          "this replica)", r, w->rep[r].dir, name, sp->offset, sp->what,
                          covered - 1);
-                rep->corrupt_records += sp->resume_lsn - sp->expect;
+                rep->corrupt_records += sp->resume_lsn ? sp->resume_lsn - sp->expect : 1;
                 continue;
             }
             if (sp->kind == KW__SPOT_HEADER) {
@@ -804,11 +817,11 @@ static void reconcile(kw_wal_t *w, kw__repscan_t *scans, int src,
             uint64_t want = seg_len(ss), have = qs ? seg_len(qs) : 0;
             char name[KW__SEG_NAME_LEN + 1];
 
-            if (want == 0 || (qs != NULL && have == want && qs->file_bytes == want))
+            /* Only ever extend: a replica is never cut to match the source (the
+             * source may itself miss a record another replica serves). */
+            if (want == 0 || (qs != NULL && have >= want))
                 continue;
             kw__seg_name(ss->first_lsn, name, sizeof(name));
-            if (have > want)
-                have = want;       /* the replica's extra bytes were never acknowledged */
             KW_LOG_I(MOD, "replica %d: copying %s bytes %" PRIu64 "..%" PRIu64
                      " from replica %d", q, name, have, want, src);
             if (kw__copy_range(w, src, q, name, NULL, have, want, qs == NULL || have == 0) < 0) {
@@ -848,9 +861,11 @@ kw_err_t kw__persist_states(kw_wal_t *w, char *errstr, size_t errlen)
             }
         }
         if (!again) {
+            pthread_mutex_lock(&w->mu);
             for (int i = 0; i < w->nrep; i++)
-                w->rep[i].state_gen = gen;
-            w->generation = gen;
+                if (w->rep[i].state_gen < gen)
+                    w->rep[i].state_gen = gen;
+            pthread_mutex_unlock(&w->mu);
             return KW_OK;
         }
     }
@@ -887,8 +902,12 @@ kw_err_t kw__open_replicas(kw_wal_t *w, kw_wal_open_report_t *rep,
     err = classify(w, scans, rep, errstr, errlen);
     if (err != KW_OK)
         goto out;
+    /* The source: the highest last LSN, then the most valid records. */
     for (int i = 0; i < w->nrep; i++)
-        if (!w->rep[i].failed && (src < 0 || scans[i].last_lsn > scans[src].last_lsn))
+        if (!w->rep[i].failed &&
+            (src < 0 || scans[i].last_lsn > scans[src].last_lsn ||
+             (scans[i].last_lsn == scans[src].last_lsn &&
+              scans[i].records > scans[src].records)))
             src = i;
     if (src < 0) {
         char why[600] = "";
@@ -906,6 +925,21 @@ kw_err_t kw__open_replicas(kw_wal_t *w, kw_wal_open_report_t *rep,
             const kw__segscan_t *sg = &scans[src].segs[j];
             kw__seg_t s = { sg->first_lsn, sg->last_lsn, seg_len(sg), sg->created_ms };
 
+            /* The log is the union of what the healthy replicas hold: a record
+             * one replica lost is read from another (FORMAT.md step 4). */
+            for (int q = 0; q < w->nrep; q++) {
+                const kw__segscan_t *qs;
+
+                if (q == src || w->rep[q].failed ||
+                    (qs = find_seg(&scans[q], sg->first_lsn)) == NULL)
+                    continue;
+                if (seg_len(qs) > s.bytes) {
+                    s.bytes = seg_len(qs);
+                    s.last_lsn = qs->last_lsn;
+                }
+                if (!sg->header_ok && qs->header_ok)
+                    s.created_ms = qs->created_ms;
+            }
             if (s.bytes == 0 || s.last_lsn < s.first_lsn)
                 continue;           /* deleted as an empty tail */
             if (kw__segs_push(w, &s) < 0) {
