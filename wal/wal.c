@@ -128,7 +128,7 @@ void kw__free_handle(kw_wal_t *w)
         return;
     for (e = w->head; e != NULL; e = next) {
         next = e->next;
-        free(e->bytes);
+        free(e->owned);
         free(e);
     }
     for (int i = 0; i < w->nrep; i++) {
@@ -236,7 +236,7 @@ static void advance(kw_wal_t *w)
         if (w->head == NULL)
             w->tail = NULL;
         w->pending_bytes -= e->len;
-        free(e->bytes);
+        free(e->owned);
         free(e);
     }
     for (int i = 0; i < w->nrep; i++)
@@ -343,10 +343,10 @@ static void seal(kw_wal_t *w, kw__entry_t *first)
         last = e;
     }
     /* Set BATCH_END in the encoded header; the checksum covers 32 bytes. */
-    memcpy(hdr, last->bytes, sizeof(hdr));
+    memcpy(hdr, last->hdr, sizeof(hdr));
     if (kw__rec_hdr_decode(hdr, &h) == 0) {
         h.flags |= KW__REC_FLAG_BATCH_END;
-        kw__rec_hdr_encode(&h, last->payload_hash, last->bytes);
+        kw__rec_hdr_encode(&h, last->payload_hash, last->hdr);
     }
     last->batch_end = 1;
     w->sealed_lsn = last->lsn;
@@ -390,8 +390,6 @@ static int write_batch(kw_wal_t *w, kw__replica_t *r, kw__entry_t *first,
     const kw_wal_io_t *io = w->io;
     struct iovec iov[MAX_BATCH_IOV];
     kw__entry_t *e = first;
-    uint64_t bytes = 0;
-
     *op = "segment create";
     if (first->starts_segment || r->seg_fd < 0 || r->seg_first != first->segment) {
         if (!first->starts_segment) {
@@ -408,11 +406,16 @@ static int write_batch(kw_wal_t *w, kw__replica_t *r, kw__entry_t *first,
         size_t len = 0;
 
         for (;;) {
-            iov[n].iov_base = e->bytes;
-            iov[n].iov_len = e->len;
-            len += e->len;
+            iov[n].iov_base = e->hdr;
+            iov[n].iov_len = KW__REC_HDR_SIZE;
             n++;
-            if (e == last || n == MAX_BATCH_IOV)
+            if (e->len > KW__REC_HDR_SIZE) {
+                iov[n].iov_base = (void *)e->payload;
+                iov[n].iov_len = e->len - KW__REC_HDR_SIZE;
+                n++;
+            }
+            len += e->len;
+            if (e == last || n >= MAX_BATCH_IOV - 1)
                 break;
             e = e->next;
         }
@@ -430,7 +433,6 @@ static int write_batch(kw_wal_t *w, kw__replica_t *r, kw__entry_t *first,
             /* A short write: go on with the rest (a real failure shows next). */
             len -= (size_t)k;
             off += (uint64_t)k;
-            bytes += (uint64_t)k;
             while (n > 0 && (size_t)k >= iov[0].iov_len) {
                 k -= (ssize_t)iov[0].iov_len;
                 memmove(iov, iov + 1, (size_t)(n - 1) * sizeof(iov[0]));
@@ -504,6 +506,7 @@ static void *io_thread(void *arg)
             last = last->next;
         r->busy = 1;
         r->busy_lsn = first->lsn;
+        r->busy_end = last->lsn;
         pthread_mutex_unlock(&w->mu);
         t0 = mono_ns();
         rc = write_batch(w, r, first, last, &op);
@@ -595,6 +598,41 @@ void kw_wal_close(kw_wal_t *w)
 
 /* ---- Append ---- */
 
+/*
+ * Before kw_wal_append returns, the caller's buffer must no longer be needed.
+ * If record lsn is still queued (a replica outside the quorum has not written
+ * it), wait while some replica is writing it, then give the record its own
+ * copy. Holds mu. -1 only when out of memory and nobody can write it.
+ */
+static int keep_payload(kw_wal_t *w, uint64_t lsn)
+{
+    for (;;) {
+        kw__entry_t *e;
+        int busy = 0;
+
+        for (e = w->head; e != NULL && e->lsn < lsn; e = e->next)
+            ;
+        if (e == NULL || e->lsn != lsn || e->owned != NULL)
+            return 0;             /* written everywhere and freed, or owned */
+        for (int i = 0; i < w->nrep; i++)
+            if (w->rep[i].busy && w->rep[i].busy_lsn <= lsn && lsn <= w->rep[i].busy_end)
+                busy = 1;
+        if (!busy) {
+            uint8_t *copy = malloc(e->len - KW__REC_HDR_SIZE + 1);
+
+            if (copy != NULL) {
+                memcpy(copy, e->payload, e->len - KW__REC_HDR_SIZE);
+                e->owned = copy;
+                e->payload = copy;
+                return 0;
+            }
+            if (healthy_count(w) == 0)
+                return -1;
+        }
+        pthread_cond_wait(&w->cv_ack, &w->mu);
+    }
+}
+
 kw_err_t kw_wal_append(kw_wal_t *w, const void *payload, size_t len,
                        unsigned flags, kw_wal_pos_t *pos,
                        char *errstr, size_t errlen)
@@ -615,34 +653,27 @@ kw_err_t kw_wal_append(kw_wal_t *w, const void *payload, size_t len,
     if (e == NULL)
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
     h.raw_length = (uint32_t)len;
+    e->payload = payload;
     if ((flags & KW_WAL_COMPRESS) && len > 0 && len <= (size_t)LZ4_MAX_INPUT_SIZE) {
         int bound = LZ4_compressBound((int)len);
 
-        e->bytes = malloc(KW__REC_HDR_SIZE + (size_t)bound);
-        if (e->bytes != NULL) {
-            int n = LZ4_compress_default(payload, (char *)e->bytes + KW__REC_HDR_SIZE,
-                                         (int)len, bound);
+        e->owned = malloc((size_t)bound);
+        if (e->owned != NULL) {
+            int n = LZ4_compress_default(payload, (char *)e->owned, (int)len, bound);
+
             if (n > 0 && (size_t)n < len) {
                 stored = (size_t)n;
                 h.flags |= KW__REC_FLAG_LZ4;
+                e->payload = e->owned;
             } else {
-                free(e->bytes);
-                e->bytes = NULL;
+                free(e->owned);
+                e->owned = NULL;
             }
         }
     }
-    if (e->bytes == NULL) {
-        e->bytes = malloc(KW__REC_HDR_SIZE + len + (len == 0));
-        if (e->bytes == NULL) {
-            free(e);
-            return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
-        }
-        if (len > 0)
-            memcpy(e->bytes + KW__REC_HDR_SIZE, payload, len);
-    }
     h.length = (uint32_t)stored;
     e->len = KW__REC_HDR_SIZE + stored;
-    e->payload_hash = kw__payload_hash(e->bytes + KW__REC_HDR_SIZE, stored);
+    e->payload_hash = kw__payload_hash(e->payload, stored);
     now = kw__now_ms();
 
     pthread_mutex_lock(&w->mu);
@@ -658,7 +689,7 @@ kw_err_t kw_wal_append(kw_wal_t *w, const void *payload, size_t len,
         err = w->closing ? KW_ECLOSED : KW_EQUORUM;
         w->inside--;
         pthread_mutex_unlock(&w->mu);
-        free(e->bytes);
+        free(e->owned);
         free(e);
         if (err == KW_ECLOSED)
             return kw_seterr(errstr, errlen, err, "WAL is closing");
@@ -680,7 +711,7 @@ kw_err_t kw_wal_append(kw_wal_t *w, const void *payload, size_t len,
                 w->next_lsn--;
                 w->inside--;
                 pthread_mutex_unlock(&w->mu);
-                free(e->bytes);
+                free(e->owned);
                 free(e);
                 return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
             }
@@ -696,7 +727,7 @@ kw_err_t kw_wal_append(kw_wal_t *w, const void *payload, size_t len,
         cur->last_lsn = e->lsn;
     }
     h.lsn = e->lsn;
-    kw__rec_hdr_encode(&h, e->payload_hash, e->bytes);
+    kw__rec_hdr_encode(&h, e->payload_hash, e->hdr);
     if (w->tail != NULL)
         w->tail->next = e;
     else
@@ -720,9 +751,13 @@ kw_err_t kw_wal_append(kw_wal_t *w, const void *payload, size_t len,
             pthread_cond_wait(&w->cv_ack, &w->mu);
         if (w->durable_lsn < lsn)
             err = KW_EQUORUM;
+        if (keep_payload(w, lsn) < 0 && err == KW_OK)
+            err = KW_ENOMEM;
     }
     w->inside--;
     pthread_mutex_unlock(&w->mu);
+    if (err == KW_ENOMEM)
+        return kw_seterr(errstr, errlen, err, "out of memory");
     if (err != KW_OK)
         return kw_seterr(errstr, errlen, err,
                          "WAL lost its write quorum %d before the record was durable; "

@@ -124,7 +124,10 @@ int kw__read_record(const kw_wal_io_t *io, int r, int fd, uint64_t off,
 /* ---- The handle ---- */
 
 /* An appended record on its way to the replicas. Immutable once queued, except
- * batch_end, which the sealing I/O thread sets under the lock. */
+ * batch_end and hdr (BATCH_END), which the sealing I/O thread sets under the
+ * lock, and payload, which its appender may swap for an owned copy under the
+ * lock while no replica is writing it. The payload is the caller's buffer
+ * (zero copy) until then; see keep_payload() in wal.c. */
 typedef struct kw__entry {
     struct kw__entry *next;
     uint64_t lsn;
@@ -135,7 +138,9 @@ typedef struct kw__entry {
     int      batch_end;
     size_t   len;             /* header + stored payload */
     uint64_t payload_hash;
-    uint8_t *bytes;           /* encoded record */
+    uint8_t  hdr[KW__REC_HDR_SIZE];
+    const uint8_t *payload;   /* stored payload: the caller's, or owned */
+    uint8_t *owned;           /* malloc'd payload (compressed or copied), or NULL */
 } kw__entry_t;
 
 typedef struct kw__replica {
@@ -158,6 +163,7 @@ typedef struct kw__replica {
     int          busy;          /* its thread is writing entries without mu:
                                  * they stay allocated even if it is failed */
     uint64_t     busy_lsn;      /* the first LSN of that write */
+    uint64_t     busy_end;      /* and its last */
 } kw__replica_t;
 
 typedef struct kw__seg {
