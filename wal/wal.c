@@ -105,6 +105,7 @@ kw_err_t kw__alloc_handle(const kw_wal_options_t *opts, kw_wal_t **out,
     for (int i = 0; i < w->nrep; i++) {
         kw__replica_t *r = &w->rep[i];
 
+        pthread_cond_init(&r->cv, NULL);
         r->wal = w;
         r->index = i;
         r->lock_fd = -1;
@@ -135,6 +136,7 @@ void kw__free_handle(kw_wal_t *w)
         if (w->rep[i].seg_fd >= 0)
             w->io->close(w->io->ctx, i, w->rep[i].seg_fd);
         free(w->rep[i].dir);
+        pthread_cond_destroy(&w->rep[i].cv);
     }
     free(w->segs);
     pthread_mutex_destroy(&w->mu);
@@ -185,6 +187,16 @@ static long seg_find_by_first(const kw_wal_t *w, uint64_t first)
 }
 
 /* ---- Durability bookkeeping (all under mu) ---- */
+
+/* Wake every thread that waits on the WAL: health, generation or closing
+ * changed. Holds mu. */
+static void wake_all(kw_wal_t *w)
+{
+    for (int i = 0; i < w->nrep; i++)
+        pthread_cond_broadcast(&w->rep[i].cv);
+    pthread_cond_broadcast(&w->cv_io);
+    pthread_cond_broadcast(&w->cv_ack);
+}
 
 static int healthy_count(const kw_wal_t *w)
 {
@@ -260,8 +272,7 @@ void kw__replica_fail(kw_wal_t *w, int r, const char *fmt, ...)
     KW_LOG_E(MOD, "replica %d (%s) failed: %s; it takes no more writes until "
              "`kwal wal repair`", r, rep->dir, rep->reason);
     advance(w);
-    pthread_cond_broadcast(&w->cv_io);
-    pthread_cond_broadcast(&w->cv_ack);
+    wake_all(w);
 }
 
 int kw__failed_ids(kw_wal_t *w, uint64_t *out)
@@ -454,6 +465,60 @@ static int write_batch(kw_wal_t *w, kw__replica_t *r, kw__entry_t *first,
     return 0;
 }
 
+/*
+ * Write every sealed batch replica r has not written yet (sealing one first if
+ * needed). The caller holds mu and has checked that r is healthy, has work
+ * (r->next != NULL), holds the current STATE and is not busy; this takes the
+ * write token (r->busy) before anything else, so no two threads ever write one
+ * replica. Called by r's I/O thread, or by an appender that found r idle: the
+ * appender then writes for r itself and saves two thread wake-ups. Returns
+ * with mu held.
+ */
+static void replica_write(kw_wal_t *w, kw__replica_t *r)
+{
+    kw__entry_t *first = r->next, *last;
+    const char *op = "";
+    uint64_t t0;
+    int rc;
+
+    r->busy = 1;
+    r->busy_lsn = r->busy_end = first->lsn;
+    if (first->lsn > w->sealed_lsn)
+        linger(w, r, first);
+    if (r->failed)
+        goto release;
+    seal(w, first);
+    /* Every batch sealed so far in this segment goes out in one write: a
+     * replica that fell behind catches up with one fdatasync. */
+    for (last = first; last->next != NULL && last->lsn < w->sealed_lsn &&
+                       !last->next->starts_segment; last = last->next)
+        ;
+    while (!last->batch_end)          /* cannot happen: batches end sealed */
+        last = last->next;
+    r->busy_end = last->lsn;
+    pthread_mutex_unlock(&w->mu);
+    t0 = mono_ns();
+    rc = write_batch(w, r, first, last, &op);
+    t0 = mono_ns() - t0;
+    pthread_mutex_lock(&w->mu);
+    w->last_sync_ns = t0;
+    if (rc < 0) {
+        char seg[KW__SEG_NAME_LEN + 1];
+
+        kw__seg_name(first->segment, seg, sizeof(seg));
+        kw__replica_fail(w, r->index, "%s of %s at offset %" PRIu64 ": %s",
+                         op, seg, first->offset, strerror(errno));
+    } else if (!r->failed) {
+        r->done_lsn = last->lsn;
+        r->next = last->next;
+    }
+release:
+    r->busy = 0;
+    advance(w);                        /* also releases what the write kept alive */
+    pthread_cond_broadcast(&w->cv_ack);
+    pthread_cond_broadcast(&r->cv);    /* its I/O thread may have more to do */
+}
+
 static void *io_thread(void *arg)
 {
     kw__replica_t *r = arg;
@@ -464,20 +529,15 @@ static void *io_thread(void *arg)
     pthread_setname_np(pthread_self(), tname);
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        kw__entry_t *first, *last;
-        const char *op = "";
-        uint64_t t0;
-        int rc;
-
-        while (!r->failed && r->next == NULL && r->state_gen == w->generation &&
-               !w->closing)
-            pthread_cond_wait(&w->cv_io, &w->mu);
+        while (!r->failed && (r->next == NULL || r->busy) &&
+               r->state_gen == w->generation && !(w->closing && !r->busy))
+            pthread_cond_wait(&r->cv, &w->mu);
         if (r->failed)
             break;
         if (r->state_gen != w->generation) {
             /* Health changed: persist it before writing anything else. */
             uint64_t gen = w->generation, failed[KW_WAL_MAX_REPLICAS];
-            int nfailed = kw__failed_ids(w, failed);
+            int nfailed = kw__failed_ids(w, failed), rc;
 
             pthread_mutex_unlock(&w->mu);
             rc = kw__write_state(w, r->index, gen, failed, nfailed);
@@ -486,51 +546,17 @@ static void *io_thread(void *arg)
                 kw__replica_fail(w, r->index, "writing STATE: %s", strerror(errno));
             else if (r->state_gen < gen)
                 r->state_gen = gen;
+            pthread_cond_broadcast(&w->cv_ack);   /* leaders wait for this */
             continue;
         }
+        if (r->busy)
+            continue;                   /* closing: wait for the token holder */
         if (r->next == NULL)
             break;                      /* closing, nothing left to write */
-        first = r->next;
-        if (first->lsn > w->sealed_lsn) {
-            linger(w, r, first);
-            if (r->failed)
-                continue;
-        }
-        seal(w, first);
-        /* Every batch sealed so far in this segment goes out in one write: a
-         * replica that fell behind catches up with one fdatasync. */
-        for (last = first; last->next != NULL && last->lsn < w->sealed_lsn &&
-                           !last->next->starts_segment; last = last->next)
-            ;
-        while (!last->batch_end)          /* cannot happen: batches end sealed */
-            last = last->next;
-        r->busy = 1;
-        r->busy_lsn = first->lsn;
-        r->busy_end = last->lsn;
-        pthread_mutex_unlock(&w->mu);
-        t0 = mono_ns();
-        rc = write_batch(w, r, first, last, &op);
-        t0 = mono_ns() - t0;
-        pthread_mutex_lock(&w->mu);
-        r->busy = 0;
-        w->last_sync_ns = t0;
-        if (rc < 0) {
-            char seg[KW__SEG_NAME_LEN + 1];
-
-            kw__seg_name(first->segment, seg, sizeof(seg));
-            kw__replica_fail(w, r->index, "%s of %s at offset %" PRIu64 ": %s",
-                             op, seg, first->offset, strerror(errno));
-            break;
-        }
-        if (r->failed) {
-            advance(w);       /* release what this write kept alive */
-            break;
-        }
-        r->done_lsn = last->lsn;
-        r->next = last->next;
-        advance(w);
-        pthread_cond_broadcast(&w->cv_ack);
+        replica_write(w, r);
     }
+    while (r->busy)                     /* never close the fd under a writer */
+        pthread_cond_wait(&r->cv, &w->mu);
     if (r->seg_fd >= 0) {
         w->io->close(w->io->ctx, r->index, r->seg_fd);
         r->seg_fd = -1;
@@ -586,8 +612,7 @@ void kw_wal_close(kw_wal_t *w)
         return;
     pthread_mutex_lock(&w->mu);
     w->closing = 1;
-    pthread_cond_broadcast(&w->cv_io);
-    pthread_cond_broadcast(&w->cv_ack);
+    wake_all(w);
     pthread_mutex_unlock(&w->mu);
     for (int i = 0; i < w->nrep; i++)
         if (w->rep[i].thread_started)
@@ -597,6 +622,16 @@ void kw_wal_close(kw_wal_t *w)
 }
 
 /* ---- Append ---- */
+
+/* The replica an appender writes itself when it is idle: the first healthy
+ * one. Holds mu. -1 if none. */
+static int lead_replica(const kw_wal_t *w)
+{
+    for (int i = 0; i < w->nrep; i++)
+        if (!w->rep[i].failed)
+            return i;
+    return -1;
+}
 
 /*
  * Before kw_wal_append returns, the caller's buffer must no longer be needed.
@@ -642,6 +677,7 @@ kw_err_t kw_wal_append(kw_wal_t *w, const void *payload, size_t len,
     uint64_t now;
     size_t stored = len;
     kw_err_t err = KW_OK;
+    int lead;
 
     if (len > KW_WAL_MAX_RECORD)
         return kw_seterr(errstr, errlen, KW_EINVAL,
@@ -734,9 +770,16 @@ kw_err_t kw_wal_append(kw_wal_t *w, const void *payload, size_t len,
         w->head = e;
     w->tail = e;
     w->pending_bytes += e->len;
-    for (int i = 0; i < w->nrep; i++)
-        if (!w->rep[i].failed && w->rep[i].next == NULL)
-            w->rep[i].next = e;
+    lead = lead_replica(w);
+    for (int i = 0; i < w->nrep; i++) {
+        kw__replica_t *r = &w->rep[i];
+
+        if (r->failed || r->next != NULL)
+            continue;                   /* a busy replica comes back for it */
+        r->next = e;
+        if (i != lead || r->busy || r->state_gen != w->generation)
+            pthread_cond_signal(&r->cv);
+    }
     pthread_cond_broadcast(&w->cv_io);
     if (pos != NULL) {
         pos->lsn = e->lsn;
@@ -747,8 +790,18 @@ kw_err_t kw_wal_append(kw_wal_t *w, const void *payload, size_t len,
     {
         uint64_t lsn = e->lsn;   /* e may be freed once durable everywhere */
 
-        while (w->durable_lsn < lsn && !w->broken)
+        while (w->durable_lsn < lsn && !w->broken) {
+            kw__replica_t *r;
+
+            lead = lead_replica(w);
+            r = lead >= 0 ? &w->rep[lead] : NULL;
+            if (r != NULL && !r->busy && r->next != NULL && r->next->lsn <= lsn &&
+                r->state_gen == w->generation) {
+                replica_write(w, r);    /* lead: write it ourselves */
+                continue;
+            }
             pthread_cond_wait(&w->cv_ack, &w->mu);
+        }
         if (w->durable_lsn < lsn)
             err = KW_EQUORUM;
         if (keep_payload(w, lsn) < 0 && err == KW_OK)

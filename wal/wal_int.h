@@ -153,6 +153,7 @@ typedef struct kw__replica {
     char         reason[160];
     pthread_t    thread;
     int          thread_started;
+    pthread_cond_t cv;          /* its I/O thread waits here for work */
     /* Owned by the replica's I/O thread. */
     int          seg_fd;
     uint64_t     seg_first;
@@ -160,7 +161,8 @@ typedef struct kw__replica {
     kw__entry_t *next;          /* next entry to write, NULL if none queued */
     uint64_t     done_lsn;      /* last LSN written and fdatasync'ed */
     uint64_t     state_gen;     /* STATE generation this replica holds */
-    int          busy;          /* its thread is writing entries without mu:
+    int          busy;          /* the write token: its holder (the I/O thread or
+                                 * a leading appender) writes entries without mu;
                                  * they stay allocated even if it is failed */
     uint64_t     busy_lsn;      /* the first LSN of that write */
     uint64_t     busy_end;      /* and its last */
@@ -182,7 +184,7 @@ struct kw_wal {
     kw__replica_t    rep[KW_WAL_MAX_REPLICAS];
 
     pthread_mutex_t  mu;
-    pthread_cond_t   cv_io;      /* I/O threads wait for work */
+    pthread_cond_t   cv_io;      /* broadcast on every queued record (linger) */
     pthread_cond_t   cv_ack;     /* appenders wait for durability */
 
     /* Under mu. */
