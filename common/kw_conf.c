@@ -718,12 +718,12 @@ void kw_conf_print(const kw_conf_t *conf, FILE *out)
         const char *where = conf->priv->where[i];
 
         kw_conf_format(conf, &props[i], buf, sizeof(buf));
-        fprintf(out, "%s=%s", props[i].name, buf);
-        fprintf(out, "   # %s\n", where != NULL ? where : "default");
+        fprintf(out, "# %s\n%s=%s\n", where != NULL ? where : "default",
+                props[i].name, buf);
     }
     for (size_t i = 0; i < conf->nkafka; i++)
-        fprintf(out, KW_CONF_KAFKA_PREFIX "%s=%s\n", conf->kafka[i].key,
-                conf->kafka[i].value);
+        fprintf(out, "# passed to librdkafka as %s\n" KW_CONF_KAFKA_PREFIX "%s=%s\n",
+                conf->kafka[i].key, conf->kafka[i].key, conf->kafka[i].value);
 }
 
 /* The range column: "0..16", "4K..64G", "1..16 items", "error|warn|...". */
@@ -842,7 +842,7 @@ void kw_conf_print_markdown(FILE *out)
           "  `bootstrap.servers`. See librdkafka's CONFIGURATION.md for those.\n"
           "\n"
           "`kwal config -c FILE [-X key=value]...` prints the effective configuration\n"
-          "and where each value came from.\n", out);
+          "as a configuration file, with a comment saying where each value came from.\n", out);
 
     while (i < NPROPS) {
         const char *name = props[i].name;

@@ -154,9 +154,9 @@ kw_err_t kw_conf_parse_size(const char *s, uint64_t *bytes);
 /* Write a size with the largest suffix that divides it exactly ("64M"). */
 size_t kw_conf_format_size(uint64_t bytes, char *buf, size_t len);
 
-/* The effective configuration as `key=value` lines, each followed by a
- * comment saying where it came from (default, file:line, -X), then the
- * `kafka.` keys. */
+/* The effective configuration as a valid config file: each `key=value` line
+ * after a comment line saying where the value came from ("# default",
+ * "# kwal.conf:3", "# -X"), then the `kafka.` keys. */
 void kw_conf_print(const kw_conf_t *conf, FILE *out);
 
 /* The table as plain text for --help: key, type, default, range, description. */

@@ -223,7 +223,7 @@ static void advance(kw_wal_t *w)
             min_done = w->rep[i].done_lsn;
     }
     if (n < w->quorum) {
-        if (!w->broken)
+        if (!w->broken && !w->opts.read_only)
             KW_LOG_E(MOD, "only %d of %d WAL replicas are healthy, below the write "
                      "quorum %d: appends now fail until the WAL is repaired and reopened",
                      n, w->nrep, w->quorum);
@@ -269,8 +269,11 @@ void kw__replica_fail(kw_wal_t *w, int r, const char *fmt, ...)
     rep->failed = 1;
     rep->next = NULL;
     w->generation++;
-    KW_LOG_E(MOD, "replica %d (%s) failed: %s; it takes no more writes until "
-             "`kwal wal repair`", r, rep->dir, rep->reason);
+    if (w->opts.read_only)
+        KW_LOG_W(MOD, "replica %d (%s) is not used: %s", r, rep->dir, rep->reason);
+    else
+        KW_LOG_E(MOD, "replica %d (%s) failed: %s; it takes no more writes until "
+                 "`kwal wal repair`", r, rep->dir, rep->reason);
     advance(w);
     wake_all(w);
 }

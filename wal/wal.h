@@ -129,8 +129,10 @@ kw_err_t kw_wal_append(kw_wal_t *wal, const void *payload, size_t len,
                        unsigned flags, kw_wal_pos_t *pos,
                        char *errstr, size_t errlen);
 
-/* One record read back. payload is owned by the record; release it with
- * kw_wal_record_clear() (the struct may then be reused). */
+/* One record read back. payload is owned by the record. Every read function
+ * overwrites *rec without looking at what it held: call kw_wal_record_clear()
+ * once done with each record (the struct may then be reused), or its payload
+ * leaks. */
 typedef struct kw_wal_record {
     kw_wal_pos_t pos;
     unsigned     flags;          /* KW_WAL_COMPRESS if it was stored compressed */
@@ -229,13 +231,18 @@ typedef struct kw_wal_problem {
 typedef void (*kw_wal_problem_cb)(const kw_wal_problem_t *p, void *opaque);
 
 /*
- * Check every record of every replica, failed ones included (read-only, no lock
- * needed): headers, checksums, LSN sequence, LZ4 payloads, that replicas agree.
- * Calls cb for each problem; returns the number of problems (0: all good) or a
- * negative kw_err_t when the WAL could not be read at all.
+ * Check every record of every replica, failed ones included: headers,
+ * checksums, LSN sequence, LZ4 payloads, that replicas agree. Never writes.
+ * If no process has the WAL open, verify holds a shared lock meanwhile (an
+ * opener then gets KW_ELOCKED) and checks everything. If the WAL is open
+ * elsewhere (live), what is being written is left out: the tail of each
+ * replica's last segment, segments newer than the snapshot, and how far each
+ * replica got in the newest segment. Calls cb for each problem; returns the
+ * number of problems (0: all good) or a negative kw_err_t when the WAL could
+ * not be read at all. *live (may be NULL) tells which check ran.
  */
 long kw_wal_verify(const kw_wal_options_t *opts, kw_wal_problem_cb cb,
-                   void *opaque, char *errstr, size_t errlen);
+                   void *opaque, int *live, char *errstr, size_t errlen);
 
 /*
  * Rebuild replica `replica` (index into opts->dirs) from a healthy one: copy

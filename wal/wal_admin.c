@@ -9,11 +9,14 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "kw_log.h"
 #include "wal_scan.h"
@@ -43,18 +46,53 @@ static void problem(kw_wal_problem_cb cb, void *opaque, long *count, int r,
         cb(&p, opaque);
 }
 
-long kw_wal_verify(const kw_wal_options_t *opts, kw_wal_problem_cb cb, void *opaque,
-                   char *errstr, size_t errlen)
+/*
+ * Take a shared lock on every replica's LOCK file; returns 1 when some replica
+ * is locked by a writer (the WAL is live). fds[] gets what was locked.
+ */
+static int lock_shared(const kw_wal_options_t *opts, int *fds)
 {
-    kw_wal_options_t ro = *opts;
+    int live = 0;
+
+    for (int i = 0; i < opts->ndirs; i++) {
+        char path[4096];
+
+        snprintf(path, sizeof(path), "%s/LOCK", opts->dirs[i]);
+        fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+        if (fds[i] >= 0 && flock(fds[i], LOCK_SH | LOCK_NB) < 0) {
+            live |= errno == EWOULDBLOCK;
+            close(fds[i]);
+            fds[i] = -1;
+        }
+    }
+    return live;
+}
+
+long kw_wal_verify(const kw_wal_options_t *opts, kw_wal_problem_cb cb, void *opaque,
+                   int *live_out, char *errstr, size_t errlen)
+{
+    kw_wal_options_t ro;
     kw_wal_t *w;
     long count = 0;
+    int fds[KW_WAL_MAX_REPLICAS], live;
+    uint64_t newest = 0;
     kw_err_t err;
 
+    if (opts == NULL || opts->ndirs < 1 || opts->ndirs > KW_WAL_MAX_REPLICAS)
+        return -(long)kw_seterr(errstr, errlen, KW_EINVAL, "wal.dirs: need 1 to %d "
+                                "replica directories", KW_WAL_MAX_REPLICAS);
+    ro = *opts;
     ro.read_only = 1;
+    live = lock_shared(opts, fds);
+    if (live_out != NULL)
+        *live_out = live;
     err = kw_wal_open(&ro, &w, NULL, errstr, errlen);
-    if (err != KW_OK)
-        return -(long)err;
+    if (err != KW_OK) {
+        count = -(long)err;
+        goto unlock;
+    }
+    if (w->nsegs > 0)
+        newest = w->segs[w->nsegs - 1].first_lsn;
     for (int r = 0; r < w->nrep; r++) {
         kw__repscan_t s;
         char why[300];
@@ -69,18 +107,27 @@ long kw_wal_verify(const kw_wal_options_t *opts, kw_wal_problem_cb cb, void *opa
         for (size_t k = 0; k < s.nspots; k++) {
             const kw__spot_t *sp = &s.spots[k];
 
+            if (live && sp->seg + 1 >= s.nsegs)
+                continue;       /* the segment being written */
             problem(cb, opaque, &count, r, s.segs[sp->seg].first_lsn, sp->offset, "%s%s",
                     sp->what, sp->torn ? " (torn tail of an unclean shutdown: "
                                          "never acknowledged, cut at the next open)" : "");
         }
         if (!w->rep[r].failed) {
             /* Healthy replicas must hold exactly the segments of the log. */
+            uint64_t oldest = UINT64_MAX;
+
+            for (size_t i = 0; i < s.nsegs; i++)
+                if (s.segs[i].file_bytes > 0 && s.segs[i].first_lsn < oldest)
+                    oldest = s.segs[i].first_lsn;
             for (size_t j = 0; j < w->nsegs; j++) {
                 const kw__seg_t *g = &w->segs[j];
                 const kw__segscan_t *m = NULL;
 
+                if (live && (g->first_lsn == newest || g->first_lsn < oldest))
+                    continue;   /* being written, or cleaned since the snapshot */
                 for (size_t i = 0; i < s.nsegs; i++)
-                    if (s.segs[i].first_lsn == g->first_lsn)
+                    if (s.segs[i].first_lsn == g->first_lsn && s.segs[i].file_bytes > 0)
                         m = &s.segs[i];
                 if (m == NULL)
                     problem(cb, opaque, &count, r, g->first_lsn, 0,
@@ -93,6 +140,8 @@ long kw_wal_verify(const kw_wal_options_t *opts, kw_wal_problem_cb cb, void *opa
             for (size_t i = 0; i < s.nsegs; i++) {
                 int known = 0;
 
+                if (live && s.segs[i].first_lsn > newest)
+                    continue;   /* created after the snapshot */
                 for (size_t j = 0; j < w->nsegs; j++)
                     known |= w->segs[j].first_lsn == s.segs[i].first_lsn;
                 if (!known && s.segs[i].last_lsn >= s.segs[i].first_lsn)
@@ -103,6 +152,10 @@ long kw_wal_verify(const kw_wal_options_t *opts, kw_wal_problem_cb cb, void *opa
         kw__repscan_free(&s);
     }
     kw_wal_close(w);
+unlock:
+    for (int i = 0; i < opts->ndirs; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
     return count;
 }
 

@@ -324,7 +324,14 @@ kw_err_t kw__scan_replica(const kw_wal_io_t *io, int r, const char *dir,
         kw__seg_name(firsts[j], name, sizeof(name));
         snprintf(path, sizeof(path), "%s/%s", dir, name);
         if (read_whole(io, r, path, &buf, &len) < 0) {
-            kw_err_t e = kw_seterr(errstr, errlen, KW_EIO, "cannot read %s: %s", path,
+            kw_err_t e;
+
+            if (errno == ENOENT) {       /* cleaned since the listing */
+                s->segs[j].file_bytes = 0;
+                s->segs[j].last_lsn = firsts[j] - 1;
+                continue;
+            }
+            e = kw_seterr(errstr, errlen, KW_EIO, "cannot read %s: %s", path,
                                    strerror(errno));
             free(firsts);
             kw__repscan_free(s);
@@ -653,7 +660,8 @@ static kw_err_t classify(kw_wal_t *w, kw__repscan_t *scans, kw_wal_open_report_t
                 if (!w->opts.read_only && truncate_segment(w, r, sg->first_lsn, cut) < 0)
                     kw__replica_fail(w, r, "truncating torn tail of %s: %s", name,
                                      strerror(errno));
-                sg->file_bytes = cut;
+                /* truncate_segment deletes what holds no record: gone. */
+                sg->file_bytes = cut > KW__SEG_HDR_SIZE ? cut : 0;
                 continue;
             }
             for (int q = 0; q < w->nrep && !covered; q++)
@@ -670,7 +678,8 @@ static kw_err_t classify(kw_wal_t *w, kw__repscan_t *scans, kw_wal_open_report_t
                 if (!w->opts.read_only &&
                     truncate_segment(w, r, sg->first_lsn, sp->offset) < 0)
                     kw__replica_fail(w, r, "truncating %s: %s", name, strerror(errno));
-                sg->file_bytes = sg->valid_bytes = sp->offset;
+                sg->valid_bytes = sp->offset;
+                sg->file_bytes = sp->offset > KW__SEG_HDR_SIZE ? sp->offset : 0;
                 sg->last_lsn = sp->expect - 1;
                 s->last_lsn = 0;
                 for (size_t j = s->nsegs; j-- > 0;)

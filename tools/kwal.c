@@ -1,0 +1,183 @@
+/*
+ * kwal.c -- main() of the `kwal` program: global options and subcommand
+ * dispatch.
+ *
+ * kwal is one program with subcommands (DESIGN.md, "Command line"). This
+ * file parses `--help` and `--version`, runs `kwal config`, and hands
+ * `kwal wal ...` to kwal_wal_cmd.c. The libraries never print to stdout or
+ * exit; this program does both, with the exit statuses of kwal.h.
+ */
+#include "kwal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kw_log.h"
+
+#ifndef KWAL_VERSION
+#define KWAL_VERSION "0.0.0"
+#endif
+
+void kwal_error(const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "kwal: %s\n", msg);
+}
+
+int kwal_usage_error(const char *topic, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "kwal: %s\nTry 'kwal%s%s --help'.\n", msg,
+            topic != NULL ? " " : "", topic != NULL ? topic : "");
+    return KWAL_EXIT_USAGE;
+}
+
+static void print_usage(FILE *out)
+{
+    fputs("Usage: kwal COMMAND [OPTIONS]\n"
+          "       kwal --help | --version\n"
+          "\n"
+          "kwal takes records out of Apache Kafka with zero data loss.\n"
+          "\n"
+          "Commands:\n"
+          "  wal ls|dump|verify|repair   inspect, check and repair the write-ahead log\n"
+          "                              (kwal wal --help)\n"
+          "  config                      print the effective configuration, or its\n"
+          "                              documentation (kwal config --help)\n"
+          "\n"
+          "Configuration: -c FILE reads key=value lines (# starts a comment line);\n"
+          "-X key=value overrides one key after the file, as in kcat. Keys:\n"
+          "\n", out);
+    kw_conf_print_help(out);
+    fputs("\n"
+          "Exit status: 0 on success; 1 when the command failed (one line on stderr);\n"
+          "2 for bad arguments or configuration.\n", out);
+}
+
+static void print_config_usage(FILE *out)
+{
+    fputs("Usage: kwal config [-c FILE] [-X key=value]...\n"
+          "       kwal config --markdown\n"
+          "\n"
+          "Without --markdown: load the configuration (defaults, then FILE, then\n"
+          "each -X in order) and print it as a configuration file: every key=value\n"
+          "after a comment saying where the value came from.\n"
+          "Fails, naming the file, line and key, on anything that does not parse.\n"
+          "\n"
+          "--markdown: print the documentation of every key as Markdown (the\n"
+          "contents of CONFIGURATION.md).\n", out);
+}
+
+/* `kwal config ...`; argv[0] is "config". */
+static int config_main(int argc, char **argv)
+{
+    const char **overrides = NULL;
+    const char *path = NULL;
+    char errstr[1024];
+    kw_conf_t *conf = NULL;
+    size_t noverrides = 0;
+    int markdown = 0, rc = KWAL_EXIT_USAGE;
+    kw_err_t err;
+
+    overrides = calloc((size_t)argc, sizeof(*overrides));
+    if (overrides == NULL) {
+        kwal_error("out of memory");
+        return KWAL_EXIT_FAIL;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            print_config_usage(stdout);
+            rc = KWAL_EXIT_OK;
+            goto cleanup;
+        } else if (strcmp(a, "--markdown") == 0) {
+            markdown = 1;
+        } else if (strcmp(a, "-c") == 0 || strcmp(a, "-X") == 0) {
+            if (i + 1 >= argc) {
+                rc = kwal_usage_error("config", "config: %s needs an argument", a);
+                goto cleanup;
+            }
+            if (a[1] == 'c')
+                path = argv[++i];
+            else
+                overrides[noverrides++] = argv[++i];
+        } else if (strncmp(a, "-X", 2) == 0) {
+            overrides[noverrides++] = a + 2;
+        } else if (strncmp(a, "-c", 2) == 0) {
+            path = a + 2;
+        } else {
+            rc = kwal_usage_error("config", "config: unexpected argument '%s'", a);
+            goto cleanup;
+        }
+    }
+    if (markdown) {
+        if (path != NULL || noverrides > 0) {
+            rc = kwal_usage_error("config", "config: --markdown takes no -c or -X");
+            goto cleanup;
+        }
+        kw_conf_print_markdown(stdout);
+        rc = KWAL_EXIT_OK;
+        goto cleanup;
+    }
+    err = kw_conf_load(path, overrides, noverrides, &conf, errstr, sizeof(errstr));
+    if (err != KW_OK) {
+        kwal_error("%s", errstr);
+        rc = err == KW_ENOMEM ? KWAL_EXIT_FAIL : KWAL_EXIT_USAGE;
+        goto cleanup;
+    }
+    kw_conf_print(conf, stdout);
+    rc = KWAL_EXIT_OK;
+
+cleanup:
+    kw_conf_destroy(conf);
+    free(overrides);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd;
+    int rc;
+
+    if (argc < 2)
+        return kwal_usage_error(NULL, "missing command");
+    cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
+        strcmp(cmd, "help") == 0) {
+        print_usage(stdout);
+        rc = KWAL_EXIT_OK;
+    } else if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 ||
+               strcmp(cmd, "version") == 0) {
+        printf("kwal %s\n", KWAL_VERSION);
+        rc = KWAL_EXIT_OK;
+    } else if (strcmp(cmd, "wal") == 0) {
+        rc = kwal_wal_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "config") == 0) {
+        rc = config_main(argc - 1, argv + 1);
+    } else if (cmd[0] == '-') {
+        rc = kwal_usage_error(NULL, "unknown option '%s'", cmd);
+    } else {
+        rc = kwal_usage_error(NULL, "unknown command '%s'", cmd);
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        kwal_error("writing to stdout failed");
+        if (rc == KWAL_EXIT_OK)
+            rc = KWAL_EXIT_FAIL;
+    }
+    return rc;
+}
