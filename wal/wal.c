@@ -278,14 +278,15 @@ void kw__replica_fail(kw_wal_t *w, int r, const char *fmt, ...)
     wake_all(w);
 }
 
-int kw__failed_ids(kw_wal_t *w, uint64_t *out)
+void kw__failed_set(kw_wal_t *w, kw__failed_set_t *fs)
 {
-    int n = 0;
-
+    fs->n = 0;
     for (int i = 0; i < w->nrep; i++)
-        if (w->rep[i].failed)
-            out[n++] = w->rep[i].id;
-    return n;
+        if (w->rep[i].failed) {
+            fs->ids[fs->n] = w->rep[i].id;
+            fs->dirs[fs->n] = kw__dir_hash(w->rep[i].dir);
+            fs->n++;
+        }
 }
 
 /*
@@ -539,11 +540,13 @@ static void *io_thread(void *arg)
             break;
         if (r->state_gen != w->generation) {
             /* Health changed: persist it before writing anything else. */
-            uint64_t gen = w->generation, failed[KW_WAL_MAX_REPLICAS];
-            int nfailed = kw__failed_ids(w, failed), rc;
+            uint64_t gen = w->generation;
+            kw__failed_set_t fs;
+            int rc;
 
+            kw__failed_set(w, &fs);
             pthread_mutex_unlock(&w->mu);
-            rc = kw__write_state(w, r->index, gen, failed, nfailed);
+            rc = kw__write_state(w, r->index, gen, &fs);
             pthread_mutex_lock(&w->mu);
             if (rc < 0)
                 kw__replica_fail(w, r->index, "writing STATE: %s", strerror(errno));
@@ -573,6 +576,12 @@ static void *io_thread(void *arg)
 kw_err_t kw_wal_open(const kw_wal_options_t *opts, kw_wal_t **wal,
                      kw_wal_open_report_t *report, char *errstr, size_t errlen)
 {
+    return kw__open(opts, 1, wal, report, errstr, errlen);
+}
+
+kw_err_t kw__open(const kw_wal_options_t *opts, int start_threads, kw_wal_t **wal,
+                  kw_wal_open_report_t *report, char *errstr, size_t errlen)
+{
     kw_wal_open_report_t dummy;
     kw_wal_t *w;
     kw_err_t err;
@@ -590,7 +599,7 @@ kw_err_t kw_wal_open(const kw_wal_options_t *opts, kw_wal_t **wal,
     pthread_mutex_lock(&w->mu);
     advance(w);
     pthread_mutex_unlock(&w->mu);
-    if (!w->opts.read_only) {
+    if (!w->opts.read_only && start_threads) {
         for (int i = 0; i < w->nrep; i++) {
             if (w->rep[i].failed)
                 continue;
@@ -883,6 +892,12 @@ static kw_err_t read_at(kw_wal_t *w, uint64_t segment, uint64_t offset,
         if (!w->rep[i].failed && !(w->opts.read_only || expect_lsn == 0 ||
                                    w->rep[i].done_lsn >= expect_lsn))
             order[n++] = i;
+    /* Last resort: a replica that failed in this session still holds what it
+     * had fdatasync'ed before (a single replica whose fsync failed keeps the
+     * WAL readable). Checksum and LSN are verified as everywhere. */
+    for (int i = 0; i < w->nrep; i++)
+        if (w->rep[i].failed && expect_lsn != 0 && w->rep[i].done_lsn >= expect_lsn)
+            order[n++] = i;
     pthread_mutex_unlock(&w->mu);
 
     for (int k = 0; k < n; k++) {
@@ -961,20 +976,56 @@ struct kw_wal_iter {
     uint64_t  offset;      /* its offset, valid when segment != 0 */
 };
 
-/* Offset of lsn in its segment, walking headers from the segment start. */
+/*
+ * Size of the record with LSN lsn at (segment, off), from its header alone, on
+ * the first replica whose header there is well formed and names that LSN. So
+ * a record whose payload is bad everywhere does not hide the ones after it.
+ */
+static kw_err_t hop(kw_wal_t *w, uint64_t segment, uint64_t off, uint64_t lsn,
+                    uint64_t *size, char *errstr, size_t errlen)
+{
+    char name[KW__SEG_NAME_LEN + 1], path[4096];
+
+    kw__seg_name(segment, name, sizeof(name));
+    for (int r = 0; r < w->nrep; r++) {
+        uint8_t hdr[KW__REC_HDR_SIZE];
+        kw__rec_hdr_t h;
+        ssize_t n;
+        int fd;
+
+        pthread_mutex_lock(&w->mu);
+        fd = w->rep[r].failed && w->rep[r].done_lsn < lsn;
+        pthread_mutex_unlock(&w->mu);
+        if (fd)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", w->rep[r].dir, name);
+        fd = w->io->open(w->io->ctx, r, path, O_RDONLY, 0);
+        if (fd < 0)
+            continue;
+        n = kw__pread_full(w->io, r, fd, hdr, sizeof(hdr), (off_t)off);
+        w->io->close(w->io->ctx, r, fd);
+        if (n == (ssize_t)sizeof(hdr) && kw__rec_hdr_decode(hdr, &h) == 0 && h.lsn == lsn) {
+            *size = KW__REC_HDR_SIZE + h.length;
+            return KW_OK;
+        }
+    }
+    return kw_seterr(errstr, errlen, KW_ECORRUPT,
+                     "no replica has a readable header for LSN %" PRIu64 " at segment %s "
+                     "offset %" PRIu64, lsn, name, off);
+}
+
+/* Offset of lsn in its segment, hopping headers from the segment start. */
 static kw_err_t locate(kw_wal_t *w, uint64_t segment, uint64_t lsn, uint64_t *offset,
                        char *errstr, size_t errlen)
 {
-    uint64_t off = KW__SEG_HDR_SIZE;
+    uint64_t off = KW__SEG_HDR_SIZE, size;
 
     for (uint64_t l = segment; l < lsn; l++) {
-        kw_wal_record_t rec = { 0 };
-        kw_err_t err = read_at(w, segment, off, l, &rec, errstr, errlen);
+        kw_err_t err = hop(w, segment, off, l, &size, errstr, errlen);
 
         if (err != KW_OK)
             return err;
-        off += rec.pos.size;
-        kw_wal_record_clear(&rec);
+        off += size;
     }
     *offset = off;
     return KW_OK;

@@ -196,7 +196,9 @@ kw_err_t kw_wal_repair(const kw_wal_options_t *opts, int replica,
                          replica, opts ? opts->ndirs : 0);
     if (opts->read_only)
         return kw_seterr(errstr, errlen, KW_EINVAL, "repair needs a writable WAL");
-    err = kw_wal_open(opts, &w, NULL, errstr, errlen);
+    /* No I/O threads: repair is the only writer, and STATE is written once,
+     * at the end, by this thread alone. */
+    err = kw__open(opts, 0, &w, NULL, errstr, errlen);
     if (err != KW_OK)
         return err;
     pthread_mutex_lock(&w->mu);

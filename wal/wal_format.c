@@ -196,6 +196,16 @@ int kw__state_format(const kw__state_t *s, char *buf, size_t cap)
             return -1;
         n += (size_t)k;
     }
+    k = snprintf(buf + n, cap - n, "\nfailed_dirs");
+    if (k < 0 || (size_t)k >= cap - n)
+        return -1;
+    n += (size_t)k;
+    for (int i = 0; i < s->nfailed_dirs; i++) {
+        k = snprintf(buf + n, cap - n, " %016" PRIx64, s->failed_dirs[i]);
+        if (k < 0 || (size_t)k >= cap - n)
+            return -1;
+        n += (size_t)k;
+    }
     k = snprintf(buf + n, cap - n, "\n");
     if (k < 0 || (size_t)k >= cap - n)
         return -1;
@@ -240,18 +250,22 @@ kw_err_t kw__state_parse(const char *buf, size_t len, kw__state_t *s,
 {
     static const char *const keys[] = { "kwal-wal-state ", "wal_id ", "replica_id ",
                                         "generation ", "replicas ", "failed",
-                                        "checksum " };
+                                        "failed_dirs", "checksum " };
     size_t pos = 0, linelen = 0, body_end = 0;
     const char *line;
     uint64_t v;
 
     memset(s, 0, sizeof(*s));
-    for (int k = 0; k < 7; k++) {
-        size_t klen = strlen(keys[k]);
+    for (int k = 0; k < 8; k++) {
+        size_t klen = strlen(keys[k]), save = pos;
 
-        if (k == 6)
+        if (k == 7)
             body_end = pos;
         line = next_line(buf, len, &pos, &linelen);
+        if (k == 6 && (line == NULL || linelen < klen || memcmp(line, keys[k], klen) != 0)) {
+            pos = save;          /* optional: STATE files of the first version */
+            continue;
+        }
         if (line == NULL || linelen < klen || memcmp(line, keys[k], klen) != 0)
             return kw_seterr(errstr, errlen, KW_ECORRUPT, "line %d: expected '%s'",
                              k + 1, keys[k]);
@@ -291,6 +305,17 @@ kw_err_t kw__state_parse(const char *buf, size_t len, kw__state_t *s,
             }
             break;
         case 6:
+            while (linelen > 0) {
+                if (linelen < 17 || line[0] != ' ' ||
+                    (size_t)s->nfailed_dirs >= sizeof(s->failed_dirs) / sizeof(s->failed_dirs[0]) ||
+                    parse_u64(line + 1, 16, 16, &s->failed_dirs[s->nfailed_dirs]) < 0)
+                    return kw_seterr(errstr, errlen, KW_ECORRUPT, "bad failed_dirs list");
+                s->nfailed_dirs++;
+                line += 17;
+                linelen -= 17;
+            }
+            break;
+        case 7:
             if (linelen != 16 || parse_u64(line, linelen, 16, &v) < 0 ||
                 v != XXH3_64bits(buf, body_end))
                 return kw_seterr(errstr, errlen, KW_ECORRUPT, "checksum mismatch");
@@ -302,10 +327,20 @@ kw_err_t kw__state_parse(const char *buf, size_t len, kw__state_t *s,
     return KW_OK;
 }
 
-int kw__state_is_failed(const kw__state_t *s, uint64_t replica_id)
+uint64_t kw__dir_hash(const char *dir)
 {
+    return XXH3_64bits(dir, strlen(dir));
+}
+
+int kw__state_is_failed(const kw__state_t *s, uint64_t replica_id, const char *dir)
+{
+    uint64_t h = kw__dir_hash(dir);
+
     for (int i = 0; i < s->nfailed; i++)
         if (s->failed[i] == replica_id)
+            return 1;
+    for (int i = 0; i < s->nfailed_dirs; i++)
+        if (s->failed_dirs[i] == h)
             return 1;
     return 0;
 }

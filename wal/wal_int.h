@@ -71,13 +71,18 @@ typedef struct kw__state {
     int      replicas;
     int      nfailed;
     uint64_t failed[KW_WAL_MAX_REPLICAS * 4];
+    int      nfailed_dirs;
+    uint64_t failed_dirs[KW_WAL_MAX_REPLICAS * 4];  /* kw__dir_hash of the dirs */
 } kw__state_t;
 
 /* Text form of FORMAT.md "STATE"; returns its length (< cap) or -1. */
 int kw__state_format(const kw__state_t *s, char *buf, size_t cap);
 kw_err_t kw__state_parse(const char *buf, size_t len, kw__state_t *s,
                          char *errstr, size_t errlen);
-int kw__state_is_failed(const kw__state_t *s, uint64_t replica_id);
+/* 1 when the replica with this id or this directory is listed as failed. */
+int kw__state_is_failed(const kw__state_t *s, uint64_t replica_id, const char *dir);
+/* XXH3-64 of a replica directory as written in wal.dirs. */
+uint64_t kw__dir_hash(const char *dir);
 
 /* ---- Small I/O helpers over the table (wal_io.c) ---- */
 
@@ -211,13 +216,21 @@ struct kw_wal {
 /* wal_open.c */
 kw_err_t kw__open_replicas(kw_wal_t *w, kw_wal_open_report_t *rep,
                            char *errstr, size_t errlen);
+/* kw_wal_open, optionally without I/O threads (repair works alone). */
+kw_err_t kw__open(const kw_wal_options_t *opts, int start_threads, kw_wal_t **wal,
+                  kw_wal_open_report_t *report, char *errstr, size_t errlen);
 void kw__unlock_replicas(kw_wal_t *w);
-/* Write STATE (generation w->generation, failed set from rep[].failed) to
- * replica r. Caller must not hold mu, or must be the only thread. */
-int kw__write_state(kw_wal_t *w, int r, uint64_t generation, const uint64_t *failed,
-                    int nfailed);
-/* Collect the ids of failed replicas (under mu or single-threaded). */
-int kw__failed_ids(kw_wal_t *w, uint64_t *out);
+/* The failed set as STATE records it: ids and directory hashes. */
+typedef struct kw__failed_set {
+    int      n;
+    uint64_t ids[KW_WAL_MAX_REPLICAS];
+    uint64_t dirs[KW_WAL_MAX_REPLICAS];
+} kw__failed_set_t;
+
+/* Write STATE with this generation and failed set to replica r. Without mu. */
+int kw__write_state(kw_wal_t *w, int r, uint64_t generation, const kw__failed_set_t *fs);
+/* Collect the failed replicas (under mu or single-threaded). */
+void kw__failed_set(kw_wal_t *w, kw__failed_set_t *fs);
 
 /* wal.c */
 void kw__replica_fail(kw_wal_t *w, int r, const char *fmt, ...)

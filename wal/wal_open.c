@@ -460,8 +460,7 @@ void kw__unlock_replicas(kw_wal_t *w)
 
 /* ---- Step 2: STATE ---- */
 
-int kw__write_state(kw_wal_t *w, int r, uint64_t generation, const uint64_t *failed,
-                    int nfailed)
+int kw__write_state(kw_wal_t *w, int r, uint64_t generation, const kw__failed_set_t *fs)
 {
     kw__state_t s;
     char buf[2048];
@@ -472,8 +471,9 @@ int kw__write_state(kw_wal_t *w, int r, uint64_t generation, const uint64_t *fai
     s.replica_id = w->rep[r].id;
     s.generation = generation;
     s.replicas = w->nrep;
-    s.nfailed = nfailed;
-    memcpy(s.failed, failed, (size_t)nfailed * sizeof(*failed));
+    s.nfailed = s.nfailed_dirs = fs->n;
+    memcpy(s.failed, fs->ids, (size_t)fs->n * sizeof(fs->ids[0]));
+    memcpy(s.failed_dirs, fs->dirs, (size_t)fs->n * sizeof(fs->dirs[0]));
     n = kw__state_format(&s, buf, sizeof(buf));
     if (n < 0) {
         errno = EOVERFLOW;
@@ -557,12 +557,16 @@ static kw_err_t load_states(kw_wal_t *w, kw_wal_open_report_t *rep, char *errstr
     for (int i = 0; i < w->nrep; i++) {
         if (have[i]) {
             w->rep[i].id = st[i].replica_id;
-            if (!w->rep[i].failed && kw__state_is_failed(&st[best], st[i].replica_id))
+            if (!w->rep[i].failed &&
+                kw__state_is_failed(&st[best], st[i].replica_id, w->rep[i].dir))
                 kw__replica_fail(w, i, "marked failed in STATE (generation %" PRIu64
                                  "); run `kwal wal repair`", st[best].generation);
         } else {
             w->rep[i].id = random_u64();
-            if (!w->rep[i].failed)
+            if (!w->rep[i].failed && kw__state_is_failed(&st[best], 0, w->rep[i].dir))
+                kw__replica_fail(w, i, "marked failed in STATE (generation %" PRIu64
+                                 "); run `kwal wal repair`", st[best].generation);
+            else if (!w->rep[i].failed)
                 kw__replica_fail(w, i, "%s", has_segments(w->rep[i].dir)
                                  ? "holds segments but no STATE file; run `kwal wal repair`"
                                  : "new replica with no data yet; run `kwal wal repair`");
@@ -852,17 +856,18 @@ kw_err_t kw__persist_states(kw_wal_t *w, char *errstr, size_t errlen)
     /* Write the new generation everywhere healthy; a write that fails fails
      * its replica, which changes the failed set: go round again. */
     for (int round = 0; round <= w->nrep; round++) {
-        uint64_t failed[KW_WAL_MAX_REPLICAS], gen;
-        int nfailed, again = 0;
+        kw__failed_set_t fs;
+        uint64_t gen;
+        int again = 0;
 
         pthread_mutex_lock(&w->mu);
         gen = ++w->generation;
-        nfailed = kw__failed_ids(w, failed);
+        kw__failed_set(w, &fs);
         pthread_mutex_unlock(&w->mu);
         for (int i = 0; i < w->nrep; i++) {
             if (w->rep[i].failed)
                 continue;
-            if (kw__write_state(w, i, gen, failed, nfailed) < 0) {
+            if (kw__write_state(w, i, gen, &fs) < 0) {
                 pthread_mutex_lock(&w->mu);
                 kw__replica_fail(w, i, "writing STATE: %s", strerror(errno));
                 pthread_mutex_unlock(&w->mu);
