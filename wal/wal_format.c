@@ -176,6 +176,19 @@ static int hex_decode(const char *in, size_t inlen, uint8_t *out, size_t n)
     return 0;
 }
 
+/* Append " %016x" per id at buf + *n: 0, or -1 when it does not fit. */
+static int format_id_list(char *buf, size_t cap, size_t *n, const uint64_t *ids, int count)
+{
+    for (int i = 0; i < count; i++) {
+        int k = snprintf(buf + *n, cap - *n, " %016" PRIx64, ids[i]);
+
+        if (k < 0 || (size_t)k >= cap - *n)
+            return -1;
+        *n += (size_t)k;
+    }
+    return 0;
+}
+
 int kw__state_format(const kw__state_t *s, char *buf, size_t cap)
 {
     char id[2 * KW__WAL_ID_LEN + 1];
@@ -190,22 +203,14 @@ int kw__state_format(const kw__state_t *s, char *buf, size_t cap)
     if (k < 0 || (size_t)k >= cap)
         return -1;
     n = (size_t)k;
-    for (int i = 0; i < s->nfailed; i++) {
-        k = snprintf(buf + n, cap - n, " %016" PRIx64, s->failed[i]);
-        if (k < 0 || (size_t)k >= cap - n)
-            return -1;
-        n += (size_t)k;
-    }
+    if (format_id_list(buf, cap, &n, s->failed, s->nfailed) < 0)
+        return -1;
     k = snprintf(buf + n, cap - n, "\nfailed_dirs");
     if (k < 0 || (size_t)k >= cap - n)
         return -1;
     n += (size_t)k;
-    for (int i = 0; i < s->nfailed_dirs; i++) {
-        k = snprintf(buf + n, cap - n, " %016" PRIx64, s->failed_dirs[i]);
-        if (k < 0 || (size_t)k >= cap - n)
-            return -1;
-        n += (size_t)k;
-    }
+    if (format_id_list(buf, cap, &n, s->failed_dirs, s->nfailed_dirs) < 0)
+        return -1;
     k = snprintf(buf + n, cap - n, "\n");
     if (k < 0 || (size_t)k >= cap - n)
         return -1;
@@ -243,6 +248,20 @@ static int parse_u64(const char *s, size_t n, int base, uint64_t *out)
         return -1;
     *out = strtoull(tmp, &end, base);
     return *end == '\0' ? 0 : -1;
+}
+
+/* " %016x" repeated, as in the failed and failed_dirs lines: 0 or -1. */
+static int parse_id_list(const char *line, size_t linelen, uint64_t *out, int *n, size_t cap)
+{
+    while (linelen > 0) {
+        if (linelen < 17 || line[0] != ' ' || (size_t)*n >= cap ||
+            parse_u64(line + 1, 16, 16, &out[*n]) < 0)
+            return -1;
+        (*n)++;
+        line += 17;
+        linelen -= 17;
+    }
+    return 0;
 }
 
 kw_err_t kw__state_parse(const char *buf, size_t len, kw__state_t *s,
@@ -294,26 +313,14 @@ kw_err_t kw__state_parse(const char *buf, size_t len, kw__state_t *s,
             s->replicas = (int)v;
             break;
         case 5:
-            while (linelen > 0) {
-                if (linelen < 17 || line[0] != ' ' ||
-                    (size_t)s->nfailed >= sizeof(s->failed) / sizeof(s->failed[0]) ||
-                    parse_u64(line + 1, 16, 16, &s->failed[s->nfailed]) < 0)
-                    return kw_seterr(errstr, errlen, KW_ECORRUPT, "bad failed list");
-                s->nfailed++;
-                line += 17;
-                linelen -= 17;
-            }
+            if (parse_id_list(line, linelen, s->failed, &s->nfailed,
+                              sizeof(s->failed) / sizeof(s->failed[0])) < 0)
+                return kw_seterr(errstr, errlen, KW_ECORRUPT, "bad failed list");
             break;
         case 6:
-            while (linelen > 0) {
-                if (linelen < 17 || line[0] != ' ' ||
-                    (size_t)s->nfailed_dirs >= sizeof(s->failed_dirs) / sizeof(s->failed_dirs[0]) ||
-                    parse_u64(line + 1, 16, 16, &s->failed_dirs[s->nfailed_dirs]) < 0)
-                    return kw_seterr(errstr, errlen, KW_ECORRUPT, "bad failed_dirs list");
-                s->nfailed_dirs++;
-                line += 17;
-                linelen -= 17;
-            }
+            if (parse_id_list(line, linelen, s->failed_dirs, &s->nfailed_dirs,
+                              sizeof(s->failed_dirs) / sizeof(s->failed_dirs[0])) < 0)
+                return kw_seterr(errstr, errlen, KW_ECORRUPT, "bad failed_dirs list");
             break;
         case 7:
             if (linelen != 16 || parse_u64(line, linelen, 16, &v) < 0 ||

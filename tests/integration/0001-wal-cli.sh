@@ -17,41 +17,10 @@ BIN=${KWAL_BIN_DIR:?set KWAL_BIN_DIR to the build directory of tools/}
 KWAL="$BIN/kwal"
 BENCH="$BIN/kwal-bench-wal"
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/kwal-0001.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 130' INT TERM
-case "$T" in
-*[[:space:]]*) echo "FAIL: temporary directory '$T' has whitespace"; exit 1 ;;
-esac
+SRC=${KWAL_SRC_DIR:?set KWAL_SRC_DIR to the source tree}
+NAME=0001
+. "$SRC/tests/integration/lib.sh"
 
-OUT="$T/out"
-ERR="$T/err"
-checks=0
-
-fail() {
-    echo "FAIL: $*"
-    echo "--- stdout:"; cat "$OUT" 2>/dev/null
-    echo "--- stderr:"; cat "$ERR" 2>/dev/null
-    exit 1
-}
-
-# expect STATUS DESCRIPTION COMMAND...: run COMMAND, require its exit status.
-expect() {
-    want=$1 desc=$2
-    shift 2
-    "$@" >"$OUT" 2>"$ERR"
-    got=$?
-    [ "$got" -eq "$want" ] || fail "$desc: expected exit $want, got $got from: $*"
-    checks=$((checks + 1))
-    echo "ok: $desc (exit $got)"
-}
-
-# has FILE TEXT DESCRIPTION: require the fixed string TEXT in FILE.
-has() {
-    grep -F -q -- "$2" "$1" || fail "$3: '$2' not in $(basename "$1")"
-    checks=$((checks + 1))
-    echo "ok: $3"
-}
 
 # flip FILE OFFSET: invert every bit of the byte at OFFSET.
 flip() {

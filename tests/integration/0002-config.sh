@@ -14,30 +14,8 @@ BIN=${KWAL_BIN_DIR:?set KWAL_BIN_DIR to the build directory of tools/}
 SRC=${KWAL_SRC_DIR:?set KWAL_SRC_DIR to the source tree}
 KWAL="$BIN/kwal"
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/kwal-0002.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 130' INT TERM
-
-OUT="$T/out"
-ERR="$T/err"
-checks=0
-
-fail() {
-    echo "FAIL: $*"
-    echo "--- stdout:"; cat "$OUT" 2>/dev/null
-    echo "--- stderr:"; cat "$ERR" 2>/dev/null
-    exit 1
-}
-
-expect() {
-    want=$1 desc=$2
-    shift 2
-    "$@" >"$OUT" 2>"$ERR"
-    got=$?
-    [ "$got" -eq "$want" ] || fail "$desc: expected exit $want, got $got from: $*"
-    checks=$((checks + 1))
-    echo "ok: $desc (exit $got)"
-}
+NAME=0002
+. "$SRC/tests/integration/lib.sh"
 
 # line TEXT DESCRIPTION: stdout has a line that is exactly TEXT.
 line() {
@@ -55,12 +33,6 @@ from() {
     echo "ok: $3"
 }
 
-# has FILE TEXT DESCRIPTION
-has() {
-    grep -F -q -- "$2" "$1" || fail "$3: '$2' not in $(basename "$1")"
-    checks=$((checks + 1))
-    echo "ok: $3"
-}
 
 # ---- defaults ----
 expect 0 "kwal config (defaults)" "$KWAL" config
