@@ -22,7 +22,12 @@
     X(KW_ENOTFOUND,   "not found")                                         \
     X(KW_EFOREIGN,    "belongs to another WAL")                            \
     X(KW_ECLOSED,     "closed")                                            \
-    X(KW_ECONFIG,     "bad configuration")
+    X(KW_ECONFIG,     "bad configuration")                                 \
+    X(KW_EFULL,       "queue full")                                        \
+    X(KW_ETIMEDOUT,   "timed out")                                         \
+    X(KW_EBUSY,       "held by another owner")                             \
+    X(KW_EFENCED,     "not the owner")                                     \
+    X(KW_EAGAIN,      "temporarily unavailable, try again")
 
 typedef enum {
 #define KW__ERR_ENUM(name, str) name,
