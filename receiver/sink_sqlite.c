@@ -1,0 +1,292 @@
+/*
+ * sink_sqlite.c -- the `sqlite:PATH` sink (schema and rules in sink.h).
+ *
+ * One batch, one transaction:
+ *
+ *   BEGIN IMMEDIATE
+ *   SELECT the batch's row in `batches`
+ *     same fingerprint  -> ROLLBACK; replay: every record a duplicate delivery
+ *     other fingerprint -> warn (batch id reused) and go on
+ *   for each record: INSERT OR IGNORE INTO records; sqlite3_changes() == 0
+ *     means (topic, partition, offset) was already stored: a duplicate
+ *     delivery, counted (invariant 3)
+ *   hook(db)                         -- direct mode's offset ranges
+ *   INSERT OR REPLACE INTO batches   -- fingerprint and counts
+ *   COMMIT                           -- synchronous=FULL: durable on return
+ *
+ * A crash anywhere before COMMIT leaves nothing of the batch; after it, the
+ * whole batch and its `batches` row. So whether the tracker learned of the
+ * commit or not, delivering the batch again stores nothing twice.
+ *
+ * The fingerprint (record count, first and last record's topic, partition
+ * and offset) tells a replay of the same batch from a different batch that
+ * got the same id; the second is stored record by record, so at worst its
+ * duplicates are counted, never its records skipped.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "kw_log.h"
+#include "sink_int.h"
+
+typedef struct sqlite__sink {
+    sqlite3      *db;
+    char         *path;
+    sqlite3_stmt *ins_record;
+    sqlite3_stmt *get_batch;
+    sqlite3_stmt *put_batch;
+} sqlite__sink_t;
+
+/* The records table exactly as DESIGN.md "Outputs (sinks)" gives it. */
+static const char *const sqlite__schema =
+    "CREATE TABLE IF NOT EXISTS records(topic TEXT, partition INTEGER, "
+    "offset INTEGER, ts INTEGER, key BLOB, payload BLOB, batch INTEGER, "
+    "PRIMARY KEY(topic, partition, offset));"
+    "CREATE TABLE IF NOT EXISTS batches(id INTEGER PRIMARY KEY, "
+    "records INTEGER NOT NULL, stored INTEGER NOT NULL, "
+    "duplicates INTEGER NOT NULL, first_topic TEXT, first_partition INTEGER, "
+    "first_offset INTEGER, last_topic TEXT, last_partition INTEGER, "
+    "last_offset INTEGER, committed_ms INTEGER NOT NULL);";
+
+static kw_err_t sqlite__err(sqlite__sink_t *q, kw_err_t err, char *errstr,
+                            size_t errlen, const char *what)
+{
+    return kw_seterr(errstr, errlen, err, "sink sqlite:%s: %s: %s", q->path, what,
+                     sqlite3_errmsg(q->db));
+}
+
+static kw_err_t sqlite__exec(sqlite__sink_t *q, const char *sql, const char *what,
+                             char *errstr, size_t errlen)
+{
+    if (sqlite3_exec(q->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return sqlite__err(q, KW_EIO, errstr, errlen, what);
+    return KW_OK;
+}
+
+static void sqlite__close(kw_sink_t *s)
+{
+    sqlite__sink_t *q = s->impl;
+
+    if (q == NULL)
+        return;
+    sqlite3_finalize(q->ins_record);
+    sqlite3_finalize(q->get_batch);
+    sqlite3_finalize(q->put_batch);
+    if (q->db != NULL && sqlite3_close(q->db) != SQLITE_OK)
+        KW_LOG_E("sink", "sink sqlite:%s: close: %s", q->path, sqlite3_errmsg(q->db));
+    free(q->path);
+    free(q);
+    s->impl = NULL;
+}
+
+static kw_err_t sqlite__open(kw_sink_t *s, const char *path, char *errstr, size_t errlen)
+{
+    sqlite__sink_t *q = calloc(1, sizeof(*q));
+    kw_err_t err;
+
+    if (q == NULL || (q->path = strdup(path)) == NULL) {
+        free(q);
+        return kw_seterr(errstr, errlen, KW_ENOMEM, "sink sqlite:%s: out of memory", path);
+    }
+    s->impl = q;
+    if (sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        err = q->db != NULL ? sqlite__err(q, KW_EIO, errstr, errlen, "open")
+                            : kw_seterr(errstr, errlen, KW_ENOMEM,
+                                        "sink sqlite:%s: open: out of memory", path);
+        goto fail;
+    }
+    sqlite3_busy_timeout(q->db, 10000);
+    /* journal_mode=WAL answers with a row; exec ignores it. A database that
+     * cannot use WAL (e.g. on some network file systems) stays in its mode. */
+    err = sqlite__exec(q, "PRAGMA journal_mode=WAL", "journal_mode=WAL", errstr, errlen);
+    if (err == KW_OK)
+        err = sqlite__exec(q, "PRAGMA synchronous=FULL", "synchronous=FULL",
+                           errstr, errlen);
+    if (err == KW_OK)
+        err = sqlite__exec(q, sqlite__schema, "create schema", errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    if (sqlite3_prepare_v2(q->db, "INSERT OR IGNORE INTO records(topic, partition, "
+                           "offset, ts, key, payload, batch) "
+                           "VALUES(?, ?, ?, ?, ?, ?, ?)", -1, &q->ins_record,
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(q->db, "SELECT records, first_topic, first_partition, "
+                           "first_offset, last_topic, last_partition, last_offset "
+                           "FROM batches WHERE id = ?", -1, &q->get_batch,
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(q->db, "INSERT OR REPLACE INTO batches(id, records, "
+                           "stored, duplicates, first_topic, first_partition, "
+                           "first_offset, last_topic, last_partition, last_offset, "
+                           "committed_ms) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           -1, &q->put_batch, NULL) != SQLITE_OK) {
+        err = sqlite__err(q, KW_EIO, errstr, errlen, "prepare (is the records table "
+                          "the one of DESIGN.md?)");
+        goto fail;
+    }
+    return KW_OK;
+
+fail:
+    sqlite__close(s);
+    return err;
+}
+
+struct sqlite3 *kw__sink_sqlite_conn(kw_sink_t *s)
+{
+    return ((sqlite__sink_t *)s->impl)->db;
+}
+
+static int64_t sqlite__now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Bind a key or payload: NULL -> SQL NULL, empty -> zero-length BLOB. */
+static int sqlite__bind_bytes(sqlite3_stmt *st, int i, const void *p, size_t len)
+{
+    if (p == NULL)
+        return sqlite3_bind_null(st, i);
+    if (len == 0)
+        return sqlite3_bind_zeroblob(st, i, 0);
+    return sqlite3_bind_blob64(st, i, p, (sqlite3_uint64)len, SQLITE_STATIC);
+}
+
+static int sqlite__text_eq(sqlite3_stmt *st, int col, const char *s)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+
+    return t != NULL && s != NULL && strcmp((const char *)t, s) == 0;
+}
+
+/* 1 if the row in get_batch (stepped) has this batch's fingerprint. */
+static int sqlite__same_batch(sqlite3_stmt *st, const kw_record_t *recs, size_t n)
+{
+    if ((uint64_t)sqlite3_column_int64(st, 0) != n)
+        return 0;
+    if (n == 0)
+        return 1;
+    return sqlite__text_eq(st, 1, recs[0].topic) &&
+           sqlite3_column_int64(st, 2) == recs[0].partition &&
+           sqlite3_column_int64(st, 3) == recs[0].offset &&
+           sqlite__text_eq(st, 4, recs[n - 1].topic) &&
+           sqlite3_column_int64(st, 5) == recs[n - 1].partition &&
+           sqlite3_column_int64(st, 6) == recs[n - 1].offset;
+}
+
+static kw_err_t sqlite__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t *recs,
+                              size_t n, kw_sink_txn_hook_t hook, void *opaque,
+                              kw_sink_stats_t *st, int *replayed,
+                              char *errstr, size_t errlen)
+{
+    sqlite__sink_t *q = s->impl;
+    sqlite3_stmt *ins = q->ins_record, *pb = q->put_batch, *gb = q->get_batch;
+    uint64_t stored = 0, dups = 0;
+    kw_err_t err;
+    int rc;
+
+    err = sqlite__exec(q, "BEGIN IMMEDIATE", "begin", errstr, errlen);
+    if (err != KW_OK)
+        return err;
+
+    sqlite3_reset(gb);
+    sqlite3_bind_int64(gb, 1, (int64_t)batch_id);
+    rc = sqlite3_step(gb);
+    if (rc == SQLITE_ROW && sqlite__same_batch(gb, recs, n)) {
+        sqlite3_reset(gb);
+        (void)sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+        st->duplicates_delivered = n;
+        *replayed = 1;
+        return KW_OK;
+    }
+    if (rc == SQLITE_ROW) {
+        KW_LOG_W("sink", "sink sqlite:%s: batch %" PRIu64 " is already stored with "
+                 "other records (batch id reused?); storing this one record by record",
+                 q->path, batch_id);
+    } else if (rc != SQLITE_DONE) {
+        err = sqlite__err(q, KW_EIO, errstr, errlen, "read batches");
+        goto fail;
+    }
+    sqlite3_reset(gb);
+
+    for (size_t i = 0; i < n; i++) {
+        const kw_record_t *r = &recs[i];
+
+        sqlite3_reset(ins);
+        sqlite3_bind_text(ins, 1, r->topic, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 2, r->partition);
+        sqlite3_bind_int64(ins, 3, r->offset);
+        if (r->tstype == KW_TS_NOT_AVAILABLE)
+            sqlite3_bind_null(ins, 4);
+        else
+            sqlite3_bind_int64(ins, 4, r->timestamp);
+        sqlite__bind_bytes(ins, 5, r->key, r->key_len);
+        sqlite__bind_bytes(ins, 6, r->value, r->value_len);
+        sqlite3_bind_int64(ins, 7, (int64_t)batch_id);
+        if (sqlite3_step(ins) != SQLITE_DONE) {
+            err = sqlite__err(q, KW_EIO, errstr, errlen, "insert record");
+            goto fail;
+        }
+        if (sqlite3_changes(q->db) > 0)
+            stored++;
+        else
+            dups++;
+    }
+    sqlite3_reset(ins);
+    sqlite3_clear_bindings(ins);
+
+    if (hook != NULL) {
+        err = hook(q->db, batch_id, opaque, errstr, errlen);
+        if (err != KW_OK)
+            goto fail;
+    }
+
+    sqlite3_reset(pb);
+    sqlite3_bind_int64(pb, 1, (int64_t)batch_id);
+    sqlite3_bind_int64(pb, 2, (int64_t)n);
+    sqlite3_bind_int64(pb, 3, (int64_t)stored);
+    sqlite3_bind_int64(pb, 4, (int64_t)dups);
+    if (n > 0) {
+        sqlite3_bind_text(pb, 5, recs[0].topic, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(pb, 6, recs[0].partition);
+        sqlite3_bind_int64(pb, 7, recs[0].offset);
+        sqlite3_bind_text(pb, 8, recs[n - 1].topic, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(pb, 9, recs[n - 1].partition);
+        sqlite3_bind_int64(pb, 10, recs[n - 1].offset);
+    } else {
+        for (int c = 5; c <= 10; c++)
+            sqlite3_bind_null(pb, c);
+    }
+    sqlite3_bind_int64(pb, 11, sqlite__now_ms());
+    rc = sqlite3_step(pb);
+    sqlite3_reset(pb);
+    sqlite3_clear_bindings(pb);
+    if (rc != SQLITE_DONE) {
+        err = sqlite__err(q, KW_EIO, errstr, errlen, "record batch");
+        goto fail;
+    }
+    err = sqlite__exec(q, "COMMIT", "commit", errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    st->stored = stored;
+    st->duplicates_delivered = dups;
+    return KW_OK;
+
+fail:
+    sqlite3_reset(ins);
+    sqlite3_clear_bindings(ins);
+    sqlite3_reset(pb);
+    if (sqlite3_get_autocommit(q->db) == 0)
+        (void)sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    return err;
+}
+
+const kw__sink_ops_t kw__sink_sqlite_ops = {
+    KW_SINK_SQLITE, "sqlite", sqlite__open, sqlite__close, sqlite__write
+};
