@@ -835,6 +835,18 @@ kw_err_t kw_wal_append(kw_wal_t *w, const void *payload, size_t len,
 
 /* ---- Reading ---- */
 
+/* 1 when segment is no longer in the log (cleaned meanwhile): a read that
+ * failed on every replica then means "not found", not corruption. */
+static int seg_gone(kw_wal_t *w, uint64_t segment)
+{
+    int gone;
+
+    pthread_mutex_lock(&w->mu);
+    gone = seg_find_by_first(w, segment) < 0;
+    pthread_mutex_unlock(&w->mu);
+    return gone;
+}
+
 void kw_wal_record_clear(kw_wal_record_t *rec)
 {
     if (rec == NULL)
@@ -901,12 +913,13 @@ static kw_err_t read_at(kw_wal_t *w, uint64_t segment, uint64_t offset,
     pthread_mutex_unlock(&w->mu);
 
     for (int k = 0; k < n; k++) {
-        int r = order[k], fd;
+        int r = order[k], fd, missing;
         kw__rec_hdr_t h;
         uint8_t *stored = NULL;
 
         snprintf(path, sizeof(path), "%s/%s", w->rep[r].dir, name);
         fd = w->io->open(w->io->ctx, r, path, O_RDONLY, 0);
+        missing = fd < 0 && errno == ENOENT;
         if (fd < 0) {
             snprintf(what, sizeof(what), "open: %s", strerror(errno));
         } else {
@@ -937,11 +950,14 @@ static kw_err_t read_at(kw_wal_t *w, uint64_t segment, uint64_t offset,
         if (bad++ == 0)
             snprintf(first_problem, sizeof(first_problem), "replica %d (%s): %s",
                      r, w->rep[r].dir, what);
-        KW_LOG_W(MOD, "replica %d (%s) segment %s offset %" PRIu64 ": %s",
-                 r, w->rep[r].dir, name, offset, what);
+        kw_log(missing ? KW_LOG_DEBUG : KW_LOG_WARN, MOD,
+               "replica %d (%s) segment %s offset %" PRIu64 ": %s",
+               r, w->rep[r].dir, name, offset, what);
     }
     if (n == 0)
         return kw_seterr(errstr, errlen, KW_EQUORUM, "no healthy replica to read from");
+    if (seg_gone(w, segment))
+        return kw_seterr(errstr, errlen, KW_ENOTFOUND, "segment %s was cleaned", name);
     return kw_seterr(errstr, errlen, KW_ECORRUPT,
                      "record at segment %s offset %" PRIu64 " is unreadable on every "
                      "replica (first: %s)", name, offset, first_problem);
@@ -1009,6 +1025,8 @@ static kw_err_t hop(kw_wal_t *w, uint64_t segment, uint64_t off, uint64_t lsn,
             return KW_OK;
         }
     }
+    if (seg_gone(w, segment))
+        return kw_seterr(errstr, errlen, KW_ENOTFOUND, "LSN %" PRIu64 " was cleaned", lsn);
     return kw_seterr(errstr, errlen, KW_ECORRUPT,
                      "no replica has a readable header for LSN %" PRIu64 " at segment %s "
                      "offset %" PRIu64, lsn, name, off);
