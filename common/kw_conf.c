@@ -28,6 +28,8 @@
 #define GIB (1024LL * MIB)
 
 static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL };
+/* Order: kw_offset_reset_t. */
+static const char *const offset_resets[] = { "earliest", "latest", "error", NULL };
 
 #define FIELD(member) offsetof(kw_conf_t, member)
 
@@ -65,6 +67,53 @@ static const kw_conf_prop_t props[] = {
       FIELD(log.level),
       "Messages above this level are not logged (to stderr). When the key is "
       "not set, the environment variable KWAL_LOG_LEVEL applies." },
+    { "group.id", KW_CONF_STRING, "", 0, 0, NULL,
+      FIELD(receiver.group_id),
+      "Consumer group of the receivers (required by kwal receive). Also names "
+      "the ZooKeeper path /consumers/<group.id> where offsets and owners live." },
+    { "topics", KW_CONF_LIST, "", 0, 1024, NULL,
+      FIELD(receiver.topics),
+      "Topics the receivers subscribe to, comma-separated (required by kwal "
+      "receive). An item starting with ^ is a regular expression, as in "
+      "librdkafka." },
+    { "receivers", KW_CONF_INT, "1", 1, 256, NULL,
+      FIELD(receiver.receivers),
+      "Receiver threads, each its own Kafka consumer in group.id." },
+    { "receiver.max.rate", KW_CONF_INT, "0", 0, INT64_C(1000000000), NULL,
+      FIELD(receiver.max_rate),
+      "Records per second each receiver takes at most; 0 means unlimited." },
+    { "auto.offset.reset", KW_CONF_ENUM, "latest", 0, 0, offset_resets,
+      FIELD(receiver.auto_offset_reset),
+      "Where to start a partition that has no offset stored in ZooKeeper, or "
+      "whose stored offset is no longer in Kafka (then logged and counted as "
+      "data loss at the source): earliest, latest, or error (stop with an "
+      "error), as Kafka defines it. A stored offset is never overwritten "
+      "because of it." },
+    { "block.interval.ms", KW_CONF_INT, "200", 1, 3600000, NULL,
+      FIELD(receiver.block_interval_ms),
+      "A receiver cuts its current block this often (when it is not empty)." },
+    { "block.max.bytes", KW_CONF_SIZE, "4M", 64, 256 * MIB, NULL,
+      FIELD(receiver.block_max_bytes),
+      "A block is cut early when it reaches this many encoded bytes." },
+    { "batch.interval.ms", KW_CONF_INT, "2000", 1, 86400000, NULL,
+      FIELD(receiver.batch_interval_ms),
+      "Every this many milliseconds the durable blocks not yet delivered form "
+      "one batch, written to the sink." },
+    { "sink", KW_CONF_STRING, "sqlite:./kwal-out.db", 0, 0, NULL,
+      FIELD(receiver.sink),
+      "Where batches go: sqlite:PATH, file:DIR, jsonl (stdout) or null." },
+    { "tracker.path", KW_CONF_STRING, "", 0, 0, NULL,
+      FIELD(receiver.tracker_path),
+      "The block tracker's SQLite database; empty means tracker.db in the "
+      "first of wal.dirs." },
+    { "zookeeper.connect", KW_CONF_STRING, "127.0.0.1:2181", 0, 0, NULL,
+      FIELD(zk.connect),
+      "ZooKeeper servers, host:port[,host:port...][/chroot], where offsets and "
+      "partition owners are kept." },
+    { "zookeeper.session.timeout.ms", KW_CONF_INT, "10000", 1000, 600000, NULL,
+      FIELD(zk.session_timeout_ms),
+      "ZooKeeper session timeout: after this long without the server the "
+      "session expires and ownership is re-established." },
 };
 
 #define NPROPS (sizeof(props) / sizeof(props[0]))

@@ -76,12 +76,40 @@ typedef struct kw_conf_log {
     int level;                        /* log.level; a kw_log_level_t */
 } kw_conf_log_t;
 
+/* Receiver mode (kwal receive) -- see receiver/receiver.h. */
+typedef enum {
+    KW_OFFSET_RESET_EARLIEST = 0,
+    KW_OFFSET_RESET_LATEST   = 1,
+    KW_OFFSET_RESET_ERROR    = 2
+} kw_offset_reset_t;
+
+typedef struct kw_conf_receiver {
+    char          *group_id;          /* group.id; "" when not set */
+    kw_conf_list_t topics;            /* topics */
+    int64_t        receivers;         /* receivers */
+    int64_t        max_rate;          /* receiver.max.rate; records/s, 0: unlimited */
+    int            auto_offset_reset; /* auto.offset.reset; a kw_offset_reset_t */
+    int64_t        block_interval_ms; /* block.interval.ms */
+    uint64_t       block_max_bytes;   /* block.max.bytes */
+    int64_t        batch_interval_ms; /* batch.interval.ms */
+    char          *sink;              /* sink */
+    char          *tracker_path;      /* tracker.path; "": <first wal dir>/tracker.db */
+} kw_conf_receiver_t;
+
+/* zookeeper.* */
+typedef struct kw_conf_zk {
+    char   *connect;                  /* zookeeper.connect */
+    int64_t session_timeout_ms;       /* zookeeper.session.timeout.ms */
+} kw_conf_zk_t;
+
 typedef struct kw_conf_priv kw_conf_priv_t;
 
 /* A loaded configuration. Every pointer inside is owned by it. */
 typedef struct kw_conf {
     kw_conf_wal_t   wal;
     kw_conf_log_t   log;
+    kw_conf_receiver_t receiver;
+    kw_conf_zk_t    zk;
     kw_conf_pair_t *kafka;            /* `kafka.` keys, prefix removed, in the
                                        * order first seen; a later value of
                                        * the same key replaces the earlier */

@@ -4,7 +4,8 @@
  *
  * kwal is one program with subcommands (DESIGN.md, "Command line"). This
  * file parses `--help` and `--version`, runs `kwal config`, and hands
- * `kwal wal ...` to kwal_wal_cmd.c. The libraries never print to stdout or
+ * `kwal wal ...` to kwal_wal_cmd.c and `kwal receive ...` to
+ * kwal_receive_cmd.c. The libraries never print to stdout or
  * exit; this program does both, with the exit statuses of kwal.h.
  */
 #include "kwal.h"
@@ -54,6 +55,8 @@ static void print_usage(FILE *out)
           "kwal takes records out of Apache Kafka with zero data loss.\n"
           "\n"
           "Commands:\n"
+          "  receive -c FILE [-X k=v]... receiver mode: consume, WAL, ZooKeeper offsets,\n"
+          "                              batches to the sink (kwal receive --help)\n"
           "  wal ls|dump|verify|repair   inspect, check and repair the write-ahead log\n"
           "                              (kwal wal --help)\n"
           "  config                      print the effective configuration, or its\n"
@@ -167,6 +170,8 @@ int main(int argc, char **argv)
         rc = KWAL_EXIT_OK;
     } else if (strcmp(cmd, "wal") == 0) {
         rc = kwal_wal_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "receive") == 0) {
+        rc = kwal_receive_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "config") == 0) {
         rc = config_main(argc - 1, argv + 1);
     } else if (cmd[0] == '-') {

@@ -77,6 +77,31 @@ static void new_io(tstate_t *s)
     assert_non_null(s->io);
 }
 
+/* An append returns once the write quorum has it; a replica outside the
+ * quorum may still be writing. Before damaging files of an open WAL, wait
+ * (bounded) until every healthy replica has written everything. */
+static void wait_all_written(kw_wal_t *w)
+{
+    kw_wal_stats_t st;
+
+    kw_wal_stats(w, &st);
+    for (int tries = 0; tries < 10000; tries++) {
+        kw_wal_replica_info_t info[KW_WAL_MAX_REPLICAS];
+        int n, done = 0;
+
+        memset(info, 0, sizeof(info));
+        n = kw_wal_health(w, info, KW_WAL_MAX_REPLICAS);
+        for (int i = 0; i < KW_WAL_MAX_REPLICAS; i++)
+            if (info[i].dir != NULL && info[i].state == KW_REPLICA_HEALTHY &&
+                info[i].written_lsn >= st.durable_lsn)
+                done++;
+        if (done >= n)
+            return;
+        usleep(1000);
+    }
+    fail_msg("replicas did not catch up with LSN %" PRIu64 " within 10 s", st.durable_lsn);
+}
+
 static void append_n(tstate_t *s, int n, size_t len, uint64_t *rng)
 {
     for (int i = 0; i < n; i++) {
@@ -474,6 +499,7 @@ static void test_bitflip_one_replica(void **state)
     o.segment_bytes = 2048;                       /* 6 records of 300 bytes each */
     s->w = test_wal_open_ok(&o, NULL);
     append_n(s, 30, 300, &rng);
+    wait_all_written(s->w);
     assert_true(s->log.v[victim[2]].pos.segment < s->log.v[s->log.n - 1].pos.segment);
 
     /* Replicas 0 and 1: a payload bit; replica 2: a bit of the LSN field. */
@@ -585,6 +611,7 @@ static void test_bitflip_every_replica(void **state)
     test_wal_opts(&o, s->fx, 3, 2, NULL);
     s->w = test_wal_open_ok(&o, NULL);
     append_n(s, 12, 300, &rng);
+    wait_all_written(s->w);
     pos = &s->log.v[4].pos;
     for (int r = 0; r < 3; r++) {
         char seg[600];

@@ -1,0 +1,597 @@
+/*
+ * consumer.c -- the receiver threads ("receiver-N").
+ *
+ * Each receiver is one librdkafka KafkaConsumer in group.id, subscribed to
+ * `topics`, with enable.auto.commit=false, enable.auto.offset.store=false
+ * and auto.offset.reset=error: offsets live in ZooKeeper, written by the
+ * pipeline only after the WAL has the records (invariant 1), and kwal applies
+ * its own reset policy. `kafka.*` settings are passed to librdkafka verbatim
+ * (before ours, so ours win).
+ *
+ * Poll loop: every message becomes a kw_record_t (no copy) added to the
+ * block generator; the generator is ticked on every turn; every cut block is
+ * put on the shared bounded queue. A put that finds the queue FULL pauses
+ * the whole assignment, waits for ROOM and resumes (invariant 5): nothing is
+ * dropped, nothing buffers without bound. receiver.max.rate is kept by
+ * waiting as kw_blockgen_rate_wait() says.
+ *
+ * Rebalances (eager and cooperative assignors):
+ *   ASSIGN  for each partition: own it in ZooKeeper (waiting, bounded, for a
+ *           previous owner that may still be flushing), read its stored
+ *           offset and start there; with none stored apply auto.offset.reset
+ *           (earliest/latest; error fails the service). A stored offset is
+ *           never overwritten because of the policy.
+ *   REVOKE  cut the current block, put it, wait until the pipeline has
+ *           committed it to ZooKeeper, then disown the partitions and let
+ *           them go -- so the next owner starts exactly after what we made
+ *           durable, without duplicates.
+ * Offset out of range (the source no longer has what we need): log the lost
+ * range at ERROR as data loss at the source, count it, then go on per
+ * auto.offset.reset (invariant 6).
+ *
+ * Stop: the service sets receivers_stop; the thread cuts and puts its last
+ * block, waits for it to be committed, closes the consumer (whose revoke
+ * callback disowns the partitions) and exits.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kw_log.h"
+#include "receiver_int.h"
+
+/* ---- pure helpers ---- */
+
+_Static_assert(KW_RECEIVER_OFFSET_BEGINNING == RD_KAFKA_OFFSET_BEGINNING &&
+               KW_RECEIVER_OFFSET_END == RD_KAFKA_OFFSET_END,
+               "logical offsets are librdkafka's");
+
+int64_t kw_receiver_reset_offset(int policy)
+{
+    switch (policy) {
+    case KW_OFFSET_RESET_EARLIEST: return KW_RECEIVER_OFFSET_BEGINNING;
+    case KW_OFFSET_RESET_LATEST:   return KW_RECEIVER_OFFSET_END;
+    default:                       return -3;
+    }
+}
+
+int kw_receiver_out_of_range(int64_t wanted, int64_t low, int64_t high, int policy,
+                             int64_t *lost_from, int64_t *lost_until, int64_t *seek_to)
+{
+    /* lost at the source: what we wanted that retention removed */
+    *lost_from = wanted >= 0 ? wanted : low;
+    *lost_until = wanted >= 0 && wanted < low ? low : *lost_from;
+    switch (policy) {
+    case KW_OFFSET_RESET_EARLIEST:
+        *seek_to = low;
+        return 0;
+    case KW_OFFSET_RESET_LATEST:
+        *seek_to = high;   /* what lies between is skipped by the policy */
+        return 0;
+    default:
+        *seek_to = -1;
+        return -1;
+    }
+}
+
+/* ---- committed-seq hand-shake with the pipeline ---- */
+
+void kw_rcv_mark_done(kw_rcv_consumer_t *c, uint64_t seq)
+{
+    pthread_mutex_lock(&c->mu);
+    if (seq > c->committed_seq)
+        c->committed_seq = seq;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Wait until every block this receiver put is committed (or a fatal error).
+ * Returns 0 when done. */
+static int wait_committed(kw_rcv_consumer_t *c)
+{
+    int64_t start = kw_rcv_now_ms(), last_log = start;
+    int rc = 0;
+
+    pthread_mutex_lock(&c->mu);
+    while (c->committed_seq < c->put_seq) {
+        struct timespec ts;
+
+        if (kw_rcv_is_fatal(c->svc)) {
+            rc = -1;
+            break;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        if (kw_rcv_now_ms() - last_log >= 5000) {
+            last_log = kw_rcv_now_ms();
+            KW_LOG_W(KW_RCV_MOD, "receiver-%u: still waiting for block %" PRIu64
+                     " to be committed (at %" PRIu64 ")", c->id, c->put_seq,
+                     c->committed_seq);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+/* ---- queue hand-off with back-pressure (invariant 5) ---- */
+
+static void set_paused(kw_rcv_consumer_t *c, int pause)
+{
+    rd_kafka_resp_err_t err;
+
+    if (c->assignment == NULL || c->assignment->cnt == 0)
+        return;
+    err = pause ? rd_kafka_pause_partitions(c->rk, c->assignment)
+                : rd_kafka_resume_partitions(c->rk, c->assignment);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+        KW_LOG_W(KW_RCV_MOD, "receiver-%u: %s partitions: %s", c->id,
+                 pause ? "pausing" : "resuming", rd_kafka_err2str(err));
+}
+
+/* Put one block on the queue; owns it in every case. 0 on success, -1 when
+ * it could not be put (fatal error or closed queue). */
+static int put_block(kw_rcv_consumer_t *c, kw_block_t *b)
+{
+    kw_receiver_t *svc = c->svc;
+    uint64_t seq = kw_block_seq(b);
+    int paused = 0;
+    kw_err_t err;
+
+    for (;;) {
+        err = kw_blockq_put(svc->q, b, paused ? 100 : 0);
+        if (err == KW_OK)
+            break;
+        if (err != KW_EFULL || kw_rcv_is_fatal(svc)) {
+            kw_block_destroy(b);
+            if (paused)
+                set_paused(c, 0);
+            return -1;
+        }
+        if (!paused) {
+            /* invariant 5: stop fetching until the queue has room */
+            set_paused(c, 1);
+            paused = 1;
+            atomic_fetch_add(&svc->n.pauses, 1);
+            KW_LOG_D(KW_RCV_MOD, "receiver-%u: queue full, partitions paused", c->id);
+        }
+        (void)kw_blockq_wait_room(svc->q, 100);
+    }
+    if (paused) {
+        set_paused(c, 0);
+        KW_LOG_D(KW_RCV_MOD, "receiver-%u: queue has room, partitions resumed", c->id);
+    }
+    pthread_mutex_lock(&c->mu);
+    c->put_seq = seq;
+    pthread_mutex_unlock(&c->mu);
+    atomic_fetch_add(&svc->n.blocks_made, 1);
+    return 0;
+}
+
+static int put_ready(kw_rcv_consumer_t *c)
+{
+    kw_block_t *b;
+
+    while ((b = kw_blockgen_take(c->gen)) != NULL)
+        if (put_block(c, b) != 0)
+            return -1;
+    return 0;
+}
+
+/* Cut the current block, put everything, wait until ZooKeeper has it. */
+static int flush_and_wait(kw_rcv_consumer_t *c)
+{
+    if (kw_blockgen_cut(c->gen) != KW_OK) {
+        kw_rcv_fatal(c->svc, "receiver-%u: out of memory cutting a block", c->id);
+        return -1;
+    }
+    if (put_ready(c) != 0)
+        return -1;
+    return wait_committed(c);
+}
+
+/* ---- rebalance ---- */
+
+static void assignment_add(kw_rcv_consumer_t *c,
+                           const rd_kafka_topic_partition_list_t *parts)
+{
+    for (int i = 0; i < parts->cnt; i++)
+        if (rd_kafka_topic_partition_list_find(c->assignment, parts->elems[i].topic,
+                                               parts->elems[i].partition) == NULL)
+            rd_kafka_topic_partition_list_add(c->assignment, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+}
+
+static void assignment_remove(kw_rcv_consumer_t *c,
+                              const rd_kafka_topic_partition_list_t *parts)
+{
+    for (int i = 0; i < parts->cnt; i++)
+        rd_kafka_topic_partition_list_del(c->assignment, parts->elems[i].topic,
+                                          parts->elems[i].partition);
+}
+
+/* Own every partition and set its start offset. 0, or -1 (fatal recorded). */
+static int on_assign(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
+{
+    kw_receiver_t *svc = c->svc;
+    char errstr[512];
+
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t next;
+        kw_err_t err;
+
+        /* bounded wait: the previous owner may still be flushing (invariant 4) */
+        err = kw_zk_own(svc->zk, p->topic, p->partition, 60000, errstr, sizeof(errstr));
+        if (err != KW_OK) {
+            kw_rcv_fatal(svc, "receiver-%u: cannot own %s/%d in ZooKeeper: %s", c->id,
+                         p->topic, (int)p->partition, errstr);
+            return -1;
+        }
+        err = kw_zk_get_offset(svc->zk, p->topic, p->partition, &next, errstr,
+                               sizeof(errstr));
+        if (err == KW_OK) {
+            p->offset = next;
+        } else if (err == KW_ENOTFOUND) {
+            int64_t o = kw_receiver_reset_offset(svc->rc->auto_offset_reset);
+
+            if (o == -3) {
+                kw_rcv_fatal(svc, "%s/%d has no offset stored in ZooKeeper and "
+                             "auto.offset.reset=error", p->topic, (int)p->partition);
+                return -1;
+            }
+            p->offset = o;
+        } else {
+            kw_rcv_fatal(svc, "receiver-%u: reading the offset of %s/%d: %s", c->id,
+                         p->topic, (int)p->partition, errstr);
+            return -1;
+        }
+        KW_LOG_I(KW_RCV_MOD, "receiver-%u: assigned %s/%d at %s%" PRId64, c->id,
+                 p->topic, (int)p->partition,
+                 err == KW_OK ? "stored offset " :
+                 p->offset == RD_KAFKA_OFFSET_BEGINNING ? "earliest (no stored offset) " :
+                 "latest (no stored offset) ", err == KW_OK ? p->offset : (int64_t)0);
+    }
+    return 0;
+}
+
+/* Flush, wait for ZooKeeper, disown. */
+static void on_revoke(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
+{
+    char errstr[512];
+
+    if (flush_and_wait(c) != 0)
+        KW_LOG_W(KW_RCV_MOD, "receiver-%u: revoking without a flush (stopping on "
+                 "an error); what was not committed is in the WAL or not consumed",
+                 c->id);
+    for (int i = 0; i < parts->cnt; i++) {
+        if (kw_zk_disown(c->svc->zk, parts->elems[i].topic, parts->elems[i].partition,
+                         errstr, sizeof(errstr)) != KW_OK)
+            KW_LOG_W(KW_RCV_MOD, "receiver-%u: disown %s/%d: %s", c->id,
+                     parts->elems[i].topic, (int)parts->elems[i].partition, errstr);
+        else
+            KW_LOG_I(KW_RCV_MOD, "receiver-%u: revoked %s/%d", c->id,
+                     parts->elems[i].topic, (int)parts->elems[i].partition);
+    }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    kw_rcv_consumer_t *c = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (on_assign(c, parts) != 0)
+            return;     /* fatal: the service stops */
+        assignment_add(c, parts);
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            aerr = rd_kafka_assign(rk, parts);
+    } else {
+        on_revoke(c, parts);
+        assignment_remove(c, parts);
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            aerr = rd_kafka_assign(rk, NULL);
+    }
+    if (error != NULL) {
+        KW_LOG_E(KW_RCV_MOD, "receiver-%u: incremental (un)assign: %s", c->id,
+                 rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        KW_LOG_E(KW_RCV_MOD, "receiver-%u: assign: %s", c->id, rd_kafka_err2str(aerr));
+    }
+}
+
+/* ---- out of range (invariant 6) ---- */
+
+static void on_out_of_range(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
+{
+    kw_receiver_t *svc = c->svc;
+    const char *topic = m->rkt != NULL ? rd_kafka_topic_name(m->rkt) : "?";
+    int64_t low = 0, high = 0, from, until, seek_to;
+    rd_kafka_topic_partition_list_t *l;
+    rd_kafka_error_t *error;
+    rd_kafka_resp_err_t err;
+
+    err = rd_kafka_query_watermark_offsets(c->rk, topic, m->partition, &low, &high, 10000);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        KW_LOG_W(KW_RCV_MOD, "receiver-%u: %s/%d out of range and its watermarks "
+                 "cannot be read (%s); retrying", c->id, topic, (int)m->partition,
+                 rd_kafka_err2str(err));
+        kw_rcv_sleep_ms(500);
+        return;
+    }
+    if (kw_receiver_out_of_range(m->offset, low, high, svc->rc->auto_offset_reset,
+                            &from, &until, &seek_to) != 0) {
+        kw_rcv_fatal(svc, "data loss at the source: %s/%d offset %" PRId64 " is no "
+                     "longer in Kafka (it has %" PRId64 "..%" PRId64 ") and "
+                     "auto.offset.reset=error", topic, (int)m->partition, m->offset,
+                     low, high);
+        return;
+    }
+    atomic_fetch_add(&svc->n.source_loss_events, 1);
+    if (until > from) {
+        atomic_fetch_add(&svc->n.source_loss_records, (uint64_t)(until - from));
+        KW_LOG_E(KW_RCV_MOD, "data loss at the source: %s/%d offsets %" PRId64 "..%"
+                 PRId64 " no longer in Kafka", topic, (int)m->partition, from, until - 1);
+    } else {
+        KW_LOG_E(KW_RCV_MOD, "%s/%d: offset %" PRId64 " out of range (Kafka has %"
+                 PRId64 "..%" PRId64 ")", topic, (int)m->partition, m->offset, low, high);
+    }
+    l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, m->partition)->offset = seek_to;
+    error = rd_kafka_seek_partitions(c->rk, l, 10000);
+    if (error != NULL) {
+        KW_LOG_E(KW_RCV_MOD, "receiver-%u: seek %s/%d to %" PRId64 ": %s", c->id, topic,
+                 (int)m->partition, seek_to, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* ---- messages ---- */
+
+static int add_message(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    rd_kafka_timestamp_type_t tstype;
+    kw_record_t rec;
+    char errstr[256];
+    kw_err_t err;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.topic = rd_kafka_topic_name(m->rkt);
+    rec.partition = m->partition;
+    rec.offset = m->offset;
+    rec.timestamp = rd_kafka_message_timestamp(m, &tstype);
+    rec.tstype = tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME ? KW_TS_CREATE_TIME :
+                 tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? KW_TS_LOG_APPEND :
+                 KW_TS_NOT_AVAILABLE;
+    if (rec.tstype == KW_TS_NOT_AVAILABLE)
+        rec.timestamp = -1;
+    rec.key = m->key;
+    rec.key_len = m->key_len;
+    rec.value = m->payload;
+    rec.value_len = m->len;
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        hdrs != NULL && rd_kafka_header_cnt(hdrs) > 0) {
+        size_t n = rd_kafka_header_cnt(hdrs);
+
+        if (n > c->hdrs_cap) {
+            kw_record_header_t *nh = realloc(c->hdrs, n * sizeof(*nh));
+
+            if (nh == NULL) {
+                kw_rcv_fatal(c->svc, "receiver-%u: out of memory", c->id);
+                return -1;
+            }
+            c->hdrs = nh;
+            c->hdrs_cap = n;
+        }
+        for (size_t i = 0; i < n; i++) {
+            const char *name;
+            const void *val;
+            size_t vlen;
+
+            rd_kafka_header_get_all(hdrs, i, &name, &val, &vlen);
+            c->hdrs[i].name = name;
+            c->hdrs[i].name_len = strlen(name);
+            c->hdrs[i].value = val;
+            c->hdrs[i].value_len = vlen;
+        }
+        rec.headers = c->hdrs;
+        rec.header_count = n;
+    }
+    err = kw_blockgen_add(c->gen, &rec, errstr, sizeof(errstr));
+    if (err != KW_OK) {
+        kw_rcv_fatal(c->svc, "receiver-%u: %s/%d@%" PRId64 ": %s", c->id, rec.topic,
+                     (int)rec.partition, rec.offset, errstr);
+        return -1;
+    }
+    atomic_fetch_add(&c->svc->n.records_received, 1);
+    return 0;
+}
+
+static void handle_error(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
+{
+    switch (m->err) {
+    case RD_KAFKA_RESP_ERR__PARTITION_EOF:
+        return;
+    case RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET:
+    case RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE:
+        on_out_of_range(c, m);
+        return;
+    default:
+        break;
+    }
+    if (rd_kafka_fatal_error(c->rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        kw_rcv_fatal(c->svc, "receiver-%u: fatal Kafka error: %s", c->id,
+                     rd_kafka_message_errstr(m));
+        return;
+    }
+    KW_LOG_W(KW_RCV_MOD, "receiver-%u: %s", c->id, rd_kafka_message_errstr(m));
+}
+
+/* ---- setup ---- */
+
+static int conf_set(rd_kafka_conf_t *kc, const char *k, const char *v,
+                    kw_rcv_consumer_t *c)
+{
+    char errstr[512];
+
+    if (rd_kafka_conf_set(kc, k, v, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        kw_rcv_fatal(c->svc, "kafka.%s: %s", k, errstr);
+        return -1;
+    }
+    return 0;
+}
+
+static int consumer_open(kw_rcv_consumer_t *c)
+{
+    kw_receiver_t *svc = c->svc;
+    const kw_conf_t *conf = svc->conf;
+    rd_kafka_topic_partition_list_t *topics;
+    kw_blockgen_config_t gcfg;
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    char errstr[512], cid[64];
+    rd_kafka_resp_err_t err;
+    int has_client_id = 0;
+
+    for (size_t i = 0; i < conf->nkafka; i++) {
+        if (conf_set(kc, conf->kafka[i].key, conf->kafka[i].value, c) != 0)
+            goto fail;
+        if (strcmp(conf->kafka[i].key, "client.id") == 0)
+            has_client_id = 1;
+    }
+    snprintf(cid, sizeof(cid), "kwal-receiver-%u", c->id);
+    if (conf_set(kc, "group.id", svc->rc->group_id, c) != 0 ||
+        conf_set(kc, "enable.auto.commit", "false", c) != 0 ||
+        conf_set(kc, "enable.auto.offset.store", "false", c) != 0 ||
+        conf_set(kc, "auto.offset.reset", "error", c) != 0 ||
+        (!has_client_id &&
+         conf_set(kc, "client.id", cid, c) != 0))
+        goto fail;
+    rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+    rd_kafka_conf_set_opaque(kc, c);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof(errstr));
+    if (c->rk == NULL) {
+        kw_rcv_fatal(svc, "receiver-%u: creating the Kafka consumer: %s", c->id, errstr);
+        goto fail;
+    }
+    kc = NULL;
+    rd_kafka_poll_set_consumer(c->rk);
+
+    kw_blockgen_config_init(&gcfg);
+    gcfg.receiver_id = c->id;
+    /* seqs never repeat across restarts of this receiver within a run;
+     * the WAL's LSN, not the seq, identifies a block durably */
+    gcfg.first_seq = 1;
+    gcfg.interval_ms = svc->rc->block_interval_ms;
+    gcfg.max_bytes = svc->rc->block_max_bytes;
+    gcfg.max_rate = (uint64_t)svc->rc->max_rate;
+    if (kw_blockgen_new(&gcfg, &c->gen, errstr, sizeof(errstr)) != KW_OK) {
+        kw_rcv_fatal(svc, "receiver-%u: %s", c->id, errstr);
+        goto fail;
+    }
+    c->assignment = rd_kafka_topic_partition_list_new(16);
+
+    topics = rd_kafka_topic_partition_list_new(svc->rc->topics.count);
+    for (int i = 0; i < svc->rc->topics.count; i++)
+        rd_kafka_topic_partition_list_add(topics, svc->rc->topics.items[i],
+                                          RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        kw_rcv_fatal(svc, "receiver-%u: subscribe: %s", c->id, rd_kafka_err2str(err));
+        goto fail;
+    }
+    return 0;
+
+fail:
+    if (kc != NULL)
+        rd_kafka_conf_destroy(kc);
+    return -1;
+}
+
+static void consumer_close(kw_rcv_consumer_t *c)
+{
+    if (c->rk != NULL) {
+        /* the revoke callback flushes and disowns */
+        rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
+
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+            KW_LOG_W(KW_RCV_MOD, "receiver-%u: close: %s", c->id, rd_kafka_err2str(err));
+        rd_kafka_destroy(c->rk);
+        c->rk = NULL;
+    }
+    if (c->assignment != NULL) {
+        rd_kafka_topic_partition_list_destroy(c->assignment);
+        c->assignment = NULL;
+    }
+    kw_blockgen_destroy(c->gen);
+    c->gen = NULL;
+    free(c->hdrs);
+    c->hdrs = NULL;
+    c->hdrs_cap = 0;
+}
+
+void *kw_rcv_consumer_main(void *arg)
+{
+    kw_rcv_consumer_t *c = arg;
+    kw_receiver_t *svc = c->svc;
+    char name[16];
+
+    snprintf(name, sizeof(name), "receiver-%u", c->id);
+    pthread_setname_np(pthread_self(), name);
+    if (consumer_open(c) != 0)
+        goto out;
+    KW_LOG_I(KW_RCV_MOD, "%s: subscribed (group %s)", name, svc->rc->group_id);
+
+    while (!atomic_load(&svc->receivers_stop) && !kw_rcv_is_fatal(svc)) {
+        int64_t now = kw_rcv_now_ms(), wait, deadline;
+        rd_kafka_message_t *m;
+        int timeout = 100;
+
+        wait = kw_blockgen_rate_wait(c->gen, now);
+        if (wait > 0) {
+            kw_rcv_sleep_ms(wait < 100 ? wait : 100);
+        } else {
+            deadline = kw_blockgen_deadline(c->gen);
+            if (deadline != INT64_MAX && deadline - now < timeout)
+                timeout = deadline > now ? (int)(deadline - now) : 0;
+            m = rd_kafka_consumer_poll(c->rk, timeout);
+            if (m != NULL) {
+                int rc = m->err ? (handle_error(c, m), 0) : add_message(c, m);
+
+                rd_kafka_message_destroy(m);
+                if (rc != 0)
+                    break;
+            }
+        }
+        if (kw_blockgen_tick(c->gen, kw_rcv_now_ms()) == KW_ENOMEM) {
+            kw_rcv_fatal(svc, "%s: out of memory", name);
+            break;
+        }
+        if (put_ready(c) != 0)
+            break;
+    }
+    /* stop: last block durable and committed before the partitions go */
+    if (c->gen != NULL && !kw_rcv_is_fatal(svc))
+        (void)flush_and_wait(c);
+out:
+    consumer_close(c);
+    KW_LOG_I(KW_RCV_MOD, "%s: stopped", name);
+    return NULL;
+}

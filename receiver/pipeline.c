@@ -1,0 +1,183 @@
+/*
+ * pipeline.c -- the durability pipeline, thread "pipeline".
+ *
+ * One thread takes blocks off the shared queue in order and, for each:
+ *
+ *   1. kw_wal_append (LZ4 when wal.compress): returns once the block is
+ *      fsynced on the write quorum;
+ *   2. kw_tracker_insert_block: its WAL position, receiver, counts, ranges
+ *      (state DURABLE);
+ *   3. kw_zk_commit: one multi setting every range's partition to its
+ *      until offset, guarded by our owner nodes (invariant 4); retried with
+ *      backoff while ZooKeeper is unreachable -- the pipeline then holds the
+ *      block, the queue fills and the receivers pause (invariant 5): nothing
+ *      acknowledged early, nothing lost;
+ *   4. kw_tracker_mark_committed, then tell the block's receiver that its
+ *      block seq is done (a receiver giving partitions up waits for it).
+ *
+ * ZooKeeper is never written before the WAL append returned (invariant 1):
+ * steps run strictly in this order for each block, and blocks one by one.
+ * Being the only appender also keeps the batcher's WAL cleanup safe: an
+ * append in flight always gets an LSN above every tracked one, so cleaning
+ * below kw_tracker_clean_below() never touches it.
+ *
+ * A fenced commit (the partition is no longer ours) writes nothing; the block
+ * stays durable and is still delivered; the new owner reads from the offset
+ * that is stored, so the sink may see those records again and counts them as
+ * duplicates (invariant 3). WAL and tracker failures are fatal.
+ *
+ * The thread exits when the queue is closed and empty (the service closes it
+ * after every receiver has put its last block) or on a fatal error.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kw_log.h"
+#include "receiver_int.h"
+
+#define PIPE_MOD "pipeline"
+
+/* Step 3: retried until it succeeds, is fenced, or the service fails. */
+static int commit_offsets(kw_receiver_t *svc, const kw_block_t *b, uint64_t lsn)
+{
+    size_t n = kw_block_range_count(b);
+    kw_zk_offset_t offs[n > 0 ? n : 1];
+    int64_t backoff = 50, first = kw_rcv_now_ms(), last_log = first;
+    char errstr[512];
+
+    for (size_t i = 0; i < n; i++) {
+        const kw_block_range_t *r = kw_block_range(b, i);
+
+        offs[i].topic = r->topic;
+        offs[i].partition = r->partition;
+        offs[i].next = r->offset_until;
+    }
+    for (;;) {
+        kw_err_t err = kw_zk_commit(svc->zk, offs, n, 0, errstr, sizeof(errstr));
+
+        if (err == KW_OK)
+            return 0;
+        if (err == KW_EFENCED) {
+            KW_LOG_W(PIPE_MOD, "block lsn %" PRIu64 ": offsets not stored, partition "
+                     "no longer ours: %s (invariant 4)", lsn, errstr);
+            return 1;
+        }
+        if (kw_rcv_is_fatal(svc))
+            return -1;
+        atomic_fetch_add(&svc->n.zk_retries, 1);
+        if (kw_rcv_now_ms() - last_log >= 5000 || last_log == first) {
+            last_log = kw_rcv_now_ms();
+            KW_LOG_W(PIPE_MOD, "storing offsets of block lsn %" PRIu64 " in ZooKeeper: "
+                     "%s; retrying (receivers pause while the queue is full)", lsn,
+                     errstr);
+            if (last_log == first)
+                last_log++;
+        }
+        kw_rcv_sleep_ms(backoff);
+        backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+    }
+}
+
+/* Steps 1-4 for one block. 0, or -1 (fatal recorded). */
+static int process_block(kw_receiver_t *svc, kw_block_t *b)
+{
+    size_t len, n = kw_block_range_count(b);
+    const uint8_t *data = kw_block_data(b, &len);
+    kw_tracker_range_t ranges[n > 0 ? n : 1];
+    kw_tracker_block_t tb;
+    kw_wal_pos_t pos;
+    char errstr[512];
+    uint32_t rid = kw_block_receiver_id(b);
+    kw_err_t err;
+    int rc;
+
+    /* 1. durable on the write quorum before anything else (invariant 1) */
+    err = kw_wal_append(svc->wal, data, len,
+                        svc->conf->wal.compress ? KW_WAL_COMPRESS : 0u, &pos,
+                        errstr, sizeof(errstr));
+    if (err != KW_OK) {
+        kw_rcv_fatal(svc, "WAL append failed: %s", errstr);
+        return -1;
+    }
+    atomic_fetch_add(&svc->n.blocks_durable, 1);
+
+    /* 2. track it */
+    memset(&tb, 0, sizeof(tb));
+    tb.pos = pos;
+    tb.receiver = rid;
+    tb.records = kw_block_record_count(b);
+    tb.bytes = len;
+    tb.created_ms = kw_block_created_ms(b);
+    for (size_t i = 0; i < n; i++) {
+        const kw_block_range_t *r = kw_block_range(b, i);
+
+        ranges[i].topic = r->topic;
+        ranges[i].partition = r->partition;
+        ranges[i].from_offset = r->offset_from;
+        ranges[i].until_offset = r->offset_until;
+    }
+    err = kw_tracker_insert_block(svc->tracker, &tb, ranges, n, NULL, errstr,
+                                  sizeof(errstr));
+    if (err != KW_OK) {
+        kw_rcv_fatal(svc, "tracker: %s", errstr);
+        return -1;
+    }
+
+    /* 3. offsets to ZooKeeper, only now (invariant 1) */
+    rc = commit_offsets(svc, b, pos.lsn);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        /* 4. */
+        err = kw_tracker_mark_committed(svc->tracker, pos.lsn, errstr, sizeof(errstr));
+        if (err != KW_OK) {
+            kw_rcv_fatal(svc, "tracker: %s", errstr);
+            return -1;
+        }
+        atomic_fetch_add(&svc->n.blocks_committed, 1);
+    } else {
+        atomic_fetch_add(&svc->n.blocks_fenced, 1);
+    }
+    KW_LOG_D(PIPE_MOD, "block %u/%" PRIu64 ": lsn %" PRIu64 ", %u records, %zu bytes%s",
+             rid, kw_block_seq(b), pos.lsn, tb.records, len, rc ? " (fenced)" : "");
+    if (rid < svc->nconsumers)
+        kw_rcv_mark_done(&svc->consumers[rid], kw_block_seq(b));
+    return 0;
+}
+
+void *kw_rcv_pipeline_main(void *arg)
+{
+    kw_receiver_t *svc = arg;
+
+    pthread_setname_np(pthread_self(), "pipeline");
+    for (;;) {
+        kw_block_t *b = NULL;
+        kw_err_t err = kw_blockq_get(svc->q, &b, 200);
+
+        if (err == KW_ECLOSED)
+            break;
+        if (err == KW_ETIMEDOUT) {
+            if (kw_rcv_is_fatal(svc))
+                break;
+            continue;
+        }
+        if (err != KW_OK) {
+            kw_rcv_fatal(svc, "block queue: %s", kw_err_str(err));
+            break;
+        }
+        if (kw_rcv_is_fatal(svc)) {
+            kw_block_destroy(b);
+            break;
+        }
+        err = process_block(svc, b) == 0 ? KW_OK : KW_EIO;
+        kw_block_destroy(b);
+        if (err != KW_OK)
+            break;
+    }
+    KW_LOG_D(PIPE_MOD, "stopped");
+    return NULL;
+}

@@ -1,0 +1,108 @@
+/*
+ * receiver.h -- receiver mode (`kwal receive`) as one service handle.
+ *
+ * The service wires DESIGN.md's receiver data flow together:
+ *
+ *   receiver-N threads (consumer.c)   one librdkafka KafkaConsumer each, in
+ *                                     group.id, manual offsets; records ->
+ *                                     block generator -> bounded block queue
+ *   pipeline thread (pipeline.c)      queue -> WAL append -> tracker ->
+ *                                     ZooKeeper offsets (invariants 1, 4)
+ *   batcher thread (batcher.c)        every batch.interval.ms: durable blocks
+ *                                     -> one batch -> sink -> processed ->
+ *                                     WAL cleanup (invariant 1)
+ *
+ * and service.c starts and stops them in the order that keeps the
+ * invariants: receivers stop first (flushing their last block), the pipeline
+ * drains the queue, the batcher delivers the last batch.
+ *
+ * Ownership. kw_receiver_new() copies nothing it does not need: conf and
+ * wal_opts (and every string they point to) must outlive the handle.
+ *
+ * Threads. new, run and destroy are called by one thread (the program's main
+ * thread): new, then run (blocks until stopped or a fatal error), then
+ * destroy. kw_receiver_stop() may be called from any thread and from a
+ * signal handler (it only stores to an atomic flag). kw_receiver_stats() may
+ * be called from any thread while run() runs.
+ */
+#ifndef KW_RECEIVER_H
+#define KW_RECEIVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kw_conf.h"
+#include "kw_err.h"
+#include "wal.h"
+
+typedef struct kw_receiver kw_receiver_t;
+
+typedef struct kw_receiver_stats {
+    uint64_t records_received;     /* records taken from Kafka */
+    uint64_t blocks_made;          /* blocks put on the queue */
+    uint64_t blocks_durable;       /* WAL appends acknowledged */
+    uint64_t blocks_committed;     /* blocks whose offsets are in ZooKeeper */
+    uint64_t blocks_fenced;        /* blocks whose offsets could not be stored:
+                                    * the partition was no longer ours (invariant 4) */
+    uint64_t zk_retries;           /* ZooKeeper commits retried */
+    uint64_t pauses;               /* times a receiver paused its partitions (invariant 5) */
+    uint64_t batches;              /* batches the sink acknowledged */
+    uint64_t records_delivered;    /* records handed to the sink */
+    uint64_t records_stored;
+    uint64_t duplicates_delivered; /* invariant 3: counted, never hidden */
+    uint64_t segments_cleaned;     /* WAL segments removed */
+    uint64_t source_loss_events;   /* offset-out-of-range events (invariant 6) */
+    uint64_t source_loss_records;  /* offsets lost at the source */
+} kw_receiver_stats_t;
+
+/*
+ * Check the receiver settings of conf (group.id and topics are required),
+ * open the WAL (wal_opts, built from conf by the program), the tracker, the
+ * sink and the ZooKeeper session, and register this instance. Nothing is
+ * consumed yet. KW_ECONFIG for missing or contradictory settings, else the
+ * error of the part that failed; errstr says which. On success *rcv is the
+ * caller's (kw_receiver_destroy).
+ */
+kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
+                         kw_receiver_t **rcv, char *errstr, size_t errlen);
+
+/*
+ * Start the threads and block until kw_receiver_stop() is called or a fatal
+ * error happens; then stop in order (receivers flush and give their
+ * partitions up, the pipeline drains, the batcher delivers the last batch).
+ * KW_OK after a requested stop with everything delivered; otherwise the
+ * first fatal error with its one-line reason in errstr. Call once.
+ */
+kw_err_t kw_receiver_run(kw_receiver_t *rcv, char *errstr, size_t errlen);
+
+/* Ask run() to stop. Async-signal-safe; any thread; idempotent. */
+void kw_receiver_stop(kw_receiver_t *rcv);
+
+/* A snapshot of the counters. Any thread. */
+void kw_receiver_stats(kw_receiver_t *rcv, kw_receiver_stats_t *stats);
+
+/* Close everything. NULL is a no-op. After run() returned (or instead of it). */
+void kw_receiver_destroy(kw_receiver_t *rcv);
+
+/* ---- Offset policy (pure functions; any thread; unit-tested) ---- */
+
+/* librdkafka's logical offsets (RD_KAFKA_OFFSET_BEGINNING / _END). */
+#define KW_RECEIVER_OFFSET_BEGINNING (-2)
+#define KW_RECEIVER_OFFSET_END       (-1)
+
+/* Where to start a partition with no stored offset, per auto.offset.reset
+ * (a kw_offset_reset_t): KW_RECEIVER_OFFSET_BEGINNING for earliest, _END for
+ * latest; -3 for error (the caller fails the service). */
+int64_t kw_receiver_reset_offset(int policy);
+
+/*
+ * A partition's wanted offset is out of range; Kafka has low..high-1 (its
+ * watermarks). Fills the range lost at the source, [*lost_from, *lost_until)
+ * (empty unless wanted < low: retention removed it; invariant 6), and where
+ * to go on: *seek_to is low for earliest, high for latest. Returns 0, or -1
+ * for policy error (the caller fails the service; *seek_to is -1).
+ */
+int kw_receiver_out_of_range(int64_t wanted, int64_t low, int64_t high, int policy,
+                             int64_t *lost_from, int64_t *lost_until, int64_t *seek_to);
+
+#endif /* KW_RECEIVER_H */

@@ -1,0 +1,123 @@
+/*
+ * receiver_int.h -- private to receiver/ (consumer.c, pipeline.c, batcher.c,
+ * service.c): the service handle and the per-receiver state they share.
+ *
+ * Who owns what:
+ *   kw_receiver_t        created by service.c; its wal, tracker, zk, sink and
+ *                        queue are opened in new() and closed in destroy(),
+ *                        after every thread has been joined.
+ *   kw_rcv_consumer_t    one per receiver thread; rk, gen and assignment are
+ *                        touched only by that thread (librdkafka calls the
+ *                        rebalance callback on it, from consumer_poll/close).
+ *                        put_seq/committed_seq are shared with the pipeline
+ *                        thread under mu (cv signals committed_seq changes).
+ *   counters             atomics, any thread.
+ *   fatal                first fatal error wins (fatal_mu); everyone polls
+ *                        the atomic flag.
+ */
+#ifndef KW_RECEIVER_INT_H
+#define KW_RECEIVER_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "blockgen.h"
+#include "kw_conf.h"
+#include "receiver.h"
+#include "sink.h"
+#include "tracker.h"
+#include "wal.h"
+#include "zkstore.h"
+
+#define KW_RCV_MOD "receiver"
+
+typedef struct kw_rcv_consumer {
+    struct kw_receiver *svc;
+    uint32_t            id;            /* 0..receivers-1; thread "receiver-<id>" */
+    pthread_t           thread;
+    int                 started;
+
+    /* receiver thread only */
+    rd_kafka_t                      *rk;
+    kw_blockgen_t                   *gen;
+    rd_kafka_topic_partition_list_t *assignment;  /* what we own now */
+    kw_record_header_t              *hdrs;        /* conversion scratch */
+    size_t                           hdrs_cap;
+
+    /* shared with the pipeline, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    uint64_t        put_seq;           /* seq of the last block put on the queue */
+    uint64_t        committed_seq;     /* seq of the last block the pipeline
+                                        * finished (offsets in ZooKeeper, or fenced) */
+} kw_rcv_consumer_t;
+
+typedef struct kw_rcv_counters {
+    _Atomic uint64_t records_received, blocks_made, blocks_durable, blocks_committed,
+                     blocks_fenced, zk_retries, pauses, batches, records_delivered,
+                     records_stored, duplicates_delivered, segments_cleaned,
+                     source_loss_events, source_loss_records;
+} kw_rcv_counters_t;
+
+struct kw_receiver {
+    const kw_conf_t          *conf;
+    const kw_conf_receiver_t *rc;
+    kw_wal_options_t          wal_opts;
+    char                      tracker_path[4096];
+
+    kw_wal_t     *wal;
+    kw_tracker_t *tracker;
+    kw_zk_t      *zk;
+    kw_sink_t    *sink;
+    kw_blockq_t  *q;
+
+    kw_rcv_consumer_t *consumers;
+    uint32_t           nconsumers;
+
+    pthread_t pipeline_thread, batcher_thread;
+    int       pipeline_started, batcher_started;
+
+    atomic_int stop_requested;     /* kw_receiver_stop(): async-signal-safe store */
+    atomic_int receivers_stop;     /* service -> receiver threads: stop consuming */
+    atomic_int fatal;
+    pthread_mutex_t fatal_mu;
+    char            fatal_msg[1024];
+
+    /* batcher wake-up: stop_batcher set by the service after the pipeline drained */
+    pthread_mutex_t batch_mu;
+    pthread_cond_t  batch_cv;
+    int             stop_batcher;
+
+    kw_rcv_counters_t n;
+};
+
+/* ---- service.c ---- */
+
+/* Record the first fatal error (printf-style) and ask everything to stop. */
+void kw_rcv_fatal(struct kw_receiver *svc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int kw_rcv_is_fatal(struct kw_receiver *svc);
+int64_t kw_rcv_now_ms(void);
+void kw_rcv_sleep_ms(int64_t ms);
+
+/* ---- consumer.c (receiver threads) ---- */
+
+void *kw_rcv_consumer_main(void *arg);
+
+/* The pipeline finished block seq of receiver c: its offsets are in
+ * ZooKeeper (or were fenced). Called by the pipeline thread; takes c->mu and
+ * wakes the receiver if it waits (on revoke or stop) for its last block. */
+void kw_rcv_mark_done(kw_rcv_consumer_t *c, uint64_t seq);
+
+/* ---- pipeline.c ---- */
+
+void *kw_rcv_pipeline_main(void *arg);
+
+/* ---- batcher.c ---- */
+
+void *kw_rcv_batcher_main(void *arg);
+
+#endif /* KW_RECEIVER_INT_H */

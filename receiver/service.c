@@ -1,0 +1,296 @@
+/*
+ * service.c -- receiver mode's service handle: opens the parts, starts the
+ * threads, stops them in order.
+ *
+ * new():  check the settings; open the WAL, the tracker (tracker.path, or
+ *         tracker.db in the first WAL directory), the sink, the ZooKeeper
+ *         session (and register this instance), and the bounded block queue.
+ * run():  start the batcher, the pipeline and receivers receiver-0..N-1;
+ *         wait for kw_receiver_stop() or a fatal error; then stop in the
+ *         order that keeps the invariants:
+ *           1. receivers stop consuming, cut and put their last blocks, wait
+ *              until ZooKeeper has them, close their consumers (whose revoke
+ *              path disowns the partitions) -- joined;
+ *           2. the queue is closed; the pipeline drains what is left (WAL,
+ *              tracker, ZooKeeper) and exits -- joined;
+ *           3. the batcher runs one last round (every durable block to the
+ *              sink) and exits -- joined.
+ *         On a fatal error the same order runs, but nobody waits for what
+ *         can no longer happen; what is durable stays in the WAL and the
+ *         tracker for the next start (the batcher delivers open and
+ *         unallocated blocks first).
+ * stop(): one atomic store, so a signal handler may call it.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kw_log.h"
+#include "receiver_int.h"
+
+/* ---- shared helpers ---- */
+
+int64_t kw_rcv_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void kw_rcv_sleep_ms(int64_t ms)
+{
+    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+void kw_rcv_fatal(kw_receiver_t *svc, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&svc->fatal_mu);
+    if (!atomic_load(&svc->fatal)) {
+        snprintf(svc->fatal_msg, sizeof(svc->fatal_msg), "%s", msg);
+        atomic_store(&svc->fatal, 1);
+        KW_LOG_E(KW_RCV_MOD, "%s", msg);
+    } else {
+        KW_LOG_D(KW_RCV_MOD, "after the first fatal error: %s", msg);
+    }
+    pthread_mutex_unlock(&svc->fatal_mu);
+}
+
+int kw_rcv_is_fatal(kw_receiver_t *svc)
+{
+    return atomic_load(&svc->fatal);
+}
+
+/* ---- handle ---- */
+
+kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
+                         kw_receiver_t **out, char *errstr, size_t errlen)
+{
+    const kw_conf_receiver_t *rc = &conf->receiver;
+    kw_blockq_options_t qopts;
+    kw_zk_options_t zopts;
+    kw_receiver_t *svc;
+    kw_err_t err;
+
+    *out = NULL;
+    if (rc->group_id == NULL || rc->group_id[0] == '\0')
+        return kw_seterr(errstr, errlen, KW_ECONFIG, "group.id: required by kwal receive");
+    if (rc->topics.count == 0)
+        return kw_seterr(errstr, errlen, KW_ECONFIG, "topics: required by kwal receive");
+    for (size_t i = 0; i < conf->nkafka; i++) {
+        const char *k = conf->kafka[i].key;
+
+        if (strcmp(k, "group.id") == 0 || strcmp(k, "enable.auto.commit") == 0 ||
+            strcmp(k, "enable.auto.offset.store") == 0 ||
+            strcmp(k, "auto.offset.reset") == 0)
+            return kw_seterr(errstr, errlen, KW_ECONFIG,
+                             "kafka.%s: set by kwal receive itself (use the kwal "
+                             "key%s)", k,
+                             strcmp(k, "group.id") == 0 ? " group.id" :
+                             strcmp(k, "auto.offset.reset") == 0 ?
+                             " auto.offset.reset" : "s; offsets live in ZooKeeper");
+    }
+
+    svc = calloc(1, sizeof(*svc));
+    if (svc == NULL)
+        return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
+    svc->conf = conf;
+    svc->rc = rc;
+    svc->wal_opts = *wal_opts;
+    pthread_mutex_init(&svc->fatal_mu, NULL);
+    pthread_mutex_init(&svc->batch_mu, NULL);
+    pthread_cond_init(&svc->batch_cv, NULL);
+
+    if (rc->tracker_path != NULL && rc->tracker_path[0] != '\0')
+        snprintf(svc->tracker_path, sizeof(svc->tracker_path), "%s", rc->tracker_path);
+    else
+        snprintf(svc->tracker_path, sizeof(svc->tracker_path), "%s/tracker.db",
+                 wal_opts->dirs[0]);
+
+    err = kw_wal_open(&svc->wal_opts, &svc->wal, NULL, errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    err = kw_tracker_open(svc->tracker_path, &svc->tracker, errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    err = kw_sink_open(rc->sink, &svc->sink, errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+
+    kw_zk_options_init(&zopts);
+    zopts.connect = conf->zk.connect;
+    zopts.group = rc->group_id;
+    zopts.session_timeout_ms = (int)conf->zk.session_timeout_ms;
+    err = kw_zk_new(&zopts, &svc->zk, errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    err = kw_zk_register(svc->zk, errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+
+    kw_blockq_options_init(&qopts);
+    /* bounded (invariant 5): a few blocks per receiver */
+    qopts.max_blocks = (size_t)rc->receivers * 4 + 4;
+    err = kw_blockq_new(&qopts, &svc->q, errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+
+    svc->nconsumers = (uint32_t)rc->receivers;
+    svc->consumers = calloc(svc->nconsumers, sizeof(*svc->consumers));
+    if (svc->consumers == NULL) {
+        err = kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (uint32_t i = 0; i < svc->nconsumers; i++) {
+        kw_rcv_consumer_t *c = &svc->consumers[i];
+
+        c->svc = svc;
+        c->id = i;
+        pthread_mutex_init(&c->mu, NULL);
+        pthread_cond_init(&c->cv, NULL);
+    }
+    *out = svc;
+    return KW_OK;
+
+fail:
+    kw_receiver_destroy(svc);
+    return err;
+}
+
+void kw_receiver_stop(kw_receiver_t *svc)
+{
+    atomic_store(&svc->stop_requested, 1);
+}
+
+void kw_receiver_stats(kw_receiver_t *svc, kw_receiver_stats_t *s)
+{
+    const kw_rcv_counters_t *n = &svc->n;
+
+    s->records_received = atomic_load(&n->records_received);
+    s->blocks_made = atomic_load(&n->blocks_made);
+    s->blocks_durable = atomic_load(&n->blocks_durable);
+    s->blocks_committed = atomic_load(&n->blocks_committed);
+    s->blocks_fenced = atomic_load(&n->blocks_fenced);
+    s->zk_retries = atomic_load(&n->zk_retries);
+    s->pauses = atomic_load(&n->pauses);
+    s->batches = atomic_load(&n->batches);
+    s->records_delivered = atomic_load(&n->records_delivered);
+    s->records_stored = atomic_load(&n->records_stored);
+    s->duplicates_delivered = atomic_load(&n->duplicates_delivered);
+    s->segments_cleaned = atomic_load(&n->segments_cleaned);
+    s->source_loss_events = atomic_load(&n->source_loss_events);
+    s->source_loss_records = atomic_load(&n->source_loss_records);
+}
+
+kw_err_t kw_receiver_run(kw_receiver_t *svc, char *errstr, size_t errlen)
+{
+    kw_receiver_stats_t s;
+    int err;
+
+    err = pthread_create(&svc->batcher_thread, NULL, kw_rcv_batcher_main, svc);
+    if (err != 0) {
+        kw_rcv_fatal(svc, "starting the batcher thread: %s", strerror(err));
+        goto stop;
+    }
+    svc->batcher_started = 1;
+    err = pthread_create(&svc->pipeline_thread, NULL, kw_rcv_pipeline_main, svc);
+    if (err != 0) {
+        kw_rcv_fatal(svc, "starting the pipeline thread: %s", strerror(err));
+        goto stop;
+    }
+    svc->pipeline_started = 1;
+    for (uint32_t i = 0; i < svc->nconsumers; i++) {
+        kw_rcv_consumer_t *c = &svc->consumers[i];
+
+        err = pthread_create(&c->thread, NULL, kw_rcv_consumer_main, c);
+        if (err != 0) {
+            kw_rcv_fatal(svc, "starting receiver-%u: %s", i, strerror(err));
+            goto stop;
+        }
+        c->started = 1;
+    }
+    KW_LOG_I(KW_RCV_MOD, "receiving: group %s, %u receiver%s, sink %s, tracker %s",
+             svc->rc->group_id, svc->nconsumers, svc->nconsumers == 1 ? "" : "s",
+             svc->rc->sink, svc->tracker_path);
+
+    while (!atomic_load(&svc->stop_requested) && !kw_rcv_is_fatal(svc))
+        kw_rcv_sleep_ms(50);
+    if (!kw_rcv_is_fatal(svc))
+        KW_LOG_I(KW_RCV_MOD, "stopping: flushing receivers, draining the pipeline, "
+                 "delivering the last batch");
+
+stop:
+    /* 1. receivers: last blocks put and committed, partitions given up */
+    atomic_store(&svc->receivers_stop, 1);
+    for (uint32_t i = 0; i < svc->nconsumers; i++) {
+        if (svc->consumers[i].started) {
+            pthread_join(svc->consumers[i].thread, NULL);
+            svc->consumers[i].started = 0;
+        }
+    }
+    /* 2. pipeline drains the queue */
+    kw_blockq_close(svc->q);
+    if (svc->pipeline_started) {
+        pthread_join(svc->pipeline_thread, NULL);
+        svc->pipeline_started = 0;
+    }
+    /* 3. the last batch */
+    pthread_mutex_lock(&svc->batch_mu);
+    svc->stop_batcher = 1;
+    pthread_cond_broadcast(&svc->batch_cv);
+    pthread_mutex_unlock(&svc->batch_mu);
+    if (svc->batcher_started) {
+        pthread_join(svc->batcher_thread, NULL);
+        svc->batcher_started = 0;
+    }
+
+    kw_receiver_stats(svc, &s);
+    if (kw_rcv_is_fatal(svc)) {
+        pthread_mutex_lock(&svc->fatal_mu);
+        kw_seterr(errstr, errlen, KW_EIO, "%s", svc->fatal_msg);
+        pthread_mutex_unlock(&svc->fatal_mu);
+        return KW_EIO;
+    }
+    KW_LOG_I(KW_RCV_MOD, "stopped: %" PRIu64 " records received, %" PRIu64
+             " stored, %" PRIu64 " duplicate deliveries, %" PRIu64 " source-loss events, %"
+             PRIu64 " WAL segments cleaned", s.records_received, s.records_stored,
+             s.duplicates_delivered, s.source_loss_events, s.segments_cleaned);
+    return KW_OK;
+}
+
+void kw_receiver_destroy(kw_receiver_t *svc)
+{
+    if (svc == NULL)
+        return;
+    /* the ZooKeeper session first: our ephemeral nodes go at once */
+    kw_zk_destroy(svc->zk);
+    kw_blockq_destroy(svc->q);
+    kw_sink_close(svc->sink);
+    kw_tracker_close(svc->tracker);
+    kw_wal_close(svc->wal);
+    for (uint32_t i = 0; svc->consumers != NULL && i < svc->nconsumers; i++) {
+        pthread_mutex_destroy(&svc->consumers[i].mu);
+        pthread_cond_destroy(&svc->consumers[i].cv);
+    }
+    free(svc->consumers);
+    pthread_mutex_destroy(&svc->fatal_mu);
+    pthread_mutex_destroy(&svc->batch_mu);
+    pthread_cond_destroy(&svc->batch_cv);
+    free(svc);
+}

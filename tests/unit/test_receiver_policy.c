@@ -1,0 +1,162 @@
+/*
+ * test_receiver_policy.c -- the receiver's pieces that need no Kafka:
+ * auto.offset.reset for partitions without a stored offset, the lost range
+ * and the next position after an offset out of range (invariant 6), and the
+ * settings kw_receiver_new() refuses before it opens anything.
+ * The end-to-end proof is tests/integration/0020-receive.sh.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "kw_conf.h"
+#include "receiver.h"
+#include "wal.h"
+
+static void test_reset_offset(void **state)
+{
+    (void)state;
+    assert_int_equal(kw_receiver_reset_offset(KW_OFFSET_RESET_EARLIEST),
+                     KW_RECEIVER_OFFSET_BEGINNING);
+    assert_int_equal(kw_receiver_reset_offset(KW_OFFSET_RESET_LATEST),
+                     KW_RECEIVER_OFFSET_END);
+    assert_true(kw_receiver_reset_offset(KW_OFFSET_RESET_ERROR) < KW_RECEIVER_OFFSET_BEGINNING);
+}
+
+static void test_out_of_range_earliest(void **state)
+{
+    int64_t from, until, seek;
+
+    (void)state;
+    /* retention removed 100..149: lost, go on at 150 */
+    assert_int_equal(kw_receiver_out_of_range(100, 150, 400, KW_OFFSET_RESET_EARLIEST,
+                                              &from, &until, &seek), 0);
+    assert_int_equal(from, 100);
+    assert_int_equal(until, 150);
+    assert_int_equal(seek, 150);
+}
+
+static void test_out_of_range_latest(void **state)
+{
+    int64_t from, until, seek;
+
+    (void)state;
+    assert_int_equal(kw_receiver_out_of_range(100, 150, 400, KW_OFFSET_RESET_LATEST,
+                                              &from, &until, &seek), 0);
+    assert_int_equal(from, 100);
+    assert_int_equal(until, 150);
+    assert_int_equal(seek, 400);
+}
+
+static void test_out_of_range_past_end(void **state)
+{
+    int64_t from, until, seek;
+
+    (void)state;
+    /* an offset beyond the end: nothing lost at the source */
+    assert_int_equal(kw_receiver_out_of_range(500, 150, 400, KW_OFFSET_RESET_EARLIEST,
+                                              &from, &until, &seek), 0);
+    assert_int_equal(until - from, 0);
+    assert_int_equal(seek, 150);
+    /* a logical offset: nothing lost either */
+    assert_int_equal(kw_receiver_out_of_range(-1, 150, 400, KW_OFFSET_RESET_LATEST,
+                                              &from, &until, &seek), 0);
+    assert_int_equal(until - from, 0);
+    assert_int_equal(seek, 400);
+}
+
+static void test_out_of_range_error(void **state)
+{
+    int64_t from, until, seek;
+
+    (void)state;
+    assert_int_equal(kw_receiver_out_of_range(100, 150, 400, KW_OFFSET_RESET_ERROR,
+                                              &from, &until, &seek), -1);
+    assert_int_equal(from, 100);
+    assert_int_equal(until, 150);
+    assert_int_equal(seek, -1);
+}
+
+/* new() with conf overrides; returns its error and errstr. */
+static kw_err_t try_new(const char *const *over, size_t n, char *errstr, size_t len)
+{
+    kw_wal_options_t wo;
+    kw_receiver_t *r = (kw_receiver_t *)1;
+    kw_conf_t *conf = NULL;
+    kw_err_t err;
+
+    assert_int_equal(kw_conf_load(NULL, over, n, &conf, errstr, len), KW_OK);
+    kw_wal_options_init(&wo);
+    wo.dirs[0] = "/nonexistent/kwal-test-wal";
+    wo.ndirs = 1;
+    err = kw_receiver_new(conf, &wo, &r, errstr, len);
+    assert_null(r);
+    kw_conf_destroy(conf);
+    return err;
+}
+
+static void test_new_refuses_config(void **state)
+{
+    const char *no_group[] = { "topics=t" };
+    const char *no_topics[] = { "group.id=g" };
+    const char *auto_commit[] = { "group.id=g", "topics=t", "kafka.enable.auto.commit=true" };
+    const char *reset[] = { "group.id=g", "topics=t", "kafka.auto.offset.reset=earliest" };
+    char errstr[512];
+
+    (void)state;
+    assert_int_equal(try_new(no_group, 1, errstr, sizeof(errstr)), KW_ECONFIG);
+    assert_non_null(strstr(errstr, "group.id"));
+    assert_int_equal(try_new(no_topics, 1, errstr, sizeof(errstr)), KW_ECONFIG);
+    assert_non_null(strstr(errstr, "topics"));
+    assert_int_equal(try_new(auto_commit, 3, errstr, sizeof(errstr)), KW_ECONFIG);
+    assert_non_null(strstr(errstr, "kafka.enable.auto.commit"));
+    assert_int_equal(try_new(reset, 3, errstr, sizeof(errstr)), KW_ECONFIG);
+    assert_non_null(strstr(errstr, "auto.offset.reset"));
+}
+
+static void test_conf_defaults(void **state)
+{
+    char errstr[256];
+    kw_conf_t *c = NULL;
+
+    (void)state;
+    assert_int_equal(kw_conf_new(&c, errstr, sizeof(errstr)), KW_OK);
+    assert_string_equal(c->receiver.group_id, "");
+    assert_int_equal(c->receiver.topics.count, 0);
+    assert_int_equal(c->receiver.receivers, 1);
+    assert_int_equal(c->receiver.max_rate, 0);
+    assert_int_equal(c->receiver.auto_offset_reset, KW_OFFSET_RESET_LATEST);
+    assert_int_equal(c->receiver.block_interval_ms, 200);
+    assert_int_equal(c->receiver.block_max_bytes, 4ull << 20);
+    assert_int_equal(c->receiver.batch_interval_ms, 2000);
+    assert_string_equal(c->receiver.sink, "sqlite:./kwal-out.db");
+    assert_string_equal(c->receiver.tracker_path, "");
+    assert_string_equal(c->zk.connect, "127.0.0.1:2181");
+    assert_int_equal(c->zk.session_timeout_ms, 10000);
+    assert_int_equal(kw_conf_set(c, "auto.offset.reset", "sometimes", "-X", errstr,
+                                 sizeof(errstr)), KW_ECONFIG);
+    assert_non_null(strstr(errstr, "auto.offset.reset"));
+    assert_int_equal(kw_conf_set(c, "topics", "a, b", "-X", errstr, sizeof(errstr)), KW_OK);
+    assert_int_equal(c->receiver.topics.count, 2);
+    assert_string_equal(c->receiver.topics.items[1], "b");
+    kw_conf_destroy(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reset_offset),
+        cmocka_unit_test(test_out_of_range_earliest),
+        cmocka_unit_test(test_out_of_range_latest),
+        cmocka_unit_test(test_out_of_range_past_end),
+        cmocka_unit_test(test_out_of_range_error),
+        cmocka_unit_test(test_new_refuses_config),
+        cmocka_unit_test(test_conf_defaults),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
