@@ -61,6 +61,8 @@ static size_t utf8__valid(const unsigned char *p, size_t n)
 
 static void json__put(kw_sink_buf_t *b, const char *s, size_t len)
 {
+    if (len == 0)
+        return;             /* s may be NULL (an empty key or value) */
     memcpy(b->data + b->len, s, len);
     b->len += len;
 }

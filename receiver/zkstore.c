@@ -779,9 +779,11 @@ size_t kw_zk_lost(kw_zk_t *zk, kw_zk_partition_t *out, size_t nmax)
 {
     pthread_mutex_lock(&zk->mu);
     size_t n = zk->nlost < nmax ? zk->nlost : nmax;
-    memcpy(out, zk->lost, n * sizeof(*out));
-    memmove(zk->lost, zk->lost + n, (zk->nlost - n) * sizeof(*out));
-    zk->nlost -= n;
+    if (n > 0) {          /* zk->lost is NULL until something is lost */
+        memcpy(out, zk->lost, n * sizeof(*out));
+        memmove(zk->lost, zk->lost + n, (zk->nlost - n) * sizeof(*out));
+        zk->nlost -= n;
+    }
     pthread_mutex_unlock(&zk->mu);
     return n;
 }
