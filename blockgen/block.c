@@ -14,6 +14,7 @@
  * bytes could hold before anything is allocated for them, so a flipped count
  * cannot make the decoder allocate more than a small multiple of the input.
  */
+#include "kw_endian.h"
 #include "blockgen_int.h"
 
 #include <inttypes.h>
@@ -46,32 +47,6 @@ struct kw_block_iter {
 
 /* ---- Little-endian ---- */
 
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 /* ---- Index tables ---- */
 
@@ -333,10 +308,10 @@ uint64_t kw__builder_size(const kw__builder_t *b)
 static uint8_t *put_nullable(uint8_t *p, const void *data, size_t len)
 {
     if (data == NULL) {
-        put32(p, KW__BLOCK_NULL_LEN);
+        kw_put32(p, KW__BLOCK_NULL_LEN);
         return p + 4;
     }
-    put32(p, (uint32_t)len);
+    kw_put32(p, (uint32_t)len);
     if (len > 0)
         memcpy(p + 4, data, len);
     return p + 4 + len;
@@ -345,18 +320,18 @@ static uint8_t *put_nullable(uint8_t *p, const void *data, size_t len)
 /* FORMAT.md, "Record", field by field. */
 static void encode_record(uint8_t *p, const kw_record_t *rec, uint32_t topic)
 {
-    put32(p + 0, topic);
-    put32(p + 4, (uint32_t)rec->partition);
-    put64(p + 8, (uint64_t)rec->offset);
+    kw_put32(p + 0, topic);
+    kw_put32(p + 4, (uint32_t)rec->partition);
+    kw_put64(p + 8, (uint64_t)rec->offset);
     p[16] = (uint8_t)rec->tstype;
-    put64(p + 17, (uint64_t)rec->timestamp);
+    kw_put64(p + 17, (uint64_t)rec->timestamp);
     p = put_nullable(p + 25, rec->key, rec->key_len);
     p = put_nullable(p, rec->value, rec->value_len);
-    put32(p, (uint32_t)rec->header_count);
+    kw_put32(p, (uint32_t)rec->header_count);
     p += 4;
     for (size_t i = 0; i < rec->header_count; i++) {
         const kw_record_header_t *h = &rec->headers[i];
-        put32(p, (uint32_t)h->name_len);
+        kw_put32(p, (uint32_t)h->name_len);
         if (h->name_len > 0)
             memcpy(p + 4, h->name, h->name_len);
         p = put_nullable(p + 4 + h->name_len, h->value, h->value_len);
@@ -515,22 +490,22 @@ kw_err_t kw__builder_finish(kw__builder_t *b, const kw_block_meta_t *meta,
 
     /* Header, FORMAT.md field by field. */
     p = blk->owned;
-    put32(p + 0, KW__BLOCK_MAGIC);
-    put16(p + 4, KW__BLOCK_VERSION);
-    put16(p + 6, 0);
-    put32(p + 8, meta->receiver_id);
-    put32(p + 12, b->nrecords);
-    put64(p + 16, meta->seq);
-    put64(p + 24, (uint64_t)meta->created_ms);
-    put32(p + 32, b->ntopics);
-    put32(p + 36, b->nranges);
+    kw_put32(p + 0, KW__BLOCK_MAGIC);
+    kw_put16(p + 4, KW__BLOCK_VERSION);
+    kw_put16(p + 6, 0);
+    kw_put32(p + 8, meta->receiver_id);
+    kw_put32(p + 12, b->nrecords);
+    kw_put64(p + 16, meta->seq);
+    kw_put64(p + 24, (uint64_t)meta->created_ms);
+    kw_put32(p + 32, b->ntopics);
+    kw_put32(p + 36, b->nranges);
     off = KW__BLOCK_HDR_SIZE;
 
     /* Topic table. */
     tm = blk->topic_mem;
     for (uint32_t i = 0; i < b->ntopics; i++) {
         size_t tl = b->topic_lens[i];
-        put16(p + off, (uint16_t)tl);
+        kw_put16(p + off, (uint16_t)tl);
         memcpy(p + off + 2, b->topics[i], tl);
         off += 2 + tl;
         memcpy(tm, b->topics[i], tl + 1);
@@ -541,10 +516,10 @@ kw_err_t kw__builder_finish(kw__builder_t *b, const kw_block_meta_t *meta,
     /* Range table. */
     for (uint32_t i = 0; i < b->nranges; i++) {
         const kw__brange_t *r = &b->ranges[i];
-        put32(p + off, r->topic);
-        put32(p + off + 4, (uint32_t)r->partition);
-        put64(p + off + 8, (uint64_t)r->from);
-        put64(p + off + 16, (uint64_t)(r->last + 1));
+        kw_put32(p + off, r->topic);
+        kw_put32(p + off + 4, (uint32_t)r->partition);
+        kw_put64(p + off + 8, (uint64_t)r->from);
+        kw_put64(p + off + 16, (uint64_t)(r->last + 1));
         off += KW__BLOCK_RANGE_SIZE;
         blk->ranges[i].topic = blk->topics[r->topic];
         blk->ranges[i].partition = r->partition;
@@ -638,7 +613,7 @@ static int rd_u16(rd_t *r, uint16_t *v)
     const uint8_t *q;
     if (rd_bytes(r, 2, &q))
         return -1;
-    *v = get16(q);
+    *v = kw_get16(q);
     return 0;
 }
 
@@ -647,7 +622,7 @@ static int rd_u32(rd_t *r, uint32_t *v)
     const uint8_t *q;
     if (rd_bytes(r, 4, &q))
         return -1;
-    *v = get32(q);
+    *v = kw_get32(q);
     return 0;
 }
 
@@ -656,7 +631,7 @@ static int rd_u64(rd_t *r, uint64_t *v)
     const uint8_t *q;
     if (rd_bytes(r, 8, &q))
         return -1;
-    *v = get64(q);
+    *v = kw_get64(q);
     return 0;
 }
 

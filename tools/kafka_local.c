@@ -64,6 +64,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "cli.h"
 #include "kw_log.h"
 
 #define PROG "kwal-kafka-local"
@@ -954,18 +955,6 @@ static void print_usage(FILE *out)
             rd_kafka_version_str(), MAX_BROKERS, PROG, help_text);
 }
 
-static int usage_error(const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    fprintf(stderr, PROG ": %s\nTry '" PROG " --help'.\n", msg);
-    return EXIT_USAGE;
-}
-
 /* Parse NAME:PARTITIONS[:REPLICATION]. */
 static bool topic_spec_parse(const char *arg, topic_spec_t *t)
 {
@@ -1016,7 +1005,7 @@ static int opts_parse(int argc, char **argv, opts_t *o)
         switch (ch) {
         case 'b':
             if (!parse_int(optarg, 1, MAX_BROKERS, &v))
-                return usage_error("--brokers: '%s' is not a number in 1..%d",
+                return kw_cli_usage_error(PROG, "--brokers: '%s' is not a number in 1..%d",
                                    optarg, MAX_BROKERS);
             o->brokers = (int)v;
             break;
@@ -1024,15 +1013,15 @@ static int opts_parse(int argc, char **argv, opts_t *o)
             topic_spec_t *t = realloc(o->topics, (size_t)(o->ntopics + 1) * sizeof(*t));
 
             if (t == NULL)
-                return usage_error("out of memory");
+                return kw_cli_usage_error(PROG, "out of memory");
             o->topics = t;
             if (!topic_spec_parse(optarg, &o->topics[o->ntopics]))
-                return usage_error("--topic: '%s' is not NAME:PARTITIONS[:REPLICATION] "
+                return kw_cli_usage_error(PROG, "--topic: '%s' is not NAME:PARTITIONS[:REPLICATION] "
                                    "(name of [A-Za-z0-9._-], 1..%d partitions)",
                                    optarg, MAX_PARTITIONS);
             for (int i = 0; i < o->ntopics; i++)
                 if (strcmp(o->topics[i].name, o->topics[o->ntopics].name) == 0)
-                    return usage_error("--topic: %s given twice", o->topics[i].name);
+                    return kw_cli_usage_error(PROG, "--topic: %s given twice", o->topics[i].name);
             o->ntopics++;
             break;
         }
@@ -1045,20 +1034,20 @@ static int opts_parse(int argc, char **argv, opts_t *o)
             print_usage(stdout);
             return -1;
         case ':':
-            return usage_error("%s needs an argument", argv[optind - 1]);
+            return kw_cli_usage_error(PROG, "%s needs an argument", argv[optind - 1]);
         default:
-            return usage_error("unknown option '%s'", argv[optind - 1]);
+            return kw_cli_usage_error(PROG, "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return usage_error("unexpected argument '%s'", argv[optind]);
+        return kw_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
     if (o->send != NULL && o->control == NULL)
-        return usage_error("--send needs --control PATH");
+        return kw_cli_usage_error(PROG, "--send needs --control PATH");
     if (o->send != NULL && strchr(o->send, '\n') != NULL)
-        return usage_error("--send: one command, without a newline");
+        return kw_cli_usage_error(PROG, "--send: one command, without a newline");
     for (int i = 0; i < o->ntopics; i++)
         if (o->topics[i].replication > o->brokers)
-            return usage_error("--topic %s: replication factor %d exceeds --brokers %d",
+            return kw_cli_usage_error(PROG, "--topic %s: replication factor %d exceeds --brokers %d",
                                o->topics[i].name, o->topics[i].replication, o->brokers);
     return 0;
 }

@@ -53,6 +53,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "cli.h"
 #include "workload.h"
 
 #define PROG "kwal-loadgen"
@@ -385,33 +386,6 @@ static void print_usage(FILE *out)
             KW_WL_MIN_SIZE, KW_WL_MAX_SIZE);
 }
 
-static int usage_error(const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    fprintf(stderr, PROG ": %s\nTry '" PROG " --help'.\n", msg);
-    return EXIT_USAGE;
-}
-
-static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    if (*s < '0' || *s > '9')
-        return false;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* Returns 0, EXIT_USAGE after printing why, or -1 for --help (printed). */
 static int opts_parse(int argc, char **argv, opts_t *o)
 {
@@ -443,14 +417,14 @@ static int opts_parse(int argc, char **argv, opts_t *o)
         case 'b': o->brokers = optarg; break;
         case 't': o->topic = optarg; break;
         case 'n':
-            if (!parse_u64(optarg, 0, KW_WL_MAX_SEQ + 1, &o->records))
-                return usage_error("--records: '%s' is not a number in 0..%llu", optarg,
+            if (!kw_cli_parse_u64(optarg, 0, KW_WL_MAX_SEQ + 1, &o->records))
+                return kw_cli_usage_error(PROG, "--records: '%s' is not a number in 0..%llu", optarg,
                                    KW_WL_MAX_SEQ + 1);
             have_records = true;
             break;
         case 's':
-            if (!parse_u64(optarg, KW_WL_MIN_SIZE, KW_WL_MAX_SIZE, &o->size))
-                return usage_error("--size: '%s' is not a number in %d..%d", optarg,
+            if (!kw_cli_parse_u64(optarg, KW_WL_MIN_SIZE, KW_WL_MAX_SIZE, &o->size))
+                return kw_cli_usage_error(PROG, "--size: '%s' is not a number in %d..%d", optarg,
                                    KW_WL_MIN_SIZE, KW_WL_MAX_SIZE);
             break;
         case 'r':
@@ -458,31 +432,31 @@ static int opts_parse(int argc, char **argv, opts_t *o)
             o->rate = strtod(optarg, &end);
             if (errno != 0 || end == optarg || *end != '\0' || !(o->rate >= 0) ||
                 o->rate > 1e9)
-                return usage_error("--rate: '%s' is not a rate in 0..1e9 records/s", optarg);
+                return kw_cli_usage_error(PROG, "--rate: '%s' is not a rate in 0..1e9 records/s", optarg);
             break;
         case 'F':
-            if (!parse_u64(optarg, 0, KW_WL_MAX_SEQ, &o->first))
-                return usage_error("--first: '%s' is not a number in 0..%llu", optarg,
+            if (!kw_cli_parse_u64(optarg, 0, KW_WL_MAX_SEQ, &o->first))
+                return kw_cli_usage_error(PROG, "--first: '%s' is not a number in 0..%llu", optarg,
                                    KW_WL_MAX_SEQ);
             break;
         case 'R':
             if (!kw_wl_run_parse(optarg, &o->run))
-                return usage_error("--run-id: '%s' is not 16 lower-case hex digits", optarg);
+                return kw_cli_usage_error(PROG, "--run-id: '%s' is not 16 lower-case hex digits", optarg);
             o->have_run = true;
             break;
         case 'm': o->manifest = optarg; break;
         case 'P': o->print_kcat = true; break;
         case 'T':
-            if (!parse_u64(optarg, 1, 86400, &v))
-                return usage_error("--timeout: '%s' is not a number of seconds in 1..86400",
+            if (!kw_cli_parse_u64(optarg, 1, 86400, &v))
+                return kw_cli_usage_error(PROG, "--timeout: '%s' is not a number of seconds in 1..86400",
                                    optarg);
             o->timeout_s = (long)v;
             break;
         case 'X':
             if (strchr(optarg, '=') == NULL || optarg[0] == '=')
-                return usage_error("-X: '%s' is not NAME=VALUE", optarg);
+                return kw_cli_usage_error(PROG, "-X: '%s' is not NAME=VALUE", optarg);
             if (o->nxprops == MAX_XPROPS)
-                return usage_error("-X: at most %d properties", MAX_XPROPS);
+                return kw_cli_usage_error(PROG, "-X: at most %d properties", MAX_XPROPS);
             o->xprops[o->nxprops++] = optarg;
             break;
         case 'q': o->quiet = true; break;
@@ -490,25 +464,25 @@ static int opts_parse(int argc, char **argv, opts_t *o)
             print_usage(stdout);
             return -1;
         case ':':
-            return usage_error("%s needs an argument", argv[optind - 1]);
+            return kw_cli_usage_error(PROG, "%s needs an argument", argv[optind - 1]);
         default:
-            return usage_error("unknown option '%s'", argv[optind - 1]);
+            return kw_cli_usage_error(PROG, "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return usage_error("unexpected argument '%s'", argv[optind]);
+        return kw_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
     if (!have_records)
-        return usage_error("--records N is required");
+        return kw_cli_usage_error(PROG, "--records N is required");
     if (o->records > KW_WL_MAX_SEQ + 1 - o->first)
-        return usage_error("--first + --records goes beyond sequence number %llu",
+        return kw_cli_usage_error(PROG, "--first + --records goes beyond sequence number %llu",
                            KW_WL_MAX_SEQ);
     if (!o->print_kcat && (o->brokers == NULL || o->topic == NULL))
-        return usage_error("--brokers and --topic are required (or --print-kcat)");
+        return kw_cli_usage_error(PROG, "--brokers and --topic are required (or --print-kcat)");
     if (o->print_kcat && (o->brokers != NULL || o->nxprops > 0))
-        return usage_error("--print-kcat does not connect: no --brokers or -X");
+        return kw_cli_usage_error(PROG, "--print-kcat does not connect: no --brokers or -X");
     if (o->topic != NULL && (o->topic[0] == '\0' || strlen(o->topic) >= KW_WL_TOPIC_MAX ||
                              strchr(o->topic, '\n') != NULL))
-        return usage_error("--topic: '%s' is not a topic name", o->topic);
+        return kw_cli_usage_error(PROG, "--topic: '%s' is not a topic name", o->topic);
     return 0;
 }
 

@@ -58,6 +58,7 @@
 
 #include <sqlite3.h>
 
+#include "cli.h"
 #include "verify_json.h"
 #include "workload.h"
 
@@ -655,37 +656,10 @@ static void print_usage(FILE *out)
 "output that cannot be read.\n");
 }
 
-static int usage_error(const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    fprintf(stderr, PROG ": %s\nTry '" PROG " --help'.\n", msg);
-    return EXIT_USAGE;
-}
-
-static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    if (*s < '0' || *s > '9')
-        return false;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 static int add_input(opts_t *o, input_kind_t kind, const char *path)
 {
     if (o->ninputs == MAX_INPUTS)
-        return usage_error("at most %d outputs", MAX_INPUTS);
+        return kw_cli_usage_error(PROG, "at most %d outputs", MAX_INPUTS);
     o->inputs[o->ninputs].kind = kind;
     o->inputs[o->ninputs].path = path;
     o->ninputs++;
@@ -718,25 +692,25 @@ static int opts_parse(int argc, char **argv, opts_t *o)
         switch (ch) {
         case 'm': o->manifest = optarg; break;
         case 'n':
-            if (!parse_u64(optarg, 0, KW_WL_MAX_SEQ + 1, &o->expect))
-                return usage_error("--expect: '%s' is not a number in 0..%llu", optarg,
+            if (!kw_cli_parse_u64(optarg, 0, KW_WL_MAX_SEQ + 1, &o->expect))
+                return kw_cli_usage_error(PROG, "--expect: '%s' is not a number in 0..%llu", optarg,
                                    KW_WL_MAX_SEQ + 1);
             o->have_expect = true;
             break;
         case 'F':
-            if (!parse_u64(optarg, 0, KW_WL_MAX_SEQ, &o->first))
-                return usage_error("--first: '%s' is not a number in 0..%llu", optarg,
+            if (!kw_cli_parse_u64(optarg, 0, KW_WL_MAX_SEQ, &o->first))
+                return kw_cli_usage_error(PROG, "--first: '%s' is not a number in 0..%llu", optarg,
                                    KW_WL_MAX_SEQ);
             o->have_first = true;
             break;
         case 'R':
             if (!kw_wl_run_parse(optarg, &o->run))
-                return usage_error("--run-id: '%s' is not 16 lower-case hex digits", optarg);
+                return kw_cli_usage_error(PROG, "--run-id: '%s' is not 16 lower-case hex digits", optarg);
             o->have_run = true;
             break;
         case 'S':
-            if (!parse_u64(optarg, KW_WL_MIN_SIZE, KW_WL_MAX_SIZE, &o->size))
-                return usage_error("--size: '%s' is not a number in %d..%d", optarg,
+            if (!kw_cli_parse_u64(optarg, KW_WL_MIN_SIZE, KW_WL_MAX_SIZE, &o->size))
+                return kw_cli_usage_error(PROG, "--size: '%s' is not a number in %d..%d", optarg,
                                    KW_WL_MIN_SIZE, KW_WL_MAX_SIZE);
             break;
         case 't': o->topic = optarg; break;
@@ -744,26 +718,26 @@ static int opts_parse(int argc, char **argv, opts_t *o)
         case 'f': rc = add_input(o, IN_FILES, optarg); break;
         case 'j': rc = add_input(o, IN_JSONL, optarg); break;
         case 'L':
-            if (!parse_u64(optarg, 0, 1000000, &o->max_list))
-                return usage_error("--max-list: '%s' is not a number in 0..1000000", optarg);
+            if (!kw_cli_parse_u64(optarg, 0, 1000000, &o->max_list))
+                return kw_cli_usage_error(PROG, "--max-list: '%s' is not a number in 0..1000000", optarg);
             break;
         case 'h':
             print_usage(stdout);
             return -1;
         case ':':
-            return usage_error("%s needs an argument", argv[optind - 1]);
+            return kw_cli_usage_error(PROG, "%s needs an argument", argv[optind - 1]);
         default:
-            return usage_error("unknown option '%s'", argv[optind - 1]);
+            return kw_cli_usage_error(PROG, "unknown option '%s'", argv[optind - 1]);
         }
         if (rc != 0)
             return rc;
     }
     if (optind < argc)
-        return usage_error("unexpected argument '%s'", argv[optind]);
+        return kw_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
     if (o->manifest == NULL && !o->have_expect)
-        return usage_error("give the workload: --manifest FILE or --expect N");
+        return kw_cli_usage_error(PROG, "give the workload: --manifest FILE or --expect N");
     if (o->ninputs == 0)
-        return usage_error("give an output: --sqlite PATH, --files DIR or --jsonl FILE");
+        return kw_cli_usage_error(PROG, "give an output: --sqlite PATH, --files DIR or --jsonl FILE");
     return 0;
 }
 
@@ -809,7 +783,7 @@ int main(int argc, char **argv)
     if (o.topic != NULL)
         v.topic = o.topic;
     if (v.expect > KW_WL_MAX_SEQ + 1 - v.first)
-        return usage_error("first + expected records go beyond sequence number %llu",
+        return kw_cli_usage_error(PROG, "first + expected records go beyond sequence number %llu",
                            KW_WL_MAX_SEQ);
 
     for (int i = 0; i < o.ninputs; i++) {

@@ -4,6 +4,7 @@
  * STATE file. Each encode has its decode next to it, field by field in the
  * order of the tables in FORMAT.md.
  */
+#include "kw_endian.h"
 #include "wal_int.h"
 
 #include <inttypes.h>
@@ -12,32 +13,6 @@
 #include <string.h>
 #include <xxhash.h>
 
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 /* ---- Segment header ---- */
 
@@ -45,25 +20,25 @@ void kw__seg_hdr_encode(const kw__seg_hdr_t *h, uint8_t out[KW__SEG_HDR_SIZE])
 {
     memset(out, 0, KW__SEG_HDR_SIZE);
     memcpy(out + 0, KW__SEG_MAGIC, 8);
-    put16(out + 8, KW__SEG_VERSION);
-    put16(out + 10, KW__SEG_HDR_SIZE);
-    put32(out + 12, 0);                                   /* flags */
+    kw_put16(out + 8, KW__SEG_VERSION);
+    kw_put16(out + 10, KW__SEG_HDR_SIZE);
+    kw_put32(out + 12, 0);                                   /* flags */
     memcpy(out + 16, h->wal_id, KW__WAL_ID_LEN);
-    put64(out + 32, h->first_lsn);
-    put64(out + 40, h->created_ms);
-    put64(out + 48, 0);                                   /* reserved */
-    put64(out + 56, XXH3_64bits(out, 56));
+    kw_put64(out + 32, h->first_lsn);
+    kw_put64(out + 40, h->created_ms);
+    kw_put64(out + 48, 0);                                   /* reserved */
+    kw_put64(out + 56, XXH3_64bits(out, 56));
 }
 
 int kw__seg_hdr_decode(const uint8_t in[KW__SEG_HDR_SIZE], kw__seg_hdr_t *h)
 {
-    if (memcmp(in, KW__SEG_MAGIC, 8) != 0 || get16(in + 8) != KW__SEG_VERSION ||
-        get16(in + 10) != KW__SEG_HDR_SIZE || get32(in + 12) != 0 ||
-        get64(in + 56) != XXH3_64bits(in, 56))
+    if (memcmp(in, KW__SEG_MAGIC, 8) != 0 || kw_get16(in + 8) != KW__SEG_VERSION ||
+        kw_get16(in + 10) != KW__SEG_HDR_SIZE || kw_get32(in + 12) != 0 ||
+        kw_get64(in + 56) != XXH3_64bits(in, 56))
         return -1;
     memcpy(h->wal_id, in + 16, KW__WAL_ID_LEN);
-    h->first_lsn = get64(in + 32);
-    h->created_ms = get64(in + 40);
+    h->first_lsn = kw_get64(in + 32);
+    h->created_ms = kw_get64(in + 40);
     return 0;
 }
 
@@ -79,32 +54,32 @@ static uint64_t rec_checksum(const uint8_t hdr[KW__REC_HDR_SIZE], uint64_t paylo
     uint8_t buf[32];
 
     memcpy(buf, hdr, 24);
-    put64(buf + 24, payload_hash);
+    kw_put64(buf + 24, payload_hash);
     return XXH3_64bits(buf, sizeof(buf));
 }
 
 void kw__rec_hdr_encode(kw__rec_hdr_t *h, uint64_t payload_hash,
                         uint8_t out[KW__REC_HDR_SIZE])
 {
-    put32(out + 0, KW__REC_MAGIC);
+    kw_put32(out + 0, KW__REC_MAGIC);
     out[4] = KW__REC_VERSION;
     out[5] = KW__REC_TYPE_DATA;
-    put16(out + 6, (uint16_t)h->flags);
-    put32(out + 8, h->length);
-    put32(out + 12, h->raw_length);
-    put64(out + 16, h->lsn);
+    kw_put16(out + 6, (uint16_t)h->flags);
+    kw_put32(out + 8, h->length);
+    kw_put32(out + 12, h->raw_length);
+    kw_put64(out + 16, h->lsn);
     h->checksum = rec_checksum(out, payload_hash);
-    put64(out + 24, h->checksum);
+    kw_put64(out + 24, h->checksum);
 }
 
 int kw__rec_hdr_decode(const uint8_t in[KW__REC_HDR_SIZE], kw__rec_hdr_t *h)
 {
-    h->flags = get16(in + 6);
-    h->length = get32(in + 8);
-    h->raw_length = get32(in + 12);
-    h->lsn = get64(in + 16);
-    h->checksum = get64(in + 24);
-    if (get32(in) != KW__REC_MAGIC || in[4] != KW__REC_VERSION ||
+    h->flags = kw_get16(in + 6);
+    h->length = kw_get32(in + 8);
+    h->raw_length = kw_get32(in + 12);
+    h->lsn = kw_get64(in + 16);
+    h->checksum = kw_get64(in + 24);
+    if (kw_get32(in) != KW__REC_MAGIC || in[4] != KW__REC_VERSION ||
         in[5] != KW__REC_TYPE_DATA || (h->flags & ~KW__REC_FLAGS_KNOWN) != 0 ||
         h->length > KW_WAL_MAX_RECORD || h->raw_length > KW_WAL_MAX_RECORD ||
         h->lsn == 0)
@@ -117,7 +92,7 @@ int kw__rec_hdr_decode(const uint8_t in[KW__REC_HDR_SIZE], kw__rec_hdr_t *h)
 int kw__rec_checksum_ok(const uint8_t hdr[KW__REC_HDR_SIZE], const void *payload,
                         size_t len)
 {
-    return rec_checksum(hdr, kw__payload_hash(payload, len)) == get64(hdr + 24);
+    return rec_checksum(hdr, kw__payload_hash(payload, len)) == kw_get64(hdr + 24);
 }
 
 /* ---- Segment names ---- */
