@@ -1453,6 +1453,21 @@ static char *dupstr(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+/* The handle's allocations (its threads, locks and session already gone). */
+static void free_handle(kw_zk_t *zk)
+{
+    free(zk->owned);
+    free(zk->lost);
+    free(zk->ids_path);
+    free(zk->base);
+    free(zk->chroot);
+    free(zk->instance);
+    free(zk->digest);
+    free(zk->hosts);
+    free(zk->connect);
+    free(zk);
+}
+
 kw_err_t kw_zk_new(const kw_zk_options_t *opts, kw_zk_t **out,
                    char *errstr, size_t errlen)
 {
@@ -1569,14 +1584,7 @@ fail:
         pthread_cond_destroy(&zk->cond);
     if (mu_ok)
         pthread_mutex_destroy(&zk->mu);
-    free(zk->ids_path);
-    free(zk->base);
-    free(zk->chroot);
-    free(zk->instance);
-    free(zk->digest);
-    free(zk->hosts);
-    free(zk->connect);
-    free(zk);
+    free_handle(zk);
     return err;
 }
 
@@ -1593,14 +1601,5 @@ void kw_zk_destroy(kw_zk_t *zk)
     conn_close(zk->conn);                        /* ends the session: ephemerals go */
     pthread_cond_destroy(&zk->cond);
     pthread_mutex_destroy(&zk->mu);
-    free(zk->owned);
-    free(zk->lost);
-    free(zk->ids_path);
-    free(zk->base);
-    free(zk->chroot);
-    free(zk->instance);
-    free(zk->digest);
-    free(zk->hosts);
-    free(zk->connect);
-    free(zk);
+    free_handle(zk);
 }

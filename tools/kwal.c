@@ -21,6 +21,44 @@
 #define KWAL_VERSION "0.0.0"
 #endif
 
+/* See kwal.h. */
+int kwal_opt_value(int argc, char **argv, int *i, const char *name, const char **val)
+{
+    const char *a = argv[*i];
+    size_t len = strlen(name);
+
+    if (strncmp(a, name, len) != 0)
+        return 0;
+    if (a[len] == '\0') {
+        if (*i + 1 >= argc)
+            return -1;
+        *val = argv[++*i];
+        return 1;
+    }
+    if (name[1] != '-') {          /* -cFILE, -Xkey=value */
+        *val = a + len;
+        return 1;
+    }
+    if (a[len] == '=') {           /* --name=value */
+        *val = a + len + 1;
+        return 1;
+    }
+    return 0;
+}
+
+int kwal_conf_opt(int argc, char **argv, int *i, const char **path,
+                  const char **overrides, size_t *noverrides)
+{
+    const char *v;
+    int r = kwal_opt_value(argc, argv, i, "-c", &v);
+
+    if (r > 0)
+        *path = v;
+    if (r == 0 && (r = kwal_opt_value(argc, argv, i, "-X", &v)) > 0)
+        overrides[(*noverrides)++] = v;
+    return r;
+}
+
 void kwal_error(const char *fmt, ...)
 {
     char msg[2048];
@@ -103,6 +141,7 @@ static int config_main(int argc, char **argv)
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int r;
 
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             print_config_usage(stdout);
@@ -110,19 +149,12 @@ static int config_main(int argc, char **argv)
             goto cleanup;
         } else if (strcmp(a, "--markdown") == 0) {
             markdown = 1;
-        } else if (strcmp(a, "-c") == 0 || strcmp(a, "-X") == 0) {
-            if (i + 1 >= argc) {
+        } else if ((r = kwal_conf_opt(argc, argv, &i, &path, overrides,
+                                      &noverrides)) != 0) {
+            if (r < 0) {
                 rc = kwal_usage_error("config", "config: %s needs an argument", a);
                 goto cleanup;
             }
-            if (a[1] == 'c')
-                path = argv[++i];
-            else
-                overrides[noverrides++] = argv[++i];
-        } else if (strncmp(a, "-X", 2) == 0) {
-            overrides[noverrides++] = a + 2;
-        } else if (strncmp(a, "-c", 2) == 0) {
-            path = a + 2;
         } else {
             rc = kwal_usage_error("config", "config: unexpected argument '%s'", a);
             goto cleanup;

@@ -63,24 +63,18 @@ int kwal_receive_main(int argc, char **argv)
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        int r;
 
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             print_receive_usage(stdout);
             rc = KWAL_EXIT_OK;
             goto cleanup;
-        } else if (strcmp(a, "-c") == 0 || strcmp(a, "-X") == 0) {
-            if (i + 1 >= argc) {
+        } else if ((r = kwal_conf_opt(argc, argv, &i, &path, overrides,
+                                      &noverrides)) != 0) {
+            if (r < 0) {
                 rc = kwal_usage_error("receive", "receive: %s needs an argument", a);
                 goto cleanup;
             }
-            if (a[1] == 'c')
-                path = argv[++i];
-            else
-                overrides[noverrides++] = argv[++i];
-        } else if (strncmp(a, "-X", 2) == 0) {
-            overrides[noverrides++] = a + 2;
-        } else if (strncmp(a, "-c", 2) == 0) {
-            path = a + 2;
         } else {
             rc = kwal_usage_error("receive", "receive: unexpected argument '%s'", a);
             goto cleanup;

@@ -96,36 +96,6 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-/*
- * If argv[*i] is option `name`, store its value (from "--name=V", "--name V",
- * "-cV" or "-c V") in *val, advance *i past it and return 1. Return 0 if it is
- * another option, -1 if the value is missing.
- */
-static int opt_value(int argc, char **argv, int *i, const char *name,
-                     const char **val)
-{
-    const char *a = argv[*i];
-    size_t len = strlen(name);
-
-    if (strncmp(a, name, len) != 0)
-        return 0;
-    if (a[len] == '\0') {
-        if (*i + 1 >= argc)
-            return -1;
-        *val = argv[++*i];
-        return 1;
-    }
-    if (name[1] != '-') {          /* -cFILE, -Xkey=value */
-        *val = a + len;
-        return 1;
-    }
-    if (a[len] == '=') {           /* --name=value */
-        *val = a + len + 1;
-        return 1;
-    }
-    return 0;
-}
-
 /* Parse argv (argv[0] is the subcommand). Returns KWAL_EXIT_OK, or the exit
  * status after printing the problem (KWAL_EXIT_OK with *help set for --help). */
 static int parse_args(const wal_cmd_t *cmd, int argc, char **argv,
@@ -142,15 +112,11 @@ static int parse_args(const wal_cmd_t *cmd, int argc, char **argv,
             *help = 1;
             return KWAL_EXIT_OK;
         }
-        if ((r = opt_value(argc, argv, &i, "-c", &v)) != 0) {
+        if ((r = kwal_conf_opt(argc, argv, &i, &args->conf_path, args->overrides,
+                               &args->noverrides)) != 0) {
             if (r < 0)
                 goto missing;
-            args->conf_path = v;
-        } else if ((r = opt_value(argc, argv, &i, "-X", &v)) != 0) {
-            if (r < 0)
-                goto missing;
-            args->overrides[args->noverrides++] = v;
-        } else if ((r = opt_value(argc, argv, &i, "--dir", &v)) != 0) {
+        } else if ((r = kwal_opt_value(argc, argv, &i, "--dir", &v)) != 0) {
             if (r < 0)
                 goto missing;
             if (args->ndirs == KW_WAL_MAX_REPLICAS)
@@ -160,7 +126,7 @@ static int parse_args(const wal_cmd_t *cmd, int argc, char **argv,
                 return kwal_usage_error(topic, "wal %s: --dir: empty directory name",
                                         cmd->name);
             args->dirs[args->ndirs++] = v;
-        } else if ((r = opt_value(argc, argv, &i, "--quorum", &v)) != 0) {
+        } else if ((r = kwal_opt_value(argc, argv, &i, "--quorum", &v)) != 0) {
             if (r < 0)
                 goto missing;
             if (parse_u64(v, &n) != 0 || n > KW_WAL_MAX_REPLICAS)
@@ -173,21 +139,21 @@ static int parse_args(const wal_cmd_t *cmd, int argc, char **argv,
         } else if ((cmd->opts & OPT_DUMP) && strcmp(a, "--hex") == 0) {
             args->hex = 1;
         } else if ((cmd->opts & OPT_DUMP) &&
-                   (r = opt_value(argc, argv, &i, "--from", &v)) != 0) {
+                   (r = kwal_opt_value(argc, argv, &i, "--from", &v)) != 0) {
             if (r < 0)
                 goto missing;
             if (parse_u64(v, &args->from_lsn) != 0)
                 return kwal_usage_error(topic, "wal %s: --from: expected an LSN, "
                                         "got '%s'", cmd->name, v);
         } else if ((cmd->opts & OPT_DUMP) &&
-                   (r = opt_value(argc, argv, &i, "--limit", &v)) != 0) {
+                   (r = kwal_opt_value(argc, argv, &i, "--limit", &v)) != 0) {
             if (r < 0)
                 goto missing;
             if (parse_u64(v, &args->limit) != 0 || args->limit == 0)
                 return kwal_usage_error(topic, "wal %s: --limit: expected a positive "
                                         "number, got '%s'", cmd->name, v);
         } else if ((cmd->opts & OPT_REPAIR) &&
-                   (r = opt_value(argc, argv, &i, "--replica", &v)) != 0) {
+                   (r = kwal_opt_value(argc, argv, &i, "--replica", &v)) != 0) {
             if (r < 0)
                 goto missing;
             if (parse_u64(v, &n) != 0 || n >= KW_WAL_MAX_REPLICAS)
@@ -195,7 +161,7 @@ static int parse_args(const wal_cmd_t *cmd, int argc, char **argv,
                                         "index, got '%s'", cmd->name, v);
             args->replica = (long)n;
         } else if ((cmd->opts & OPT_REPAIR) &&
-                   (r = opt_value(argc, argv, &i, "--target", &v)) != 0) {
+                   (r = kwal_opt_value(argc, argv, &i, "--target", &v)) != 0) {
             if (r < 0)
                 goto missing;
             args->target = v;

@@ -24,42 +24,9 @@ set -u
 
 BIN=${KWAL_BIN_DIR:?set KWAL_BIN_DIR to the build directory of tools/}
 SRC=${KWAL_SRC_DIR:?set KWAL_SRC_DIR to the source tree}
-KW="$BIN/kwal"
-KL="$BIN/kwal-kafka-local"
-ZKL="$BIN/kwal-zk-local"
-LG="$BIN/kwal-loadgen"
-VF="$BIN/kwal-verify"
 NAME=0020
 . "$SRC/tests/integration/lib.sh"
-
-for tool in sqlite3 timeout; do
-    command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed"
-done
-for b in "$KW" "$KL" "$ZKL" "$LG" "$VF"; do
-    [ -x "$b" ] || fail "$b is not built"
-done
-
-KLPID= KWPID= LGPID= KWPID2=
-killpid() {
-    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
-        kill -KILL "$1" 2>/dev/null
-        wait "$1" 2>/dev/null
-    fi
-}
-cleanup() {
-    killpid "$KWPID"
-    killpid "$KWPID2"
-    killpid "$LGPID"
-    killpid "$KLPID"
-    timeout 30 "$ZKL" stop --dir "$T/zk" >/dev/null 2>&1
-    rm -rf "$T"
-}
-trap cleanup EXIT
-
-ok() {
-    checks=$((checks + 1))
-    echo "ok: $*"
-}
+. "$SRC/tests/integration/lib_receive.sh"
 
 showlog() {
     echo "--- kwal log (tail):"
@@ -67,23 +34,7 @@ showlog() {
 }
 
 # --- ZooKeeper and the cluster ------------------------------------------------
-timeout 60 "$ZKL" start --dir "$T/zk" >"$T/zk.out" 2>"$T/zk.err" ||
-    { cat "$T/zk.err"; fail "kwal-zk-local start"; }
-ZK=$(cat "$T/zk/connect")
-ok "ZooKeeper up: $ZK"
-
-"$KL" --brokers 3 --topic rt:8 --topic rt2:8 --topic rt3:8 --bootstrap-file "$T/bs" --no-stdin \
-    >"$T/kl.out" 2>"$T/kl.err" &
-KLPID=$!
-n=0
-until [ -s "$T/bs" ]; do
-    n=$((n + 1))
-    [ "$n" -lt 200 ] || { cat "$T/kl.err"; fail "no bootstrap file after 20 s"; }
-    kill -0 "$KLPID" 2>/dev/null || { cat "$T/kl.err"; fail "kwal-kafka-local died"; }
-    sleep 0.1
-done
-BS=$(cat "$T/bs")
-ok "cluster up: $BS"
+start_local rt:8 rt2:8 rt3:8
 
 # conf FILE GROUP TOPIC DIR: a receive configuration in FILE.
 conf() {
