@@ -106,6 +106,11 @@ static const kw_conf_prop_t props[] = {
       FIELD(receiver.tracker_path),
       "The block tracker's SQLite database; empty means tracker.db in the "
       "first of wal.dirs." },
+    { "instance.id", KW_CONF_STRING, "", 0, 0, NULL,
+      FIELD(receiver.instance_id),
+      "This instance's name in ZooKeeper (/consumers/<group.id>/ids/<name>, "
+      "and the data of the owner nodes it holds); empty means <host>-<pid>. "
+      "Two running instances of one group must not share it." },
     { "zookeeper.connect", KW_CONF_STRING, "127.0.0.1:2181", 0, 0, NULL,
       FIELD(zk.connect),
       "ZooKeeper servers, host:port[,host:port...][/chroot], where offsets and "
@@ -114,6 +119,11 @@ static const kw_conf_prop_t props[] = {
       FIELD(zk.session_timeout_ms),
       "ZooKeeper session timeout: after this long without the server the "
       "session expires and ownership is re-established." },
+    { "zookeeper.op.timeout.ms", KW_CONF_INT, "30000", 1000, 3600000, NULL,
+      FIELD(zk.op_timeout_ms),
+      "How long one ZooKeeper operation (an offset commit, taking a partition) "
+      "is retried through connection loss before the caller sees it fail; an "
+      "offset commit that fails this way is retried again, never dropped." },
 };
 
 #define NPROPS (sizeof(props) / sizeof(props[0]))

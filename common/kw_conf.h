@@ -94,12 +94,14 @@ typedef struct kw_conf_receiver {
     int64_t        batch_interval_ms; /* batch.interval.ms */
     char          *sink;              /* sink */
     char          *tracker_path;      /* tracker.path; "": <first wal dir>/tracker.db */
+    char          *instance_id;       /* instance.id; "": <host>-<pid> */
 } kw_conf_receiver_t;
 
 /* zookeeper.* */
 typedef struct kw_conf_zk {
     char   *connect;                  /* zookeeper.connect */
     int64_t session_timeout_ms;       /* zookeeper.session.timeout.ms */
+    int64_t op_timeout_ms;            /* zookeeper.op.timeout.ms */
 } kw_conf_zk_t;
 
 typedef struct kw_conf_priv kw_conf_priv_t;

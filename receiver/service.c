@@ -137,6 +137,9 @@ kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts
     zopts.connect = conf->zk.connect;
     zopts.group = rc->group_id;
     zopts.session_timeout_ms = (int)conf->zk.session_timeout_ms;
+    zopts.op_timeout_ms = (int)conf->zk.op_timeout_ms;
+    if (rc->instance_id != NULL && rc->instance_id[0] != '\0')
+        zopts.instance = rc->instance_id;
     err = kw_zk_new(&zopts, &svc->zk, errstr, errlen);
     if (err != KW_OK)
         goto fail;

@@ -36,70 +36,32 @@
 #include <zookeeper/zookeeper.h>
 
 #include "test_util.h"
+#include "test_zk_server.h"
 #include "zkstore.h"
 
 #define SESSION_MS 4000
 
 static struct {
-    int   skip;
-    char *dir;
-    char  bin[1024];
-    char  connect[256];
-    FILE *client_log;
+    int              skip;
+    test_zk_server_t zk;
+    FILE            *client_log;
 } g;
 
 /* ------------------------------------------------------------------ */
 /* the server                                                          */
 /* ------------------------------------------------------------------ */
 
-static int zk_cmd(const char *cmd)
-{
-    char line[2048];
-    test_path(line, sizeof(line), "'%s' %s --dir '%s' >>'%s/cmd.out' 2>&1",
-              g.bin, cmd, g.dir, g.dir);
-    int rc = system(line);
-    return rc == 0 ? 0 : -1;
-}
-
 static int group_setup(void **state)
 {
     (void)state;
-    const char *bindir = getenv("KWAL_BIN_DIR");
-    if (bindir == NULL || bindir[0] == '\0') {
-        fprintf(stderr, "test_zkstore: KWAL_BIN_DIR is not set (run through ctest); "
-                        "skipping the ZooKeeper tests\n");
-        g.skip = 1;
-        return 0;
+    int rc = test_zk_server_start(&g.zk, "zkstore", "--tick-ms 500");
+    if (rc <= 0) {
+        g.skip = rc == 0;
+        return rc;
     }
-    test_path(g.bin, sizeof(g.bin), "%s/kwal-zk-local", bindir);
-    if (access(g.bin, X_OK) != 0) {
-        fprintf(stderr, "test_zkstore: %s is missing\n", g.bin);
-        return -1;
-    }
-    g.dir = test_tmpdir_new("zkstore");
-    if (g.dir == NULL)
-        return -1;
-    if (zk_cmd("start --tick-ms 500 --timeout 60") != 0) {
-        char out[1024];
-        test_path(out, sizeof(out), "cat '%s/cmd.out' >&2", g.dir);
-        if (system(out) != 0)
-            fprintf(stderr, "(no output)\n");
-        fprintf(stderr, "test_zkstore: kwal-zk-local could not start ZooKeeper\n");
-        return -1;
-    }
-    char path[1100];
-    uint8_t *data = NULL;
-    size_t len = 0;
-    test_path(path, sizeof(path), "%s/connect", g.dir);
-    if (test_read_file(path, &data, &len) != 0 || len == 0 || len >= sizeof(g.connect))
-        return -1;
-    memcpy(g.connect, data, len);
-    g.connect[len] = '\0';
-    free(data);
-    g.connect[strcspn(g.connect, "\r\n")] = '\0';
-
     /* the ZooKeeper client's own log, kept next to the server's */
-    test_path(path, sizeof(path), "%s/client.log", g.dir);
+    char path[1200];
+    test_zk_server_path(&g.zk, "client.log", path, sizeof(path));
     g.client_log = fopen(path, "a");
     if (g.client_log != NULL)
         zoo_set_log_stream(g.client_log);
@@ -109,12 +71,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (g.dir != NULL) {
-        zk_cmd("stop");
-        if (getenv("KWAL_KEEP_TMP") == NULL)
-            test_rmtree(g.dir);
-        free(g.dir);
-    }
+    test_zk_server_stop(&g.zk);
     return 0;
 }
 
@@ -173,7 +130,7 @@ static zhandle_t *raw_connect_as(const char *connect, const clientid_t *cid)
 
 static zhandle_t *raw_connect(void)
 {
-    return raw_connect_as(g.connect, NULL);
+    return raw_connect_as(g.zk.connect, NULL);
 }
 
 /* Node data as a string; returns the ZooKeeper rc. */
@@ -216,7 +173,7 @@ static void expire_session(kw_zk_t *zk)
     kw_zk_session_credentials(zk, &id, cid.passwd);
     assert_true(id != 0);
     cid.client_id = id;
-    zhandle_t *zh = raw_connect_as(g.connect, &cid);
+    zhandle_t *zh = raw_connect_as(g.zk.connect, &cid);
     zookeeper_close(zh);
 }
 
@@ -232,7 +189,7 @@ static void test_roundtrip_layout(void **state)
     SKIP_IF_NO_ZK();
     char err[512] = "";
     int64_t next = -7;
-    kw_zk_t *zk = open_zk(g.connect, "g-rt", "inst-a", NULL, 10000);
+    kw_zk_t *zk = open_zk(g.zk.connect, "g-rt", "inst-a", NULL, 10000);
     zhandle_t *raw = raw_connect();
 
     expect_ok(kw_zk_own(zk, "orders", 0, 1000, err, sizeof(err)), "own", err);
@@ -323,7 +280,7 @@ static void test_commit_not_owned(void **state)
     (void)state;
     SKIP_IF_NO_ZK();
     char err[512] = "";
-    kw_zk_t *zk = open_zk(g.connect, "g-no", "inst-a", NULL, 10000);
+    kw_zk_t *zk = open_zk(g.zk.connect, "g-no", "inst-a", NULL, 10000);
     zhandle_t *raw = raw_connect();
     expect_ok(kw_zk_own(zk, "t", 0, 1000, err, sizeof(err)), "own", err);
 
@@ -343,7 +300,7 @@ static void test_chroot(void **state)
     (void)state;
     SKIP_IF_NO_ZK();
     char err[512] = "", conn[300];
-    test_path(conn, sizeof(conn), "%s/kwal/test-chroot", g.connect);
+    test_path(conn, sizeof(conn), "%s/kwal/test-chroot", g.zk.connect);
     kw_zk_t *zk = open_zk(conn, "g-ch", "inst-a", NULL, 10000);
     zhandle_t *raw = raw_connect();
     expect_ok(kw_zk_own(zk, "t", 3, 1000, err, sizeof(err)), "own", err);
@@ -362,7 +319,7 @@ static void test_digest_acl(void **state)
     SKIP_IF_NO_ZK();
     char err[512] = "", conn[300], buf[64];
     int64_t next = 0;
-    test_path(conn, sizeof(conn), "%s/kwal-acl", g.connect);
+    test_path(conn, sizeof(conn), "%s/kwal-acl", g.zk.connect);
     kw_zk_t *zk = open_zk(conn, "g-acl", "inst-a", "kwal:secret", 10000);
     expect_ok(kw_zk_own(zk, "t", 0, 1000, err, sizeof(err)), "own", err);
     expect_ok(commit1(zk, "t", 0, 5, 0, err, sizeof(err)), "commit", err);
@@ -399,8 +356,8 @@ static void test_fencing_busy(void **state)
     (void)state;
     SKIP_IF_NO_ZK();
     char err[512] = "";
-    kw_zk_t *a = open_zk(g.connect, "g-fb", "inst-a", NULL, 10000);
-    kw_zk_t *b = open_zk(g.connect, "g-fb", "inst-b", NULL, 10000);
+    kw_zk_t *a = open_zk(g.zk.connect, "g-fb", "inst-a", NULL, 10000);
+    kw_zk_t *b = open_zk(g.zk.connect, "g-fb", "inst-b", NULL, 10000);
     zhandle_t *raw = raw_connect();
     expect_ok(kw_zk_own(a, "t", 0, 1000, err, sizeof(err)), "A own", err);
     expect_ok(commit1(a, "t", 0, 10, 0, err, sizeof(err)), "A commit", err);
@@ -455,7 +412,7 @@ static void test_session_expiry(void **state)
     (void)state;
     SKIP_IF_NO_ZK();
     char err[512] = "";
-    kw_zk_t *a = open_zk(g.connect, "g-ex", "inst-a", NULL, 10000);
+    kw_zk_t *a = open_zk(g.zk.connect, "g-ex", "inst-a", NULL, 10000);
     zhandle_t *raw = raw_connect();
     expect_ok(kw_zk_own(a, "t", 0, 1000, err, sizeof(err)), "own 0", err);
     expect_ok(kw_zk_own(a, "t", 1, 1000, err, sizeof(err)), "own 1", err);
@@ -535,8 +492,8 @@ static void test_connection_loss(void **state)
     (void)state;
     SKIP_IF_NO_ZK();
     char err[512] = "";
-    kw_zk_t *a = open_zk(g.connect, "g-cl", "inst-a", NULL, 30000);
-    kw_zk_t *b = open_zk(g.connect, "g-cl", "inst-b", NULL, 1500);
+    kw_zk_t *a = open_zk(g.zk.connect, "g-cl", "inst-a", NULL, 30000);
+    kw_zk_t *b = open_zk(g.zk.connect, "g-cl", "inst-b", NULL, 1500);
     expect_ok(kw_zk_own(a, "t", 0, 1000, err, sizeof(err)), "own", err);
     expect_ok(kw_zk_own(a, "t", 1, 1000, err, sizeof(err)), "own", err);
     expect_ok(kw_zk_own(b, "u", 0, 1000, err, sizeof(err)), "own", err);
@@ -546,7 +503,7 @@ static void test_connection_loss(void **state)
     expect_ok(kw_zk_commit(a, a1, 2, 0, err, sizeof(err)), "commit", err);
     expect_ok(kw_zk_commit(b, b1, 2, 0, err, sizeof(err)), "commit", err);
 
-    assert_int_equal(zk_cmd("stop"), 0);
+    assert_int_equal(test_zk_server_cmd(&g.zk, "stop"), 0);
     commit_job_t ja = { .zk = a, .offs = { { "t", 0, 105 }, { "t", 1, 106 } } };
     commit_job_t jb = { .zk = b, .offs = { { "u", 0, 105 }, { "u", 1, 106 } } };
     pthread_t ta, tb;
@@ -558,7 +515,7 @@ static void test_connection_loss(void **state)
     assert_int_equal(s.state, KW_ZK_DISCONNECTED);
     pthread_join(tb, NULL);                              /* 1.5 s deadline: gave up */
     assert_int_equal(jb.rc, KW_EAGAIN);
-    assert_int_equal(zk_cmd("start --timeout 60"), 0);
+    assert_int_equal(test_zk_server_cmd(&g.zk, "start --timeout 60"), 0);
     pthread_join(ta, NULL);
     expect_ok(ja.rc, "commit across the outage", ja.err);
 
