@@ -32,6 +32,14 @@
  * Stop: the service sets receivers_stop; the thread cuts and puts its last
  * block, waits for it to be committed, closes the consumer (whose revoke
  * callback disowns the partitions) and exits.
+ *
+ * Failure: what breaks this receiver but not the service -- its consumer
+ * cannot be created or hits a fatal librdkafka error, a partition cannot be
+ * taken in ZooKeeper, the libfiu point receiver/fail -- ends the thread the
+ * same way (last block flushed and committed, partitions disowned) with
+ * `failed` set; the service restarts it with backoff. What would fail again
+ * the same way (configuration, auto.offset.reset=error, the WAL, memory)
+ * is fatal for the service instead.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -40,6 +48,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdarg.h>
+
+#include "kw_fault.h"
 #include "kw_log.h"
 #include "receiver_int.h"
 
@@ -75,6 +86,33 @@ int kw_receiver_out_of_range(int64_t wanted, int64_t low, int64_t high, int poli
         *seek_to = -1;
         return -1;
     }
+}
+
+/* ---- failure (the service restarts the thread) ---- */
+
+/* Record why this receiver fails; its loop ends at the next turn. The first
+ * reason wins. */
+static void receiver_fail(kw_rcv_consumer_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void receiver_fail(kw_rcv_consumer_t *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (atomic_load(&c->failed))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(c->fail_msg, sizeof(c->fail_msg), fmt, ap);
+    va_end(ap);
+    KW_LOG_W(KW_RCV_MOD, "receiver-%u: %s; giving its partitions up", c->id,
+             c->fail_msg);
+    atomic_store(&c->failed, 1);
+}
+
+static int stopping(kw_rcv_consumer_t *c)
+{
+    return atomic_load(&c->svc->receivers_stop) || kw_rcv_is_fatal(c->svc) ||
+           atomic_load(&c->failed);
 }
 
 /* ---- committed-seq hand-shake with the pipeline ---- */
@@ -217,7 +255,22 @@ static void assignment_remove(kw_rcv_consumer_t *c,
                                           parts->elems[i].partition);
 }
 
-/* Own every partition and set its start offset. 0, or -1 (fatal recorded). */
+/* Give up the first n partitions of parts in ZooKeeper (after a failed
+ * assignment: they were owned but never consumed). */
+static void disown_first(kw_rcv_consumer_t *c, const rd_kafka_topic_partition_list_t *parts,
+                         int n)
+{
+    char errstr[512];
+
+    for (int i = 0; i < n; i++)
+        if (kw_zk_disown(c->svc->zk, parts->elems[i].topic, parts->elems[i].partition,
+                         errstr, sizeof(errstr)) != KW_OK)
+            KW_LOG_W(KW_RCV_MOD, "receiver-%u: disown %s/%d: %s", c->id,
+                     parts->elems[i].topic, (int)parts->elems[i].partition, errstr);
+}
+
+/* Own every partition and set its start offset. 0, or -1 (the receiver
+ * failed, or the service: recorded; nothing stays owned). */
 static int on_assign(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
 {
     kw_receiver_t *svc = c->svc;
@@ -231,8 +284,9 @@ static int on_assign(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *part
         /* bounded wait: the previous owner may still be flushing (invariant 4) */
         err = kw_zk_own(svc->zk, p->topic, p->partition, 60000, errstr, sizeof(errstr));
         if (err != KW_OK) {
-            kw_rcv_fatal(svc, "receiver-%u: cannot own %s/%d in ZooKeeper: %s", c->id,
-                         p->topic, (int)p->partition, errstr);
+            disown_first(c, parts, i);
+            receiver_fail(c, "cannot own %s/%d in ZooKeeper: %s", p->topic,
+                          (int)p->partition, errstr);
             return -1;
         }
         err = kw_zk_get_offset(svc->zk, p->topic, p->partition, &next, errstr,
@@ -243,14 +297,16 @@ static int on_assign(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *part
             int64_t o = kw_receiver_reset_offset(svc->rc->auto_offset_reset);
 
             if (o == -3) {
+                disown_first(c, parts, i + 1);
                 kw_rcv_fatal(svc, "%s/%d has no offset stored in ZooKeeper and "
                              "auto.offset.reset=error", p->topic, (int)p->partition);
                 return -1;
             }
             p->offset = o;
         } else {
-            kw_rcv_fatal(svc, "receiver-%u: reading the offset of %s/%d: %s", c->id,
-                         p->topic, (int)p->partition, errstr);
+            disown_first(c, parts, i + 1);
+            receiver_fail(c, "reading the offset of %s/%d from ZooKeeper: %s",
+                          p->topic, (int)p->partition, errstr);
             return -1;
         }
         KW_LOG_I(KW_RCV_MOD, "receiver-%u: assigned %s/%d at %s%" PRId64, c->id,
@@ -271,6 +327,7 @@ static void on_revoke(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *par
         KW_LOG_W(KW_RCV_MOD, "receiver-%u: revoking without a flush (stopping on "
                  "an error); what was not committed is in the WAL or not consumed",
                  c->id);
+    kw_crash(KW_CRASH_RECEIVER_REVOKE);
     for (int i = 0; i < parts->cnt; i++) {
         if (kw_zk_disown(c->svc->zk, parts->elems[i].topic, parts->elems[i].partition,
                          errstr, sizeof(errstr)) != KW_OK)
@@ -437,14 +494,28 @@ static void handle_error(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
         break;
     }
     if (rd_kafka_fatal_error(c->rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        kw_rcv_fatal(c->svc, "receiver-%u: fatal Kafka error: %s", c->id,
-                     rd_kafka_message_errstr(m));
+        receiver_fail(c, "fatal Kafka consumer error: %s", rd_kafka_message_errstr(m));
         return;
     }
     KW_LOG_W(KW_RCV_MOD, "receiver-%u: %s", c->id, rd_kafka_message_errstr(m));
 }
 
 /* ---- setup ---- */
+
+kw_err_t kw_rcv_check_kafka_conf(const kw_conf_t *conf, char *errstr, size_t errlen)
+{
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    char why[512];
+    kw_err_t err = KW_OK;
+
+    for (size_t i = 0; i < conf->nkafka && err == KW_OK; i++)
+        if (rd_kafka_conf_set(kc, conf->kafka[i].key, conf->kafka[i].value, why,
+                              sizeof(why)) != RD_KAFKA_CONF_OK)
+            err = kw_seterr(errstr, errlen, KW_ECONFIG, "kafka.%s: %s",
+                            conf->kafka[i].key, why);
+    rd_kafka_conf_destroy(kc);
+    return err;
+}
 
 static int conf_set(rd_kafka_conf_t *kc, const char *k, const char *v,
                     kw_rcv_consumer_t *c)
@@ -487,7 +558,7 @@ static int consumer_open(kw_rcv_consumer_t *c)
     rd_kafka_conf_set_opaque(kc, c);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof(errstr));
     if (c->rk == NULL) {
-        kw_rcv_fatal(svc, "receiver-%u: creating the Kafka consumer: %s", c->id, errstr);
+        receiver_fail(c, "creating the Kafka consumer: %s", errstr);
         goto fail;
     }
     kc = NULL;
@@ -497,7 +568,9 @@ static int consumer_open(kw_rcv_consumer_t *c)
     gcfg.receiver_id = c->id;
     /* seqs never repeat across restarts of this receiver within a run;
      * the WAL's LSN, not the seq, identifies a block durably */
-    gcfg.first_seq = 1;
+    pthread_mutex_lock(&c->mu);
+    gcfg.first_seq = c->put_seq + 1;
+    pthread_mutex_unlock(&c->mu);
     gcfg.interval_ms = svc->rc->block_interval_ms;
     gcfg.max_bytes = svc->rc->block_max_bytes;
     gcfg.max_rate = (uint64_t)svc->rc->max_rate;
@@ -514,7 +587,7 @@ static int consumer_open(kw_rcv_consumer_t *c)
     err = rd_kafka_subscribe(c->rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        kw_rcv_fatal(svc, "receiver-%u: subscribe: %s", c->id, rd_kafka_err2str(err));
+        receiver_fail(c, "subscribe: %s", rd_kafka_err2str(err));
         goto fail;
     }
     return 0;
@@ -533,6 +606,13 @@ static void consumer_close(kw_rcv_consumer_t *c)
 
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
             KW_LOG_W(KW_RCV_MOD, "receiver-%u: close: %s", c->id, rd_kafka_err2str(err));
+        /* a consumer in a fatal state closes without the revoke callback:
+         * give up what is still ours here, the same way */
+        if (c->assignment != NULL && c->assignment->cnt > 0) {
+            on_revoke(c, c->assignment);
+            rd_kafka_topic_partition_list_destroy(c->assignment);
+            c->assignment = NULL;
+        }
         rd_kafka_destroy(c->rk);
         c->rk = NULL;
     }
@@ -559,8 +639,13 @@ void *kw_rcv_consumer_main(void *arg)
         goto out;
     KW_LOG_I(KW_RCV_MOD, "%s: subscribed (group %s)", name, svc->rc->group_id);
 
-    while (!atomic_load(&svc->receivers_stop) && !kw_rcv_is_fatal(svc)) {
+    while (!stopping(c)) {
         int64_t now = kw_rcv_now_ms(), wait, deadline;
+
+        if (kw_fault("receiver/fail")) {
+            receiver_fail(c, "injected failure (libfiu point receiver/fail)");
+            break;
+        }
         rd_kafka_message_t *m;
         int timeout = 100;
 
@@ -573,7 +658,11 @@ void *kw_rcv_consumer_main(void *arg)
                 timeout = deadline > now ? (int)(deadline - now) : 0;
             m = rd_kafka_consumer_poll(c->rk, timeout);
             if (m != NULL) {
-                int rc = m->err ? (handle_error(c, m), 0) : add_message(c, m);
+                int rc;
+
+                if (!m->err)
+                    kw_crash(KW_CRASH_RECEIVER_POLLED);
+                rc = m->err ? (handle_error(c, m), 0) : add_message(c, m);
 
                 rd_kafka_message_destroy(m);
                 if (rc != 0)

@@ -53,6 +53,7 @@ typedef struct kw_receiver_stats {
     uint64_t segments_cleaned;     /* WAL segments removed */
     uint64_t source_loss_events;   /* offset-out-of-range events (invariant 6) */
     uint64_t source_loss_records;  /* offsets lost at the source */
+    uint64_t receiver_restarts;    /* receiver threads restarted after a failure */
 } kw_receiver_stats_t;
 
 /*
@@ -104,5 +105,15 @@ int64_t kw_receiver_reset_offset(int policy);
  */
 int kw_receiver_out_of_range(int64_t wanted, int64_t low, int64_t high, int policy,
                              int64_t *lost_from, int64_t *lost_until, int64_t *seek_to);
+
+/*
+ * A receiver thread that fails (its Kafka consumer hit a fatal error, a
+ * partition could not be taken in ZooKeeper, an injected receiver/fail) is
+ * restarted after this many milliseconds: streak is the number of failures
+ * in a row (1 for the first), counted afresh once a receiver ran for
+ * KW_RECEIVER_HEALTHY_MS. 500 ms doubling per failure, at most 30 s.
+ */
+#define KW_RECEIVER_HEALTHY_MS 60000
+int64_t kw_receiver_restart_delay_ms(uint32_t streak);
 
 #endif /* KW_RECEIVER_H */

@@ -47,6 +47,16 @@ typedef struct kw_rcv_consumer {
     kw_record_header_t              *hdrs;        /* conversion scratch */
     size_t                           hdrs_cap;
 
+    /* receiver thread -> service thread: the thread failed and is exiting;
+     * fail_msg is written before failed is set (and read after the join) */
+    atomic_int failed;
+    char       fail_msg[512];
+
+    /* service thread only: restarts with backoff */
+    int64_t  started_ms;               /* when the thread was last started */
+    int64_t  restart_at_ms;            /* 0: not waiting for a restart */
+    uint32_t fail_streak;              /* failures in a row (see restart_delay) */
+
     /* shared with the pipeline, under mu */
     pthread_mutex_t mu;
     pthread_cond_t  cv;
@@ -59,7 +69,7 @@ typedef struct kw_rcv_counters {
     _Atomic uint64_t records_received, blocks_made, blocks_durable, blocks_committed,
                      blocks_fenced, zk_retries, pauses, batches, records_delivered,
                      records_stored, duplicates_delivered, segments_cleaned,
-                     source_loss_events, source_loss_records;
+                     source_loss_events, source_loss_records, receiver_restarts;
 } kw_rcv_counters_t;
 
 struct kw_receiver {
@@ -106,6 +116,11 @@ void kw_rcv_sleep_ms(int64_t ms);
 /* ---- consumer.c (receiver threads) ---- */
 
 void *kw_rcv_consumer_main(void *arg);
+
+/* Validate the kafka.* settings the receivers will pass to librdkafka (in
+ * the service thread, at start: a bad key is a configuration error, not a
+ * receiver failure to restart). KW_ECONFIG naming the key. */
+kw_err_t kw_rcv_check_kafka_conf(const kw_conf_t *conf, char *errstr, size_t errlen);
 
 /* The pipeline finished block seq of receiver c: its offsets are in
  * ZooKeeper (or were fenced). Called by the pipeline thread; takes c->mu and

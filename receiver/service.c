@@ -6,8 +6,9 @@
  *         tracker.db in the first WAL directory), the sink, the ZooKeeper
  *         session (and register this instance), and the bounded block queue.
  * run():  start the batcher, the pipeline and receivers receiver-0..N-1;
- *         wait for kw_receiver_stop() or a fatal error; then stop in the
- *         order that keeps the invariants:
+ *         wait for kw_receiver_stop() or a fatal error, restarting
+ *         receivers that fail (with backoff, kw_receiver_restart_delay_ms);
+ *         then stop in the order that keeps the invariants:
  *           1. receivers stop consuming, cut and put their last blocks, wait
  *              until ZooKeeper has them, close their consumers (whose revoke
  *              path disowns the partitions) -- joined;
@@ -107,6 +108,10 @@ kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts
                              " auto.offset.reset" : "s; offsets live in ZooKeeper");
     }
 
+    err = kw_rcv_check_kafka_conf(conf, errstr, errlen);
+    if (err != KW_OK)
+        return err;
+
     svc = calloc(1, sizeof(*svc));
     if (svc == NULL)
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
@@ -199,6 +204,67 @@ void kw_receiver_stats(kw_receiver_t *svc, kw_receiver_stats_t *s)
     s->segments_cleaned = atomic_load(&n->segments_cleaned);
     s->source_loss_events = atomic_load(&n->source_loss_events);
     s->source_loss_records = atomic_load(&n->source_loss_records);
+    s->receiver_restarts = atomic_load(&n->receiver_restarts);
+}
+
+int64_t kw_receiver_restart_delay_ms(uint32_t streak)
+{
+    int64_t d = 500;
+
+    for (uint32_t i = 1; i < streak && d < 30000; i++)
+        d *= 2;
+    return d < 30000 ? d : 30000;
+}
+
+/* Start receiver thread c (again). 0, or -1 with the fatal error recorded. */
+static int start_receiver(kw_receiver_t *svc, kw_rcv_consumer_t *c)
+{
+    int err;
+
+    atomic_store(&c->failed, 0);
+    c->fail_msg[0] = '\0';
+    c->restart_at_ms = 0;
+    c->started_ms = kw_rcv_now_ms();
+    err = pthread_create(&c->thread, NULL, kw_rcv_consumer_main, c);
+    if (err != 0) {
+        kw_rcv_fatal(svc, "starting receiver-%u: %s", c->id, strerror(err));
+        return -1;
+    }
+    c->started = 1;
+    return 0;
+}
+
+/* Service thread, every turn of run()'s loop: join receivers that failed and
+ * restart them once their backoff has passed (the service never silently
+ * stops receiving: every failure is logged with its reason and counted). */
+static void supervise_receivers(kw_receiver_t *svc)
+{
+    int64_t now = kw_rcv_now_ms();
+
+    for (uint32_t i = 0; i < svc->nconsumers; i++) {
+        kw_rcv_consumer_t *c = &svc->consumers[i];
+
+        if (c->started && atomic_load(&c->failed)) {
+            int64_t delay;
+
+            pthread_join(c->thread, NULL);
+            c->started = 0;
+            if (now - c->started_ms >= KW_RECEIVER_HEALTHY_MS)
+                c->fail_streak = 0;
+            c->fail_streak++;
+            delay = kw_receiver_restart_delay_ms(c->fail_streak);
+            c->restart_at_ms = now + delay;
+            KW_LOG_E(KW_RCV_MOD, "receiver-%u failed: %s; restarting it in %" PRId64
+                     " ms (failure %u in a row)", c->id, c->fail_msg, delay,
+                     c->fail_streak);
+        }
+        if (!c->started && c->restart_at_ms != 0 && now >= c->restart_at_ms) {
+            if (start_receiver(svc, c) != 0)
+                return;
+            atomic_fetch_add(&svc->n.receiver_restarts, 1);
+            KW_LOG_I(KW_RCV_MOD, "receiver-%u restarted", c->id);
+        }
+    }
 }
 
 kw_err_t kw_receiver_run(kw_receiver_t *svc, char *errstr, size_t errlen)
@@ -218,22 +284,17 @@ kw_err_t kw_receiver_run(kw_receiver_t *svc, char *errstr, size_t errlen)
         goto stop;
     }
     svc->pipeline_started = 1;
-    for (uint32_t i = 0; i < svc->nconsumers; i++) {
-        kw_rcv_consumer_t *c = &svc->consumers[i];
-
-        err = pthread_create(&c->thread, NULL, kw_rcv_consumer_main, c);
-        if (err != 0) {
-            kw_rcv_fatal(svc, "starting receiver-%u: %s", i, strerror(err));
+    for (uint32_t i = 0; i < svc->nconsumers; i++)
+        if (start_receiver(svc, &svc->consumers[i]) != 0)
             goto stop;
-        }
-        c->started = 1;
-    }
     KW_LOG_I(KW_RCV_MOD, "receiving: group %s, %u receiver%s, sink %s, tracker %s",
              svc->rc->group_id, svc->nconsumers, svc->nconsumers == 1 ? "" : "s",
              svc->rc->sink, svc->tracker_path);
 
-    while (!atomic_load(&svc->stop_requested) && !kw_rcv_is_fatal(svc))
+    while (!atomic_load(&svc->stop_requested) && !kw_rcv_is_fatal(svc)) {
+        supervise_receivers(svc);
         kw_rcv_sleep_ms(50);
+    }
     if (!kw_rcv_is_fatal(svc))
         KW_LOG_I(KW_RCV_MOD, "stopping: flushing receivers, draining the pipeline, "
                  "delivering the last batch");
@@ -272,8 +333,9 @@ stop:
     }
     KW_LOG_I(KW_RCV_MOD, "stopped: %" PRIu64 " records received, %" PRIu64
              " stored, %" PRIu64 " duplicate deliveries, %" PRIu64 " source-loss events, %"
-             PRIu64 " WAL segments cleaned", s.records_received, s.records_stored,
-             s.duplicates_delivered, s.source_loss_events, s.segments_cleaned);
+             PRIu64 " WAL segments cleaned, %" PRIu64 " receiver restarts",
+             s.records_received, s.records_stored, s.duplicates_delivered,
+             s.source_loss_events, s.segments_cleaned, s.receiver_restarts);
     return KW_OK;
 }
 

@@ -6,8 +6,8 @@ set -eu
 
 PKGS="cmake gcc make pkg-config
 librdkafka-dev libzookeeper-mt-dev liblz4-dev libsqlite3-dev libcmocka-dev
-libxxhash-dev
-zookeeper kcat sqlite3"
+libxxhash-dev libfiu-dev fiu-utils
+zookeeper kcat sqlite3 jq"
 
 missing=""
 for p in $PKGS; do

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kw_fault.h"
 #include "kw_log.h"
 
 #ifndef KWAL_VERSION
@@ -88,7 +89,7 @@ int kwal_usage_error(const char *topic, const char *fmt, ...)
 static void print_usage(FILE *out)
 {
     fputs("Usage: kwal COMMAND [OPTIONS]\n"
-          "       kwal --help | --version\n"
+          "       kwal --help | --version | --list-crash-points\n"
           "\n"
           "kwal takes records out of Apache Kafka with zero data loss.\n"
           "\n"
@@ -105,8 +106,25 @@ static void print_usage(FILE *out)
           "\n", out);
     kw_conf_print_help(out);
     fputs("\n"
+          "Fault injection (for tests; see kwal --list-crash-points):\n"
+          "  KWAL_CRASH_AT=POINT[:N]   _exit(99) the Nth time a thread passes POINT\n"
+          "  KWAL_FIU='enable name=P;...'  enable libfiu failure points at start\n"
+          "  KWAL_FIU_CTRL=PREFIX      take fiu-ctrl -f PREFIX commands at run time\n"
+          "\n"
           "Exit status: 0 on success; 1 when the command failed (one line on stderr);\n"
-          "2 for bad arguments or configuration.\n", out);
+          "2 for bad arguments or configuration; 99 at an armed crash point.\n", out);
+}
+
+static void print_crash_points(FILE *out)
+{
+    fputs("# crash points, in data-flow order: KWAL_CRASH_AT=<point>[:<nth>]\n", out);
+    for (int i = 0; i < KW__CRASH_COUNT; i++)
+        fprintf(out, "%-20s %s\n", kw_crash_point_name((kw_crash_point_t)i),
+                kw_crash_point_desc((kw_crash_point_t)i));
+    fputs("# libfiu failure points: KWAL_FIU / KWAL_FIU_CTRL\n", out);
+#define KW__FAULT_ROW(e, name, desc) fprintf(out, "%-20s %s\n", name, desc);
+    KW_FAULT_POINTS(KW__FAULT_ROW)
+#undef KW__FAULT_ROW
 }
 
 static void print_config_usage(FILE *out)
@@ -186,13 +204,21 @@ cleanup:
 
 int main(int argc, char **argv)
 {
+    char errstr[512];
     const char *cmd;
     int rc;
 
     if (argc < 2)
         return kwal_usage_error(NULL, "missing command");
+    if (kw_fault_init(errstr, sizeof(errstr)) != KW_OK) {
+        kwal_error("%s", errstr);
+        return KWAL_EXIT_USAGE;
+    }
     cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
+    if (strcmp(cmd, "--list-crash-points") == 0) {
+        print_crash_points(stdout);
+        rc = KWAL_EXIT_OK;
+    } else if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
         strcmp(cmd, "help") == 0) {
         print_usage(stdout);
         rc = KWAL_EXIT_OK;

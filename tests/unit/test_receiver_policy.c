@@ -105,6 +105,8 @@ static void test_new_refuses_config(void **state)
     const char *no_topics[] = { "group.id=g" };
     const char *auto_commit[] = { "group.id=g", "topics=t", "kafka.enable.auto.commit=true" };
     const char *reset[] = { "group.id=g", "topics=t", "kafka.auto.offset.reset=earliest" };
+    const char *bad_kafka[] = { "group.id=g", "topics=t", "kafka.fetch.wait.max.ms=soon" };
+    const char *unknown_kafka[] = { "group.id=g", "topics=t", "kafka.no.such.property=1" };
     char errstr[512];
 
     (void)state;
@@ -116,6 +118,25 @@ static void test_new_refuses_config(void **state)
     assert_non_null(strstr(errstr, "kafka.enable.auto.commit"));
     assert_int_equal(try_new(reset, 3, errstr, sizeof(errstr)), KW_ECONFIG);
     assert_non_null(strstr(errstr, "auto.offset.reset"));
+    /* kafka.* keys are checked at start, not by each receiver thread */
+    assert_int_equal(try_new(bad_kafka, 3, errstr, sizeof(errstr)), KW_ECONFIG);
+    assert_non_null(strstr(errstr, "kafka.fetch.wait.max.ms"));
+    assert_int_equal(try_new(unknown_kafka, 3, errstr, sizeof(errstr)), KW_ECONFIG);
+    assert_non_null(strstr(errstr, "kafka.no.such.property"));
+}
+
+static void test_restart_delay(void **state)
+{
+    (void)state;
+    assert_int_equal(kw_receiver_restart_delay_ms(1), 500);
+    assert_int_equal(kw_receiver_restart_delay_ms(2), 1000);
+    assert_int_equal(kw_receiver_restart_delay_ms(3), 2000);
+    assert_int_equal(kw_receiver_restart_delay_ms(6), 16000);
+    assert_int_equal(kw_receiver_restart_delay_ms(7), 30000);
+    assert_int_equal(kw_receiver_restart_delay_ms(100), 30000);
+    assert_int_equal(kw_receiver_restart_delay_ms(UINT32_MAX), 30000);
+    /* never below the first delay, even for a streak of 0 */
+    assert_int_equal(kw_receiver_restart_delay_ms(0), 500);
 }
 
 static void test_conf_defaults(void **state)
@@ -156,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_out_of_range_error),
         cmocka_unit_test(test_new_refuses_config),
         cmocka_unit_test(test_conf_defaults),
+        cmocka_unit_test(test_restart_delay),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

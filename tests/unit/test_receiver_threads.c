@@ -18,6 +18,10 @@
  * sqlite sinks together hold every (partition, offset) exactly once, each
  * partition's ZooKeeper offset equals its end offset, no duplicate
  * deliveries, no fenced blocks on A, and both run() calls returned KW_OK.
+ * test_receiver_restart: one receiver of a running service fails once
+ * (libfiu point receiver/fail, FIU_ONETIME) and is restarted; every record
+ * is still stored exactly once.
+ *
  * Every wait is bounded.
  */
 #ifndef _GNU_SOURCE
@@ -42,13 +46,15 @@
 #include <sqlite3.h>
 #include <zookeeper/zookeeper.h>
 
+#include <fiu-control.h>
+
 #include "kw_conf.h"
+#include "kw_fault.h"
 #include "receiver.h"
 #include "test_util.h"
 #include "test_zk_server.h"
 #include "wal.h"
 
-#define TOPIC       "rt"
 #define PARTITIONS  8
 #define NREC        3000
 #define WAIT_MS     120000
@@ -97,9 +103,17 @@ static int group_setup(void **state)
     g.mcluster = rd_kafka_mock_cluster_new(g.mock_rk, 3);
     if (g.mcluster == NULL)
         return -1;
-    if (rd_kafka_mock_topic_create(g.mcluster, TOPIC, PARTITIONS, 3) !=
-        RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (rd_kafka_mock_topic_create(g.mcluster, "rt", PARTITIONS, 3) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_mock_topic_create(g.mcluster, "rt-restart", PARTITIONS, 3) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
         return -1;
+    /* libfiu on, nothing enabled: the restart test enables receiver/fail */
+    setenv("KWAL_FIU", "enable name=test/unused", 1);
+    if (kw_fault_init(errstr, sizeof(errstr)) != KW_OK) {
+        fprintf(stderr, "kw_fault_init: %s\n", errstr);
+        return -1;
+    }
     snprintf(g.bootstrap, sizeof(g.bootstrap), "%s",
              rd_kafka_mock_cluster_bootstraps(g.mcluster));
     g.dir = test_tmpdir_new("receiver-threads");
@@ -124,9 +138,9 @@ static int group_teardown(void **state)
 
 /* ---- producing ---- */
 
-/* Produce records first..first+n-1 with key "k<i>" (keys spread them over
- * the partitions) and value "v<i>"; every delivery must succeed. */
-static void produce(int first, int n)
+/* Produce records first..first+n-1 to topic with key "k<i>" (keys spread
+ * them over the partitions) and value "v<i>"; every delivery must succeed. */
+static void produce(const char *topic, int first, int n)
 {
     char errstr[512], key[32], val[32];
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
@@ -140,7 +154,7 @@ static void produce(int first, int n)
         int kl = snprintf(key, sizeof(key), "k%d", i);
         int vl = snprintf(val, sizeof(val), "v%d", i);
         rd_kafka_resp_err_t err;
-        while ((err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(TOPIC),
+        while ((err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
                                         RD_KAFKA_V_KEY(key, (size_t)kl),
                                         RD_KAFKA_V_VALUE(val, (size_t)vl),
                                         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -159,6 +173,8 @@ static void produce(int first, int n)
 
 typedef struct instance {
     const char      *name;
+    const char      *group;
+    const char      *topic;
     char             dir[1100];
     char             db[1200];
     kw_conf_t       *conf;
@@ -177,20 +193,23 @@ static void set(kw_conf_t *conf, const char *key, const char *value)
         fail_msg("%s=%s: %s", key, value, errstr);
 }
 
-static void instance_new(instance_t *in, const char *name, const char *receivers)
+static void instance_new(instance_t *in, const char *name, const char *group,
+                         const char *topic, const char *receivers)
 {
     char errstr[1024], walp[1200], sink[1300];
 
     memset(in, 0, sizeof(*in));
     in->name = name;
+    in->group = group;
+    in->topic = topic;
     test_path(in->dir, sizeof(in->dir), "%s/%s", g.dir, name);
     test_path(walp, sizeof(walp), "%s/wal", in->dir);
     test_path(in->db, sizeof(in->db), "%s/out.db", in->dir);
     test_path(sink, sizeof(sink), "sqlite:%s", in->db);
     assert_int_equal(kw_conf_new(&in->conf, errstr, sizeof(errstr)), KW_OK);
-    set(in->conf, "group.id", "g-threads");
+    set(in->conf, "group.id", group);
     set(in->conf, "instance.id", name);
-    set(in->conf, "topics", TOPIC);
+    set(in->conf, "topics", topic);
     set(in->conf, "receivers", receivers);
     set(in->conf, "zookeeper.connect", g.zk.connect);
     set(in->conf, "kafka.bootstrap.servers", g.bootstrap);
@@ -275,8 +294,9 @@ static void wait_rows(const instance_t *a, const instance_t *b, int64_t want)
              WAIT_MS);
 }
 
-/* Every (partition, offset) of both sinks, exactly once, 0..end-1 without
- * holes; the ZooKeeper offset of each partition = its end offset. */
+/* Every (partition, offset) of a's topic in the sinks of a and b (b may be
+ * a again), exactly once, 0..end-1 without holes; the ZooKeeper offset of
+ * each partition = its end offset. */
 static void check_exactly_once(const instance_t *a, const instance_t *b, int64_t total)
 {
     char sql[2600], path[256], buf[64];
@@ -285,11 +305,17 @@ static void check_exactly_once(const instance_t *a, const instance_t *b, int64_t
     int64_t sum = 0;
 
     assert_int_equal(sqlite3_open(":memory:", &h), SQLITE_OK);
-    test_path(sql, sizeof(sql), "ATTACH '%s' AS a; ATTACH '%s' AS b;", a->db, b->db);
+    if (a == b)
+        test_path(sql, sizeof(sql), "ATTACH '%s' AS a; CREATE TEMP TABLE brecords AS "
+                  "SELECT partition, offset FROM a.records WHERE 0;", a->db);
+    else
+        test_path(sql, sizeof(sql), "ATTACH '%s' AS a; ATTACH '%s' AS b; CREATE TEMP "
+                  "VIEW brecords AS SELECT partition, offset FROM b.records;",
+                  a->db, b->db);
     assert_int_equal(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(h,
         "WITH u AS (SELECT partition, offset FROM a.records "
-        "           UNION ALL SELECT partition, offset FROM b.records) "
+        "           UNION ALL SELECT partition, offset FROM brecords) "
         "SELECT partition, count(*), count(DISTINCT offset), min(offset), max(offset) "
         "FROM u GROUP BY partition ORDER BY partition", -1, &st, NULL), SQLITE_OK);
 
@@ -311,7 +337,8 @@ static void check_exactly_once(const instance_t *a, const instance_t *b, int64_t
         if (lo != 0 || hi + 1 != n)
             fail_msg("partition %d: offsets %" PRId64 "..%" PRId64 " in %" PRId64
                      " rows (holes)", p, lo, hi, n);
-        test_path(path, sizeof(path), "/consumers/g-threads/offsets/" TOPIC "/%d", p);
+        test_path(path, sizeof(path), "/consumers/%s/offsets/%s/%d", a->group, a->topic,
+                  p);
         int len = (int)sizeof(buf) - 1;
         struct Stat zst;
         int zrc = zoo_get(zh, path, 0, buf, &len, &zst);
@@ -342,29 +369,29 @@ static void test_two_instances_rebalance(void **state)
     instance_t a, b;
     kw_receiver_stats_t sa, sb;
 
-    produce(0, NREC);
-    instance_new(&a, "a", "2");
+    produce("rt", 0, NREC);
+    instance_new(&a, "a", "g-threads", "rt", "2");
     instance_start(&a);
     wait_rows(&a, NULL, NREC / 2);
 
-    instance_new(&b, "b", "1");
+    instance_new(&b, "b", "g-threads", "rt", "1");
     instance_start(&b);
     /* B has joined when it stores records of its own: keep producing (in
      * small steps, so records arrive while the group rebalances) until then */
     int produced = NREC;
     int64_t deadline = now_ms() + WAIT_MS;
     while (rows(b.db) == 0 && now_ms() < deadline) {
-        produce(produced, 100);
+        produce("rt", produced, 100);
         produced += 100;
         usleep(100 * 1000);
     }
     if (rows(b.db) == 0)
         fail_msg("instance b stored nothing in %d ms", WAIT_MS);
     /* B leaves while records still arrive; A takes its partitions back */
-    produce(produced, NREC / 2);
+    produce("rt", produced, NREC / 2);
     produced += NREC / 2;
     instance_stop(&b, &sb);
-    produce(produced, NREC / 2);
+    produce("rt", produced, NREC / 2);
     produced += NREC / 2;
 
     wait_rows(&a, &b, produced);
@@ -378,10 +405,48 @@ static void test_two_instances_rebalance(void **state)
     assert_true(sb.records_stored > 0);
 }
 
+/* A receiver that fails (libfiu point receiver/fail, once) is restarted by
+ * the service after its backoff; it gives its partitions up on the way out
+ * (flushed, committed, disowned) and takes them back: nothing is lost,
+ * nothing stored twice, the restart is counted. */
+static void test_receiver_restart(void **state)
+{
+    (void)state;
+    if (g.skip) {
+        skip();
+        return;
+    }
+    instance_t a;
+    kw_receiver_stats_t sa;
+
+    produce("rt-restart", 0, NREC);
+    instance_new(&a, "restart", "g-restart", "rt-restart", "2");
+    instance_start(&a);
+    wait_rows(&a, NULL, NREC / 2);
+    assert_int_equal(fiu_enable("receiver/fail", 1, NULL, FIU_ONETIME), 0);
+    produce("rt-restart", NREC, NREC);
+    int64_t deadline = now_ms() + WAIT_MS;
+    kw_receiver_stats(a.rcv, &sa);
+    while (sa.receiver_restarts == 0 && now_ms() < deadline) {
+        usleep(100 * 1000);
+        kw_receiver_stats(a.rcv, &sa);
+    }
+    assert_int_equal(sa.receiver_restarts, 1);
+    produce("rt-restart", 2 * NREC, NREC);
+    wait_rows(&a, NULL, 3 * NREC);
+    instance_stop(&a, &sa);
+
+    check_exactly_once(&a, &a, 3 * NREC);
+    assert_int_equal(sa.receiver_restarts, 1);
+    assert_int_equal(sa.duplicates_delivered, 0);
+    assert_int_equal(sa.records_stored, 3 * NREC);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_instances_rebalance),
+        cmocka_unit_test(test_receiver_restart),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
