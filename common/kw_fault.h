@@ -92,6 +92,13 @@ static inline void kw_crash(kw_crash_point_t p)
         kw__crash_pass(p);
 }
 
+/* Nonzero when p is the armed point (whatever its pass count): for points
+ * that need to set the scene first (wal.mid-write writes half a header). */
+static inline int kw_crash_is_armed(kw_crash_point_t p)
+{
+    return kw__crash_armed == (int)p;
+}
+
 /* Name and description of a crash point (NULL when p is out of range). */
 const char *kw_crash_point_name(kw_crash_point_t p);
 const char *kw_crash_point_desc(kw_crash_point_t p);

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kw_fault.h"
 #include "kw_log.h"
 #include "receiver_int.h"
 
@@ -95,6 +96,7 @@ static int process_block(kw_receiver_t *svc, kw_block_t *b)
     kw_err_t err;
     int rc;
 
+    kw_crash(KW_CRASH_BLOCK_CUT);
     /* 1. durable on the write quorum before anything else (invariant 1) */
     err = kw_wal_append(svc->wal, data, len,
                         svc->conf->wal.compress ? KW_WAL_COMPRESS : 0u, &pos,
@@ -104,6 +106,7 @@ static int process_block(kw_receiver_t *svc, kw_block_t *b)
         return -1;
     }
     atomic_fetch_add(&svc->n.blocks_durable, 1);
+    kw_crash(KW_CRASH_PIPELINE_WAL_ACKED);
 
     /* 2. track it */
     memset(&tb, 0, sizeof(tb));
@@ -127,10 +130,14 @@ static int process_block(kw_receiver_t *svc, kw_block_t *b)
         return -1;
     }
 
+    kw_crash(KW_CRASH_PIPELINE_TRACKED);
+
     /* 3. offsets to ZooKeeper, only now (invariant 1) */
     rc = commit_offsets(svc, b, pos.lsn);
     if (rc < 0)
         return -1;
+    if (rc == 0)
+        kw_crash(KW_CRASH_PIPELINE_COMMITTED);
     if (rc == 0) {
         /* 4. */
         err = kw_tracker_mark_committed(svc->tracker, pos.lsn, errstr, sizeof(errstr));

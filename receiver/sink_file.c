@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kw_fault.h"
 #include "kw_log.h"
 #include "sink_int.h"
 
@@ -185,6 +186,7 @@ static kw_err_t file__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t *
             f->buf.len = 0;
         }
     }
+    kw_crash(KW_CRASH_SINK_MID_TXN);
     if (fsync(fd) != 0) {
         step = "fsync";
         goto fail_fd;

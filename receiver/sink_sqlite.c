@@ -30,6 +30,7 @@
 
 #include <sqlite3.h>
 
+#include "kw_fault.h"
 #include "kw_log.h"
 #include "sink_int.h"
 
@@ -271,6 +272,7 @@ static kw_err_t sqlite__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t
         err = sqlite__err(q, KW_EIO, errstr, errlen, "record batch");
         goto fail;
     }
+    kw_crash(KW_CRASH_SINK_MID_TXN);
     err = sqlite__exec(q, "COMMIT", "commit", errstr, errlen);
     if (err != KW_OK)
         goto fail;

@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kw_fault.h"
 #include "kw_log.h"
 
 #define MOD "wal"
@@ -236,8 +237,10 @@ static void advance(kw_wal_t *w)
                 done[j] = done[j - 1];
                 done[j - 1] = t;
             }
-        if (done[w->quorum - 1] > w->durable_lsn)
+        if (done[w->quorum - 1] > w->durable_lsn) {
+            kw_crash(KW_CRASH_WAL_BEFORE_ACK);
             w->durable_lsn = done[w->quorum - 1];
+        }
     }
     /* Healthy replicas point past their done_lsn; a busy one (even if failed
      * meanwhile) is still reading from busy_lsn on. */
@@ -385,6 +388,7 @@ static int roll_segment(kw_wal_t *w, kw__replica_t *r, const kw__entry_t *first)
     r->seg_fd = io->open(io->ctx, r->index, path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (r->seg_fd < 0)
         return -1;
+    kw_crash(KW_CRASH_WAL_SEGMENT_ROLL);
     r->seg_first = first->segment;
     memcpy(sh.wal_id, w->wal_id, KW__WAL_ID_LEN);
     sh.first_lsn = first->segment;
@@ -434,6 +438,14 @@ static int write_batch(kw_wal_t *w, kw__replica_t *r, kw__entry_t *first,
                 break;
             e = e->next;
         }
+        if (kw_crash_is_armed(KW_CRASH_WAL_MID_WRITE) && iov[0].iov_len > 1) {
+            /* half a record header on disk, then maybe die; the full write
+             * below writes the same bytes again */
+            struct iovec half = { iov[0].iov_base, iov[0].iov_len / 2 };
+
+            if (io->pwritev(io->ctx, r->index, r->seg_fd, &half, 1, (off_t)off) > 0)
+                kw_crash(KW_CRASH_WAL_MID_WRITE);
+        }
         while (len > 0) {
             ssize_t k = io->pwritev(io->ctx, r->index, r->seg_fd, iov, n, (off_t)off);
 
@@ -462,6 +474,7 @@ static int write_batch(kw_wal_t *w, kw__replica_t *r, kw__entry_t *first,
             break;
         e = e->next;
     }
+    kw_crash(KW_CRASH_WAL_BEFORE_FSYNC);
     *op = "fdatasync";
     if (io->fdatasync(io->ctx, r->index, r->seg_fd) < 0)
         return -1;
@@ -1178,6 +1191,7 @@ kw_err_t kw_wal_cleanup(kw_wal_t *w, uint64_t below_lsn, int *deleted,
             snprintf(path, sizeof(path), "%s/%s", w->rep[r].dir, name);
             if (w->io->unlink(w->io->ctx, r, path) < 0 && errno != ENOENT)
                 KW_LOG_W(MOD, "cleanup: cannot delete %s: %s", path, strerror(errno));
+            kw_crash(KW_CRASH_WAL_CLEANUP);
         }
         if (ngone > 0 && kw__fsync_dir(w->io, r, w->rep[r].dir) < 0)
             KW_LOG_W(MOD, "cleanup: fsync of directory %s: %s", w->rep[r].dir,

@@ -48,6 +48,9 @@ auto.offset.reset=earliest
 wal.dirs=$4/wal
 sink=sqlite:$4/out.db
 batch.interval.ms=500
+# the mock coordinator holds every rebalance for session.timeout.ms - 1 s
+kafka.session.timeout.ms=6000
+kafka.heartbeat.interval.ms=500
 EOF
 }
 
