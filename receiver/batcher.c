@@ -33,7 +33,7 @@ static int run_round(kw_receiver_t *svc)
     kw_err_t err;
 
     memset(&st, 0, sizeof(st));
-    err = kw_delivery_round(svc->wal, svc->tracker, svc->sink, kw_rcv_now_ms(), &st,
+    err = kw_delivery_round(svc->wal, svc->tracker, svc->sink, kw_rcv_now_ms(), 0, &st,
                             errstr, sizeof(errstr));
     atomic_fetch_add(&svc->n.batches, st.batches);
     atomic_fetch_add(&svc->n.records_delivered, st.records_delivered);

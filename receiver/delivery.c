@@ -204,7 +204,7 @@ static kw_err_t deliver(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink, uint64_
 }
 
 kw_err_t kw_delivery_round(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
-                           int64_t now_ms, kw_delivery_stats_t *st,
+                           int64_t now_ms, size_t max_blocks, kw_delivery_stats_t *st,
                            char *errstr, size_t errlen)
 {
     kw_tracker_blocks_t list = { NULL, 0 };
@@ -233,7 +233,8 @@ kw_err_t kw_delivery_round(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
     }
     free(ids);
 
-    err = kw_tracker_allocate_batch(t, now_ms, &batch_id, &list, why, sizeof(why));
+    err = kw_tracker_allocate_batch_max(t, now_ms, max_blocks, &batch_id, &list, why,
+                                        sizeof(why));
     if (err != KW_OK)
         return kw_seterr(errstr, errlen, err, "tracker: %s", why);
     if (batch_id != 0) {

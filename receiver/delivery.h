@@ -51,9 +51,10 @@ typedef struct kw_delivery_stats {
  * why -- call again later. Anything else is fatal: a block the tracker
  * needs cannot be read or decoded from the WAL (errstr names its LSN and the
  * Kafka offset ranges it holds), the tracker failed, or memory ran out.
+ * max_blocks bounds the new batch (0: every unallocated block).
  */
 kw_err_t kw_delivery_round(kw_wal_t *wal, kw_tracker_t *tracker, kw_sink_t *sink,
-                           int64_t now_ms, kw_delivery_stats_t *stats,
+                           int64_t now_ms, size_t max_blocks, kw_delivery_stats_t *stats,
                            char *errstr, size_t errlen);
 
 #endif /* KW_DELIVERY_H */

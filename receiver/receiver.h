@@ -85,6 +85,11 @@ void kw_receiver_stats(kw_receiver_t *rcv, kw_receiver_stats_t *stats);
 /* Close everything. NULL is a no-op. After run() returned (or instead of it). */
 void kw_receiver_destroy(kw_receiver_t *rcv);
 
+/* The tracker database of this configuration: tracker.path, or tracker.db
+ * in the first WAL directory. */
+void kw_receiver_tracker_path(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
+                              char *buf, size_t cap);
+
 /* ---- Offset policy (pure functions; any thread; unit-tested) ---- */
 
 /* librdkafka's logical offsets (RD_KAFKA_OFFSET_BEGINNING / _END). */

@@ -78,6 +78,17 @@ int kw_rcv_is_fatal(kw_receiver_t *svc)
     return atomic_load(&svc->fatal);
 }
 
+void kw_receiver_tracker_path(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
+                              char *buf, size_t cap)
+{
+    const char *p = conf->receiver.tracker_path;
+
+    if (p != NULL && p[0] != '\0')
+        snprintf(buf, cap, "%s", p);
+    else
+        snprintf(buf, cap, "%s/tracker.db", wal_opts->dirs[0]);
+}
+
 /* ---- handle ---- */
 
 kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
@@ -122,11 +133,7 @@ kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts
     pthread_mutex_init(&svc->batch_mu, NULL);
     pthread_cond_init(&svc->batch_cv, NULL);
 
-    if (rc->tracker_path != NULL && rc->tracker_path[0] != '\0')
-        snprintf(svc->tracker_path, sizeof(svc->tracker_path), "%s", rc->tracker_path);
-    else
-        snprintf(svc->tracker_path, sizeof(svc->tracker_path), "%s/tracker.db",
-                 wal_opts->dirs[0]);
+    kw_receiver_tracker_path(conf, wal_opts, svc->tracker_path, sizeof(svc->tracker_path));
 
     err = kw_wal_open(&svc->wal_opts, &svc->wal, NULL, errstr, errlen);
     if (err != KW_OK)

@@ -505,10 +505,16 @@ out:
     return err;
 }
 
-static kw_err_t trk__allocate_locked(kw_tracker_t *t, int64_t now_ms,
+/* The blocks a new batch takes: the oldest unallocated durable ones, at
+ * most ?1 of them (negative: all). */
+#define TRK__UNALLOCATED "lsn IN (SELECT lsn FROM blocks WHERE batch IS NULL AND " \
+                         "state IN (1, 2) ORDER BY lsn LIMIT ?1)"
+
+static kw_err_t trk__allocate_locked(kw_tracker_t *t, int64_t now_ms, size_t max_blocks,
                                      uint64_t *batch_id, kw_tracker_blocks_t *blocks,
                                      char *errstr, size_t errlen)
 {
+    int64_t limit = max_blocks > 0 && max_blocks < INT64_MAX ? (int64_t)max_blocks : -1;
     sqlite3_stmt *st = NULL;
     int64_t nblocks = 0, nrecords = 0, id;
     kw_err_t err;
@@ -518,9 +524,10 @@ static kw_err_t trk__allocate_locked(kw_tracker_t *t, int64_t now_ms,
     if (err != KW_OK)
         return err;
     err = trk__prepare(t, "SELECT COUNT(*), COALESCE(SUM(records), 0) FROM blocks "
-                       "WHERE batch IS NULL AND state IN (1, 2)", &st, errstr, errlen);
+                       "WHERE " TRK__UNALLOCATED, &st, errstr, errlen);
     if (err != KW_OK)
         goto fail;
+    sqlite3_bind_int64(st, 1, limit);
     rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
         err = trk__err(t, errstr, errlen, "allocate batch");
@@ -550,11 +557,12 @@ static kw_err_t trk__allocate_locked(kw_tracker_t *t, int64_t now_ms,
     st = NULL;
     id = sqlite3_last_insert_rowid(t->db);
 
-    err = trk__prepare(t, "UPDATE blocks SET state = 3, batch = ? "
-                       "WHERE batch IS NULL AND state IN (1, 2)", &st, errstr, errlen);
+    err = trk__prepare(t, "UPDATE blocks SET state = 3, batch = ?2 "
+                       "WHERE " TRK__UNALLOCATED, &st, errstr, errlen);
     if (err != KW_OK)
         goto fail;
-    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 1, limit);
+    sqlite3_bind_int64(st, 2, id);
     if (sqlite3_step(st) != SQLITE_DONE) {
         err = trk__err(t, errstr, errlen, "allocate batch");
         goto fail;
@@ -586,6 +594,13 @@ kw_err_t kw_tracker_allocate_batch(kw_tracker_t *t, int64_t now_ms,
                                    uint64_t *batch_id, kw_tracker_blocks_t *blocks,
                                    char *errstr, size_t errlen)
 {
+    return kw_tracker_allocate_batch_max(t, now_ms, 0, batch_id, blocks, errstr, errlen);
+}
+
+kw_err_t kw_tracker_allocate_batch_max(kw_tracker_t *t, int64_t now_ms, size_t max_blocks,
+                                       uint64_t *batch_id, kw_tracker_blocks_t *blocks,
+                                       char *errstr, size_t errlen)
+{
     kw_err_t err;
 
     *batch_id = 0;
@@ -594,7 +609,7 @@ kw_err_t kw_tracker_allocate_batch(kw_tracker_t *t, int64_t now_ms,
         blocks->n = 0;
     }
     pthread_mutex_lock(&t->mu);
-    err = trk__allocate_locked(t, now_ms, batch_id, blocks, errstr, errlen);
+    err = trk__allocate_locked(t, now_ms, max_blocks, batch_id, blocks, errstr, errlen);
     pthread_mutex_unlock(&t->mu);
     return err;
 }
@@ -983,6 +998,50 @@ kw_err_t kw_tracker_counts(kw_tracker_t *t, kw_tracker_counts_t *c,
     err = trk__scalar(t, "SELECT MAX(lsn) FROM blocks", 0, &v, &isnull, errstr, errlen);
     if (err == KW_OK && !isnull)
         c->max_lsn = (uint64_t)v;
+out:
+    pthread_mutex_unlock(&t->mu);
+    return err;
+}
+
+kw_err_t kw_tracker_batch_ids_from(kw_tracker_t *t, uint64_t first_id,
+                                   char *errstr, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    kw_err_t err;
+    int rc;
+
+    if (first_id == 0 || first_id > INT64_MAX)
+        return kw_seterr(errstr, errlen, KW_EINVAL, "tracker %s: batch id %" PRIu64
+                         " out of range", t->path, first_id);
+    pthread_mutex_lock(&t->mu);
+    err = trk__begin(t, errstr, errlen);
+    if (err != KW_OK)
+        goto out;
+    /* sqlite_sequence has the batches row once a batch was ever inserted */
+    err = trk__prepare(t, "INSERT OR REPLACE INTO sqlite_sequence(name, seq) "
+                       "SELECT 'batches', max(?1, COALESCE((SELECT seq FROM "
+                       "sqlite_sequence WHERE name = 'batches'), 0))", &st,
+                       errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    sqlite3_bind_int64(st, 1, (int64_t)(first_id - 1));
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        err = trk__err(t, errstr, errlen, "batch ids");
+        goto fail;
+    }
+    /* one row per name: drop a duplicate left by REPLACE without a key */
+    err = trk__exec(t, "DELETE FROM sqlite_sequence WHERE name = 'batches' AND rowid <> "
+                    "(SELECT max(rowid) FROM sqlite_sequence WHERE name = 'batches')",
+                    "batch ids", errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    err = trk__commit(t, errstr, errlen);
+    if (err == KW_OK)
+        goto out;
+fail:
+    trk__rollback(t);
 out:
     pthread_mutex_unlock(&t->mu);
     return err;

@@ -146,6 +146,12 @@ kw_err_t kw_tracker_allocate_batch(kw_tracker_t *t, int64_t now_ms,
                                    uint64_t *batch_id, kw_tracker_blocks_t *blocks,
                                    char *errstr, size_t errlen);
 
+/* The same with at most max_blocks blocks, the oldest (0: no limit);
+ * recovery replays a long backlog as several bounded batches. */
+kw_err_t kw_tracker_allocate_batch_max(kw_tracker_t *t, int64_t now_ms, size_t max_blocks,
+                                       uint64_t *batch_id, kw_tracker_blocks_t *blocks,
+                                       char *errstr, size_t errlen);
+
 /* The blocks of a batch in LSN order (empty for an unknown id). */
 kw_err_t kw_tracker_batch_blocks(kw_tracker_t *t, uint64_t batch_id,
                                  kw_tracker_blocks_t *blocks,
@@ -233,5 +239,14 @@ typedef struct kw_tracker_counts {
 
 kw_err_t kw_tracker_counts(kw_tracker_t *t, kw_tracker_counts_t *counts,
                            char *errstr, size_t errlen);
+
+/*
+ * Make the next batch id at least first_id (ids only grow; a smaller
+ * first_id changes nothing). For a tracker rebuilt from the WAL: its ids
+ * would otherwise start at 1 again and collide with batches the sink
+ * already holds under those ids. One transaction.
+ */
+kw_err_t kw_tracker_batch_ids_from(kw_tracker_t *t, uint64_t first_id,
+                                   char *errstr, size_t errlen);
 
 #endif /* KW_TRACKER_H */

@@ -1490,6 +1490,10 @@ kw_err_t kw_zk_new(const kw_zk_options_t *opts, kw_zk_t **out,
     if (opts->session_timeout_ms < 0 || opts->connect_timeout_ms < 0 || opts->op_timeout_ms < 0)
         return kw_seterr(errstr, errlen, KW_ECONFIG, "negative ZooKeeper timeout");
 
+    /* The client library logs on its own to stderr: its connection chatter
+     * only at debug, its errors always (kwal says what they mean itself). */
+    zoo_set_debug_level(kw_log_get_level() >= KW_LOG_DEBUG ? ZOO_LOG_LEVEL_INFO
+                                                          : ZOO_LOG_LEVEL_ERROR);
     zk = calloc(1, sizeof(*zk));
     if (zk == NULL)
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");

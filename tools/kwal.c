@@ -96,6 +96,8 @@ static void print_usage(FILE *out)
           "Commands:\n"
           "  receive -c FILE [-X k=v]... receiver mode: consume, WAL, ZooKeeper offsets,\n"
           "                              batches to the sink (kwal receive --help)\n"
+          "  recover -c FILE [-X k=v]... recovery alone: replay unacknowledged blocks into\n"
+          "                              the sink, repair ZooKeeper (kwal recover --help)\n"
           "  wal ls|dump|verify|repair   inspect, check and repair the write-ahead log\n"
           "                              (kwal wal --help)\n"
           "  config                      print the effective configuration, or its\n"
@@ -230,6 +232,8 @@ int main(int argc, char **argv)
         rc = kwal_wal_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "receive") == 0) {
         rc = kwal_receive_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "recover") == 0) {
+        rc = kwal_recover_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "config") == 0) {
         rc = config_main(argc - 1, argv + 1);
     } else if (cmd[0] == '-') {

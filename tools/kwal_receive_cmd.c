@@ -1,13 +1,18 @@
 /*
- * kwal_receive_cmd.c -- `kwal receive -c FILE [-X key=value]...`: receiver
- * mode as a long-running service (receiver/receiver.h).
+ * kwal_receive_cmd.c -- `kwal receive -c FILE [-X key=value]... [--classic]`:
+ * receiver mode as a long-running service (receiver/receiver.h), and
+ * `kwal recover` (recovery/recovery.h alone).
  *
  * Loads the configuration (the one table of common/kw_conf.c), builds the
- * WAL's options from its wal.* keys (kwal_wal_options_from_conf), creates the
- * service and runs it until SIGTERM or SIGINT, whose handler only calls
- * kw_receiver_stop() (async-signal-safe). Logs go to stderr at log.level.
- * Exit 0 after a requested stop with everything delivered; 1 with a one-line
- * reason on a fatal error; 2 for bad arguments or configuration.
+ * WAL's options from its wal.* keys (kwal_wal_options_from_conf), runs
+ * recovery (replay of unacknowledged blocks, ZooKeeper repair unless
+ * --classic), then -- for receive -- creates the service and runs it until
+ * SIGTERM or SIGINT, whose handler only calls kw_receiver_stop()
+ * (async-signal-safe). Logs go to stderr at log.level; a long replay shows
+ * a progress bar on a terminal, a line every 2 s otherwise. Exit 0 after a
+ * requested stop with everything delivered (recover: after recovery); 1
+ * with a one-line reason on a fatal error; 2 for bad arguments or
+ * configuration.
  */
 #include "kwal.h"
 
@@ -16,35 +21,86 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+#include <unistd.h>
+
 #include "kw_log.h"
 #include "receiver.h"
+#include "recovery.h"
 
 static kw_receiver_t *volatile running;
+static volatile sig_atomic_t stop_early;   /* a signal before the service ran */
 
 static void on_signal(int sig)
 {
     kw_receiver_t *r = running;
 
     (void)sig;
+    stop_early = 1;
     if (r != NULL)
         kw_receiver_stop(r);
 }
 
-static void print_receive_usage(FILE *out)
+static void print_receive_usage(FILE *out, int recover_only)
 {
-    fputs("Usage: kwal receive -c FILE [-X key=value]...\n"
-          "\n"
-          "Receiver mode: receiver threads consume topics in consumer group group.id,\n"
-          "cut blocks, append them to the WAL, store the offsets in ZooKeeper, and\n"
-          "deliver batches to the sink. Runs until SIGTERM or SIGINT, then flushes\n"
-          "every receiver, drains the pipeline, delivers the last batch and exits 0.\n"
-          "group.id and topics are required. Keys:\n"
-          "\n", out);
+    if (recover_only)
+        fputs("Usage: kwal recover -c FILE [-X key=value]... [--classic]\n"
+              "\n"
+              "Recovery alone: open the WAL (torn tails cut, replicas reconciled),\n"
+              "register in the tracker the blocks it lacks (rebuild it if it is\n"
+              "missing or unreadable), replay every durable block the sink has not\n"
+              "acknowledged, and move each partition's ZooKeeper offset forward to\n"
+              "cover the blocks in the WAL (not with --classic). Consumes nothing.\n"
+              "group.id is required. Keys:\n"
+              "\n", out);
+    else
+        fputs("Usage: kwal receive -c FILE [-X key=value]... [--classic]\n"
+              "\n"
+              "Receiver mode: first recovery (as kwal recover), then receiver threads\n"
+              "consume topics in consumer group group.id, cut blocks, append them to\n"
+              "the WAL, store the offsets in ZooKeeper, and deliver batches to the\n"
+              "sink. Runs until SIGTERM or SIGINT, then flushes every receiver, drains\n"
+              "the pipeline, delivers the last batch and exits 0.\n"
+              "--classic: recovery replays but does not repair ZooKeeper (Spark 1.2's\n"
+              "reliable receiver, for comparison: records consumed again after a crash).\n"
+              "group.id and topics are required. Keys:\n"
+              "\n", out);
     kw_conf_print_help(out);
 }
 
-int kwal_receive_main(int argc, char **argv)
+/* Progress of a replay: a bar on a terminal, a line every 2 s otherwise. */
+static void show_progress(const kw_recovery_progress_t *p, void *opaque)
 {
+    static int64_t last;
+    int tty = *(const int *)opaque;
+    struct timespec ts;
+    int64_t now;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (tty) {
+        int width = 40, fill = p->blocks_total > 0 ?
+            (int)(p->blocks_done * (uint64_t)width / p->blocks_total) : width;
+
+        fprintf(stderr, "\rrecovery: [%.*s%*s] %llu/%llu blocks, %llu records",
+                fill, "########################################", width - fill, "",
+                (unsigned long long)p->blocks_done, (unsigned long long)p->blocks_total,
+                (unsigned long long)p->records_done);
+        if (p->blocks_done >= p->blocks_total)
+            fputc('\n', stderr);
+    } else if (now - last >= 2000 || p->blocks_done >= p->blocks_total) {
+        last = now;
+        KW_LOG_I("recovery", "replayed %llu of %llu blocks (%llu records)",
+                 (unsigned long long)p->blocks_done, (unsigned long long)p->blocks_total,
+                 (unsigned long long)p->records_done);
+    }
+}
+
+static int receive_or_recover(int argc, char **argv, int recover_only)
+{
+    const char *topic = recover_only ? "recover" : "receive";
+    kw_recovery_options_t ropts;
+    int classic = 0, tty = isatty(STDERR_FILENO);
     const char **overrides = NULL;
     const char *path = NULL;
     kw_receiver_t *rcv = NULL;
@@ -66,23 +122,25 @@ int kwal_receive_main(int argc, char **argv)
         int r;
 
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            print_receive_usage(stdout);
+            print_receive_usage(stdout, recover_only);
             rc = KWAL_EXIT_OK;
             goto cleanup;
+        } else if (strcmp(a, "--classic") == 0) {
+            classic = 1;
         } else if ((r = kwal_conf_opt(argc, argv, &i, &path, overrides,
                                       &noverrides)) != 0) {
             if (r < 0) {
-                rc = kwal_usage_error("receive", "receive: %s needs an argument", a);
+                rc = kwal_usage_error(topic, "%s: %s needs an argument", topic, a);
                 goto cleanup;
             }
         } else {
-            rc = kwal_usage_error("receive", "receive: unexpected argument '%s'", a);
+            rc = kwal_usage_error(topic, "%s: unexpected argument '%s'", topic, a);
             goto cleanup;
         }
     }
     err = kw_conf_load(path, overrides, noverrides, &conf, errstr, sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("receive: %s", errstr);
+        kwal_error("%s: %s", topic, errstr);
         rc = err == KW_ENOMEM ? KWAL_EXIT_FAIL : KWAL_EXIT_USAGE;
         goto cleanup;
     }
@@ -90,9 +148,47 @@ int kwal_receive_main(int argc, char **argv)
         kw_log_set_level((kw_log_level_t)conf->log.level);
     err = kwal_wal_options_from_conf(conf, NULL, 0, &wopts, errstr, sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("receive: %s", errstr);
+        kwal_error("%s: %s", topic, errstr);
         goto cleanup;
     }
+    /* the service checks these too; say so before recovery does any work */
+    if (conf->receiver.group_id == NULL || conf->receiver.group_id[0] == '\0') {
+        kwal_error("%s: group.id: required by kwal %s", topic, topic);
+        goto cleanup;
+    }
+    if (!recover_only && conf->receiver.topics.count == 0) {
+        kwal_error("receive: topics: required by kwal receive");
+        goto cleanup;
+    }
+
+    /* SIGTERM/SIGINT from here on: recovery finishes (it is bounded and
+     * leaves nothing half done), then the service is not started, or is
+     * stopped in order */
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+
+    kw_recovery_options_init(&ropts);
+    ropts.conf = conf;
+    ropts.wal_opts = &wopts;
+    ropts.classic = classic;
+    ropts.progress = show_progress;
+    ropts.opaque = &tty;
+    err = kw_recovery_run(&ropts, NULL, errstr, sizeof(errstr));
+    if (err != KW_OK) {
+        kwal_error("%s: recovery: %s", topic, errstr);
+        rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;
+        goto cleanup;
+    }
+    if (recover_only) {
+        rc = KWAL_EXIT_OK;
+        goto cleanup;
+    }
+
     err = kw_receiver_new(conf, &wopts, &rcv, errstr, sizeof(errstr));
     if (err != KW_OK) {
         kwal_error("receive: %s", errstr);
@@ -101,13 +197,12 @@ int kwal_receive_main(int argc, char **argv)
     }
 
     running = rcv;
-    memset(&sa, 0, sizeof(sa));
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
+    if (stop_early) {
+        /* SIGTERM during recovery: everything durable is delivered; stop */
+        KW_LOG_I("receive", "stop requested during recovery: not consuming");
+        rc = KWAL_EXIT_OK;
+        goto cleanup;
+    }
 
     err = kw_receiver_run(rcv, errstr, sizeof(errstr));
     running = NULL;
@@ -123,4 +218,14 @@ cleanup:
     kw_conf_destroy(conf);
     free(overrides);
     return rc;
+}
+
+int kwal_receive_main(int argc, char **argv)
+{
+    return receive_or_recover(argc, argv, 0);
+}
+
+int kwal_recover_main(int argc, char **argv)
+{
+    return receive_or_recover(argc, argv, 1);
 }

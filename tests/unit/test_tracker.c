@@ -661,6 +661,49 @@ static void test_concurrent_callers(void **state)
     assert_int_equal(total, 150);
 }
 
+/* allocate_batch_max takes the oldest blocks only; batch_ids_from moves the
+ * next id up (never down), also before any batch existed. */
+static void test_bounded_batches_and_id_floor(void **state)
+{
+    tstate_t *s = *state;
+    kw_tracker_range_t r = { "t", 0, 0, 1 };
+    kw_tracker_blocks_t l = { NULL, 0 };
+    uint64_t id = 0;
+    char err[512];
+
+    s->t = open_ok(s->path);
+    assert_int_equal(kw_tracker_batch_ids_from(s->t, 1000, err, sizeof(err)), KW_OK);
+    for (uint64_t lsn = 1; lsn <= 5; lsn++) {
+        r.from_offset = (int64_t)lsn - 1;
+        r.until_offset = (int64_t)lsn;
+        insert_ok(s->t, lsn, 1, &r, 1, 1);
+    }
+    assert_int_equal(kw_tracker_allocate_batch_max(s->t, 1, 2, &id, &l, err, sizeof(err)),
+                     KW_OK);
+    assert_int_equal(id, 1000);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.v[0].pos.lsn, 1);
+    assert_int_equal(l.v[1].pos.lsn, 2);
+    kw_tracker_blocks_free(&l);
+    /* a lower floor changes nothing; a higher one skips ahead */
+    assert_int_equal(kw_tracker_batch_ids_from(s->t, 10, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_tracker_allocate_batch_max(s->t, 2, 2, &id, &l, err, sizeof(err)),
+                     KW_OK);
+    assert_int_equal(id, 1001);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.v[0].pos.lsn, 3);
+    kw_tracker_blocks_free(&l);
+    assert_int_equal(kw_tracker_batch_ids_from(s->t, 5000, err, sizeof(err)), KW_OK);
+    id = allocate_ok(s->t, &l);            /* no limit: the rest */
+    assert_int_equal(id, 5000);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.v[0].pos.lsn, 5);
+    kw_tracker_blocks_free(&l);
+    assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM sqlite_sequence "
+                                     "WHERE name = 'batches'"), 1);
+    assert_int_equal(kw_tracker_batch_ids_from(s->t, 0, err, sizeof(err)), KW_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -671,6 +714,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_every_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_max_and_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_callers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bounded_batches_and_id_floor, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
