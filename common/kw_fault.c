@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,4 +136,14 @@ kw_err_t kw_fault_init(char *errstr, size_t errlen)
 int kw_fault(const char *name)
 {
     return fiu_ready ? fiu_fail(name) : 0;
+}
+
+int kw_fault_active(void)
+{
+    return fiu_ready;
+}
+
+long kw_fault_info(void)
+{
+    return fiu_ready ? (long)(intptr_t)fiu_failinfo() : 0;
 }

@@ -78,7 +78,15 @@ typedef enum {
 /* libfiu failure points kwal checks. X(ENUM, "name", "what failing does"). */
 #define KW_FAULT_POINTS(X)                                                          \
     X(RECEIVER_FAIL,  "receiver/fail",                                              \
-      "the receiver thread that checks it fails (it is restarted with backoff)")
+      "the receiver thread that checks it fails (it is restarted with backoff)")   \
+    X(WAL_WRITE,      "wal/replicaR/write",                                         \
+      "writes to WAL replica R (0-based) fail: errno failinfo, default EIO")       \
+    X(WAL_SHORT,      "wal/replicaR/short",                                         \
+      "writes to WAL replica R write half of what they were asked")                \
+    X(WAL_FSYNC,      "wal/replicaR/fsync",                                         \
+      "fdatasync/fsync of WAL replica R fail: errno failinfo, default EIO")        \
+    X(WAL_DELAY,      "wal/replicaR/delay",                                         \
+      "writes and syncs of WAL replica R first sleep failinfo ms (default 100)")
 
 /* The armed point (KW__CRASH_COUNT: none). Written by kw_fault_init() and
  * kw_crash_arm() only, before other threads run. */
@@ -117,5 +125,12 @@ kw_err_t kw_fault_init(char *errstr, size_t errlen);
 /* Nonzero when the libfiu point `name` is enabled and fails now. 0 before
  * kw_fault_init(). */
 int kw_fault(const char *name);
+
+/* Nonzero once libfiu is on (a caller may skip building point names). */
+int kw_fault_active(void);
+
+/* The failinfo of the last point that failed in this thread, as a number
+ * (fiu-ctrl's failinfo=N); 0 when none was given. */
+long kw_fault_info(void);
 
 #endif /* KW_FAULT_H */

@@ -2,6 +2,15 @@
  * wal_io.c -- the production file I/O table (plain POSIX) and small helpers
  * that every WAL file operation is built from. Nothing here bypasses the
  * table except directory listing (readdir), which cannot lose data.
+ *
+ * Failure points (libfiu, kw_fault.h), per replica index R (0-based, the
+ * order of wal.dirs), checked only once libfiu is on:
+ *   wal/replicaR/write   pwritev fails (errno = failinfo, default EIO; give
+ *                        failinfo=28 for ENOSPC)
+ *   wal/replicaR/short   pwritev writes only half of what it was asked
+ *   wal/replicaR/fsync   fdatasync and fsync fail (errno as above)
+ *   wal/replicaR/delay   every write and sync first sleeps failinfo ms
+ *                        (default 100)
  */
 #include "wal_int.h"
 
@@ -14,6 +23,43 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "kw_fault.h"
+
+/* Nonzero when failure point wal/replica<r>/<what> fails now; *info gets
+ * its failinfo. */
+static int px_fault(int r, const char *what, long *info)
+{
+    char name[64];
+
+    if (!kw_fault_active())
+        return 0;
+    snprintf(name, sizeof(name), "wal/replica%d/%s", r, what);
+    if (!kw_fault(name))
+        return 0;
+    *info = kw_fault_info();
+    return 1;
+}
+
+/* Failure points common to writes and syncs: a delay, then maybe an errno. */
+static int px_inject(int r, const char *fail_point)
+{
+    long info = 0;
+
+    if (px_fault(r, "delay", &info)) {
+        struct timespec ts = { 0, 0 };
+        long ms = info > 0 ? info : 100;
+
+        ts.tv_sec = ms / 1000;
+        ts.tv_nsec = (ms % 1000) * 1000000L;
+        nanosleep(&ts, NULL);
+    }
+    if (px_fault(r, fail_point, &info)) {
+        errno = info > 0 ? (int)info : EIO;
+        return -1;
+    }
+    return 0;
+}
 
 static int px_open(void *ctx, int r, const char *path, int flags, mode_t mode)
 {
@@ -28,11 +74,25 @@ static ssize_t px_pread(void *ctx, int r, int fd, void *buf, size_t len, off_t o
 }
 static ssize_t px_pwritev(void *ctx, int r, int fd, const struct iovec *iov, int n, off_t off)
 {
-    (void)ctx; (void)r;
+    long info = 0;
+
+    (void)ctx;
+    if (px_inject(r, "write") < 0)
+        return -1;
+    if (n > 0 && iov[0].iov_len > 1 && px_fault(r, "short", &info))
+        return pwrite(fd, iov[0].iov_base, iov[0].iov_len / 2, off);
     return pwritev(fd, iov, n, off);
 }
-static int px_fdatasync(void *ctx, int r, int fd) { (void)ctx; (void)r; return fdatasync(fd); }
-static int px_fsync(void *ctx, int r, int fd) { (void)ctx; (void)r; return fsync(fd); }
+static int px_fdatasync(void *ctx, int r, int fd)
+{
+    (void)ctx;
+    return px_inject(r, "fsync") < 0 ? -1 : fdatasync(fd);
+}
+static int px_fsync(void *ctx, int r, int fd)
+{
+    (void)ctx;
+    return px_inject(r, "fsync") < 0 ? -1 : fsync(fd);
+}
 static int px_ftruncate(void *ctx, int r, int fd, off_t len)
 {
     (void)ctx; (void)r;
