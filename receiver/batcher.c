@@ -33,8 +33,15 @@ static int run_round(kw_receiver_t *svc)
     kw_err_t err;
 
     memset(&st, 0, sizeof(st));
+    pthread_rwlock_rdlock(&svc->wal_rw);
+    if (svc->wal == NULL) {
+        /* released below the write quorum: nothing can be read back now */
+        pthread_rwlock_unlock(&svc->wal_rw);
+        return 0;
+    }
     err = kw_delivery_round(svc->wal, svc->tracker, svc->sink, kw_rcv_now_ms(), 0, &st,
                             errstr, sizeof(errstr));
+    pthread_rwlock_unlock(&svc->wal_rw);
     atomic_fetch_add(&svc->n.batches, st.batches);
     atomic_fetch_add(&svc->n.records_delivered, st.records_delivered);
     atomic_fetch_add(&svc->n.records_stored, st.records_stored);

@@ -24,7 +24,16 @@
  * A fenced commit (the partition is no longer ours) writes nothing; the block
  * stays durable and is still delivered; the new owner reads from the offset
  * that is stored, so the sink may see those records again and counts them as
- * duplicates (invariant 3). WAL and tracker failures are fatal.
+ * duplicates (invariant 3). Tracker failures are fatal, and so are WAL
+ * failures, except one: the WAL below its write quorum (KW_EQUORUM, too many
+ * replicas failed). Then the pipeline holds the block, nothing is
+ * acknowledged and ZooKeeper does not advance; the queue fills and the
+ * receivers pause (invariant 5). The pipeline releases the WAL (closes it,
+ * so its locks go and `kwal wal repair` can rebuild the failed replicas)
+ * and tries to open it again every few seconds; once it opens with the
+ * quorum healthy, the held block is appended and everything resumes. A stop
+ * requested meanwhile fails the service: the held blocks were never
+ * acknowledged, Kafka still has them.
  *
  * The thread exits when the queue is closed and empty (the service closes it
  * after every receiver has put its last block) or on a fatal error.
@@ -83,6 +92,66 @@ static int commit_offsets(kw_receiver_t *svc, const kw_block_t *b, uint64_t lsn)
     }
 }
 
+#define REOPEN_EVERY_MS 2000
+
+/* The WAL fell below its write quorum: release it and wait until it opens
+ * again with the quorum healthy. 0 when it is back, -1 when the service
+ * stops or fails meanwhile (fatal recorded). The pipeline thread only. */
+static int wait_for_quorum(kw_receiver_t *svc, const char *why)
+{
+    int64_t since = kw_rcv_now_ms(), last_log = since;
+    int quorum = svc->wal_opts.write_quorum > 0 ? svc->wal_opts.write_quorum
+                                                : svc->wal_opts.ndirs / 2 + 1;
+    char errstr[512];
+
+    atomic_fetch_add(&svc->n.quorum_pauses, 1);
+    KW_LOG_E(PIPE_MOD, "the WAL is below its write quorum (%s): consumption pauses, "
+             "nothing is acknowledged and ZooKeeper does not advance. The WAL is "
+             "released: repair the failed replicas with `kwal wal repair`; kwal tries "
+             "to reopen it every %d s and resumes by itself", why, REOPEN_EVERY_MS / 1000);
+    pthread_rwlock_wrlock(&svc->wal_rw);
+    kw_wal_close(svc->wal);
+    svc->wal = NULL;
+    pthread_rwlock_unlock(&svc->wal_rw);
+    for (;;) {
+        kw_wal_open_report_t rep;
+        kw_wal_t *w = NULL;
+
+        for (int64_t t = 0; t < REOPEN_EVERY_MS; t += 100) {
+            if (atomic_load(&svc->receivers_stop) || kw_rcv_is_fatal(svc)) {
+                kw_rcv_fatal(svc, "stopping while the WAL is below its write quorum: "
+                             "the blocks waiting for it were never acknowledged "
+                             "(Kafka still has them; the next start consumes them)");
+                return -1;
+            }
+            kw_rcv_sleep_ms(100);
+        }
+        if (kw_wal_open(&svc->wal_opts, &w, &rep, errstr, sizeof(errstr)) != KW_OK) {
+            if (kw_rcv_now_ms() - last_log >= 30000) {
+                last_log = kw_rcv_now_ms();
+                KW_LOG_W(PIPE_MOD, "still paused: the WAL does not open: %s", errstr);
+            }
+            continue;
+        }
+        if (rep.replicas_healthy < quorum) {
+            kw_wal_close(w);
+            if (kw_rcv_now_ms() - last_log >= 30000) {
+                last_log = kw_rcv_now_ms();
+                KW_LOG_W(PIPE_MOD, "still paused: %d of %d WAL replicas healthy",
+                         rep.replicas_healthy, rep.replicas_healthy + rep.replicas_failed);
+            }
+            continue;
+        }
+        pthread_rwlock_wrlock(&svc->wal_rw);
+        svc->wal = w;
+        pthread_rwlock_unlock(&svc->wal_rw);
+        KW_LOG_I(PIPE_MOD, "the WAL has its write quorum again (%d healthy replicas) "
+                 "after %" PRId64 " s: resuming", rep.replicas_healthy,
+                 (kw_rcv_now_ms() - since) / 1000);
+        return 0;
+    }
+}
+
 /* Steps 1-4 for one block. 0, or -1 (fatal recorded). */
 static int process_block(kw_receiver_t *svc, kw_block_t *b)
 {
@@ -98,9 +167,12 @@ static int process_block(kw_receiver_t *svc, kw_block_t *b)
 
     kw_crash(KW_CRASH_BLOCK_CUT);
     /* 1. durable on the write quorum before anything else (invariant 1) */
-    err = kw_wal_append(svc->wal, data, len,
-                        svc->conf->wal.compress ? KW_WAL_COMPRESS : 0u, &pos,
-                        errstr, sizeof(errstr));
+    while ((err = kw_wal_append(svc->wal, data, len,
+                                svc->conf->wal.compress ? KW_WAL_COMPRESS : 0u, &pos,
+                                errstr, sizeof(errstr))) == KW_EQUORUM) {
+        if (wait_for_quorum(svc, errstr) != 0)
+            return -1;
+    }
     if (err != KW_OK) {
         kw_rcv_fatal(svc, "WAL append failed: %s", errstr);
         return -1;

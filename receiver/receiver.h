@@ -54,6 +54,8 @@ typedef struct kw_receiver_stats {
     uint64_t source_loss_events;   /* offset-out-of-range events (invariant 6) */
     uint64_t source_loss_records;  /* offsets lost at the source */
     uint64_t receiver_restarts;    /* receiver threads restarted after a failure */
+    uint64_t quorum_pauses;        /* times the WAL fell below its write quorum and
+                                    * consumption paused until it was repaired */
 } kw_receiver_stats_t;
 
 /*

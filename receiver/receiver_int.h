@@ -69,7 +69,8 @@ typedef struct kw_rcv_counters {
     _Atomic uint64_t records_received, blocks_made, blocks_durable, blocks_committed,
                      blocks_fenced, zk_retries, pauses, batches, records_delivered,
                      records_stored, duplicates_delivered, segments_cleaned,
-                     source_loss_events, source_loss_records, receiver_restarts;
+                     source_loss_events, source_loss_records, receiver_restarts,
+                     quorum_pauses;
 } kw_rcv_counters_t;
 
 struct kw_receiver {
@@ -78,7 +79,11 @@ struct kw_receiver {
     kw_wal_options_t          wal_opts;
     char                      tracker_path[4096];
 
-    kw_wal_t     *wal;
+    /* NULL while the pipeline has released it (below the write quorum, so
+     * that `kwal wal repair` can take it); the pipeline swaps it under the
+     * write side of wal_rw, the batcher uses it under the read side */
+    kw_wal_t        *wal;
+    pthread_rwlock_t wal_rw;
     kw_tracker_t *tracker;
     kw_zk_t      *zk;
     kw_sink_t    *sink;

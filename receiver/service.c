@@ -131,6 +131,7 @@ kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts
     svc->wal_opts = *wal_opts;
     pthread_mutex_init(&svc->fatal_mu, NULL);
     pthread_mutex_init(&svc->batch_mu, NULL);
+    pthread_rwlock_init(&svc->wal_rw, NULL);
     pthread_cond_init(&svc->batch_cv, NULL);
 
     kw_receiver_tracker_path(conf, wal_opts, svc->tracker_path, sizeof(svc->tracker_path));
@@ -212,6 +213,7 @@ void kw_receiver_stats(kw_receiver_t *svc, kw_receiver_stats_t *s)
     s->source_loss_events = atomic_load(&n->source_loss_events);
     s->source_loss_records = atomic_load(&n->source_loss_records);
     s->receiver_restarts = atomic_load(&n->receiver_restarts);
+    s->quorum_pauses = atomic_load(&n->quorum_pauses);
 }
 
 int64_t kw_receiver_restart_delay_ms(uint32_t streak)
@@ -361,6 +363,7 @@ void kw_receiver_destroy(kw_receiver_t *svc)
         pthread_cond_destroy(&svc->consumers[i].cv);
     }
     free(svc->consumers);
+    pthread_rwlock_destroy(&svc->wal_rw);
     pthread_mutex_destroy(&svc->fatal_mu);
     pthread_mutex_destroy(&svc->batch_mu);
     pthread_cond_destroy(&svc->batch_cv);
