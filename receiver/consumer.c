@@ -374,6 +374,57 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* ---- out of range (invariant 6) ---- */
 
+/* Start fetching topic/partition (ours) again at offset: incremental
+ * unassign + assign with the cooperative protocol; with an eager one the
+ * whole assignment again, every other partition at its position (or, where
+ * nothing was consumed yet, its ZooKeeper offset or the reset policy). */
+static void restart_partition(kw_rcv_consumer_t *c, const char *topic, int32_t partition,
+                              int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *l;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    char errstr[512];
+
+    if (strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE") == 0) {
+        l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, topic, partition);
+        error = rd_kafka_incremental_unassign(c->rk, l);
+        if (error == NULL) {
+            l->elems[0].offset = offset;
+            error = rd_kafka_incremental_assign(c->rk, l);
+        }
+    } else {
+        l = rd_kafka_topic_partition_list_copy(c->assignment);
+        (void)rd_kafka_position(c->rk, l);
+        for (int i = 0; i < l->cnt; i++) {
+            rd_kafka_topic_partition_t *p = &l->elems[i];
+            int64_t next;
+
+            if (strcmp(p->topic, topic) == 0 && p->partition == partition)
+                p->offset = offset;
+            else if (p->offset < 0)
+                p->offset = kw_zk_get_offset(c->svc->zk, p->topic, p->partition, &next,
+                                             errstr, sizeof(errstr)) == KW_OK
+                                ? next
+                                : kw_receiver_reset_offset(c->svc->rc->auto_offset_reset);
+        }
+        err = rd_kafka_assign(c->rk, l);
+    }
+    if (error != NULL) {
+        KW_LOG_E(KW_RCV_MOD, "receiver-%u: restarting %s/%d at %" PRId64 ": %s", c->id,
+                 topic, (int)partition, offset, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        KW_LOG_E(KW_RCV_MOD, "receiver-%u: restarting %s/%d at %" PRId64 ": %s", c->id,
+                 topic, (int)partition, offset, rd_kafka_err2str(err));
+    } else {
+        KW_LOG_I(KW_RCV_MOD, "receiver-%u: %s/%d goes on at offset %" PRId64, c->id, topic,
+                 (int)partition, offset);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 static void on_out_of_range(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
 {
     kw_receiver_t *svc = c->svc;
@@ -415,6 +466,13 @@ static void on_out_of_range(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
         KW_LOG_E(KW_RCV_MOD, "receiver-%u: seek %s/%d to %" PRId64 ": %s", c->id, topic,
                  (int)m->partition, seek_to, rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
+    } else if (l->elems[0].err == RD_KAFKA_RESP_ERR__STATE) {
+        /* librdkafka stopped the partition's fetcher (its own reset policy is
+         * error) and refuses to seek it: assign it again at seek_to */
+        restart_partition(c, topic, m->partition, seek_to);
+    } else if (l->elems[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        KW_LOG_E(KW_RCV_MOD, "receiver-%u: seek %s/%d to %" PRId64 ": %s", c->id, topic,
+                 (int)m->partition, seek_to, rd_kafka_err2str(l->elems[0].err));
     }
     rd_kafka_topic_partition_list_destroy(l);
 }

@@ -32,8 +32,16 @@ for b in "$KW" "$KL" "$ZKL" "$LG" "$VF"; do
 done
 
 KLPID= KWPID= KWPID2= LGPID=
+# killpid PID: TERM first (a `timeout CMD` wrapper passes it on to CMD,
+# which SIGKILL of the wrapper would leave running), KILL after 2 s.
 killpid() {
     if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+        kill -TERM "$1" 2>/dev/null
+        k=0
+        while kill -0 "$1" 2>/dev/null && [ "$k" -lt 20 ]; do
+            k=$((k + 1))
+            sleep 0.1
+        done
         kill -KILL "$1" 2>/dev/null
         wait "$1" 2>/dev/null
     fi
