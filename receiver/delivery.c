@@ -75,9 +75,7 @@ static int push_rec(batch_buf_t *bb, const kw_record_t *rec)
     return 0;
 }
 
-/* "t/0 offsets 10..19, t/3 offsets 5..8" for the block at lsn (what is lost
- * if it cannot be read), into buf. */
-static void describe_ranges(kw_tracker_t *t, uint64_t lsn, char *buf, size_t cap)
+void kw_delivery_describe_block(kw_tracker_t *t, uint64_t lsn, char *buf, size_t cap)
 {
     kw_tracker_range_t *r = NULL;
     char errstr[256];
@@ -125,7 +123,7 @@ static kw_err_t load_blocks(kw_wal_t *wal, kw_tracker_t *t, const kw_tracker_blo
             kw_wal_record_clear(&rec);
         }
         if (err != KW_OK) {
-            describe_ranges(t, lsn, ranges, sizeof(ranges));
+            kw_delivery_describe_block(t, lsn, ranges, sizeof(ranges));
             return kw_seterr(errstr, errlen, err == KW_ENOMEM ? KW_ENOMEM : KW_ECORRUPT,
                              "block lsn %" PRIu64 " cannot be read from the WAL (%s); "
                              "it holds %s", lsn, why, ranges);

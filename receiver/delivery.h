@@ -57,4 +57,8 @@ kw_err_t kw_delivery_round(kw_wal_t *wal, kw_tracker_t *tracker, kw_sink_t *sink
                            int64_t now_ms, size_t max_blocks, kw_delivery_stats_t *stats,
                            char *errstr, size_t errlen);
 
+/* "t/0 offsets 10..19, t/3 offsets 5..8": the Kafka records the tracker
+ * says the block at lsn holds (what is lost if it cannot be read), into buf. */
+void kw_delivery_describe_block(kw_tracker_t *t, uint64_t lsn, char *buf, size_t cap);
+
 #endif /* KW_DELIVERY_H */

@@ -356,6 +356,19 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
 
     /* 1 */
     err = kw_wal_open(o->wal_opts, &wal, &r->wal, why, sizeof(why));
+    if (err == KW_ECORRUPT && r->wal.corrupt_lsn != 0) {
+        /* say which Kafka records that block held, if the tracker knows */
+        char ranges[1024] = "(not in the tracker: a block never acknowledged)";
+
+        kw_receiver_tracker_path(conf, o->wal_opts, path, sizeof(path));
+        if (access(path, F_OK) == 0 &&
+            kw_tracker_open(path, &t, ranges, sizeof(ranges)) == KW_OK)
+            kw_delivery_describe_block(t, r->wal.corrupt_lsn, ranges, sizeof(ranges));
+        kw_seterr(errstr, errlen, err, "WAL block lsn %" PRIu64 " is corrupt on every "
+                  "replica; it holds %s. Nothing was changed. %s", r->wal.corrupt_lsn,
+                  ranges, why);
+        goto out;
+    }
     if (err != KW_OK) {
         kw_seterr(errstr, errlen, err, "WAL: %s", why);
         goto out;

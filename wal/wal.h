@@ -99,6 +99,8 @@ typedef struct kw_wal_open_report {
     uint64_t torn_bytes;         /* bytes cut off, all replicas */
     uint64_t corrupt_records;    /* mid-log corrupt records with a good copy elsewhere */
     uint64_t reconciled_bytes;   /* bytes copied between replicas to align tails */
+    uint64_t corrupt_lsn;        /* when open fails with KW_ECORRUPT: the LSN that
+                                  * no replica can serve (0: not known) */
 } kw_wal_open_report_t;
 
 /*

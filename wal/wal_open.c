@@ -717,6 +717,7 @@ static kw_err_t classify(kw_wal_t *w, kw__repscan_t *scans, kw_wal_open_report_t
                          r, w->rep[r].dir, name, sp->offset, sp->what);
                 continue;
             }
+            rep->corrupt_lsn = sp->expect;
             return kw_seterr(errstr, errlen, KW_ECORRUPT,
                              "replica %d (%s) segment %s offset %" PRIu64 ": %s, and no "
                              "other replica has a good copy (LSN %" PRIu64 "); refusing "

@@ -1,0 +1,308 @@
+/*
+ * test_recovery.c -- recovery/recovery.h without Kafka or ZooKeeper
+ * (classic mode: steps 1-3; ZooKeeper repair is covered by the crash-point
+ * matrix, tests/integration/0030-*).
+ *
+ * Each test writes blocks straight into a WAL (as the pipeline would, then
+ * "crashes" before the tracker heard of them, or damages the tracker or the
+ * WAL), runs kw_recovery_run, and reads the sqlite sink back.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "blockgen.h"
+#include "kw_conf.h"
+#include "recovery.h"
+#include "test_util.h"
+#include "tracker.h"
+#include "wal.h"
+
+#define RECS_PER_BLOCK 50
+
+typedef struct rstate {
+    char             *dir;
+    char              wal[3][1100];
+    char              db[1100];
+    char              tracker[1100];
+    kw_conf_t        *conf;
+    kw_wal_options_t  wo;
+} rstate_t;
+
+static void set(kw_conf_t *c, const char *k, const char *v)
+{
+    char err[512];
+    if (kw_conf_set(c, k, v, "test", err, sizeof(err)) != KW_OK)
+        fail_msg("%s=%s: %s", k, v, err);
+}
+
+static int setup(void **state)
+{
+    rstate_t *s = calloc(1, sizeof(*s));
+    char sink[1200], err[256];
+
+    if (s == NULL || (s->dir = test_tmpdir_new("recovery")) == NULL)
+        return -1;
+    for (int i = 0; i < 3; i++)
+        test_path(s->wal[i], sizeof(s->wal[i]), "%s/w%d", s->dir, i);
+    test_path(s->db, sizeof(s->db), "%s/out.db", s->dir);
+    test_path(s->tracker, sizeof(s->tracker), "%s/tracker.db", s->wal[0]);
+    test_path(sink, sizeof(sink), "sqlite:%s", s->db);
+    if (kw_conf_new(&s->conf, err, sizeof(err)) != KW_OK)
+        return -1;
+    set(s->conf, "group.id", "g");
+    set(s->conf, "sink", sink);
+    kw_wal_options_init(&s->wo);
+    for (int i = 0; i < 3; i++)
+        s->wo.dirs[i] = s->wal[i];
+    s->wo.ndirs = 3;
+    *state = s;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    rstate_t *s = *state;
+
+    kw_conf_destroy(s->conf);
+    if (getenv("KWAL_KEEP_TMP") == NULL)
+        test_rmtree(s->dir);
+    free(s->dir);
+    free(s);
+    return 0;
+}
+
+/* Append nblocks blocks of RECS_PER_BLOCK records of topic t, partition
+ * (block % 2), offsets continuing per partition, to the WAL. With track the
+ * tracker registers each (as the pipeline does) and nothing else happens (a
+ * crash before delivery); without, nothing else hears of them (a crash right
+ * after the WAL ack). Returns the last LSN. */
+static uint64_t append_blocks(rstate_t *s, int nblocks, int track)
+{
+    kw_tracker_t *t = NULL;
+    kw_blockgen_config_t cfg;
+    kw_blockgen_t *gen = NULL;
+    kw_wal_t *w = NULL;
+    int64_t next[2] = { 0, 0 };
+    uint64_t last = 0;
+    char err[512], val[32];
+
+    assert_int_equal(kw_wal_open(&s->wo, &w, NULL, err, sizeof(err)), KW_OK);
+    if (track)
+        assert_int_equal(kw_tracker_open(s->tracker, &t, err, sizeof(err)), KW_OK);
+    kw_blockgen_config_init(&cfg);
+    cfg.interval_ms = 3600000;
+    assert_int_equal(kw_blockgen_new(&cfg, &gen, err, sizeof(err)), KW_OK);
+    for (int b = 0; b < nblocks; b++) {
+        int p = b % 2;
+        kw_block_t *blk;
+        kw_wal_pos_t pos;
+        size_t len;
+
+        for (int i = 0; i < RECS_PER_BLOCK; i++) {
+            kw_record_t r;
+            memset(&r, 0, sizeof(r));
+            r.topic = "t";
+            r.partition = p;
+            r.offset = next[p]++;
+            r.timestamp = -1;
+            r.value = val;
+            r.value_len = (size_t)snprintf(val, sizeof(val), "v%d-%lld", p,
+                                           (long long)r.offset);
+            assert_int_equal(kw_blockgen_add(gen, &r, err, sizeof(err)), KW_OK);
+        }
+        assert_int_equal(kw_blockgen_cut(gen), KW_OK);
+        blk = kw_blockgen_take(gen);
+        assert_non_null(blk);
+        const uint8_t *data = kw_block_data(blk, &len);
+        assert_int_equal(kw_wal_append(w, data, len, KW_WAL_COMPRESS, &pos, err,
+                                       sizeof(err)), KW_OK);
+        last = pos.lsn;
+        if (track) {
+            const kw_block_range_t *br = kw_block_range(blk, 0);
+            kw_tracker_range_t tr = { br->topic, br->partition, br->offset_from,
+                                      br->offset_until };
+            kw_tracker_block_t tb;
+            memset(&tb, 0, sizeof(tb));
+            tb.pos = pos;
+            tb.records = RECS_PER_BLOCK;
+            tb.bytes = len;
+            assert_int_equal(kw_tracker_insert_block(t, &tb, &tr, 1, NULL, err,
+                                                     sizeof(err)), KW_OK);
+        }
+        kw_block_destroy(blk);
+    }
+    kw_tracker_close(t);
+    kw_blockgen_destroy(gen);
+    kw_wal_close(w);
+    return last;
+}
+
+static int64_t sink_rows(rstate_t *s)
+{
+    sqlite3 *h = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t n = -1;
+
+    if (sqlite3_open_v2(s->db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(h, "SELECT count(DISTINCT partition || '/' || offset) = "
+                              "count(*), count(*) FROM records", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int(st, 0) ? sqlite3_column_int64(st, 1) : -2;
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return n;
+}
+
+static kw_err_t recover(rstate_t *s, kw_recovery_report_t *r, char *err, size_t len)
+{
+    kw_recovery_options_t o;
+
+    kw_recovery_options_init(&o);
+    o.conf = s->conf;
+    o.wal_opts = &s->wo;
+    o.classic = 1;
+    return kw_recovery_run(&o, r, err, len);
+}
+
+/* A crash after the WAL ack, before the tracker insert: recovery registers
+ * the blocks and replays them (in batches of at most 8 blocks); a second
+ * recovery finds nothing to do. */
+static void test_registers_and_replays(void **state)
+{
+    rstate_t *s = *state;
+    kw_recovery_report_t r;
+    char err[1024];
+
+    append_blocks(s, 20, 0);
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_OK);
+    assert_int_equal(r.blocks_registered, 20);
+    assert_int_equal(r.blocks_replayed, 20);
+    assert_true(r.batches_replayed >= 3);           /* 20 blocks, <= 8 per batch */
+    assert_int_equal(r.records_stored, 20 * RECS_PER_BLOCK);
+    assert_int_equal(r.duplicates_delivered, 0);
+    assert_int_equal(sink_rows(s), 20 * RECS_PER_BLOCK);
+
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_OK);
+    assert_int_equal(r.blocks_registered, 0);
+    assert_int_equal(r.blocks_replayed, 0);
+    assert_int_equal(sink_rows(s), 20 * RECS_PER_BLOCK);
+}
+
+/* The tracker deleted after everything was delivered: rebuilt from the WAL,
+ * everything delivered again, stored once, counted as duplicate deliveries. */
+static void test_tracker_deleted(void **state)
+{
+    rstate_t *s = *state;
+    kw_recovery_report_t r;
+    char err[1024], path[1200];
+
+    append_blocks(s, 4, 0);
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_OK);
+    assert_int_equal(unlink(s->tracker), 0);
+    test_path(path, sizeof(path), "%s-wal", s->tracker);
+    (void)unlink(path);
+    test_path(path, sizeof(path), "%s-shm", s->tracker);
+    (void)unlink(path);
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_OK);
+    assert_int_equal(r.tracker_created, 1);
+    assert_true(r.blocks_registered >= 1);
+    assert_int_equal(r.records_stored, 0);
+    assert_int_equal(r.duplicates_delivered, r.records_replayed);
+    assert_int_equal(sink_rows(s), 4 * RECS_PER_BLOCK);
+}
+
+/* A tracker that is not a database: moved aside, rebuilt, nothing lost. */
+static void test_tracker_garbage(void **state)
+{
+    rstate_t *s = *state;
+    kw_recovery_report_t r;
+    char err[1024];
+    static const char junk[4096] = "this is not an SQLite database";
+
+    append_blocks(s, 3, 0);
+    assert_int_equal(mkdir(s->wal[0], 0755) == 0 || access(s->wal[0], F_OK) == 0, 1);
+    assert_int_equal(test_write_file(s->tracker, junk, sizeof(junk)), 0);
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_OK);
+    assert_int_equal(r.tracker_rebuilt, 1);
+    assert_int_equal(access(r.tracker_moved_to, F_OK), 0);
+    assert_int_equal(r.blocks_registered, 3);
+    assert_int_equal(sink_rows(s), 3 * RECS_PER_BLOCK);
+}
+
+/* One replica damaged: recovery reads the others; nothing lost. */
+static void test_one_replica_corrupt(void **state)
+{
+    rstate_t *s = *state;
+    kw_recovery_report_t r;
+    char err[1024], seg[1200];
+    char **names = NULL;
+    size_t n = 0;
+
+    append_blocks(s, 6, 0);
+    assert_int_equal(test_list_dir(s->wal[1], ".seg", &names, &n), 0);
+    assert_true(n >= 1);
+    test_path(seg, sizeof(seg), "%s/%s", s->wal[1], names[0]);
+    test_free_names(names, n);
+    uint64_t size = 0;
+    assert_int_equal(test_file_size(seg, &size), 0);
+    assert_int_equal(test_flip_bit(seg, size / 2, 3), 0);
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_OK);
+    assert_int_equal(r.blocks_replayed, 6);
+    assert_int_equal(sink_rows(s), 6 * RECS_PER_BLOCK);
+}
+
+/* The same bytes damaged on every replica in a block the tracker knows and
+ * the sink has not acknowledged: recovery refuses, naming the LSN and the
+ * Kafka ranges. */
+static void test_corrupt_everywhere(void **state)
+{
+    rstate_t *s = *state;
+    kw_recovery_report_t r;
+    char err[1024], seg[1200];
+    char **names = NULL;
+    size_t n = 0;
+    uint64_t size = 0;
+
+    append_blocks(s, 6, 1);
+    assert_int_equal(test_list_dir(s->wal[0], ".seg", &names, &n), 0);
+    assert_true(n >= 1);
+    for (int i = 0; i < 3; i++) {
+        test_path(seg, sizeof(seg), "%s/%s", s->wal[i], names[n - 1]);
+        assert_int_equal(test_file_size(seg, &size), 0);
+        assert_int_equal(test_flip_bit(seg, size / 2, 5), 0);
+    }
+    test_free_names(names, n);
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_ECORRUPT);
+    assert_true(r.wal.corrupt_lsn > 0);
+    char want[64];
+    snprintf(want, sizeof(want), "lsn %llu", (unsigned long long)r.wal.corrupt_lsn);
+    if (strstr(err, want) == NULL || strstr(err, "t/") == NULL ||
+        strstr(err, "offsets") == NULL)
+        fail_msg("error does not name the LSN and the ranges: %s", err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_registers_and_replays, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tracker_deleted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tracker_garbage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_replica_corrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_everywhere, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
