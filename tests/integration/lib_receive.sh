@@ -132,7 +132,12 @@ wait_stored() {
         [ "$s" -ge "$3" ] && return 0
         n=$((n + 1))
         [ "$n" -lt $(($4 * 2)) ] || { showlog "$5"; fail "only $s of $3 stored after $4 s"; }
-        kill -0 "$KWPID" 2>/dev/null || { showlog "$5"; fail "kwal receive died (stored $s)"; }
+        if ! kill -0 "$KWPID" 2>/dev/null; then
+            wait "$KWPID"
+            st=$?
+            showlog "$5"
+            fail "kwal receive died with exit status $st (stored $s)"
+        fi
         sleep 0.5
     done
 }
