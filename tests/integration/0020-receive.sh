@@ -118,6 +118,13 @@ has "$ERR" "kwal: receive: group.id: required by kwal receive" "names the missin
 expect 2 "kwal receive with a bad auto.offset.reset" \
     "$KW" receive -c "$T/bad.conf" -X auto.offset.reset=sometimes
 has "$ERR" "auto.offset.reset: expected one of earliest, latest, error" "names the bad value"
+expect 2 "kwal receive with an unknown key" "$KW" receive -c "$T/bad.conf" -X no.such.key=1
+has "$ERR" "no.such.key" "names the unknown key"
+expect 2 "kwal receive with a bad number" "$KW" receive -c "$T/bad.conf" -X receivers=many
+has "$ERR" "receivers" "names the key with the bad number"
+expect 2 "kwal receive with a bad kafka.* value" \
+    "$KW" receive -c "$T/bad.conf" -X kafka.fetch.wait.max.ms=soon
+has "$ERR" "kafka.fetch.wait.max.ms" "names the bad librdkafka key"
 expect 1 "kwal receive with ZooKeeper unreachable" \
     timeout 60 "$KW" receive -c "$T/bad.conf" -X zookeeper.connect=127.0.0.1:1
 grep -q '^kwal: receive: .*127.0.0.1:1' "$ERR" || fail "no one-line reason naming ZooKeeper"
