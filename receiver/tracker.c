@@ -307,8 +307,12 @@ kw_err_t kw_tracker_open(const char *path, kw_tracker_t **out,
     sqlite3_extended_result_codes(t->db, 0);
     sqlite3_busy_timeout(t->db, 10000);
     err = trk__init_schema(t, errstr, errlen);
-    if (err != KW_OK)
+    if (err != KW_OK) {
+        /* leave a database we cannot use exactly as it was: no checkpoint
+         * of its -wal file into it on close (recovery moves them aside) */
+        (void)sqlite3_db_config(t->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
         goto fail;
+    }
     *out = t;
     return KW_OK;
 

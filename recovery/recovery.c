@@ -65,8 +65,25 @@ void kw_recovery_options_init(kw_recovery_options_t *o)
 
 /* ---- step 2: the tracker ---- */
 
+/* 1 when the file at path starts like an SQLite database (or is empty). */
+static int looks_like_sqlite(const char *path)
+{
+    static const char magic[16] = "SQLite format 3";
+    char head[16];
+    FILE *f = fopen(path, "rb");
+    size_t n;
+
+    if (f == NULL)
+        return 1;           /* let SQLite say what is wrong */
+    n = fread(head, 1, sizeof(head), f);
+    fclose(f);
+    return n == 0 || (n == sizeof(head) && memcmp(head, magic, sizeof(magic)) == 0);
+}
+
 /* Open the tracker at path; one that exists but cannot be opened is moved
- * aside (with its -wal and -shm files) and a new one created. */
+ * aside (with its -wal and -shm files) and a new one created. A file that is
+ * not an SQLite database at all is moved aside before SQLite touches it
+ * (SQLite would fold a leftover -wal file into it, or even open it). */
 static kw_err_t open_tracker(const char *path, kw_tracker_t **t, kw_recovery_report_t *r,
                              char *errstr, size_t errlen)
 {
@@ -74,9 +91,14 @@ static kw_err_t open_tracker(const char *path, kw_tracker_t **t, kw_recovery_rep
     kw_err_t err;
 
     r->tracker_created = access(path, F_OK) != 0;
-    err = kw_tracker_open(path, t, why, sizeof(why));
-    if (err == KW_OK)
-        return KW_OK;
+    if (!r->tracker_created && !looks_like_sqlite(path)) {
+        err = KW_ECORRUPT;
+        snprintf(why, sizeof(why), "tracker %.900s: not an SQLite database", path);
+    } else {
+        err = kw_tracker_open(path, t, why, sizeof(why));
+        if (err == KW_OK)
+            return KW_OK;
+    }
     if (r->tracker_created || (err != KW_ECORRUPT && err != KW_EIO))
         return kw_seterr(errstr, errlen, err, "%s", why);
     snprintf(r->tracker_moved_to, sizeof(r->tracker_moved_to), "%s.unreadable-%" PRId64,
@@ -354,15 +376,33 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
     if (conf->receiver.group_id == NULL || conf->receiver.group_id[0] == '\0')
         return kw_seterr(errstr, errlen, KW_ECONFIG, "group.id: required by recovery");
 
+    /* an existing tracker first: it says which LSNs were acknowledged, so
+     * that the WAL never cuts one of them as a torn tail (a new one is made
+     * after the WAL, which creates the directories) */
+    kw_receiver_tracker_path(conf, o->wal_opts, path, sizeof(path));
+    if (access(path, F_OK) == 0) {
+        err = open_tracker(path, &t, r, errstr, errlen);
+        if (err != KW_OK)
+            goto out;
+    }
     /* 1 */
-    err = kw_wal_open(o->wal_opts, &wal, &r->wal, why, sizeof(why));
+    {
+        kw_wal_options_t wo = *o->wal_opts;
+        kw_tracker_counts_t c;
+
+        memset(&c, 0, sizeof(c));
+        if (t != NULL && (err = kw_tracker_counts(t, &c, why, sizeof(why))) != KW_OK) {
+            kw_seterr(errstr, errlen, err, "tracker: %s", why);
+            goto out;
+        }
+        wo.acked_lsn = c.max_lsn;
+        err = kw_wal_open(&wo, &wal, &r->wal, why, sizeof(why));
+    }
     if (err == KW_ECORRUPT && r->wal.corrupt_lsn != 0) {
         /* say which Kafka records that block held, if the tracker knows */
-        char ranges[1024] = "(not in the tracker: a block never acknowledged)";
+        char ranges[1024] = "records the tracker does not know";
 
-        kw_receiver_tracker_path(conf, o->wal_opts, path, sizeof(path));
-        if (access(path, F_OK) == 0 &&
-            kw_tracker_open(path, &t, ranges, sizeof(ranges)) == KW_OK)
+        if (t != NULL)
             kw_delivery_describe_block(t, r->wal.corrupt_lsn, ranges, sizeof(ranges));
         kw_seterr(errstr, errlen, err, "WAL block lsn %" PRIu64 " is corrupt on every "
                   "replica; it holds %s. Nothing was changed. %s", r->wal.corrupt_lsn,
@@ -374,9 +414,7 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
         goto out;
     }
     /* 2 */
-    kw_receiver_tracker_path(conf, o->wal_opts, path, sizeof(path));
-    err = open_tracker(path, &t, r, errstr, errlen);
-    if (err != KW_OK)
+    if (t == NULL && (err = open_tracker(path, &t, r, errstr, errlen)) != KW_OK)
         goto out;
     if ((r->tracker_created || r->tracker_rebuilt) && r->wal.records > 0)
         KW_LOG_W(MOD, "tracker %s %s: rebuilding it from the WAL (%" PRIu64 " records); "

@@ -7,7 +7,10 @@
  * alone. In order:
  *
  *   1. Open the WAL (kw_wal_open: torn tails cut, replicas reconciled,
- *      corruption that no replica can serve refused, the report kept).
+ *      corruption that no replica can serve refused, the report kept). The
+ *      tracker is opened first: its highest LSN was acknowledged, so damage
+ *      at or below it is never cut as a torn tail (wal_opts.acked_lsn) --
+ *      recovery refuses instead, naming the block.
  *   2. Reconcile the tracker with the WAL. Every block in the WAL above the
  *      tracker's highest LSN (a crash between the WAL ack and the tracker
  *      insert) is decoded and registered as DURABLE. Blocks below it that

@@ -72,6 +72,11 @@ typedef struct kw_wal_options {
     uint64_t    max_pending_bytes;         /* appended, not yet on every healthy
                                             * replica; appends wait above it; 0: 256 MiB */
     int         read_only;                 /* no lock, no repair, no appends (ls, dump, verify) */
+    uint64_t    acked_lsn;                 /* every LSN up to this one was acknowledged
+                                            * (the caller knows, e.g. from its tracker):
+                                            * damage there is never cut as a torn tail
+                                            * unless another replica has a good copy;
+                                            * 0: not known */
     const kw_wal_io_t *io;                 /* NULL: kw_wal_io_posix() */
 } kw_wal_options_t;
 

@@ -652,6 +652,25 @@ static kw_err_t classify(kw_wal_t *w, kw__repscan_t *scans, kw_wal_open_report_t
             int covered = 0;
 
             kw__seg_name(sg->first_lsn, name, sizeof(name));
+            if (sp->torn && !w->opts.read_only && sp->expect <= w->opts.acked_lsn) {
+                /* acknowledged: on the quorum once, so not a torn write --
+                 * unless this replica lagged and a peer has the records */
+                int good = 0;
+
+                for (int q = 0; q < w->nrep && !good; q++)
+                    good = q != r && !w->rep[q].failed && sp->kind == KW__SPOT_RECORD &&
+                           peer_covers(w, q, sg->first_lsn, sp);
+                if (!good) {
+                    rep->corrupt_lsn = sp->expect;
+                    return kw_seterr(errstr, errlen, KW_ECORRUPT,
+                                     "replica %d (%s) segment %s offset %" PRIu64 ": %s "
+                                     "at LSN %" PRIu64 ", which was acknowledged (up to %"
+                                     PRIu64 "), and no other replica has a good copy; "
+                                     "refusing to cut it as a torn tail", r,
+                                     w->rep[r].dir, name, sp->offset, sp->what,
+                                     sp->expect, w->opts.acked_lsn);
+                }
+            }
             if (sp->torn) {
                 uint64_t cut = sp->kind == KW__SPOT_HEADER ? 0 : sp->offset;
 

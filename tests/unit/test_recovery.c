@@ -295,6 +295,37 @@ static void test_corrupt_everywhere(void **state)
         fail_msg("error does not name the LSN and the ranges: %s", err);
 }
 
+/* The last acknowledged block damaged on every replica looks like a torn
+ * tail; the tracker knows it was acknowledged, so recovery refuses instead
+ * of cutting it, and the segment files are left as they were. */
+static void test_corrupt_last_everywhere(void **state)
+{
+    rstate_t *s = *state;
+    kw_recovery_report_t r;
+    char err[1024], seg[3][1200];
+    char **names = NULL;
+    size_t n = 0;
+    uint64_t size[3], after = 0;
+
+    uint64_t last = append_blocks(s, 6, 1);
+    assert_int_equal(test_list_dir(s->wal[0], ".seg", &names, &n), 0);
+    assert_true(n >= 1);
+    for (int i = 0; i < 3; i++) {
+        test_path(seg[i], sizeof(seg[i]), "%s/%s", s->wal[i], names[n - 1]);
+        assert_int_equal(test_file_size(seg[i], &size[i]), 0);
+        assert_int_equal(test_flip_bit(seg[i], size[i] - 10, 2), 0);
+    }
+    test_free_names(names, n);
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_ECORRUPT);
+    assert_int_equal(r.wal.corrupt_lsn, last);
+    if (strstr(err, "acknowledged") == NULL || strstr(err, "t/") == NULL)
+        fail_msg("error does not say why or what: %s", err);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(test_file_size(seg[i], &after), 0);
+        assert_int_equal(after, size[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -303,6 +334,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tracker_garbage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_replica_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_everywhere, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_last_everywhere, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
