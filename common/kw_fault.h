@@ -65,8 +65,8 @@
     X(RECOVERY_REPLAY,   "recovery.replay",                                         \
       "recovery replayed part of the unacknowledged blocks")                        \
     X(RECEIVER_REVOKE,   "receiver.revoke",                                         \
-      "a receiver is giving partitions up: its last block is flushed, "             \
-      "the owner nodes are not deleted yet")
+      "a receiver is giving partitions up: its last block is flushed and "         \
+      "committed; the owner node of the next partition is not deleted yet")
 
 typedef enum {
 #define KW__CRASH_ENUM(e, name, desc) KW_CRASH_##e,

@@ -24,6 +24,22 @@
 
 #define BATCH_MOD "batcher"
 
+/* Invariant 1: the WAL is not cleaned above a block a pipeline has appended
+ * but not tracked yet (delivery.c asks after the tracker). */
+static uint64_t inflight_limit(void *opaque)
+{
+    kw_receiver_t *svc = opaque;
+    uint64_t limit = UINT64_MAX;
+
+    for (uint32_t i = 0; i < svc->nconsumers; i++) {
+        uint64_t f = atomic_load(&svc->consumers[i].inflight_floor);
+
+        if (f != 0 && f < limit)
+            limit = f;
+    }
+    return limit;
+}
+
 /* One scheduling round (delivery.h). 0, or -1 fatal (recorded). A sink
  * failure is logged and retried at the next interval. */
 static int run_round(kw_receiver_t *svc)
@@ -39,8 +55,8 @@ static int run_round(kw_receiver_t *svc)
         pthread_rwlock_unlock(&svc->wal_rw);
         return 0;
     }
-    err = kw_delivery_round(svc->wal, svc->tracker, svc->sink, kw_rcv_now_ms(), 0, &st,
-                            errstr, sizeof(errstr));
+    err = kw_delivery_round(svc->wal, svc->tracker, svc->sink, kw_rcv_now_ms(), 0,
+                            inflight_limit, svc, &st, errstr, sizeof(errstr));
     pthread_rwlock_unlock(&svc->wal_rw);
     atomic_fetch_add(&svc->n.batches, st.batches);
     atomic_fetch_add(&svc->n.records_delivered, st.records_delivered);

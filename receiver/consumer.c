@@ -184,7 +184,7 @@ static int put_block(kw_rcv_consumer_t *c, kw_block_t *b)
     kw_err_t err;
 
     for (;;) {
-        err = kw_blockq_put(svc->q, b, paused ? 100 : 0);
+        err = kw_blockq_put(c->q, b, paused ? 100 : 0);
         if (err == KW_OK)
             break;
         if (err != KW_EFULL || kw_rcv_is_fatal(svc)) {
@@ -200,7 +200,7 @@ static int put_block(kw_rcv_consumer_t *c, kw_block_t *b)
             atomic_fetch_add(&svc->n.pauses, 1);
             KW_LOG_D(KW_RCV_MOD, "receiver-%u: queue full, partitions paused", c->id);
         }
-        (void)kw_blockq_wait_room(svc->q, 100);
+        (void)kw_blockq_wait_room(c->q, 100);
     }
     if (paused) {
         set_paused(c, 0);
@@ -327,8 +327,8 @@ static void on_revoke(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *par
         KW_LOG_W(KW_RCV_MOD, "receiver-%u: revoking without a flush (stopping on "
                  "an error); what was not committed is in the WAL or not consumed",
                  c->id);
-    kw_crash(KW_CRASH_RECEIVER_REVOKE);
     for (int i = 0; i < parts->cnt; i++) {
+        kw_crash(KW_CRASH_RECEIVER_REVOKE);
         if (kw_zk_disown(c->svc->zk, parts->elems[i].topic, parts->elems[i].partition,
                          errstr, sizeof(errstr)) != KW_OK)
             KW_LOG_W(KW_RCV_MOD, "receiver-%u: disown %s/%d: %s", c->id,

@@ -149,13 +149,13 @@ oom:
 
 /* Steps 3-4 for one batch. */
 static kw_err_t deliver(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink, uint64_t batch_id,
-                        const kw_tracker_blocks_t *list, kw_delivery_stats_t *st,
-                        char *errstr, size_t errlen)
+                        const kw_tracker_blocks_t *list, kw_delivery_limit_fn clean_limit,
+                        void *opaque, kw_delivery_stats_t *st, char *errstr, size_t errlen)
 {
     batch_buf_t bb;
     kw_sink_stats_t ss;
     char why[512];
-    uint64_t below = 0;
+    uint64_t below = 0, limit;
     int deleted = 0;
     kw_err_t err;
 
@@ -188,7 +188,15 @@ static kw_err_t deliver(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink, uint64_
     /* invariant 1: clean only below what the sink has acknowledged */
     if (kw_tracker_clean_below(t, &below, why, sizeof(why)) != KW_OK) {
         KW_LOG_W(MOD, "tracker: %s", why);
-    } else if (below > 0) {
+        below = 0;
+    }
+    if (below > 0 && clean_limit != NULL) {
+        /* asked only now, after the tracker: see delivery.h */
+        limit = clean_limit(opaque);
+        if (limit < below)
+            below = limit;
+    }
+    if (below > 0) {
         if (kw_wal_cleanup(wal, below, &deleted, why, sizeof(why)) != KW_OK)
             KW_LOG_W(MOD, "WAL cleanup below %" PRIu64 ": %s", below, why);
         else if (deleted > 0) {
@@ -202,8 +210,9 @@ static kw_err_t deliver(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink, uint64_
 }
 
 kw_err_t kw_delivery_round(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
-                           int64_t now_ms, size_t max_blocks, kw_delivery_stats_t *st,
-                           char *errstr, size_t errlen)
+                           int64_t now_ms, size_t max_blocks,
+                           kw_delivery_limit_fn clean_limit, void *opaque,
+                           kw_delivery_stats_t *st, char *errstr, size_t errlen)
 {
     kw_tracker_blocks_t list = { NULL, 0 };
     uint64_t *ids = NULL, batch_id = 0;
@@ -222,7 +231,8 @@ kw_err_t kw_delivery_round(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
         }
         KW_LOG_I(MOD, "delivering open batch %" PRIu64 " again (%zu blocks)", ids[i],
                  list.n);
-        err = deliver(wal, t, sink, ids[i], &list, st, errstr, errlen);
+        err = deliver(wal, t, sink, ids[i], &list, clean_limit, opaque, st, errstr,
+                      errlen);
         kw_tracker_blocks_free(&list);
         if (err != KW_OK) {
             free(ids);
@@ -237,7 +247,8 @@ kw_err_t kw_delivery_round(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
         return kw_seterr(errstr, errlen, err, "tracker: %s", why);
     if (batch_id != 0) {
         kw_crash(KW_CRASH_BATCH_ALLOCATED);
-        err = deliver(wal, t, sink, batch_id, &list, st, errstr, errlen);
+        err = deliver(wal, t, sink, batch_id, &list, clean_limit, opaque, st, errstr,
+                      errlen);
     }
     kw_tracker_blocks_free(&list);
     return err;

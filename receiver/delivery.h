@@ -51,11 +51,20 @@ typedef struct kw_delivery_stats {
  * why -- call again later. Anything else is fatal: a block the tracker
  * needs cannot be read or decoded from the WAL (errstr names its LSN and the
  * Kafka offset ranges it holds), the tracker failed, or memory ran out.
- * max_blocks bounds the new batch (0: every unallocated block).
+ * max_blocks bounds the new batch (0: every unallocated block). The WAL is
+ * cleaned below min(kw_tracker_clean_below(), clean_limit(opaque)), the
+ * limit asked for after the tracker (clean_limit may be NULL): a caller with
+ * appends in flight that the tracker does not know yet returns the lowest
+ * LSN they can get, UINT64_MAX for none. Asking in that order is what makes
+ * it safe: an append that starts later gets an LSN above every one the
+ * tracker had.
  */
+typedef uint64_t (*kw_delivery_limit_fn)(void *opaque);
+
 kw_err_t kw_delivery_round(kw_wal_t *wal, kw_tracker_t *tracker, kw_sink_t *sink,
-                           int64_t now_ms, size_t max_blocks, kw_delivery_stats_t *stats,
-                           char *errstr, size_t errlen);
+                           int64_t now_ms, size_t max_blocks,
+                           kw_delivery_limit_fn clean_limit, void *opaque,
+                           kw_delivery_stats_t *stats, char *errstr, size_t errlen);
 
 /* "t/0 offsets 10..19, t/3 offsets 5..8": the Kafka records the tracker
  * says the block at lsn holds (what is lost if it cannot be read), into buf. */

@@ -1,7 +1,8 @@
 /*
- * pipeline.c -- the durability pipeline, thread "pipeline".
+ * pipeline.c -- the durability pipeline, threads "pipeline-N".
  *
- * One thread takes blocks off the shared queue in order and, for each:
+ * One thread per receiver takes that receiver's blocks off its queue in
+ * order and, for each:
  *
  *   1. kw_wal_append (LZ4 when wal.compress): returns once the block is
  *      fsynced on the write quorum;
@@ -16,10 +17,14 @@
  *      block seq is done (a receiver giving partitions up waits for it).
  *
  * ZooKeeper is never written before the WAL append returned (invariant 1):
- * steps run strictly in this order for each block, and blocks one by one.
- * Being the only appender also keeps the batcher's WAL cleanup safe: an
- * append in flight always gets an LSN above every tracked one, so cleaning
- * below kw_tracker_clean_below() never touches it.
+ * steps run strictly in this order for each block, and one receiver's blocks
+ * one by one (a receiver owns its partitions alone, and gives one up only
+ * after its pipeline committed its last block, so each partition's offsets
+ * move in order). The pipelines of different receivers append at the same
+ * time and share the WAL's writes and fsyncs (group commit). A block between
+ * its append and its tracker insert is not yet known to the tracker: its
+ * thread publishes inflight_floor (the WAL's next LSN, read before the
+ * append) and the batcher cleans the WAL below nothing above it.
  *
  * A fenced commit (the partition is no longer ours) writes nothing; the block
  * stays durable and is still delivered; the new owner reads from the offset
@@ -94,10 +99,29 @@ static int commit_offsets(kw_receiver_t *svc, const kw_block_t *b, uint64_t lsn)
 
 #define REOPEN_EVERY_MS 2000
 
-/* The WAL fell below its write quorum: release it and wait until it opens
- * again with the quorum healthy. 0 when it is back, -1 when the service
- * stops or fails meanwhile (fatal recorded). The pipeline thread only. */
-static int wait_for_quorum(kw_receiver_t *svc, const char *why)
+static int reopen_wal(kw_receiver_t *svc, const char *why);
+
+/* The WAL `broken` fell below its write quorum: release it and wait until
+ * it opens again with the quorum healthy. One pipeline does that while the
+ * others wait on quorum_mu and then find the WAL replaced (or the service
+ * failed). 0 when a healthy WAL is in place, -1 when the service stops or
+ * fails meanwhile (fatal recorded). */
+static int wait_for_quorum(kw_receiver_t *svc, kw_wal_t *broken, const char *why)
+{
+    int rc;
+
+    pthread_mutex_lock(&svc->quorum_mu);
+    pthread_rwlock_rdlock(&svc->wal_rw);
+    rc = svc->wal != broken ? (svc->wal != NULL ? 0 : -1) : 1;
+    pthread_rwlock_unlock(&svc->wal_rw);
+    if (rc == 1)
+        rc = reopen_wal(svc, why);
+    pthread_mutex_unlock(&svc->quorum_mu);
+    return rc;
+}
+
+/* wait_for_quorum's releaser: holds quorum_mu. */
+static int reopen_wal(kw_receiver_t *svc, const char *why)
 {
     int64_t since = kw_rcv_now_ms(), last_log = since;
     int quorum = svc->wal_opts.write_quorum > 0 ? svc->wal_opts.write_quorum
@@ -152,8 +176,8 @@ static int wait_for_quorum(kw_receiver_t *svc, const char *why)
     }
 }
 
-/* Steps 1-4 for one block. 0, or -1 (fatal recorded). */
-static int process_block(kw_receiver_t *svc, kw_block_t *b)
+/* Steps 1-4 for one block of receiver c. 0, or -1 (fatal recorded). */
+static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b)
 {
     size_t len, n = kw_block_range_count(b);
     const uint8_t *data = kw_block_data(b, &len);
@@ -167,10 +191,27 @@ static int process_block(kw_receiver_t *svc, kw_block_t *b)
 
     kw_crash(KW_CRASH_BLOCK_CUT);
     /* 1. durable on the write quorum before anything else (invariant 1) */
-    while ((err = kw_wal_append(svc->wal, data, len,
+    for (;;) {
+        kw_wal_stats_t ws;
+        kw_wal_t *w;
+
+        pthread_rwlock_rdlock(&svc->wal_rw);
+        w = svc->wal;
+        if (w == NULL) {
+            err = KW_EQUORUM;
+            snprintf(errstr, sizeof(errstr), "the WAL is released");
+        } else {
+            kw_wal_stats(w, &ws);
+            if (atomic_load(&c->inflight_floor) == 0)
+                atomic_store(&c->inflight_floor, ws.next_lsn);
+            err = kw_wal_append(w, data, len,
                                 svc->conf->wal.compress ? KW_WAL_COMPRESS : 0u, &pos,
-                                errstr, sizeof(errstr))) == KW_EQUORUM) {
-        if (wait_for_quorum(svc, errstr) != 0)
+                                errstr, sizeof(errstr));
+        }
+        pthread_rwlock_unlock(&svc->wal_rw);
+        if (err != KW_EQUORUM)
+            break;
+        if (wait_for_quorum(svc, w, errstr) != 0)
             return -1;
     }
     if (err != KW_OK) {
@@ -197,6 +238,7 @@ static int process_block(kw_receiver_t *svc, kw_block_t *b)
     }
     err = kw_tracker_insert_block(svc->tracker, &tb, ranges, n, NULL, errstr,
                                   sizeof(errstr));
+    atomic_store(&c->inflight_floor, 0);    /* the tracker knows it now */
     if (err != KW_OK) {
         kw_rcv_fatal(svc, "tracker: %s", errstr);
         return -1;
@@ -223,19 +265,21 @@ static int process_block(kw_receiver_t *svc, kw_block_t *b)
     }
     KW_LOG_D(PIPE_MOD, "block %u/%" PRIu64 ": lsn %" PRIu64 ", %u records, %zu bytes%s",
              rid, kw_block_seq(b), pos.lsn, tb.records, len, rc ? " (fenced)" : "");
-    if (rid < svc->nconsumers)
-        kw_rcv_mark_done(&svc->consumers[rid], kw_block_seq(b));
+    kw_rcv_mark_done(c, kw_block_seq(b));
     return 0;
 }
 
 void *kw_rcv_pipeline_main(void *arg)
 {
-    kw_receiver_t *svc = arg;
+    kw_rcv_consumer_t *c = arg;
+    kw_receiver_t *svc = c->svc;
+    char name[16];
 
-    pthread_setname_np(pthread_self(), "pipeline");
+    snprintf(name, sizeof(name), "pipeline-%u", c->id);
+    pthread_setname_np(pthread_self(), name);
     for (;;) {
         kw_block_t *b = NULL;
-        kw_err_t err = kw_blockq_get(svc->q, &b, 200);
+        kw_err_t err = kw_blockq_get(c->q, &b, 200);
 
         if (err == KW_ECLOSED)
             break;
@@ -252,7 +296,7 @@ void *kw_rcv_pipeline_main(void *arg)
             kw_block_destroy(b);
             break;
         }
-        err = process_block(svc, b) == 0 ? KW_OK : KW_EIO;
+        err = process_block(svc, c, b) == 0 ? KW_OK : KW_EIO;
         kw_block_destroy(b);
         if (err != KW_OK)
             break;

@@ -9,7 +9,11 @@
  *   kw_rcv_consumer_t    one per receiver thread; rk, gen and assignment are
  *                        touched only by that thread (librdkafka calls the
  *                        rebalance callback on it, from consumer_poll/close).
- *                        put_seq/committed_seq are shared with the pipeline
+ *                        Each receiver has its own bounded queue q and its
+ *                        own pipeline thread ("pipeline-N"), so its blocks
+ *                        reach ZooKeeper in order while the pipelines of all
+ *                        receivers append to the WAL at once (group commit).
+ *                        put_seq/committed_seq are shared with its pipeline
  *                        thread under mu (cv signals committed_seq changes).
  *   counters             atomics, any thread.
  *   fatal                first fatal error wins (fatal_mu); everyone polls
@@ -57,6 +61,15 @@ typedef struct kw_rcv_consumer {
     int64_t  restart_at_ms;            /* 0: not waiting for a restart */
     uint32_t fail_streak;              /* failures in a row (see restart_delay) */
 
+    /* the receiver's queue and pipeline thread (they outlive restarts) */
+    kw_blockq_t *q;
+    pthread_t    pipe_thread;
+    int          pipe_started;
+    /* pipeline -> batcher: while a block is between its WAL append and its
+     * tracker insert, the lowest LSN it can get (0: none); the batcher
+     * cleans the WAL below nothing above it (invariant 1) */
+    _Atomic uint64_t inflight_floor;
+
     /* shared with the pipeline, under mu */
     pthread_mutex_t mu;
     pthread_cond_t  cv;
@@ -84,16 +97,16 @@ struct kw_receiver {
      * write side of wal_rw, the batcher uses it under the read side */
     kw_wal_t        *wal;
     pthread_rwlock_t wal_rw;
+    pthread_mutex_t  quorum_mu;     /* one pipeline at a time waits for the quorum */
     kw_tracker_t *tracker;
     kw_zk_t      *zk;
     kw_sink_t    *sink;
-    kw_blockq_t  *q;
 
     kw_rcv_consumer_t *consumers;
     uint32_t           nconsumers;
 
-    pthread_t pipeline_thread, batcher_thread;
-    int       pipeline_started, batcher_started;
+    pthread_t batcher_thread;
+    int       batcher_started;
 
     atomic_int stop_requested;     /* kw_receiver_stop(): async-signal-safe store */
     atomic_int receivers_stop;     /* service -> receiver threads: stop consuming */

@@ -132,6 +132,7 @@ kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts
     pthread_mutex_init(&svc->fatal_mu, NULL);
     pthread_mutex_init(&svc->batch_mu, NULL);
     pthread_rwlock_init(&svc->wal_rw, NULL);
+    pthread_mutex_init(&svc->quorum_mu, NULL);
     pthread_cond_init(&svc->batch_cv, NULL);
 
     kw_receiver_tracker_path(conf, wal_opts, svc->tracker_path, sizeof(svc->tracker_path));
@@ -160,13 +161,6 @@ kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts
     if (err != KW_OK)
         goto fail;
 
-    kw_blockq_options_init(&qopts);
-    /* bounded (invariant 5): a few blocks per receiver */
-    qopts.max_blocks = (size_t)rc->receivers * 4 + 4;
-    err = kw_blockq_new(&qopts, &svc->q, errstr, errlen);
-    if (err != KW_OK)
-        goto fail;
-
     svc->nconsumers = (uint32_t)rc->receivers;
     svc->consumers = calloc(svc->nconsumers, sizeof(*svc->consumers));
     if (svc->consumers == NULL) {
@@ -180,6 +174,14 @@ kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts
         c->id = i;
         pthread_mutex_init(&c->mu, NULL);
         pthread_cond_init(&c->cv, NULL);
+    }
+    /* bounded (invariant 5): a few blocks per receiver */
+    kw_blockq_options_init(&qopts);
+    qopts.max_blocks = 8;
+    for (uint32_t i = 0; i < svc->nconsumers; i++) {
+        err = kw_blockq_new(&qopts, &svc->consumers[i].q, errstr, errlen);
+        if (err != KW_OK)
+            goto fail;
     }
     *out = svc;
     return KW_OK;
@@ -287,12 +289,16 @@ kw_err_t kw_receiver_run(kw_receiver_t *svc, char *errstr, size_t errlen)
         goto stop;
     }
     svc->batcher_started = 1;
-    err = pthread_create(&svc->pipeline_thread, NULL, kw_rcv_pipeline_main, svc);
-    if (err != 0) {
-        kw_rcv_fatal(svc, "starting the pipeline thread: %s", strerror(err));
-        goto stop;
+    for (uint32_t i = 0; i < svc->nconsumers; i++) {
+        kw_rcv_consumer_t *c = &svc->consumers[i];
+
+        err = pthread_create(&c->pipe_thread, NULL, kw_rcv_pipeline_main, c);
+        if (err != 0) {
+            kw_rcv_fatal(svc, "starting pipeline-%u: %s", i, strerror(err));
+            goto stop;
+        }
+        c->pipe_started = 1;
     }
-    svc->pipeline_started = 1;
     for (uint32_t i = 0; i < svc->nconsumers; i++)
         if (start_receiver(svc, &svc->consumers[i]) != 0)
             goto stop;
@@ -317,11 +323,14 @@ stop:
             svc->consumers[i].started = 0;
         }
     }
-    /* 2. pipeline drains the queue */
-    kw_blockq_close(svc->q);
-    if (svc->pipeline_started) {
-        pthread_join(svc->pipeline_thread, NULL);
-        svc->pipeline_started = 0;
+    /* 2. the pipelines drain their queues */
+    for (uint32_t i = 0; i < svc->nconsumers; i++)
+        kw_blockq_close(svc->consumers[i].q);
+    for (uint32_t i = 0; i < svc->nconsumers; i++) {
+        if (svc->consumers[i].pipe_started) {
+            pthread_join(svc->consumers[i].pipe_thread, NULL);
+            svc->consumers[i].pipe_started = 0;
+        }
     }
     /* 3. the last batch */
     pthread_mutex_lock(&svc->batch_mu);
@@ -354,16 +363,17 @@ void kw_receiver_destroy(kw_receiver_t *svc)
         return;
     /* the ZooKeeper session first: our ephemeral nodes go at once */
     kw_zk_destroy(svc->zk);
-    kw_blockq_destroy(svc->q);
     kw_sink_close(svc->sink);
     kw_tracker_close(svc->tracker);
     kw_wal_close(svc->wal);
     for (uint32_t i = 0; svc->consumers != NULL && i < svc->nconsumers; i++) {
+        kw_blockq_destroy(svc->consumers[i].q);
         pthread_mutex_destroy(&svc->consumers[i].mu);
         pthread_cond_destroy(&svc->consumers[i].cv);
     }
     free(svc->consumers);
     pthread_rwlock_destroy(&svc->wal_rw);
+    pthread_mutex_destroy(&svc->quorum_mu);
     pthread_mutex_destroy(&svc->fatal_mu);
     pthread_mutex_destroy(&svc->batch_mu);
     pthread_cond_destroy(&svc->batch_cv);

@@ -236,8 +236,8 @@ static kw_err_t replay(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
         kw_delivery_stats_t st;
 
         memset(&st, 0, sizeof(st));
-        err = kw_delivery_round(wal, t, sink, wall_ms(), REPLAY_BATCH_BLOCKS, &st, errstr,
-                                errlen);
+        err = kw_delivery_round(wal, t, sink, wall_ms(), REPLAY_BATCH_BLOCKS, NULL, NULL,
+                                &st, errstr, errlen);
         r->batches_replayed += st.batches;
         r->blocks_replayed += st.blocks;
         r->records_replayed += st.records_delivered;

@@ -1237,6 +1237,7 @@ void kw_wal_stats(kw_wal_t *w, kw_wal_stats_t *s)
     s->first_lsn = (w->nsegs > 0 && w->segs[0].last_lsn >= w->segs[0].first_lsn)
                        ? w->segs[0].first_lsn : 0;
     s->durable_lsn = w->durable_lsn;
+    s->next_lsn = w->next_lsn;
     s->replicas_healthy = healthy_count(w);
     pthread_mutex_unlock(&w->mu);
 }

@@ -211,6 +211,7 @@ typedef struct kw_wal_stats {
     uint64_t read_fallbacks;   /* reads served by another replica after a bad checksum */
     uint64_t first_lsn;        /* oldest LSN still in the log, 0 if empty */
     uint64_t durable_lsn;      /* highest acknowledged LSN */
+    uint64_t next_lsn;         /* an append that starts now gets at least this LSN */
     int      replicas_healthy;
 } kw_wal_stats_t;
 

@@ -165,8 +165,10 @@ mkdir -p "$d"
 fault_conf "$d" g-fb fb
 timeout 120 "$LG" --brokers "$BS" --topic fb --records "$CRASH_NREC" --size 100 \
     --manifest "$d/m" >"$d/lg.out" 2>"$d/lg.err" || { cat "$d/lg.err"; fail "fb: kwal-loadgen"; }
+# one receiver, so one pipeline: exactly 10 blocks are in the WAL when it
+# dies at the 10th commit
 crash_run "$d" "$d/run1.log" pipeline.committed:10 -X batch.interval.ms=60000 \
-    -X wal.segment.bytes=4K
+    -X wal.segment.bytes=4K -X receivers=1
 expect 0 "fb: kwal wal ls after the crash" "$KW" wal ls $(wal_dirs "$d")
 has "$OUT" ", 10 records (LSN 1..10)" "fb: the WAL holds the 10 blocks"
 has "$OUT" "total: 10 segments" "fb: one segment per block"
@@ -196,7 +198,7 @@ all_corrupt() {
     timeout 120 "$LG" --brokers "$BS" --topic "$topic" --records "$CRASH_NREC" --size 100 \
         --manifest "$d/m" >"$d/lg.out" 2>"$d/lg.err" || { cat "$d/lg.err"; fail "$topic: kwal-loadgen"; }
     crash_run "$d" "$d/run1.log" pipeline.committed:10 -X batch.interval.ms=60000 \
-        -X wal.segment.bytes=4K
+        -X wal.segment.bytes=4K -X receivers=1
     expect 0 "$topic: kwal wal ls after the crash" "$KW" wal ls $(wal_dirs "$d")
     has "$OUT" "total: 10 segments, 10 records (LSN 1..10)" "$topic: 10 blocks, one segment each"
     # what the block holds, as the tracker says ("t/p offsets a..b")

@@ -25,6 +25,8 @@
 #include <sqlite3.h>
 
 #include "blockgen.h"
+#include "delivery.h"
+#include "sink.h"
 #include "kw_conf.h"
 #include "recovery.h"
 #include "test_util.h"
@@ -326,6 +328,47 @@ static void test_corrupt_last_everywhere(void **state)
     }
 }
 
+static uint64_t limit_two(void *opaque)
+{
+    (void)opaque;
+    return 2;           /* an append in flight got LSN 2 or more */
+}
+
+/* Delivery's WAL cleanup stays below the limit its caller gives (appends
+ * the tracker does not know yet, invariant 1), asked after the tracker. */
+static void test_cleanup_limit(void **state)
+{
+    rstate_t *s = *state;
+    kw_delivery_stats_t st;
+    kw_tracker_t *t = NULL;
+    kw_sink_t *sink = NULL;
+    kw_wal_t *w = NULL;
+    char err[1024], spec[1200];
+
+    s->wo.segment_bytes = 4096;         /* several segments */
+    append_blocks(s, 40, 1);
+    long before = test_count_files(s->wal[0], ".seg");
+    assert_true(before >= 4);
+    assert_int_equal(kw_wal_open(&s->wo, &w, NULL, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_tracker_open(s->tracker, &t, err, sizeof(err)), KW_OK);
+    test_path(spec, sizeof(spec), "sqlite:%s", s->db);
+    assert_int_equal(kw_sink_open(spec, &sink, err, sizeof(err)), KW_OK);
+    memset(&st, 0, sizeof(st));
+    assert_int_equal(kw_delivery_round(w, t, sink, 1, 0, limit_two, NULL, &st, err,
+                                       sizeof(err)), KW_OK);
+    assert_int_equal(st.blocks, 40);
+    /* only the segment(s) wholly below LSN 2 may go */
+    assert_true(test_count_files(s->wal[0], ".seg") >= before - 1);
+    assert_int_equal(kw_wal_read_lsn(w, 2, &(kw_wal_record_t){ 0 }, err, sizeof(err)),
+                     KW_OK);
+    /* without a limit the next round cleans everything processed */
+    assert_int_equal(kw_delivery_round(w, t, sink, 2, 0, NULL, NULL, &st, err,
+                                       sizeof(err)), KW_OK);
+    kw_sink_close(sink);
+    kw_tracker_close(t);
+    kw_wal_close(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -335,6 +378,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_replica_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_last_everywhere, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cleanup_limit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
