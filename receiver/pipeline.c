@@ -179,10 +179,8 @@ static int reopen_wal(kw_receiver_t *svc, const char *why)
 /* Steps 1-4 for one block of receiver c. 0, or -1 (fatal recorded). */
 static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b)
 {
-    size_t len, n = kw_block_range_count(b);
+    size_t len;
     const uint8_t *data = kw_block_data(b, &len);
-    kw_tracker_range_t ranges[n > 0 ? n : 1];
-    kw_tracker_block_t tb;
     kw_wal_pos_t pos;
     char errstr[512];
     uint32_t rid = kw_block_receiver_id(b);
@@ -222,22 +220,7 @@ static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b
     kw_crash(KW_CRASH_PIPELINE_WAL_ACKED);
 
     /* 2. track it */
-    memset(&tb, 0, sizeof(tb));
-    tb.pos = pos;
-    tb.receiver = rid;
-    tb.records = kw_block_record_count(b);
-    tb.bytes = len;
-    tb.created_ms = kw_block_created_ms(b);
-    for (size_t i = 0; i < n; i++) {
-        const kw_block_range_t *r = kw_block_range(b, i);
-
-        ranges[i].topic = r->topic;
-        ranges[i].partition = r->partition;
-        ranges[i].from_offset = r->offset_from;
-        ranges[i].until_offset = r->offset_until;
-    }
-    err = kw_tracker_insert_block(svc->tracker, &tb, ranges, n, NULL, errstr,
-                                  sizeof(errstr));
+    err = kw_tracker_insert_from_block(svc->tracker, b, &pos, len, errstr, sizeof(errstr));
     atomic_store(&c->inflight_floor, 0);    /* the tracker knows it now */
     if (err != KW_OK) {
         kw_rcv_fatal(svc, "tracker: %s", errstr);
@@ -264,7 +247,8 @@ static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b
         atomic_fetch_add(&svc->n.blocks_fenced, 1);
     }
     KW_LOG_D(PIPE_MOD, "block %u/%" PRIu64 ": lsn %" PRIu64 ", %u records, %zu bytes%s",
-             rid, kw_block_seq(b), pos.lsn, tb.records, len, rc ? " (fenced)" : "");
+             rid, kw_block_seq(b), pos.lsn, kw_block_record_count(b), len,
+             rc ? " (fenced)" : "");
     kw_rcv_mark_done(c, kw_block_seq(b));
     return 0;
 }

@@ -1050,3 +1050,33 @@ out:
     pthread_mutex_unlock(&t->mu);
     return err;
 }
+
+kw_err_t kw_tracker_insert_from_block(kw_tracker_t *t, const kw_block_t *b,
+                                      const kw_wal_pos_t *pos, size_t bytes,
+                                      char *errstr, size_t errlen)
+{
+    size_t n = kw_block_range_count(b);
+    kw_tracker_range_t *ranges = calloc(n > 0 ? n : 1, sizeof(*ranges));
+    kw_tracker_block_t tb;
+    kw_err_t err;
+
+    if (ranges == NULL)
+        return kw_seterr(errstr, errlen, KW_ENOMEM, "tracker %s: out of memory", t->path);
+    for (size_t i = 0; i < n; i++) {
+        const kw_block_range_t *r = kw_block_range(b, i);
+
+        ranges[i].topic = r->topic;
+        ranges[i].partition = r->partition;
+        ranges[i].from_offset = r->offset_from;
+        ranges[i].until_offset = r->offset_until;
+    }
+    memset(&tb, 0, sizeof(tb));
+    tb.pos = *pos;
+    tb.receiver = kw_block_receiver_id(b);
+    tb.records = kw_block_record_count(b);
+    tb.bytes = bytes;
+    tb.created_ms = kw_block_created_ms(b);
+    err = kw_tracker_insert_block(t, &tb, ranges, n, NULL, errstr, errlen);
+    free(ranges);
+    return err;
+}

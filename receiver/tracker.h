@@ -56,6 +56,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "blockgen.h"
 #include "kw_err.h"
 #include "wal.h"
 
@@ -126,6 +127,15 @@ const char *kw_tracker_path(const kw_tracker_t *t);
 kw_err_t kw_tracker_insert_block(kw_tracker_t *t, const kw_tracker_block_t *blk,
                                  const kw_tracker_range_t *ranges, size_t nranges,
                                  int *inserted, char *errstr, size_t errlen);
+
+/*
+ * kw_tracker_insert_block for block b (blockgen.h), which the WAL holds at
+ * pos: receiver, record count, creation time and ranges are b's; bytes is
+ * its encoded size. The pipeline and recovery's tracker rebuild use it.
+ */
+kw_err_t kw_tracker_insert_from_block(kw_tracker_t *t, const kw_block_t *b,
+                                      const kw_wal_pos_t *pos, size_t bytes,
+                                      char *errstr, size_t errlen);
 
 /*
  * The block's offsets are now in ZooKeeper: DURABLE -> COMMITTED. A block

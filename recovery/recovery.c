@@ -129,39 +129,15 @@ static kw_err_t open_tracker(const char *path, kw_tracker_t **t, kw_recovery_rep
 static kw_err_t register_block(kw_tracker_t *t, const kw_wal_record_t *rec,
                                char *errstr, size_t errlen)
 {
-    kw_tracker_range_t *ranges = NULL;
-    kw_tracker_block_t tb;
     kw_block_t *b = NULL;
     char why[512];
-    size_t n;
     kw_err_t err;
 
     err = kw_block_decode(rec->payload, rec->len, 0, &b, why, sizeof(why));
     if (err != KW_OK)
         return kw_seterr(errstr, errlen, err, "WAL record lsn %" PRIu64 " is not a "
                          "block kwal can read: %s", rec->pos.lsn, why);
-    n = kw_block_range_count(b);
-    ranges = calloc(n > 0 ? n : 1, sizeof(*ranges));
-    if (ranges == NULL) {
-        kw_block_destroy(b);
-        return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < n; i++) {
-        const kw_block_range_t *br = kw_block_range(b, i);
-
-        ranges[i].topic = br->topic;
-        ranges[i].partition = br->partition;
-        ranges[i].from_offset = br->offset_from;
-        ranges[i].until_offset = br->offset_until;
-    }
-    memset(&tb, 0, sizeof(tb));
-    tb.pos = rec->pos;
-    tb.receiver = kw_block_receiver_id(b);
-    tb.records = kw_block_record_count(b);
-    tb.bytes = rec->len;
-    tb.created_ms = kw_block_created_ms(b);
-    err = kw_tracker_insert_block(t, &tb, ranges, n, NULL, why, sizeof(why));
-    free(ranges);
+    err = kw_tracker_insert_from_block(t, b, &rec->pos, rec->len, why, sizeof(why));
     kw_block_destroy(b);
     if (err != KW_OK)
         return kw_seterr(errstr, errlen, err, "tracker: %s", why);

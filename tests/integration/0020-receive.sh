@@ -28,11 +28,6 @@ NAME=0020
 . "$SRC/tests/integration/lib.sh"
 . "$SRC/tests/integration/lib_receive.sh"
 
-showlog() {
-    echo "--- kwal log (tail):"
-    tail -n 40 "$1" 2>/dev/null
-}
-
 # --- ZooKeeper and the cluster ------------------------------------------------
 start_local rt:8 rt2:8 rt3:8
 
@@ -52,63 +47,6 @@ batch.interval.ms=500
 kafka.session.timeout.ms=6000
 kafka.heartbeat.interval.ms=500
 EOF
-}
-
-# stored DB WORKLOAD: what kwal-verify says is stored (empty while there is
-# no table yet). WORKLOAD: a manifest file, or a run id of 100,000 records
-# (kwal-loadgen writes its manifest only when it is done).
-stored() {
-    if [ -f "$2" ]; then
-        "$VF" --manifest "$2" --sqlite "$1" 2>/dev/null
-    else
-        "$VF" --expect 100000 --run-id "$2" --sqlite "$1" 2>/dev/null
-    fi | tail -n 1 | sed -n 's/.*stored=\([0-9]*\).*/\1/p'
-}
-
-# wait_stored DB MANIFEST N SECS LOG: until at least N stored (bounded).
-wait_stored() {
-    n=0 s=0
-    while :; do
-        s=$(stored "$1" "$2")
-        [ -n "$s" ] || s=0
-        [ "$s" -ge "$3" ] && return 0
-        n=$((n + 1))
-        [ "$n" -lt $(($4 * 2)) ] || { showlog "$5"; fail "only $s of $3 stored after $4 s"; }
-        kill -0 "$KWPID" 2>/dev/null || { showlog "$5"; fail "kwal receive died (stored $s)"; }
-        sleep 0.5
-    done
-}
-
-# stop_kwal LOG: SIGTERM, require exit 0 within 60 s.
-stop_kwal() {
-    kill -TERM "$KWPID"
-    n=0
-    while kill -0 "$KWPID" 2>/dev/null; do
-        n=$((n + 1))
-        [ "$n" -lt 600 ] || { showlog "$1"; fail "kwal receive did not stop within 60 s"; }
-        sleep 0.1
-    done
-    wait "$KWPID"
-    st=$?
-    KWPID=
-    [ "$st" -eq 0 ] || { showlog "$1"; fail "kwal receive exited $st after SIGTERM"; }
-    ok "kwal receive stopped on SIGTERM with exit 0"
-}
-
-# check_offsets DIR GROUP TOPIC TOTAL: ZooKeeper offset of each partition =
-# its end offset (max(offset)+1 in the sink), summing to TOTAL.
-check_offsets() {
-    sum=0
-    for p in 0 1 2 3 4 5 6 7; do
-        want=$(sqlite3 "$1/out.db" \
-            "SELECT COALESCE(MAX(offset)+1, 0) FROM records WHERE topic='$3' AND partition=$p")
-        got=$(timeout 30 "$ZKL" get --connect "$ZK" "/consumers/$2/offsets/$3/$p" 2>/dev/null)
-        [ -n "$got" ] || got=0
-        [ "$got" = "$want" ] || fail "ZooKeeper offset of $3/$p is '$got', end offset $want"
-        sum=$((sum + got))
-    done
-    [ "$sum" -eq "$4" ] || fail "ZooKeeper offsets of $3 sum to $sum, expected $4"
-    ok "ZooKeeper offsets of $3 = end offsets of all 8 partitions, sum $sum"
 }
 
 # --- bad configuration: clear one-line errors ---------------------------------

@@ -85,22 +85,6 @@ wait_rows() {
     done
 }
 
-# stop_kwal LOG: SIGTERM, require exit 0 within 60 s.
-stop_kwal() {
-    kill -TERM "$KWPID"
-    n=0
-    while kill -0 "$KWPID" 2>/dev/null; do
-        n=$((n + 1))
-        [ "$n" -lt 600 ] || { showlog "$1"; fail "kwal receive did not stop within 60 s"; }
-        sleep 0.1
-    done
-    wait "$KWPID"
-    st=$?
-    KWPID=
-    [ "$st" -eq 0 ] || { showlog "$1"; fail "kwal receive exited $st after SIGTERM"; }
-    ok "kwal receive stopped on SIGTERM with exit 0"
-}
-
 # --- 1,000 records stored, offset 1000 in ZooKeeper ---------------------------
 expect 0 "kwal-loadgen produces records 0..999" \
     timeout 120 "$LG" --brokers "$BS" --topic "$TOPIC" --records 1000 --size 1000 --run-id "$RUN"
