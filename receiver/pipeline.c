@@ -22,9 +22,12 @@
  * after its pipeline committed its last block, so each partition's offsets
  * move in order). The pipelines of different receivers append at the same
  * time and share the WAL's writes and fsyncs (group commit). A block between
- * its append and its tracker insert is not yet known to the tracker: its
- * thread publishes inflight_floor (the WAL's next LSN, read before the
- * append) and the batcher cleans the WAL below nothing above it.
+ * its append and its tracker insert is not yet known to the tracker, and one
+ * between its insert and kw_tracker_mark_committed must not be pruned from
+ * it (it may be delivered before ZooKeeper has its offsets): for that whole
+ * time its thread publishes inflight_floor (the WAL's next LSN, read before
+ * the append) and the batcher cleans the WAL and prunes the tracker below
+ * nothing above it.
  *
  * A fenced commit (the partition is no longer ours) writes nothing; the block
  * stays durable and is still delivered; the new owner reads from the offset
@@ -221,7 +224,6 @@ static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b
 
     /* 2. track it */
     err = kw_tracker_insert_from_block(svc->tracker, b, &pos, len, errstr, sizeof(errstr));
-    atomic_store(&c->inflight_floor, 0);    /* the tracker knows it now */
     if (err != KW_OK) {
         kw_rcv_fatal(svc, "tracker: %s", errstr);
         return -1;
@@ -249,6 +251,10 @@ static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b
     KW_LOG_D(PIPE_MOD, "block %u/%" PRIu64 ": lsn %" PRIu64 ", %u records, %zu bytes%s",
              rid, kw_block_seq(b), pos.lsn, kw_block_record_count(b), len,
              rc ? " (fenced)" : "");
+    /* only now: until the block is marked committed the batcher must not
+     * prune it from the tracker (it may be delivered and processed before
+     * its offsets are in ZooKeeper) */
+    atomic_store(&c->inflight_floor, 0);
     kw_rcv_mark_done(c, kw_block_seq(b));
     return 0;
 }

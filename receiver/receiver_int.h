@@ -65,9 +65,10 @@ typedef struct kw_rcv_consumer {
     kw_blockq_t *q;
     pthread_t    pipe_thread;
     int          pipe_started;
-    /* pipeline -> batcher: while a block is between its WAL append and its
-     * tracker insert, the lowest LSN it can get (0: none); the batcher
-     * cleans the WAL below nothing above it (invariant 1) */
+    /* pipeline -> batcher: from just before a block's WAL append until it
+     * is marked committed in the tracker, the lowest LSN it can get (0:
+     * none); the batcher cleans the WAL and prunes the tracker below nothing
+     * above it (invariant 1; see pipeline.c) */
     _Atomic uint64_t inflight_floor;
 
     /* shared with the pipeline, under mu */
