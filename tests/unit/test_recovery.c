@@ -359,8 +359,10 @@ static void test_cleanup_limit(void **state)
     assert_int_equal(st.blocks, 40);
     /* only the segment(s) wholly below LSN 2 may go */
     assert_true(test_count_files(s->wal[0], ".seg") >= before - 1);
-    assert_int_equal(kw_wal_read_lsn(w, 2, &(kw_wal_record_t){ 0 }, err, sizeof(err)),
-                     KW_OK);
+    kw_wal_record_t rec;
+    memset(&rec, 0, sizeof(rec));
+    assert_int_equal(kw_wal_read_lsn(w, 2, &rec, err, sizeof(err)), KW_OK);
+    kw_wal_record_clear(&rec);
     /* without a limit the next round cleans everything processed */
     assert_int_equal(kw_delivery_round(w, t, sink, 2, 0, NULL, NULL, &st, err,
                                        sizeof(err)), KW_OK);
