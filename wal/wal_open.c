@@ -655,11 +655,21 @@ static kw_err_t classify(kw_wal_t *w, kw__repscan_t *scans, kw_wal_open_report_t
             if (sp->torn && !w->opts.read_only && sp->expect <= w->opts.acked_lsn) {
                 /* acknowledged: on the quorum once, so not a torn write --
                  * unless this replica lagged and a peer has the records */
+                kw__spot_t probe = *sp;
                 int good = 0;
 
+                if (sp->kind == KW__SPOT_HEADER) {
+                    /* a segment this replica began but never wrote a header
+                     * to: a peer must hold the segment's records */
+                    probe.kind = KW__SPOT_RECORD;
+                    probe.offset = KW__SEG_HDR_SIZE;
+                    probe.expect = sg->first_lsn;
+                    probe.resume_off = UINT64_MAX;
+                    probe.resume_lsn = 0;
+                }
                 for (int q = 0; q < w->nrep && !good; q++)
-                    good = q != r && !w->rep[q].failed && sp->kind == KW__SPOT_RECORD &&
-                           peer_covers(w, q, sg->first_lsn, sp);
+                    good = q != r && !w->rep[q].failed && probe.kind == KW__SPOT_RECORD &&
+                           peer_covers(w, q, sg->first_lsn, &probe);
                 if (!good) {
                     rep->corrupt_lsn = sp->expect;
                     return kw_seterr(errstr, errlen, KW_ECORRUPT,
