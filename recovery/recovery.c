@@ -372,6 +372,11 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
             goto out;
         }
         wo.acked_lsn = c.max_lsn;
+        if (t != NULL && (err = kw_tracker_clean_below(t, &wo.needed_lsn, why,
+                                                       sizeof(why))) != KW_OK) {
+            kw_seterr(errstr, errlen, err, "tracker: %s", why);
+            goto out;
+        }
         err = kw_wal_open(&wo, &wal, &r->wal, why, sizeof(why));
     }
     if (err == KW_ECORRUPT && r->wal.corrupt_lsn != 0) {

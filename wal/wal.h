@@ -77,6 +77,11 @@ typedef struct kw_wal_options {
                                             * damage there is never cut as a torn tail
                                             * unless another replica has a good copy;
                                             * 0: not known */
+    uint64_t    needed_lsn;                /* every LSN below this one was delivered
+                                            * and may be cleaned: damage wholly below
+                                            * it is a torn tail even when acknowledged
+                                            * (e.g. a lagging replica's copy of a
+                                            * segment the others cleaned); 0: not known */
     const kw_wal_io_t *io;                 /* NULL: kw_wal_io_posix() */
 } kw_wal_options_t;
 

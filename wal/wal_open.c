@@ -637,6 +637,32 @@ static int truncate_segment(kw_wal_t *w, int r, uint64_t segment, uint64_t len)
     return rc;
 }
 
+/* 1 when cutting torn spot sp of replica r would cut an LSN that was
+ * acknowledged and is still needed: [needed_lsn, acked_lsn] meets the LSNs
+ * the cut covers. Segment boundaries are the same on every replica, so the
+ * next segment any replica holds bounds this one (a header spot's segment
+ * holds nothing readable to say where it ends). */
+static int cuts_acked(kw_wal_t *w, const kw__repscan_t *scans, int r, const kw__spot_t *sp)
+{
+    const kw__segscan_t *sg = &scans[r].segs[sp->seg];
+    uint64_t from = sp->kind == KW__SPOT_HEADER ? sg->first_lsn : sp->expect;
+    uint64_t to = UINT64_MAX;
+
+    for (int q = 0; q < w->nrep; q++) {
+        if (q != r && w->rep[q].failed)
+            continue;
+        for (size_t j = 0; j < scans[q].nsegs; j++)
+            if (scans[q].segs[j].first_lsn > sg->first_lsn &&
+                scans[q].segs[j].first_lsn - 1 < to)
+                to = scans[q].segs[j].first_lsn - 1;
+    }
+    if (from < w->opts.needed_lsn)
+        from = w->opts.needed_lsn;
+    if (to > w->opts.acked_lsn)
+        to = w->opts.acked_lsn;
+    return from <= to;
+}
+
 static kw_err_t classify(kw_wal_t *w, kw__repscan_t *scans, kw_wal_open_report_t *rep,
                          char *errstr, size_t errlen)
 {
@@ -652,7 +678,7 @@ static kw_err_t classify(kw_wal_t *w, kw__repscan_t *scans, kw_wal_open_report_t
             int covered = 0;
 
             kw__seg_name(sg->first_lsn, name, sizeof(name));
-            if (sp->torn && !w->opts.read_only && sp->expect <= w->opts.acked_lsn) {
+            if (sp->torn && !w->opts.read_only && cuts_acked(w, scans, r, sp)) {
                 /* acknowledged: on the quorum once, so not a torn write --
                  * unless this replica lagged and a peer has the records */
                 kw__spot_t probe = *sp;

@@ -328,6 +328,12 @@ static void test_corrupt_last_everywhere(void **state)
     }
 }
 
+static uint64_t limit_one(void *opaque)
+{
+    (void)opaque;
+    return 1;           /* an append in flight got LSN 1: clean nothing */
+}
+
 static uint64_t limit_two(void *opaque)
 {
     (void)opaque;
@@ -395,6 +401,95 @@ static void test_lagging_replica_torn_header(void **state)
     assert_int_equal(sink_rows(s), 6 * RECS_PER_BLOCK);
 }
 
+/* The state a crash in WAL cleanup leaves when replica 2 lagged far behind:
+ * replicas 0 and 1 deleted the first segment (names[0]); replica 2 never got
+ * past that segment's header. */
+static void crash_in_cleanup_lagging(rstate_t *s, char **names, size_t n)
+{
+    char seg[1200];
+
+    for (int i = 0; i < 2; i++) {
+        test_path(seg, sizeof(seg), "%s/%s", s->wal[i], names[0]);
+        assert_int_equal(unlink(seg), 0);
+    }
+    for (size_t k = 1; k < n; k++) {
+        test_path(seg, sizeof(seg), "%s/%s", s->wal[2], names[k]);
+        assert_int_equal(unlink(seg), 0);
+    }
+    test_path(seg, sizeof(seg), "%s/%s", s->wal[2], names[0]);
+    assert_int_equal(test_truncate_file(seg, 10), 0);
+}
+
+/* The process died during WAL cleanup while one replica lagged: the others
+ * had deleted the first segment, the lagging one still holds it with its
+ * header cut short. Every LSN in it was acknowledged, but all were delivered
+ * too (below the lowest LSN still needed), so it is a torn write and cut --
+ * the blocks still needed replay from the later segments (found by the chaos
+ * soak, trial 111 of seed 20261121). */
+static void test_cleanup_crash_lagging_replica(void **state)
+{
+    rstate_t *s = *state;
+    kw_delivery_stats_t st;
+    kw_recovery_report_t r;
+    kw_tracker_t *t = NULL;
+    kw_sink_t *sink = NULL;
+    kw_wal_t *w = NULL;
+    char err[1024], spec[1200];
+    char **names = NULL;
+    size_t n = 0;
+    uint64_t second;
+
+    s->wo.segment_bytes = 4096;         /* several segments */
+    append_blocks(s, 40, 1);
+    assert_int_equal(test_list_dir(s->wal[0], ".seg", &names, &n), 0);
+    assert_true(n >= 3);
+    second = strtoull(names[1], NULL, 10);
+    assert_true(second > 1 && second < 30);
+    /* deliver the blocks up to the second segment, clean nothing */
+    assert_int_equal(kw_wal_open(&s->wo, &w, NULL, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_tracker_open(s->tracker, &t, err, sizeof(err)), KW_OK);
+    test_path(spec, sizeof(spec), "sqlite:%s", s->db);
+    assert_int_equal(kw_sink_open(spec, &sink, err, sizeof(err)), KW_OK);
+    memset(&st, 0, sizeof(st));
+    assert_int_equal(kw_delivery_round(w, t, sink, 1, (size_t)second, limit_one, NULL,
+                                       &st, err, sizeof(err)), KW_OK);
+    assert_int_equal(st.blocks, second);
+    kw_sink_close(sink);
+    kw_tracker_close(t);
+    kw_wal_close(w);
+    crash_in_cleanup_lagging(s, names, n);
+    test_free_names(names, n);
+
+    if (recover(s, &r, err, sizeof(err)) != KW_OK)
+        fail_msg("recovery refused a cleaned segment's torn leftover: %s", err);
+    assert_int_equal(r.blocks_replayed, 40 - second);
+    assert_int_equal(sink_rows(s), 40 * RECS_PER_BLOCK);
+    assert_int_equal(test_count_files(s->wal[2], ".seg"), test_count_files(s->wal[0], ".seg"));
+}
+
+/* The same leftover, but its blocks were never delivered: every copy of
+ * acknowledged, needed records is gone, and recovery must say so. */
+static void test_torn_needed_segment_refused(void **state)
+{
+    rstate_t *s = *state;
+    kw_recovery_report_t r;
+    char err[1024];
+    char **names = NULL;
+    size_t n = 0;
+
+    s->wo.segment_bytes = 4096;
+    append_blocks(s, 40, 1);
+    assert_int_equal(test_list_dir(s->wal[0], ".seg", &names, &n), 0);
+    assert_true(n >= 3);
+    crash_in_cleanup_lagging(s, names, n);
+    test_free_names(names, n);
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_ECORRUPT);
+    assert_non_null(strstr(err, "lsn 1 "));
+    /* nothing was changed: no sink, the leftover still there */
+    assert_int_equal(access(s->db, F_OK), -1);
+    assert_int_equal(test_count_files(s->wal[2], ".seg"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +501,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_last_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cleanup_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lagging_replica_torn_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cleanup_crash_lagging_replica, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_needed_segment_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
