@@ -101,7 +101,8 @@ void kw_delivery_describe_block(kw_tracker_t *t, uint64_t lsn, char *buf, size_t
 
 /* Read, decode and collect the records of every block. */
 static kw_err_t load_blocks(kw_wal_t *wal, kw_tracker_t *t, const kw_tracker_blocks_t *list,
-                            batch_buf_t *bb, char *errstr, size_t errlen)
+                            batch_buf_t *bb, kw_delivery_stats_t *st,
+                            char *errstr, size_t errlen)
 {
     char why[512], ranges[1024];
 
@@ -118,6 +119,29 @@ static kw_err_t load_blocks(kw_wal_t *wal, kw_tracker_t *t, const kw_tracker_blo
 
         memset(&rec, 0, sizeof(rec));
         err = kw_wal_read(wal, &list->v[i].pos, &rec, why, sizeof(why));
+        if (err == KW_ECORRUPT) {
+            /* a block given up inside a longer damaged span has a LOST
+             * placeholder, but no longer at its old position: look it up */
+            char why2[512];
+
+            if (kw_wal_read_lsn(wal, lsn, &rec, why2, sizeof(why2)) == KW_OK &&
+                (rec.flags & KW_WAL_LOST))
+                err = KW_OK;
+            else
+                kw_wal_record_clear(&rec);
+        }
+        if (err == KW_OK && (rec.flags & KW_WAL_LOST)) {
+            /* given up at WAL open on the user's explicit request: it goes
+             * through the batch empty and ends PROCESSED, and it is said once */
+            kw_delivery_describe_block(t, lsn, ranges, sizeof(ranges));
+            KW_LOG_E(MOD, "block lsn %" PRIu64 " was given up (corrupt on every WAL "
+                     "replica): %s lost (%" PRIu32 " records)", lsn, ranges,
+                     list->v[i].records);
+            st->blocks_lost++;
+            st->records_lost += list->v[i].records;
+            kw_wal_record_clear(&rec);
+            continue;
+        }
         if (err == KW_OK) {
             err = kw_block_decode(rec.payload, rec.len, 0, &b, why, sizeof(why));
             kw_wal_record_clear(&rec);
@@ -160,7 +184,7 @@ static kw_err_t deliver(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink, uint64_
     kw_err_t err;
 
     memset(&bb, 0, sizeof(bb));
-    err = load_blocks(wal, t, list, &bb, errstr, errlen);
+    err = load_blocks(wal, t, list, &bb, st, errstr, errlen);
     if (err != KW_OK) {
         batch_buf_free(&bb);
         return err;

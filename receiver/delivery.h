@@ -42,6 +42,8 @@ typedef struct kw_delivery_stats {
     uint64_t records_stored;
     uint64_t duplicates_delivered;  /* invariant 3: counted, never hidden */
     uint64_t segments_cleaned;
+    uint64_t blocks_lost;           /* LOST placeholders met (kw_wal_options_t.skip_lost) */
+    uint64_t records_lost;          /* the records the tracker says they held */
 } kw_delivery_stats_t;
 
 /*

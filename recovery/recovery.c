@@ -168,7 +168,12 @@ static kw_err_t reconcile_tracker(kw_wal_t *wal, kw_tracker_t *t, int fresh,
         return kw_seterr(errstr, errlen, err, "WAL: %s", why);
     memset(&rec, 0, sizeof(rec));
     while ((err = kw_wal_iter_next(it, &rec, why, sizeof(why))) == KW_OK) {
-        if (rec.pos.lsn > c.max_lsn) {
+        if (rec.pos.lsn > c.max_lsn && (rec.flags & KW_WAL_LOST)) {
+            KW_LOG_E(MOD, "WAL block lsn %" PRIu64 " was given up before the tracker "
+                     "registered it: the Kafka records it held are lost and cannot "
+                     "be named", rec.pos.lsn);
+            r->blocks_lost_untracked++;
+        } else if (rec.pos.lsn > c.max_lsn) {
             err = register_block(t, &rec, errstr, errlen);
             if (err != KW_OK)
                 break;
@@ -220,6 +225,8 @@ static kw_err_t replay(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
         r->records_stored += st.records_stored;
         r->duplicates_delivered += st.duplicates_delivered;
         r->segments_cleaned += st.segments_cleaned;
+        r->blocks_lost += st.blocks_lost;
+        r->records_lost += st.records_lost;
         p.blocks_done += st.blocks;
         p.records_done += st.records_delivered;
         if (st.blocks > 0) {
@@ -372,6 +379,7 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
             goto out;
         }
         wo.acked_lsn = c.max_lsn;
+        wo.skip_lost = o->skip_corrupt;
         if (t != NULL && (err = kw_tracker_clean_below(t, &wo.needed_lsn, why,
                                                        sizeof(why))) != KW_OK) {
             kw_seterr(errstr, errlen, err, "tracker: %s", why);
@@ -386,14 +394,20 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
         if (t != NULL)
             kw_delivery_describe_block(t, r->wal.corrupt_lsn, ranges, sizeof(ranges));
         kw_seterr(errstr, errlen, err, "WAL block lsn %" PRIu64 " is corrupt on every "
-                  "replica; it holds %s. Nothing was changed. %s", r->wal.corrupt_lsn,
-                  ranges, why);
+                  "replica; it holds %s. %s. %s", r->wal.corrupt_lsn, ranges,
+                  o->skip_corrupt ? "It cannot be given up"
+                  : "Nothing was changed; --skip-corrupt gives such blocks up (their "
+                    "records are then lost, and logged)", why);
         goto out;
     }
     if (err != KW_OK) {
         kw_seterr(errstr, errlen, err, "WAL: %s", why);
         goto out;
     }
+    for (int i = 0; i < r->wal.nlost; i++)
+        KW_LOG_W(MOD, "WAL LSN %" PRIu64 "..%" PRIu64 " given up (--skip-corrupt); replay "
+                 "names the Kafka ranges of each block still to deliver",
+                 r->wal.lost[i].from, r->wal.lost[i].to);
     /* 2 */
     if (t == NULL && (err = open_tracker(path, &t, r, errstr, errlen)) != KW_OK)
         goto out;
@@ -426,12 +440,14 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
              " torn tails cut); %" PRIu64 " blocks registered in the tracker; %" PRIu64
              " blocks (%" PRIu64 " records) replayed in %" PRIu64 " batches, %" PRIu64
              " stored, %" PRIu64 " duplicate deliveries; %" PRIu64 " of %" PRIu64
-             " ZooKeeper offsets moved forward%s", r->elapsed_ms,
+             " ZooKeeper offsets moved forward%s; %" PRIu64 " blocks (%" PRIu64
+             " records) lost, %" PRIu64 " more not tracked", r->elapsed_ms,
              o->classic ? " (classic: no ZooKeeper repair)" : "", r->wal.records,
              r->wal.torn_tails, r->blocks_registered, r->blocks_replayed,
              r->records_replayed, r->batches_replayed, r->records_stored,
              r->duplicates_delivered, r->partitions_moved, r->partitions_checked,
-             r->partitions_held > 0 ? " (some held by other instances)" : "");
+             r->partitions_held > 0 ? " (some held by other instances)" : "",
+             r->blocks_lost, r->records_lost, r->blocks_lost_untracked);
 
 out:
     kw_sink_close(sink);

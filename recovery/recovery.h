@@ -48,7 +48,13 @@
  *
  * A block that must be replayed but cannot be read (bad on every replica)
  * stops recovery with KW_ECORRUPT: errstr names its LSN and the Kafka offset
- * ranges it holds.
+ * ranges it holds. Only with skip_corrupt (`--skip-corrupt`, the user's
+ * explicit choice) is it given up instead: the WAL replaces it with a LOST
+ * placeholder (wal_opts.skip_lost), and replay logs at ERROR the Kafka
+ * ranges each lost block held and counts them (blocks_lost, records_lost).
+ * A lost block the tracker never registered cannot be named: it is logged
+ * and counted as blocks_lost_untracked. ZooKeeper moves past lost ranges
+ * like past delivered ones: they are not consumed again.
  *
  * Threads: one call at a time, from the program's main thread. Nothing else
  * may have the WAL, tracker or sink open (the WAL's lock refuses a second
@@ -76,6 +82,7 @@ typedef struct kw_recovery_options {
     const kw_conf_t        *conf;        /* receiver, zookeeper.* and sink keys */
     const kw_wal_options_t *wal_opts;
     int                     classic;     /* no ZooKeeper repair (Spark 1.2) */
+    int                     skip_corrupt; /* give up blocks bad on every replica */
     kw_recovery_progress_cb progress;    /* may be NULL; called after each batch */
     void                   *opaque;
 } kw_recovery_options_t;
@@ -92,6 +99,9 @@ typedef struct kw_recovery_report {
     uint64_t records_stored;
     uint64_t duplicates_delivered;
     uint64_t segments_cleaned;
+    uint64_t blocks_lost;           /* given up (skip_corrupt) and met in replay */
+    uint64_t records_lost;          /* the records the tracker says they held */
+    uint64_t blocks_lost_untracked; /* given up before the tracker knew them */
     uint64_t partitions_checked;    /* partitions the tracker knows */
     uint64_t partitions_moved;      /* ZooKeeper offsets moved forward */
     uint64_t partitions_held;       /* left alone: another instance owns them */

@@ -1,5 +1,6 @@
 /*
- * kwal_receive_cmd.c -- `kwal receive -c FILE [-X key=value]... [--classic]`:
+ * kwal_receive_cmd.c -- `kwal receive -c FILE [-X key=value]... [--classic]
+ *                       [--skip-corrupt]`:
  * receiver mode as a long-running service (receiver/receiver.h), and
  * `kwal recover` (recovery/recovery.h alone).
  *
@@ -45,16 +46,21 @@ static void print_receive_usage(FILE *out, int recover_only)
 {
     if (recover_only)
         fputs("Usage: kwal recover -c FILE [-X key=value]... [--classic]\n"
+              "       [--skip-corrupt]\n"
               "\n"
               "Recovery alone: open the WAL (torn tails cut, replicas reconciled),\n"
               "register in the tracker the blocks it lacks (rebuild it if it is\n"
               "missing or unreadable), replay every durable block the sink has not\n"
               "acknowledged, and move each partition's ZooKeeper offset forward to\n"
               "cover the blocks in the WAL (not with --classic). Consumes nothing.\n"
+              "A block that is corrupt on every WAL replica stops recovery with an\n"
+              "error naming its LSN and Kafka offset ranges; --skip-corrupt gives it\n"
+              "up instead: its records are lost, and each lost range is logged.\n"
               "group.id is required. Keys:\n"
               "\n", out);
     else
         fputs("Usage: kwal receive -c FILE [-X key=value]... [--classic]\n"
+              "       [--skip-corrupt]\n"
               "\n"
               "Receiver mode: first recovery (as kwal recover), then receiver threads\n"
               "consume topics in consumer group group.id, cut blocks, append them to\n"
@@ -63,6 +69,8 @@ static void print_receive_usage(FILE *out, int recover_only)
               "the pipeline, delivers the last batch and exits 0.\n"
               "--classic: recovery replays but does not repair ZooKeeper (Spark 1.2's\n"
               "reliable receiver, for comparison: records consumed again after a crash).\n"
+              "--skip-corrupt: recovery gives up blocks corrupt on every WAL replica\n"
+              "(see kwal recover --help) instead of stopping.\n"
               "group.id and topics are required. Keys:\n"
               "\n", out);
     kw_conf_print_help(out);
@@ -100,7 +108,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
 {
     const char *topic = recover_only ? "recover" : "receive";
     kw_recovery_options_t ropts;
-    int classic = 0, tty = isatty(STDERR_FILENO);
+    int classic = 0, skip_corrupt = 0, tty = isatty(STDERR_FILENO);
     const char **overrides = NULL;
     const char *path = NULL;
     kw_receiver_t *rcv = NULL;
@@ -127,6 +135,8 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
             goto cleanup;
         } else if (strcmp(a, "--classic") == 0) {
             classic = 1;
+        } else if (strcmp(a, "--skip-corrupt") == 0) {
+            skip_corrupt = 1;
         } else if ((r = kwal_conf_opt(argc, argv, &i, &path, overrides,
                                       &noverrides)) != 0) {
             if (r < 0) {
@@ -176,6 +186,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     ropts.conf = conf;
     ropts.wal_opts = &wopts;
     ropts.classic = classic;
+    ropts.skip_corrupt = skip_corrupt;
     ropts.progress = show_progress;
     ropts.opaque = &tty;
     err = kw_recovery_run(&ropts, NULL, errstr, sizeof(errstr));

@@ -393,7 +393,8 @@ static int cmd_dump(const wal_cmd_t *cmd, const kw_wal_options_t *opts, void *ar
         }
         printf("%20" PRIu64 "  %20" PRIu64 "  %12" PRIu64 "  %10" PRIu32 "  %5s  %10zu\n",
                rec.pos.lsn, rec.pos.segment, rec.pos.offset, rec.pos.size,
-               (rec.flags & KW_WAL_COMPRESS) ? "lz4" : "-", rec.len);
+               (rec.flags & KW_WAL_LOST) ? "LOST" : (rec.flags & KW_WAL_COMPRESS) ? "lz4" : "-",
+               rec.len);
         if (args->hex)
             print_hex(rec.payload, rec.len);
         kw_wal_record_clear(&rec);   /* wal.h: clear before reusing the struct */

@@ -871,6 +871,13 @@ void kw_wal_record_clear(kw_wal_record_t *rec)
 /* Decode a stored payload into rec (decompressing). 0 or -1. */
 static int fill_record(kw_wal_record_t *rec, const kw__rec_hdr_t *h, uint8_t *stored)
 {
+    if (h->type == KW__REC_TYPE_LOST) {
+        free(stored);
+        rec->payload = NULL;
+        rec->flags = KW_WAL_LOST;
+        rec->len = rec->cap = 0;
+        return 0;
+    }
     if (h->flags & KW__REC_FLAG_LZ4) {
         uint8_t *out = malloc(h->raw_length ? h->raw_length : 1);
         int n;
@@ -905,9 +912,11 @@ static kw_err_t read_at(kw_wal_t *w, uint64_t segment, uint64_t offset,
 {
     char name[KW__SEG_NAME_LEN + 1], path[4096], what[200] = "";
     char first_problem[400] = "";
-    int order[KW_WAL_MAX_REPLICAS], n = 0, bad = 0;
+    int order[KW_WAL_MAX_REPLICAS], n = 0, bad = 0, lost_at = -1;
+    kw__rec_hdr_t lost;
 
     kw__seg_name(segment, name, sizeof(name));
+    memset(&lost, 0, sizeof(lost));
     pthread_mutex_lock(&w->mu);
     for (int i = 0; i < w->nrep; i++)     /* replicas known to hold it first */
         if (!w->rep[i].failed && (w->opts.read_only || expect_lsn == 0 ||
@@ -939,6 +948,15 @@ static kw_err_t read_at(kw_wal_t *w, uint64_t segment, uint64_t offset,
             int rc = kw__read_record(w->io, r, fd, offset, UINT64_MAX, expect_lsn, &h,
                                      &stored, what, sizeof(what));
             w->io->close(w->io->ctx, r, fd);
+            if (rc == 0 && h.type == KW__REC_TYPE_LOST) {
+                /* given up here; another replica may still have the record */
+                free(stored);
+                if (lost_at < 0) {
+                    lost_at = r;
+                    lost = h;
+                }
+                continue;
+            }
             if (rc == 0) {
                 memset(rec, 0, sizeof(*rec));
                 if (fill_record(rec, &h, stored) < 0) {
@@ -966,6 +984,15 @@ static kw_err_t read_at(kw_wal_t *w, uint64_t segment, uint64_t offset,
         kw_log(missing ? KW_LOG_DEBUG : KW_LOG_WARN, MOD,
                "replica %d (%s) segment %s offset %" PRIu64 ": %s",
                r, w->rep[r].dir, name, offset, what);
+    }
+    if (lost_at >= 0) {
+        memset(rec, 0, sizeof(*rec));
+        (void)fill_record(rec, &lost, NULL);
+        rec->pos.lsn = lost.lsn;
+        rec->pos.segment = segment;
+        rec->pos.offset = offset;
+        rec->pos.size = KW__REC_HDR_SIZE + lost.length;
+        return KW_OK;
     }
     if (n == 0)
         return kw_seterr(errstr, errlen, KW_EQUORUM, "no healthy replica to read from");

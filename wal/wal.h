@@ -82,6 +82,12 @@ typedef struct kw_wal_options {
                                             * it is a torn tail even when acknowledged
                                             * (e.g. a lagging replica's copy of a
                                             * segment the others cleaned); 0: not known */
+    int         skip_lost;                 /* give up acknowledged records that no
+                                            * replica can serve instead of refusing
+                                            * (the user's explicit choice, e.g. `kwal
+                                            * recover --skip-corrupt`): each becomes a
+                                            * LOST placeholder (FORMAT.md), logged at
+                                            * ERROR and listed in the report */
     const kw_wal_io_t *io;                 /* NULL: kw_wal_io_posix() */
 } kw_wal_options_t;
 
@@ -111,6 +117,11 @@ typedef struct kw_wal_open_report {
     uint64_t reconciled_bytes;   /* bytes copied between replicas to align tails */
     uint64_t corrupt_lsn;        /* when open fails with KW_ECORRUPT: the LSN that
                                   * no replica can serve (0: not known) */
+    uint64_t lost_records;       /* LSNs given up by skip_lost in this open */
+    struct {
+        uint64_t from, to;       /* LSNs, inclusive */
+    } lost[8];                   /* the first ranges given up (nlost of them) */
+    int      nlost;
 } kw_wal_open_report_t;
 
 /*
@@ -129,6 +140,8 @@ kw_err_t kw_wal_open(const kw_wal_options_t *opts, kw_wal_t **wal,
 void kw_wal_close(kw_wal_t *wal);
 
 #define KW_WAL_COMPRESS  0x1u   /* LZ4-compress the payload (kept raw if that does not shrink it) */
+#define KW_WAL_LOST      0x2u   /* read back only: a placeholder for a record that was
+                                 * given up (kw_wal_options_t.skip_lost); no payload */
 
 /*
  * Append one payload and wait until it is durable on the write quorum. On
@@ -159,7 +172,8 @@ void kw_wal_record_clear(kw_wal_record_t *rec);
  * Read the record at pos (as returned by append), verifying its checksum. A
  * mismatch on one replica is logged and the read is served from another
  * (counted in kw_wal_stats_t.read_fallbacks); a record bad on every replica
- * gives KW_ECORRUPT. Only pos->segment and pos->offset are needed; pos->lsn,
+ * gives KW_ECORRUPT. A LOST placeholder is returned (KW_OK, flags
+ * KW_WAL_LOST, len 0) only when no replica has the record itself. Only pos->segment and pos->offset are needed; pos->lsn,
  * when non-zero, must match.
  */
 kw_err_t kw_wal_read(kw_wal_t *wal, const kw_wal_pos_t *pos,

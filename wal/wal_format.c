@@ -63,7 +63,7 @@ void kw__rec_hdr_encode(kw__rec_hdr_t *h, uint64_t payload_hash,
 {
     kw_put32(out + 0, KW__REC_MAGIC);
     out[4] = KW__REC_VERSION;
-    out[5] = KW__REC_TYPE_DATA;
+    out[5] = (uint8_t)(h->type ? h->type : KW__REC_TYPE_DATA);
     kw_put16(out + 6, (uint16_t)h->flags);
     kw_put32(out + 8, h->length);
     kw_put32(out + 12, h->raw_length);
@@ -74,13 +74,16 @@ void kw__rec_hdr_encode(kw__rec_hdr_t *h, uint64_t payload_hash,
 
 int kw__rec_hdr_decode(const uint8_t in[KW__REC_HDR_SIZE], kw__rec_hdr_t *h)
 {
+    h->type = in[5];
     h->flags = kw_get16(in + 6);
     h->length = kw_get32(in + 8);
     h->raw_length = kw_get32(in + 12);
     h->lsn = kw_get64(in + 16);
     h->checksum = kw_get64(in + 24);
     if (kw_get32(in) != KW__REC_MAGIC || in[4] != KW__REC_VERSION ||
-        in[5] != KW__REC_TYPE_DATA || (h->flags & ~KW__REC_FLAGS_KNOWN) != 0 ||
+        (h->type != KW__REC_TYPE_DATA && h->type != KW__REC_TYPE_LOST) ||
+        (h->flags & ~KW__REC_FLAGS_KNOWN) != 0 ||
+        (h->type == KW__REC_TYPE_LOST && (h->flags & KW__REC_FLAG_LZ4) != 0) ||
         h->length > KW_WAL_MAX_RECORD || h->raw_length > KW_WAL_MAX_RECORD ||
         h->lsn == 0)
         return -1;

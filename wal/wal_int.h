@@ -19,6 +19,7 @@
 #define KW__REC_MAGIC          0x3152574Bu     /* "KWR1" as bytes */
 #define KW__REC_VERSION        1
 #define KW__REC_TYPE_DATA      1
+#define KW__REC_TYPE_LOST      2   /* placeholder for a record given up (skip_lost) */
 #define KW__REC_HDR_SIZE       32
 #define KW__REC_FLAG_LZ4       0x1u
 #define KW__REC_FLAG_BATCH_END 0x2u
@@ -33,6 +34,7 @@ typedef struct kw__seg_hdr {
 } kw__seg_hdr_t;
 
 typedef struct kw__rec_hdr {
+    unsigned type;          /* KW__REC_TYPE_*; 0 is written as DATA */
     unsigned flags;
     uint32_t length;        /* stored payload bytes */
     uint32_t raw_length;    /* after decompression */

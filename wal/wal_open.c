@@ -637,25 +637,155 @@ static int truncate_segment(kw_wal_t *w, int r, uint64_t segment, uint64_t len)
     return rc;
 }
 
+/* ---- skip_lost: LOST placeholders ---- */
+
+/* Write LOST placeholders for LSNs [from, to] at offset off of replica r's
+ * segment. span > 0: they fill exactly span bytes (the last one takes the
+ * slack), so every later record stays where it is; span 0: the segment is
+ * cut at off and the placeholders (header only) end it. The bytes depend
+ * only on the arguments, so replicas damaged alike get identical copies.
+ * Returns the bytes written, or -1 with errno set. */
+static int64_t write_lost(kw_wal_t *w, int r, uint64_t segment, uint64_t off,
+                          uint64_t span, uint64_t from, uint64_t to)
+{
+    char path[4096], name[KW__SEG_NAME_LEN + 1];
+    uint64_t n = to - from + 1, total = span ? span : n * KW__REC_HDR_SIZE, p = 0;
+    uint8_t *buf;
+    int fd, rc = -1, saved;
+
+    if (to < from || total < n * KW__REC_HDR_SIZE ||
+        total - n * KW__REC_HDR_SIZE > KW_WAL_MAX_RECORD) {
+        errno = EINVAL;
+        return -1;
+    }
+    if ((buf = calloc(1, total)) == NULL)
+        return -1;
+    for (uint64_t lsn = from; lsn <= to; lsn++) {
+        kw__rec_hdr_t h;
+
+        memset(&h, 0, sizeof(h));
+        h.type = KW__REC_TYPE_LOST;
+        h.lsn = lsn;
+        h.length = h.raw_length = (uint32_t)(lsn == to ? total - p - KW__REC_HDR_SIZE : 0);
+        h.flags = span == 0 && lsn == to ? KW__REC_FLAG_BATCH_END : 0;
+        kw__rec_hdr_encode(&h, kw__payload_hash(buf + p + KW__REC_HDR_SIZE, h.length),
+                           buf + p);
+        p += KW__REC_HDR_SIZE + h.length;
+    }
+    kw__seg_name(segment, name, sizeof(name));
+    snprintf(path, sizeof(path), "%s/%s", w->rep[r].dir, name);
+    fd = w->io->open(w->io->ctx, r, path, O_WRONLY, 0);
+    if (fd >= 0) {
+        rc = span == 0 ? w->io->ftruncate(w->io->ctx, r, fd, (off_t)off) : 0;
+        if (rc == 0)
+            rc = kw__pwrite_full(w->io, r, fd, buf, total, (off_t)off);
+        if (rc == 0)
+            rc = w->io->fdatasync(w->io->ctx, r, fd);
+        saved = errno;
+        w->io->close(w->io->ctx, r, fd);
+        errno = saved;
+    }
+    saved = errno;
+    free(buf);
+    errno = saved;
+    return rc == 0 ? (int64_t)total : -1;
+}
+
+/* Note LSNs [from, to] as given up in the report (replicas damaged alike
+ * give up the same LSNs: counted once). */
+static void report_lost(kw_wal_open_report_t *rep, uint64_t from, uint64_t to)
+{
+    for (int i = 0; i < rep->nlost; i++)
+        if (from <= rep->lost[i].to + 1 && to + 1 >= rep->lost[i].from) {
+            uint64_t nf = from < rep->lost[i].from ? from : rep->lost[i].from;
+            uint64_t nt = to > rep->lost[i].to ? to : rep->lost[i].to;
+
+            rep->lost_records += (nt - nf) - (rep->lost[i].to - rep->lost[i].from);
+            rep->lost[i].from = nf;
+            rep->lost[i].to = nt;
+            return;
+        }
+    if (rep->nlost < (int)(sizeof(rep->lost) / sizeof(rep->lost[0]))) {
+        rep->lost[rep->nlost].from = from;
+        rep->lost[rep->nlost].to = to;
+        rep->nlost++;
+    }
+    rep->lost_records += to - from + 1;
+}
+
+/*
+ * Give up LSNs [sp->expect, to] that no replica can serve on replica r
+ * (skip_lost): placeholders over the spot -- exactly its span when a valid
+ * record follows it, else in place of the rest of the segment. 0 when done
+ * (the scan is updated to match), -1 when the spot cannot be given up that
+ * way (errstr says why).
+ */
+static int give_up(kw_wal_t *w, kw__repscan_t *s, int r, const kw__spot_t *sp, uint64_t to,
+                   kw_wal_open_report_t *rep, char *errstr, size_t errlen)
+{
+    kw__segscan_t *sg = &s->segs[sp->seg];
+    uint64_t span = sp->resume_lsn != 0 ? sp->resume_off - sp->offset : 0;
+    char name[KW__SEG_NAME_LEN + 1];
+    int64_t wrote;
+
+    kw__seg_name(sg->first_lsn, name, sizeof(name));
+    if (sp->kind != KW__SPOT_RECORD || to < sp->expect) {
+        kw_seterr(errstr, errlen, KW_ECORRUPT, "replica %d (%s) segment %s offset %"
+                  PRIu64 ": %s; cannot be given up (only damaged records can, not a "
+                  "lost segment header or missing LSNs)", r, w->rep[r].dir, name,
+                  sp->offset, sp->what);
+        return -1;
+    }
+    wrote = write_lost(w, r, sg->first_lsn, sp->offset, span, sp->expect, to);
+    if (wrote < 0) {
+        kw_seterr(errstr, errlen, KW_EIO, "replica %d (%s) segment %s offset %" PRIu64
+                  ": writing LOST placeholders for LSN %" PRIu64 "..%" PRIu64 ": %s",
+                  r, w->rep[r].dir, name, sp->offset, sp->expect, to, strerror(errno));
+        return -1;
+    }
+    KW_LOG_E(MOD, "replica %d (%s) segment %s offset %" PRIu64 ": %s; LSN %" PRIu64
+             "..%" PRIu64 " given up as asked (skip): replaced by LOST placeholders",
+             r, w->rep[r].dir, name, sp->offset, sp->what, sp->expect, to);
+    report_lost(rep, sp->expect, to);
+    s->records += to - sp->expect + 1;
+    if (span == 0) {
+        sg->file_bytes = sg->valid_bytes = sp->offset + (uint64_t)wrote;
+        sg->last_lsn = to;
+        for (size_t j = s->nsegs; j-- > 0;)
+            if (s->segs[j].file_bytes > KW__SEG_HDR_SIZE &&
+                s->segs[j].last_lsn >= s->segs[j].first_lsn) {
+                s->last_lsn = s->segs[j].last_lsn;
+                break;
+            }
+    }
+    return 0;
+}
+
 /* 1 when cutting torn spot sp of replica r would cut an LSN that was
  * acknowledged and is still needed: [needed_lsn, acked_lsn] meets the LSNs
  * the cut covers. Segment boundaries are the same on every replica, so the
  * next segment any replica holds bounds this one (a header spot's segment
  * holds nothing readable to say where it ends). */
-static int cuts_acked(kw_wal_t *w, const kw__repscan_t *scans, int r, const kw__spot_t *sp)
+static uint64_t seg_end(kw_wal_t *w, const kw__repscan_t *scans, int r, uint64_t first)
 {
-    const kw__segscan_t *sg = &scans[r].segs[sp->seg];
-    uint64_t from = sp->kind == KW__SPOT_HEADER ? sg->first_lsn : sp->expect;
     uint64_t to = UINT64_MAX;
 
     for (int q = 0; q < w->nrep; q++) {
         if (q != r && w->rep[q].failed)
             continue;
         for (size_t j = 0; j < scans[q].nsegs; j++)
-            if (scans[q].segs[j].first_lsn > sg->first_lsn &&
-                scans[q].segs[j].first_lsn - 1 < to)
+            if (scans[q].segs[j].first_lsn > first && scans[q].segs[j].first_lsn - 1 < to)
                 to = scans[q].segs[j].first_lsn - 1;
     }
+    return to;
+}
+
+static int cuts_acked(kw_wal_t *w, const kw__repscan_t *scans, int r, const kw__spot_t *sp)
+{
+    const kw__segscan_t *sg = &scans[r].segs[sp->seg];
+    uint64_t from = sp->kind == KW__SPOT_HEADER ? sg->first_lsn : sp->expect;
+    uint64_t to = seg_end(w, scans, r, sg->first_lsn);
+
     if (from < w->opts.needed_lsn)
         from = w->opts.needed_lsn;
     if (to > w->opts.acked_lsn)
@@ -696,6 +826,16 @@ static kw_err_t classify(kw_wal_t *w, kw__repscan_t *scans, kw_wal_open_report_t
                 for (int q = 0; q < w->nrep && !good; q++)
                     good = q != r && !w->rep[q].failed && probe.kind == KW__SPOT_RECORD &&
                            peer_covers(w, q, sg->first_lsn, &probe);
+                if (!good && w->opts.skip_lost) {
+                    uint64_t to = seg_end(w, scans, r, sg->first_lsn);
+
+                    if (give_up(w, s, r, sp, to < w->opts.acked_lsn ? to : w->opts.acked_lsn,
+                                rep, errstr, errlen) < 0) {
+                        rep->corrupt_lsn = sp->expect;
+                        return KW_ECORRUPT;
+                    }
+                    break;      /* the placeholders end the replica's log */
+                }
                 if (!good) {
                     rep->corrupt_lsn = sp->expect;
                     return kw_seterr(errstr, errlen, KW_ECORRUPT,
@@ -770,6 +910,18 @@ static kw_err_t classify(kw_wal_t *w, kw__repscan_t *scans, kw_wal_open_report_t
             if (w->opts.read_only) {
                 KW_LOG_E(MOD, "replica %d (%s) segment %s offset %" PRIu64 ": %s",
                          r, w->rep[r].dir, name, sp->offset, sp->what);
+                continue;
+            }
+            if (w->opts.skip_lost) {
+                /* up to the next valid record, or the end of the segment */
+                uint64_t to = sp->resume_lsn != 0 ? sp->resume_lsn - 1
+                              : sp->seg + 1 < s->nsegs ? s->segs[sp->seg + 1].first_lsn - 1
+                              : 0;
+
+                if (give_up(w, s, r, sp, to, rep, errstr, errlen) < 0) {
+                    rep->corrupt_lsn = sp->expect;
+                    return KW_ECORRUPT;
+                }
                 continue;
             }
             rep->corrupt_lsn = sp->expect;

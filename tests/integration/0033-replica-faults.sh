@@ -31,7 +31,10 @@
 #      holds (read from the tracker); ZooKeeper must not move, the WAL's
 #      files must stay as they were (nothing of an acknowledged block cut),
 #      and the sink may only get the blocks below the bad one, once. These
-#      checks report every failure and the test fails at the end.
+#      checks report every failure and the test fails at the end. Then
+#      `kwal recover --skip-corrupt` must give the block up: exactly its
+#      records missing, each of its ranges logged as lost, ZooKeeper past
+#      it, the WAL verified clean.
 #   d. Two replicas out of three fail mid-run (writes to replicas 1 and 2,
 #      EIO): the WAL is below its write quorum. kwal must log that it pauses,
 #      keep running, and for 5 s the ZooKeeper offsets must not move and
@@ -216,7 +219,46 @@ all_corrupt() {
     z0=$(zk_offsets "g-$topic" "$topic")
     check_stop receive
     check_stop recover
+    skip_corrupt
     ok "$topic: $(($(date +%s) - t0)) s"
+}
+
+# skip_corrupt: `kwal recover --skip-corrupt` (the user's explicit choice)
+# must give block $lsn up and finish: exit 0, one ERROR line per Kafka range
+# of the block saying it is lost; after kwal receive consumed the rest, the
+# sink holds every record but exactly the block's (none of its offsets,
+# nothing twice), ZooKeeper is past it (the offsets sum to everything
+# produced) and `kwal wal verify` is clean. A second plain `kwal recover`
+# succeeds.
+skip_corrupt() {
+    lost=$(sqlite3 "$d/w0/tracker.db" "SELECT records FROM blocks WHERE lsn = $lsn")
+    sqlite3 -separator ' ' "$d/w0/tracker.db" "SELECT partition, from_offset, until_offset FROM block_ranges WHERE lsn = $lsn" >"$d/lost_ranges"
+    expect 0 "$topic: kwal recover --skip-corrupt" timeout 120 "$KW" recover -c "$d/k.conf" --skip-corrupt
+    echo "$ranges" | while IFS= read -r rg; do
+        grep -q "ERROR delivery: block lsn $lsn was given up .*$rg.* lost" "$ERR" ||
+            { echo "FAIL: $topic: --skip-corrupt did not log '$rg' as lost"; exit 1; }
+    done || { tail -n 20 "$ERR"; fail "$topic: lost ranges not logged"; }
+    ok "$topic: --skip-corrupt: $(grep "ERROR delivery: block lsn $lsn" "$ERR" | head -n 1 | sed 's/^[^ ]* //')"
+    # then the service consumes the rest
+    "$KW" receive -c "$d/k.conf" >"$d/kwal.out" 2>"$d/skip.log" &
+    KWPID=$!
+    wait_stored "$d/out.db" "$d/m" $((CRASH_NREC - lost)) 120 "$d/skip.log"
+    stop_kwal "$d/skip.log"
+    summary=$("$VF" --manifest "$d/m" --sqlite "$d/out.db" 2>/dev/null | tail -n 1)
+    case "$summary" in
+    "expected=$CRASH_NREC stored=$((CRASH_NREC - lost)) missing=$lost duplicates=0 duplicate_offsets=0 corrupt=0"*) ;;
+    *) fail "$topic: after --skip-corrupt (block of $lost records lost) the sink holds: $summary" ;;
+    esac
+    while read -r lp lf lu; do
+        n=$(sqlite3 "$d/out.db" "SELECT count(*) FROM records WHERE topic = '$topic' AND partition = $lp AND offset >= $lf AND offset < $lu")
+        [ "$n" -eq 0 ] || fail "$topic: $n records of the lost range $lp:$lf..$lu are in the sink"
+    done <"$d/lost_ranges"
+    zs=0
+    for zv in $(zk_offsets "g-$topic" "$topic"); do zs=$((zs + zv)); done
+    [ "$zs" -eq "$CRASH_NREC" ] || fail "$topic: ZooKeeper offsets sum to $zs after --skip-corrupt, expected $CRASH_NREC"
+    ok "$topic: $summary; ZooKeeper offsets sum to $zs"
+    expect 0 "$topic: kwal wal verify after --skip-corrupt" "$KW" wal verify $(wal_dirs "$d")
+    expect 0 "$topic: kwal recover again, without the flag" timeout 120 "$KW" recover -c "$d/k.conf"
 }
 
 # check_stop CMD: CMD (kwal receive or recover) must fail, with its one-line

@@ -169,7 +169,27 @@ static int64_t sink_rows(rstate_t *s)
     return n;
 }
 
-static kw_err_t recover(rstate_t *s, kw_recovery_report_t *r, char *err, size_t len)
+/* Rows of partition p with offsets from..to in the sink. */
+static int64_t sink_range(rstate_t *s, int p, int64_t from, int64_t to)
+{
+    sqlite3 *h = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t n = -1;
+
+    if (sqlite3_open_v2(s->db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(h, "SELECT count(*) FROM records WHERE partition = ?1 AND "
+                              "offset BETWEEN ?2 AND ?3", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_bind_int(st, 1, p) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 2, from) == SQLITE_OK &&
+        sqlite3_bind_int64(st, 3, to) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return n;
+}
+
+static kw_err_t recover_with(rstate_t *s, int skip_corrupt, kw_recovery_report_t *r,
+                             char *err, size_t len)
 {
     kw_recovery_options_t o;
 
@@ -177,7 +197,40 @@ static kw_err_t recover(rstate_t *s, kw_recovery_report_t *r, char *err, size_t 
     o.conf = s->conf;
     o.wal_opts = &s->wo;
     o.classic = 1;
+    o.skip_corrupt = skip_corrupt;
     return kw_recovery_run(&o, r, err, len);
+}
+
+static kw_err_t recover(rstate_t *s, kw_recovery_report_t *r, char *err, size_t len)
+{
+    return recover_with(s, 0, r, err, len);
+}
+
+/* After block lsn was given up: recovery succeeded with exactly that block
+ * lost (append_blocks: block b is partition b % 2, offsets (b / 2) * 50 on),
+ * every other record stored once, and a second recovery without the flag
+ * opens the WAL (the placeholder is a valid record) and has nothing to do. */
+static void check_given_up(rstate_t *s, const kw_recovery_report_t *r, uint64_t lsn,
+                           int nblocks)
+{
+    kw_recovery_report_t again;
+    char err[1024];
+    int b = (int)lsn - 1;
+
+    assert_int_equal(r->wal.lost_records, 1);
+    assert_int_equal(r->wal.nlost, 1);
+    assert_int_equal(r->wal.lost[0].from, lsn);
+    assert_int_equal(r->wal.lost[0].to, lsn);
+    assert_int_equal(r->blocks_lost, 1);
+    assert_int_equal(r->records_lost, RECS_PER_BLOCK);
+    assert_int_equal(sink_rows(s), (nblocks - 1) * RECS_PER_BLOCK);
+    assert_int_equal(sink_range(s, b % 2, (b / 2) * RECS_PER_BLOCK,
+                                (b / 2) * RECS_PER_BLOCK + RECS_PER_BLOCK - 1), 0);
+    if (recover(s, &again, err, sizeof(err)) != KW_OK)
+        fail_msg("recovery after --skip-corrupt: %s", err);
+    assert_int_equal(again.blocks_replayed, 0);
+    assert_int_equal(again.wal.lost_records, 0);
+    assert_int_equal(sink_rows(s), (nblocks - 1) * RECS_PER_BLOCK);
 }
 
 /* A crash after the WAL ack, before the tracker insert: recovery registers
@@ -293,8 +346,58 @@ static void test_corrupt_everywhere(void **state)
     char want[64];
     snprintf(want, sizeof(want), "lsn %llu", (unsigned long long)r.wal.corrupt_lsn);
     if (strstr(err, want) == NULL || strstr(err, "t/") == NULL ||
-        strstr(err, "offsets") == NULL)
+        strstr(err, "offsets") == NULL || strstr(err, "--skip-corrupt") == NULL)
         fail_msg("error does not name the LSN and the ranges: %s", err);
+    /* the user's explicit choice: give it up */
+    uint64_t lsn = r.wal.corrupt_lsn;
+    if (recover_with(s, 1, &r, err, sizeof(err)) != KW_OK)
+        fail_msg("--skip-corrupt: %s", err);
+    check_given_up(s, &r, lsn, 6);
+}
+
+/* Two neighbouring blocks damaged on every replica: one damaged span with
+ * two LSNs. Given up, both are lost (their placeholders share the span, so
+ * the second is found by LSN, not at its old position) and the blocks
+ * after them keep their places. */
+static void test_corrupt_span_everywhere(void **state)
+{
+    rstate_t *s = *state;
+    kw_recovery_report_t r;
+    kw_wal_record_t rec;
+    kw_wal_t *w = NULL;
+    kw_wal_pos_t pos[2];
+    char err[1024], seg[1200];
+
+    append_blocks(s, 8, 1);
+    assert_int_equal(kw_wal_open(&s->wo, &w, NULL, err, sizeof(err)), KW_OK);
+    for (int k = 0; k < 2; k++) {
+        memset(&rec, 0, sizeof(rec));
+        assert_int_equal(kw_wal_read_lsn(w, 4 + (uint64_t)k, &rec, err, sizeof(err)), KW_OK);
+        pos[k] = rec.pos;
+        kw_wal_record_clear(&rec);
+    }
+    kw_wal_close(w);
+    assert_int_equal(pos[0].segment, pos[1].segment);
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 2; k++) {
+            char name[64];
+
+            snprintf(name, sizeof(name), "%020llu.seg", (unsigned long long)pos[k].segment);
+            test_path(seg, sizeof(seg), "%s/%s", s->wal[i], name);
+            assert_int_equal(test_flip_bit(seg, pos[k].offset + pos[k].size / 2, 1), 0);
+        }
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_ECORRUPT);
+    assert_int_equal(r.wal.corrupt_lsn, 4);
+    if (recover_with(s, 1, &r, err, sizeof(err)) != KW_OK)
+        fail_msg("--skip-corrupt: %s", err);
+    assert_int_equal(r.wal.lost_records, 2);
+    assert_int_equal(r.blocks_lost, 2);
+    assert_int_equal(r.records_lost, 2 * RECS_PER_BLOCK);
+    assert_int_equal(sink_rows(s), 6 * RECS_PER_BLOCK);
+    /* blocks 4 and 5 (indexes 3, 4): partition 1 offsets 50..99, 0 100..149 */
+    assert_int_equal(sink_range(s, 1, 50, 99), 0);
+    assert_int_equal(sink_range(s, 0, 100, 149), 0);
+    assert_int_equal(sink_range(s, 0, 150, 199), RECS_PER_BLOCK);
 }
 
 /* The last acknowledged block damaged on every replica looks like a torn
@@ -326,6 +429,11 @@ static void test_corrupt_last_everywhere(void **state)
         assert_int_equal(test_file_size(seg[i], &after), 0);
         assert_int_equal(after, size[i]);
     }
+    /* given up, the LSN is not used again: the next append gets last + 1 */
+    if (recover_with(s, 1, &r, err, sizeof(err)) != KW_OK)
+        fail_msg("--skip-corrupt: %s", err);
+    check_given_up(s, &r, last, 6);
+    assert_int_equal(append_blocks(s, 1, 1), last + 1);
 }
 
 static uint64_t limit_one(void *opaque)
@@ -498,6 +606,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tracker_garbage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_replica_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_everywhere, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_span_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_last_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cleanup_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lagging_replica_torn_header, setup, teardown),
