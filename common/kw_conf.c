@@ -79,6 +79,16 @@ static const kw_conf_prop_t props[] = {
     { "receivers", KW_CONF_INT, "1", 1, 256, NULL,
       FIELD(receiver.receivers),
       "Receiver threads, each its own Kafka consumer in group.id." },
+    { "max.rate.per.partition", KW_CONF_INT, "0", 0, INT64_C(1000000000), NULL,
+      FIELD(receiver.max_rate_per_partition),
+      "kwal direct: records per second read at most from each partition; a "
+      "batch takes at most this x batch.interval.ms / 1000 records of a "
+      "partition. 0 means up to the high watermark." },
+    { "direct.start.offsets", KW_CONF_LIST, "", 0, 65536, NULL,
+      FIELD(receiver.direct_start),
+      "kwal direct: where partitions with no range stored yet start, as "
+      "topic:partition:offset items; other such partitions follow "
+      "auto.offset.reset." },
     { "receiver.max.rate", KW_CONF_INT, "0", 0, INT64_C(1000000000), NULL,
       FIELD(receiver.max_rate),
       "Records per second each receiver takes at most; 0 means unlimited." },

@@ -95,6 +95,8 @@ typedef struct kw_conf_receiver {
     char          *sink;              /* sink */
     char          *tracker_path;      /* tracker.path; "": <first wal dir>/tracker.db */
     char          *instance_id;       /* instance.id; "": <host>-<pid> */
+    int64_t        max_rate_per_partition; /* max.rate.per.partition (direct); 0: none */
+    kw_conf_list_t direct_start;      /* direct.start.offsets: topic:partition:offset */
 } kw_conf_receiver_t;
 
 /* zookeeper.* */

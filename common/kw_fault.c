@@ -21,6 +21,7 @@ static const struct {
 } crash_points[] = {
 #define KW__CRASH_ROW(e, name, desc) { name, desc },
     KW_CRASH_POINTS(KW__CRASH_ROW)
+    KW_DIRECT_CRASH_POINTS(KW__CRASH_ROW)
 #undef KW__CRASH_ROW
 };
 

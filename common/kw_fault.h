@@ -68,12 +68,23 @@
       "a receiver is giving partitions up: its last block is flushed and "         \
       "committed; the owner node of the next partition is not deleted yet")
 
+/* The points only `kwal direct` passes (it also passes sink.mid-txn). */
+#define KW_DIRECT_CRASH_POINTS(X)                                                   \
+    X(DIRECT_READ,       "direct.read",                                             \
+      "direct mode read a batch's offset ranges; the sink has not started it")     \
+    X(DIRECT_STORED,     "direct.stored",                                           \
+      "direct mode committed a batch and its ranges to the sink; ZooKeeper "       \
+      "does not have its offsets yet")
+
 typedef enum {
 #define KW__CRASH_ENUM(e, name, desc) KW_CRASH_##e,
     KW_CRASH_POINTS(KW__CRASH_ENUM)
+    KW_DIRECT_CRASH_POINTS(KW__CRASH_ENUM)
 #undef KW__CRASH_ENUM
     KW__CRASH_COUNT
 } kw_crash_point_t;
+
+/* The receive-mode points are 0 .. KW_CRASH_DIRECT_READ - 1. */
 
 /* libfiu failure points kwal checks. X(ENUM, "name", "what failing does"). */
 #define KW_FAULT_POINTS(X)                                                          \

@@ -98,6 +98,8 @@ static void print_usage(FILE *out)
           "                              batches to the sink (kwal receive --help)\n"
           "  recover -c FILE [-X k=v]... recovery alone: replay unacknowledged blocks into\n"
           "                              the sink, repair ZooKeeper (kwal recover --help)\n"
+          "  direct -c FILE [-X k=v]...  direct mode: exact offset ranges per batch, stored\n"
+          "                              with the output in one transaction (kwal direct --help)\n"
           "  wal ls|dump|verify|repair   inspect, check and repair the write-ahead log\n"
           "                              (kwal wal --help)\n"
           "  config                      print the effective configuration, or its\n"
@@ -120,13 +122,18 @@ static void print_usage(FILE *out)
 static void print_crash_points(FILE *out)
 {
     fputs("# crash points, in data-flow order: KWAL_CRASH_AT=<point>[:<nth>]\n", out);
-    for (int i = 0; i < KW__CRASH_COUNT; i++)
+    for (int i = 0; i < KW_CRASH_DIRECT_READ; i++)
         fprintf(out, "%-20s %s\n", kw_crash_point_name((kw_crash_point_t)i),
                 kw_crash_point_desc((kw_crash_point_t)i));
     fputs("# libfiu failure points: KWAL_FIU / KWAL_FIU_CTRL\n", out);
 #define KW__FAULT_ROW(e, name, desc) fprintf(out, "%-20s %s\n", name, desc);
     KW_FAULT_POINTS(KW__FAULT_ROW)
 #undef KW__FAULT_ROW
+    fputs("# crash points of kwal direct (it also passes sink.mid-txn): "
+          "KWAL_CRASH_AT=<point>[:<nth>]\n", out);
+    for (int i = KW_CRASH_DIRECT_READ; i < KW__CRASH_COUNT; i++)
+        fprintf(out, "%-20s %s\n", kw_crash_point_name((kw_crash_point_t)i),
+                kw_crash_point_desc((kw_crash_point_t)i));
 }
 
 static void print_config_usage(FILE *out)
@@ -234,6 +241,8 @@ int main(int argc, char **argv)
         rc = kwal_receive_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "recover") == 0) {
         rc = kwal_recover_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "direct") == 0) {
+        rc = kwal_direct_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "config") == 0) {
         rc = config_main(argc - 1, argv + 1);
     } else if (cmd[0] == '-') {

@@ -31,6 +31,9 @@ int kwal_receive_main(int argc, char **argv);
 /* `kwal recover ...` (kwal_receive_cmd.c): argv[0] is "recover". */
 int kwal_recover_main(int argc, char **argv);
 
+/* `kwal direct ...` (kwal_direct_cmd.c): argv[0] is "direct". */
+int kwal_direct_main(int argc, char **argv);
+
 /*
  * Fill *opts from the wal.* keys of conf (kw_wal_options_init() first, so
  * fields without a key keep the WAL's defaults). When ndirs > 0, dirs[0..ndirs-1]

@@ -1,0 +1,981 @@
+/*
+ * direct.c -- direct mode (direct.h): one thread, one batch at a time.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "direct.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "blockgen.h"
+#include "kw_fault.h"
+#include "kw_log.h"
+#include "receiver.h"
+#include "sink.h"
+#include "zkstore.h"
+
+#define MOD "direct"
+
+/* A batch stops reading at this many payload bytes (invariant 5); the
+ * ranges end at what was read. */
+#define DIRECT_MAX_BATCH_BYTES (64u << 20)
+/* A batch reads for at least this long before it cuts ranges short. */
+#define DIRECT_MIN_READ_MS 10000
+#define METADATA_TIMEOUT_MS 10000
+#define WATERMARK_TIMEOUT_MS 5000
+
+/* ---- Pure parts ---- */
+
+int64_t kw_direct_max_records(int64_t rate, int64_t interval_ms)
+{
+    int64_t n;
+
+    if (rate <= 0)
+        return 0;
+    n = rate * interval_ms / 1000;
+    return n > 0 ? n : 1;
+}
+
+int kw_direct_plan_range(int64_t next, int64_t start, int64_t low, int64_t high,
+                         int policy, int64_t max_records, kw_direct_plan_t *plan)
+{
+    int64_t from = next >= 0 ? next : start;
+
+    memset(plan, 0, sizeof(*plan));
+    if (from < 0) {
+        /* never read: auto.offset.reset */
+        int64_t r = kw_receiver_reset_offset(policy);
+
+        if (r == KW_RECEIVER_OFFSET_BEGINNING)
+            from = low;
+        else if (r == KW_RECEIVER_OFFSET_END)
+            from = high;
+        else
+            return -1;
+    } else if (from < low || from > high) {
+        int64_t seek_to;
+
+        if (kw_receiver_out_of_range(from, low, high, policy, &plan->lost_from,
+                                     &plan->lost_until, &seek_to) != 0)
+            return -1;
+        from = seek_to;
+    }
+    plan->from = from;
+    plan->until = high;
+    if (max_records > 0 && high - from > max_records)
+        plan->until = from + max_records;
+    return 0;
+}
+
+kw_err_t kw_direct_start_offset(const kw_conf_list_t *items, const char *topic,
+                                int32_t partition, int64_t *offset,
+                                char *errstr, size_t errlen)
+{
+    *offset = -1;
+    for (int i = 0; i < items->count; i++) {
+        const char *it = items->items[i], *c2 = strrchr(it, ':'), *c1;
+        char *end;
+        long long p, o;
+
+        for (c1 = c2 != NULL && c2 > it ? c2 - 1 : NULL; c1 != NULL && c1 > it && *c1 != ':';)
+            c1--;
+        if (c2 == NULL || c1 == NULL || c1 == it || *c1 != ':')
+            return kw_seterr(errstr, errlen, KW_ECONFIG, "direct.start.offsets: '%s' is "
+                             "not topic:partition:offset", it);
+        errno = 0;
+        p = strtoll(c1 + 1, &end, 10);
+        if (errno != 0 || end != c2 || c1 + 1 == c2 || p < 0 || p > INT32_MAX)
+            return kw_seterr(errstr, errlen, KW_ECONFIG, "direct.start.offsets: '%s': "
+                             "bad partition", it);
+        o = strtoll(c2 + 1, &end, 10);
+        if (errno != 0 || *end != '\0' || c2[1] == '\0' || o < 0)
+            return kw_seterr(errstr, errlen, KW_ECONFIG, "direct.start.offsets: '%s': "
+                             "bad offset", it);
+        if ((size_t)(c1 - it) == strlen(topic) && strncmp(it, topic, strlen(topic)) == 0 &&
+            p == partition)
+            *offset = o;
+    }
+    return KW_OK;
+}
+
+static kw_err_t sql_err(sqlite3 *db, const char *what, char *errstr, size_t errlen)
+{
+    return kw_seterr(errstr, errlen, KW_EIO, "sink database: %s: %s", what,
+                     sqlite3_errmsg(db));
+}
+
+kw_err_t kw_direct_ranges_init(sqlite3 *db, char *errstr, size_t errlen)
+{
+    if (sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS direct_ranges("
+                         "batch INTEGER NOT NULL, topic TEXT NOT NULL, "
+                         "partition INTEGER NOT NULL, from_offset INTEGER NOT NULL, "
+                         "until_offset INTEGER NOT NULL, "
+                         "PRIMARY KEY(batch, topic, partition));"
+                         "CREATE INDEX IF NOT EXISTS direct_ranges_tp "
+                         "ON direct_ranges(topic, partition, until_offset);",
+                     NULL, NULL, NULL) != SQLITE_OK)
+        return sql_err(db, "creating direct_ranges", errstr, errlen);
+    return KW_OK;
+}
+
+static kw_err_t query_i64(sqlite3 *db, const char *sql, const char *topic, int32_t partition,
+                          int64_t *out, char *errstr, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sql_err(db, "reading direct_ranges", errstr, errlen);
+    if (topic != NULL) {
+        sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, partition);
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return sql_err(db, "reading direct_ranges", errstr, errlen);
+    return KW_OK;
+}
+
+kw_err_t kw_direct_ranges_next(sqlite3 *db, const char *topic, int32_t partition,
+                               int64_t *next, char *errstr, size_t errlen)
+{
+    return query_i64(db, "SELECT COALESCE(MAX(until_offset), -1) FROM direct_ranges "
+                         "WHERE topic = ?1 AND partition = ?2", topic, partition, next,
+                     errstr, errlen);
+}
+
+kw_err_t kw_direct_ranges_last_batch(sqlite3 *db, uint64_t *batch, char *errstr,
+                                     size_t errlen)
+{
+    int64_t v = 0;
+    kw_err_t err = query_i64(db, "SELECT COALESCE(MAX(batch), 0) FROM direct_ranges",
+                             NULL, 0, &v, errstr, errlen);
+
+    *batch = (uint64_t)v;
+    return err;
+}
+
+/* ---- The service ---- */
+
+typedef struct dpart {
+    char    *topic;
+    int32_t  partition;
+    int      owned;
+    int      assigned;      /* in the consumer's assignment */
+    int      busy_logged;
+    int64_t  next;          /* next offset to read; -1: not known yet */
+    /* this batch */
+    int      active;
+    int      done;
+    int64_t  from, until, read_until;
+} dpart_t;
+
+struct kw_direct {
+    const kw_conf_t    *conf;
+    int                 at_least_once;
+    kw_sink_t          *sink;
+    sqlite3            *db;             /* the sink's, exactly-once only */
+    kw_zk_t            *zk;
+    rd_kafka_t         *rk;
+    dpart_t            *parts;
+    size_t              nparts, capparts;
+    uint64_t            last_batch;
+    atomic_int          stop;
+    int64_t             zk_pending_since; /* ZooKeeper behind the sink since (ms) */
+    /* this batch's records */
+    rd_kafka_message_t **msgs;
+    size_t              nmsgs, capmsgs;
+    kw_record_t        *recs;
+    kw_record_header_t *hdrs;
+    size_t              caprecs, nhdrs, caphdrs;
+    struct {
+        atomic_uint_fast64_t batches, delivered, stored, dups, partitions, busy,
+                             short_reads, zk_failures, loss_events, loss_records;
+    } n;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+
+    nanosleep(&ts, NULL);
+}
+
+static dpart_t *part_find(kw_direct_t *d, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < d->nparts; i++)
+        if (d->parts[i].partition == partition && strcmp(d->parts[i].topic, topic) == 0)
+            return &d->parts[i];
+    return NULL;
+}
+
+static dpart_t *part_add(kw_direct_t *d, const char *topic, int32_t partition)
+{
+    dpart_t *p;
+
+    if (d->nparts == d->capparts) {
+        size_t cap = d->capparts ? d->capparts * 2 : 16;
+        dpart_t *np = realloc(d->parts, cap * sizeof(*np));
+
+        if (np == NULL)
+            return NULL;
+        d->parts = np;
+        d->capparts = cap;
+    }
+    p = &d->parts[d->nparts];
+    memset(p, 0, sizeof(*p));
+    if ((p->topic = strdup(topic)) == NULL)
+        return NULL;
+    p->partition = partition;
+    p->next = -1;
+    d->nparts++;
+    KW_LOG_I(MOD, "partition %s/%d found", topic, (int)partition);
+    return p;
+}
+
+kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
+                       char *errstr, size_t errlen)
+{
+    const kw_conf_t *conf = o->conf;
+    const kw_conf_receiver_t *rc = &conf->receiver;
+    kw_zk_options_t zopts;
+    rd_kafka_conf_t *kc = NULL;
+    kw_direct_t *d;
+    char why[512];
+    kw_err_t err;
+
+    *out = NULL;
+    if (rc->group_id == NULL || rc->group_id[0] == '\0')
+        return kw_seterr(errstr, errlen, KW_ECONFIG, "group.id: required by kwal direct");
+    if (rc->topics.count == 0)
+        return kw_seterr(errstr, errlen, KW_ECONFIG, "topics: required by kwal direct");
+    for (int i = 0; i < rc->topics.count; i++)
+        if (rc->topics.items[i][0] == '^')
+            return kw_seterr(errstr, errlen, KW_ECONFIG, "topics: '%s': kwal direct takes "
+                             "topic names, not patterns", rc->topics.items[i]);
+    {
+        int64_t off;            /* checks every item */
+
+        err = kw_direct_start_offset(&rc->direct_start, "", 0, &off, errstr, errlen);
+        if (err != KW_OK)
+            return err;
+    }
+    if ((d = calloc(1, sizeof(*d))) == NULL)
+        return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
+    d->conf = conf;
+    d->at_least_once = o->at_least_once;
+
+    err = kw_sink_open(rc->sink, &d->sink, errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    if (!d->at_least_once) {
+        if (kw_sink_kind(d->sink) != KW_SINK_SQLITE) {
+            err = kw_seterr(errstr, errlen, KW_ECONFIG, "sink=%s: kwal direct stores its "
+                            "offset ranges in the sink's transaction and needs "
+                            "sink=sqlite:PATH (--at-least-once takes any sink)", rc->sink);
+            goto fail;
+        }
+        d->db = kw_sink_sqlite_db(d->sink);
+        if ((err = kw_direct_ranges_init(d->db, errstr, errlen)) != KW_OK ||
+            (err = kw_direct_ranges_last_batch(d->db, &d->last_batch, errstr,
+                                               errlen)) != KW_OK)
+            goto fail;
+    }
+
+    kw_zk_options_init(&zopts);
+    zopts.connect = conf->zk.connect;
+    zopts.group = rc->group_id;
+    zopts.session_timeout_ms = (int)conf->zk.session_timeout_ms;
+    zopts.op_timeout_ms = (int)conf->zk.op_timeout_ms;
+    if (rc->instance_id != NULL && rc->instance_id[0] != '\0')
+        zopts.instance = rc->instance_id;
+    if ((err = kw_zk_new(&zopts, &d->zk, errstr, errlen)) != KW_OK ||
+        (err = kw_zk_register(d->zk, errstr, errlen)) != KW_OK)
+        goto fail;
+
+    kc = rd_kafka_conf_new();
+    for (size_t i = 0; i < conf->nkafka; i++)
+        if (rd_kafka_conf_set(kc, conf->kafka[i].key, conf->kafka[i].value, why,
+                              sizeof(why)) != RD_KAFKA_CONF_OK) {
+            err = kw_seterr(errstr, errlen, KW_ECONFIG, "kafka.%s: %s", conf->kafka[i].key,
+                            why);
+            goto fail;
+        }
+    /* assigned, never subscribed: the group is not joined, nothing committed */
+    if (rd_kafka_conf_set(kc, "group.id", rc->group_id, why, sizeof(why)) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(kc, "enable.auto.commit", "false", why, sizeof(why)) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(kc, "enable.auto.offset.store", "false", why, sizeof(why)) !=
+            RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(kc, "enable.partition.eof", "true", why, sizeof(why)) !=
+            RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(kc, "auto.offset.reset", "error", why, sizeof(why)) !=
+            RD_KAFKA_CONF_OK) {
+        err = kw_seterr(errstr, errlen, KW_ECONFIG, "Kafka client: %s", why);
+        goto fail;
+    }
+    d->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, why, sizeof(why));
+    if (d->rk == NULL) {
+        err = kw_seterr(errstr, errlen, KW_EIO, "creating the Kafka client: %s", why);
+        goto fail;
+    }
+    kc = NULL;
+    rd_kafka_poll_set_consumer(d->rk);
+    *out = d;
+    return KW_OK;
+
+fail:
+    if (kc != NULL)
+        rd_kafka_conf_destroy(kc);
+    kw_direct_destroy(d);
+    return err;
+}
+
+void kw_direct_stop(kw_direct_t *d)
+{
+    atomic_store(&d->stop, 1);
+}
+
+void kw_direct_stats(kw_direct_t *d, kw_direct_stats_t *s)
+{
+    s->batches = atomic_load(&d->n.batches);
+    s->records_delivered = atomic_load(&d->n.delivered);
+    s->records_stored = atomic_load(&d->n.stored);
+    s->duplicates_delivered = atomic_load(&d->n.dups);
+    s->partitions = atomic_load(&d->n.partitions);
+    s->partitions_busy = atomic_load(&d->n.busy);
+    s->short_reads = atomic_load(&d->n.short_reads);
+    s->zk_failures = atomic_load(&d->n.zk_failures);
+    s->source_loss_events = atomic_load(&d->n.loss_events);
+    s->source_loss_records = atomic_load(&d->n.loss_records);
+}
+
+static void free_msgs(kw_direct_t *d)
+{
+    for (size_t i = 0; i < d->nmsgs; i++)
+        rd_kafka_message_destroy(d->msgs[i]);
+    d->nmsgs = 0;
+    d->nhdrs = 0;
+}
+
+void kw_direct_destroy(kw_direct_t *d)
+{
+    if (d == NULL)
+        return;
+    free_msgs(d);
+    if (d->rk != NULL) {
+        rd_kafka_consumer_close(d->rk);
+        rd_kafka_destroy(d->rk);
+    }
+    for (size_t i = 0; i < d->nparts; i++) {
+        if (d->parts[i].owned && d->zk != NULL)
+            kw_zk_disown(d->zk, d->parts[i].topic, d->parts[i].partition, NULL, 0);
+        free(d->parts[i].topic);
+    }
+    kw_zk_destroy(d->zk);
+    kw_sink_close(d->sink);
+    free(d->parts);
+    free(d->msgs);
+    free(d->recs);
+    free(d->hdrs);
+    free(d);
+}
+
+/* Step 1: the partitions of every topic (new ones are added). 0, or -1 when
+ * metadata cannot be read (the batch is skipped, not fatal). */
+static int refresh_partitions(kw_direct_t *d)
+{
+    const kw_conf_list_t *topics = &d->conf->receiver.topics;
+
+    for (int i = 0; i < topics->count; i++) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(d->rk, topics->items[i], NULL);
+        rd_kafka_resp_err_t err;
+
+        if (rkt == NULL)
+            return -1;
+        err = rd_kafka_metadata(d->rk, 0, rkt, &md, METADATA_TIMEOUT_MS);
+        rd_kafka_topic_destroy(rkt);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1 ||
+            md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            KW_LOG_W(MOD, "metadata of topic %s: %s; retrying at the next batch",
+                     topics->items[i], err != RD_KAFKA_RESP_ERR_NO_ERROR
+                     ? rd_kafka_err2str(err)
+                     : md->topic_cnt == 1 ? rd_kafka_err2str(md->topics[0].err)
+                     : "no such topic");
+            if (md != NULL)
+                rd_kafka_metadata_destroy(md);
+            return -1;
+        }
+        for (int p = 0; p < md->topics[0].partition_cnt; p++) {
+            int32_t id = md->topics[0].partitions[p].id;
+
+            if (part_find(d, topics->items[i], id) == NULL &&
+                part_add(d, topics->items[i], id) == NULL) {
+                rd_kafka_metadata_destroy(md);
+                return -2;
+            }
+        }
+        rd_kafka_metadata_destroy(md);
+    }
+    return 0;
+}
+
+/* Own p in ZooKeeper (without waiting). 1 owned, 0 busy or unreachable. */
+static int own(kw_direct_t *d, dpart_t *p)
+{
+    char why[512];
+    kw_err_t err;
+
+    if (p->owned)
+        return 1;
+    err = kw_zk_own(d->zk, p->topic, p->partition, 0, why, sizeof(why));
+    if (err == KW_OK) {
+        p->owned = 1;
+        p->busy_logged = 0;
+        return 1;
+    }
+    atomic_fetch_add(&d->n.busy, 1);
+    if (!p->busy_logged) {
+        KW_LOG_I(MOD, "%s/%d not read for now: %s", p->topic, (int)p->partition, why);
+        p->busy_logged = 1;
+    }
+    return 0;
+}
+
+/* Where p goes on: the ranges stored with the output (exactly-once) or
+ * ZooKeeper (at-least-once); -1 never read. */
+static kw_err_t stored_next(kw_direct_t *d, dpart_t *p, char *errstr, size_t errlen)
+{
+    if (p->next >= 0)
+        return KW_OK;
+    if (!d->at_least_once)
+        return kw_direct_ranges_next(d->db, p->topic, p->partition, &p->next, errstr,
+                                     errlen);
+    {
+        char why[512];
+        kw_err_t err = kw_zk_get_offset(d->zk, p->topic, p->partition, &p->next, why,
+                                        sizeof(why));
+
+        if (err == KW_ENOTFOUND) {
+            p->next = -1;
+            return KW_OK;
+        }
+        if (err != KW_OK)
+            return kw_seterr(errstr, errlen, err, "ZooKeeper offset of %s/%d: %s",
+                             p->topic, (int)p->partition, why);
+    }
+    return KW_OK;
+}
+
+/* Step 2 for every owned partition. KW_OK, KW_EOF when nothing is to be
+ * read, else fatal (errstr). */
+static kw_err_t plan_batch(kw_direct_t *d, char *errstr, size_t errlen)
+{
+    const kw_conf_receiver_t *rc = &d->conf->receiver;
+    int64_t max = kw_direct_max_records(rc->max_rate_per_partition, rc->batch_interval_ms);
+    int any = 0;
+    uint64_t nread = 0;
+
+    for (size_t i = 0; i < d->nparts; i++) {
+        dpart_t *p = &d->parts[i];
+        kw_direct_plan_t plan;
+        int64_t low = 0, high = 0, start = -1;
+        rd_kafka_resp_err_t kerr;
+        kw_err_t err;
+
+        p->active = p->done = 0;
+        if (!own(d, p))
+            continue;
+        if ((err = stored_next(d, p, errstr, errlen)) != KW_OK)
+            return err;
+        kerr = rd_kafka_query_watermark_offsets(d->rk, p->topic, p->partition, &low, &high,
+                                                WATERMARK_TIMEOUT_MS);
+        if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            KW_LOG_W(MOD, "%s/%d: watermarks: %s; not read in this batch", p->topic,
+                     (int)p->partition, rd_kafka_err2str(kerr));
+            continue;
+        }
+        if (p->next < 0 &&
+            (err = kw_direct_start_offset(&rc->direct_start, p->topic, p->partition,
+                                          &start, errstr, errlen)) != KW_OK)
+            return err;
+        if (kw_direct_plan_range(p->next, start, low, high, rc->auto_offset_reset, max,
+                                 &plan) != 0)
+            return kw_seterr(errstr, errlen, KW_ECONFIG, "%s/%d: %s (Kafka has %" PRId64
+                             "..%" PRId64 ") and auto.offset.reset=error", p->topic,
+                             (int)p->partition, p->next >= 0 || start >= 0
+                             ? "the offset to go on from is no longer in Kafka"
+                             : "no offset is stored", low, high);
+        if (plan.lost_until > plan.lost_from) {
+            atomic_fetch_add(&d->n.loss_events, 1);
+            atomic_fetch_add(&d->n.loss_records, (uint64_t)(plan.lost_until - plan.lost_from));
+            KW_LOG_E(MOD, "data loss at the source: %s/%d offsets %" PRId64 "..%" PRId64
+                     " no longer in Kafka", p->topic, (int)p->partition, plan.lost_from,
+                     plan.lost_until - 1);
+        } else if (p->next >= 0 && plan.from != p->next) {
+            atomic_fetch_add(&d->n.loss_events, 1);
+            KW_LOG_E(MOD, "%s/%d: offset %" PRId64 " out of range (Kafka has %" PRId64
+                     "..%" PRId64 "); going on at %" PRId64, p->topic, (int)p->partition,
+                     p->next, low, high, plan.from);
+        }
+        if (p->next < 0 || plan.from != p->next)
+            KW_LOG_I(MOD, "%s/%d starts at offset %" PRId64, p->topic, (int)p->partition,
+                     plan.from);
+        p->next = plan.from;
+        p->from = plan.from;
+        p->until = plan.until;
+        p->read_until = plan.from;
+        p->active = 1;
+        p->done = plan.until <= plan.from;
+        any |= !p->done;
+        nread++;
+    }
+    atomic_store(&d->n.partitions, nread);
+    return any ? KW_OK : KW_EOF;
+}
+
+static int keep_msg(kw_direct_t *d, rd_kafka_message_t *m)
+{
+    if (d->nmsgs == d->capmsgs) {
+        size_t cap = d->capmsgs ? d->capmsgs * 2 : 1024;
+        rd_kafka_message_t **nm = realloc(d->msgs, cap * sizeof(*nm));
+
+        if (nm == NULL)
+            return -1;
+        d->msgs = nm;
+        d->capmsgs = cap;
+    }
+    d->msgs[d->nmsgs++] = m;
+    return 0;
+}
+
+/*
+ * Position the consumer at every range's from. The assignment (every owned
+ * partition) is changed only when that set changes: re-assigning at every
+ * batch races librdkafka's fetcher teardown (an assertion in its
+ * assignment code on close). Otherwise each range is a seek, whose version
+ * barrier drops whatever was fetched before it.
+ */
+static kw_err_t position(kw_direct_t *d, size_t *pending, char *errstr, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)d->nparts);
+    int reassign = 0;
+    kw_err_t err = KW_OK;
+
+    for (size_t i = 0; i < d->nparts; i++)
+        reassign |= d->parts[i].owned != d->parts[i].assigned;
+    *pending = 0;
+    for (size_t i = 0; i < d->nparts; i++) {
+        dpart_t *p = &d->parts[i];
+        int reading = p->active && !p->done;
+
+        *pending += reading;
+        if (reassign && p->owned)
+            rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
+                p->active ? p->from : p->next >= 0 ? p->next : RD_KAFKA_OFFSET_END;
+        else if (!reassign && reading)
+            rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->from;
+    }
+    if (reassign) {
+        rd_kafka_resp_err_t kerr = rd_kafka_assign(d->rk, l);
+
+        if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+            err = kw_seterr(errstr, errlen, KW_EIO, "assigning partitions: %s",
+                            rd_kafka_err2str(kerr));
+        for (size_t i = 0; i < d->nparts && err == KW_OK; i++)
+            d->parts[i].assigned = d->parts[i].owned;
+    } else if (l->cnt > 0) {
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(d->rk, l, 10000);
+
+        if (e != NULL) {
+            err = kw_seterr(errstr, errlen, KW_EIO, "positioning the consumer: %s",
+                            rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+        for (int i = 0; i < l->cnt && err == KW_OK; i++)
+            if (l->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                /* not fetching yet (just assigned): assign again */
+                for (size_t j = 0; j < d->nparts; j++)
+                    d->parts[j].assigned = 0;
+                rd_kafka_topic_partition_list_destroy(l);
+                return position(d, pending, errstr, errlen);
+            }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return err;
+}
+
+/* Step 3. KW_OK, or fatal (errstr). */
+static kw_err_t read_batch(kw_direct_t *d, char *errstr, size_t errlen)
+{
+    int64_t deadline, read_ms = d->conf->receiver.batch_interval_ms * 5;
+    size_t pending = 0, bytes = 0;
+    kw_err_t err = position(d, &pending, errstr, errlen);
+
+    if (err != KW_OK)
+        return err;
+    deadline = now_ms() + (read_ms > DIRECT_MIN_READ_MS ? read_ms : DIRECT_MIN_READ_MS);
+    while (pending > 0 && now_ms() < deadline && bytes < DIRECT_MAX_BATCH_BYTES &&
+           !atomic_load(&d->stop)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(d->rk, 100);
+        dpart_t *p;
+
+        if (m == NULL)
+            continue;
+        p = m->rkt != NULL ? part_find(d, rd_kafka_topic_name(m->rkt), m->partition) : NULL;
+        if (p == NULL || !p->active || p->done) {
+            if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                KW_LOG_W(MOD, "Kafka: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            /* everything below the partition's end was seen */
+            if (m->offset >= p->until) {
+                p->read_until = p->until;
+                p->done = 1;
+                pending--;
+            }
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            KW_LOG_W(MOD, "%s/%d: %s; the range ends at what was read", p->topic,
+                     (int)p->partition, rd_kafka_message_errstr(m));
+            p->done = 1;
+            pending--;
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->offset >= p->until) {
+            /* past the range: everything before it was seen */
+            p->read_until = p->until;
+            p->done = 1;
+            pending--;
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->offset < p->read_until) {        /* not ours (an older fetch) */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        bytes += m->len + m->key_len;
+        p->read_until = m->offset + 1;
+        if (keep_msg(d, m) != 0) {
+            rd_kafka_message_destroy(m);
+            return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
+        }
+        if (p->read_until >= p->until) {
+            p->done = 1;
+            pending--;
+        }
+    }
+    for (size_t i = 0; i < d->nparts; i++) {
+        dpart_t *p = &d->parts[i];
+
+        if (p->active && p->read_until < p->until) {
+            atomic_fetch_add(&d->n.short_reads, 1);
+            KW_LOG_D(MOD, "%s/%d: read %" PRId64 "..%" PRId64 " of %" PRId64 "..%" PRId64
+                     " in this batch", p->topic, (int)p->partition, p->from,
+                     p->read_until - 1, p->from, p->until - 1);
+        }
+    }
+    return KW_OK;
+}
+
+/* The records of this batch as kw_record_t (pointing into the messages). */
+static int build_records(kw_direct_t *d)
+{
+    size_t nh = 0;
+
+    if (d->nmsgs > d->caprecs) {
+        kw_record_t *nr = realloc(d->recs, d->nmsgs * sizeof(*nr));
+
+        if (nr == NULL)
+            return -1;
+        d->recs = nr;
+        d->caprecs = d->nmsgs;
+    }
+    for (size_t i = 0; i < d->nmsgs; i++) {
+        rd_kafka_headers_t *h = NULL;
+
+        if (rd_kafka_message_headers(d->msgs[i], &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            h != NULL)
+            nh += rd_kafka_header_cnt(h);
+    }
+    if (nh > d->caphdrs) {
+        kw_record_header_t *nhd = realloc(d->hdrs, nh * sizeof(*nhd));
+
+        if (nhd == NULL)
+            return -1;
+        d->hdrs = nhd;
+        d->caphdrs = nh;
+    }
+    d->nhdrs = 0;
+    for (size_t i = 0; i < d->nmsgs; i++) {
+        const rd_kafka_message_t *m = d->msgs[i];
+        rd_kafka_timestamp_type_t tstype;
+        rd_kafka_headers_t *h = NULL;
+        kw_record_t *r = &d->recs[i];
+
+        memset(r, 0, sizeof(*r));
+        r->topic = rd_kafka_topic_name(m->rkt);
+        r->partition = m->partition;
+        r->offset = m->offset;
+        r->timestamp = rd_kafka_message_timestamp(m, &tstype);
+        r->tstype = tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME ? KW_TS_CREATE_TIME :
+                    tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? KW_TS_LOG_APPEND :
+                    KW_TS_NOT_AVAILABLE;
+        if (r->tstype == KW_TS_NOT_AVAILABLE)
+            r->timestamp = -1;
+        r->key = m->key;
+        r->key_len = m->key_len;
+        r->value = m->payload;
+        r->value_len = m->len;
+        if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR && h != NULL &&
+            rd_kafka_header_cnt(h) > 0) {
+            r->headers = &d->hdrs[d->nhdrs];
+            r->header_count = rd_kafka_header_cnt(h);
+            for (size_t k = 0; k < r->header_count; k++) {
+                kw_record_header_t *o = &d->hdrs[d->nhdrs++];
+                const char *name;
+                const void *val;
+                size_t vlen;
+
+                rd_kafka_header_get_all(h, k, &name, &val, &vlen);
+                o->name = name;
+                o->name_len = strlen(name);
+                o->value = val;
+                o->value_len = vlen;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Inside the sink's transaction: this batch's ranges (exactly-once). */
+static kw_err_t store_ranges(sqlite3 *db, uint64_t batch, void *opaque, char *errstr,
+                             size_t errlen)
+{
+    kw_direct_t *d = opaque;
+    sqlite3_stmt *st = NULL;
+    kw_err_t err = KW_OK;
+
+    if (sqlite3_prepare_v2(db, "INSERT INTO direct_ranges(batch, topic, partition, "
+                               "from_offset, until_offset) VALUES (?1, ?2, ?3, ?4, ?5)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_err(db, "storing ranges", errstr, errlen);
+    for (size_t i = 0; i < d->nparts && err == KW_OK; i++) {
+        const dpart_t *p = &d->parts[i];
+
+        if (!p->active || p->read_until <= p->from)
+            continue;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)batch);
+        sqlite3_bind_text(st, 2, p->topic, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, p->partition);
+        sqlite3_bind_int64(st, 4, p->from);
+        sqlite3_bind_int64(st, 5, p->read_until);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            err = sql_err(db, "storing ranges", errstr, errlen);
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+/* Step 5 (and at-least-once's offset store): every owned partition's next
+ * offset. KW_OK or the commit's error. */
+static kw_err_t commit_zk(kw_direct_t *d, char *why, size_t whylen)
+{
+    kw_zk_offset_t *offs = calloc(d->nparts ? d->nparts : 1, sizeof(*offs));
+    size_t n = 0;
+    kw_err_t err;
+
+    if (offs == NULL)
+        return kw_seterr(why, whylen, KW_ENOMEM, "out of memory");
+    for (size_t i = 0; i < d->nparts; i++)
+        if (d->parts[i].owned && d->parts[i].next >= 0) {
+            offs[n].topic = d->parts[i].topic;
+            offs[n].partition = d->parts[i].partition;
+            offs[n].next = d->parts[i].next;
+            n++;
+        }
+    err = n > 0 ? kw_zk_commit(d->zk, offs, n, 0, why, whylen) : KW_OK;
+    free(offs);
+    return err;
+}
+
+/* Partitions lost in ZooKeeper (session expired and taken elsewhere) are
+ * not read until owned again, from what is stored. */
+static void forget_lost(kw_direct_t *d)
+{
+    kw_zk_partition_t lost[64];
+    size_t n;
+
+    while ((n = kw_zk_lost(d->zk, lost, 64)) > 0)
+        for (size_t i = 0; i < n; i++) {
+            dpart_t *p = part_find(d, lost[i].topic, lost[i].partition);
+
+            if (p != NULL) {
+                KW_LOG_W(MOD, "%s/%d: ownership lost in ZooKeeper", p->topic,
+                         (int)p->partition);
+                p->owned = 0;
+                p->next = -1;
+            }
+        }
+}
+
+/* One batch. KW_OK, or fatal (errstr). */
+static kw_err_t run_batch(kw_direct_t *d, char *errstr, size_t errlen)
+{
+    kw_sink_stats_t ss;
+    uint64_t batch;
+    char why[1024];
+    kw_err_t err;
+
+    forget_lost(d);
+    if (refresh_partitions(d) == -2)
+        return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
+    err = plan_batch(d, errstr, errlen);
+    if (err != KW_OK && err != KW_EOF)
+        return err;
+    if (err == KW_OK && (err = read_batch(d, errstr, errlen)) != KW_OK) {
+        free_msgs(d);
+        return err;
+    }
+    {
+        int moved = 0;
+
+        for (size_t i = 0; i < d->nparts; i++)
+            moved |= d->parts[i].active && d->parts[i].read_until > d->parts[i].from;
+        if (!moved) {
+            free_msgs(d);
+            /* nothing new; ZooKeeper may still be behind the sink */
+            if (d->zk_pending_since != 0 && commit_zk(d, why, sizeof(why)) == KW_OK)
+                d->zk_pending_since = 0;
+            return KW_OK;
+        }
+    }
+    kw_crash(KW_CRASH_DIRECT_READ);
+    if (build_records(d) != 0) {
+        free_msgs(d);
+        return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
+    }
+    /* at-least-once: ids from the clock, growing across restarts without a
+     * store; exactly-once: the next id after the stored ranges' */
+    batch = d->last_batch + 1;
+    if (d->at_least_once && (uint64_t)wall_ms() > batch)
+        batch = (uint64_t)wall_ms();
+    memset(&ss, 0, sizeof(ss));
+    for (int64_t backoff = 250;; backoff = backoff < 4000 ? backoff * 2 : 4000) {
+        err = d->at_least_once
+              ? kw_sink_write_batch(d->sink, batch, d->recs, d->nmsgs, &ss, why, sizeof(why))
+              : kw_sink_write_batch_tx(d->sink, batch, d->recs, d->nmsgs, store_ranges, d,
+                                       &ss, why, sizeof(why));
+        if (err == KW_OK || (err != KW_EIO && err != KW_EAGAIN) || atomic_load(&d->stop))
+            break;
+        KW_LOG_E(MOD, "batch %" PRIu64 ": sink: %s; retrying in %" PRId64 " ms", batch,
+                 why, backoff);
+        sleep_ms(backoff);
+    }
+    free_msgs(d);
+    if (err != KW_OK)
+        return kw_seterr(errstr, errlen, err, "batch %" PRIu64 ": sink: %s", batch, why);
+    kw_crash(KW_CRASH_DIRECT_STORED);
+    d->last_batch = batch;
+    for (size_t i = 0; i < d->nparts; i++)
+        if (d->parts[i].active)
+            d->parts[i].next = d->parts[i].read_until;
+    atomic_fetch_add(&d->n.batches, 1);
+    atomic_fetch_add(&d->n.delivered, ss.delivered);
+    atomic_fetch_add(&d->n.stored, ss.stored);
+    atomic_fetch_add(&d->n.dups, ss.duplicates_delivered);
+    if (ss.duplicates_delivered > 0)
+        KW_LOG_W(MOD, "batch %" PRIu64 ": %" PRIu64 " duplicate deliveries (stored once)",
+                 batch, ss.duplicates_delivered);
+    KW_LOG_D(MOD, "batch %" PRIu64 ": %" PRIu64 " records, %" PRIu64 " stored", batch,
+             ss.delivered, ss.stored);
+    err = commit_zk(d, why, sizeof(why));
+    if (err != KW_OK) {
+        atomic_fetch_add(&d->n.zk_failures, 1);
+        if (d->zk_pending_since == 0)
+            d->zk_pending_since = now_ms();
+        KW_LOG_W(MOD, "batch %" PRIu64 ": ZooKeeper offsets not updated (%s); %s", batch,
+                 why, d->at_least_once
+                 ? "a restart now would read this batch again (--at-least-once)"
+                 : "the sink has the ranges; ZooKeeper catches up with the next batch");
+    } else {
+        d->zk_pending_since = 0;
+    }
+    return KW_OK;
+}
+
+static void log_summary(kw_direct_t *d)
+{
+    kw_direct_stats_t s;
+
+    kw_direct_stats(d, &s);
+    KW_LOG_I(MOD, "%" PRIu64 " batches, %" PRIu64 " records delivered, %" PRIu64
+             " stored, %" PRIu64 " duplicate deliveries, %" PRIu64 " partitions, %" PRIu64
+             " source-loss events", s.batches, s.records_delivered, s.records_stored,
+             s.duplicates_delivered, s.partitions, s.source_loss_events);
+}
+
+kw_err_t kw_direct_run(kw_direct_t *d, char *errstr, size_t errlen)
+{
+    int64_t interval = d->conf->receiver.batch_interval_ms;
+    int64_t next = now_ms(), last_summary = now_ms();
+    kw_err_t err;
+
+    KW_LOG_I(MOD, "direct mode%s: batches every %" PRId64 " ms, %s", d->at_least_once
+             ? " (at least once: offsets in ZooKeeper after the sink write)" : "", interval,
+             d->conf->receiver.max_rate_per_partition > 0 ? "rate-limited per partition"
+             : "up to the high watermark");
+    while (!atomic_load(&d->stop)) {
+        while (!atomic_load(&d->stop) && now_ms() < next)
+            sleep_ms(next - now_ms() < 100 ? next - now_ms() : 100);
+        if (atomic_load(&d->stop))
+            break;
+        next += interval;
+        if ((err = run_batch(d, errstr, errlen)) != KW_OK) {
+            log_summary(d);
+            return err;
+        }
+        if (next < now_ms())
+            next = now_ms();       /* behind: the next batch at once */
+        if (now_ms() - last_summary >= 10000) {
+            last_summary = now_ms();
+            log_summary(d);
+        }
+    }
+    log_summary(d);
+    return KW_OK;
+}

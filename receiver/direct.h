@@ -1,0 +1,145 @@
+/*
+ * direct.h -- direct mode (`kwal direct`): no receivers, no WAL.
+ *
+ * Every batch.interval.ms one batch, on one thread:
+ *
+ *   1. Partitions: every partition of the configured topics (names, not
+ *      patterns), from Kafka's metadata, asked again each batch so new
+ *      partitions are picked up. Each is owned in ZooKeeper before it is
+ *      read (/consumers/<group>/owners/<topic>/<partition>, the receivers'
+ *      layout): several instances of one group share the partitions, each
+ *      read by one instance at a time; a partition another instance holds
+ *      is skipped until it is released.
+ *   2. Ranges: for each partition [from, until). from is the next offset
+ *      stored with the output (below), or, for a partition never read,
+ *      direct.start.offsets, else auto.offset.reset; until is
+ *      min(high watermark, from + max.rate.per.partition x interval).
+ *      A from that Kafka no longer has is loud source loss (invariant 6):
+ *      the lost offsets are logged at ERROR and counted, and the range
+ *      starts where auto.offset.reset says.
+ *   3. Read exactly those ranges: one librdkafka consumer, assigned at
+ *      each from, records at or past until dropped. A partition that cannot
+ *      be read to its until within the read deadline (a broker down) ends
+ *      its range at what was read: the range stored is always the range
+ *      delivered. Crash point direct.read after it.
+ *   4. Deliver the records and store the ranges in the same SQLite
+ *      transaction (sink sqlite: kw_sink_write_batch_tx): table
+ *        direct_ranges(batch INTEGER, topic TEXT, partition INTEGER,
+ *                      from_offset INTEGER, until_offset INTEGER,
+ *                      PRIMARY KEY(batch, topic, partition))
+ *      in the sink's database. Exactly once: a crash before COMMIT leaves
+ *      neither the records nor the ranges, a crash after leaves both.
+ *      Crash points sink.mid-txn inside, direct.stored after.
+ *   5. Move the ZooKeeper offsets to each until (ownership-guarded), so
+ *      ZooKeeper-based monitoring sees progress. In exactly-once mode
+ *      ZooKeeper is only a mirror: a failed update is logged and redone with
+ *      the next batch, never a reason to stop.
+ *
+ * On restart each partition goes on from its highest stored until.
+ *
+ * at_least_once (`--at-least-once`) is the comparison baseline: the sink
+ * may be any kind and is written without the ranges; the offsets live in
+ * ZooKeeper only, updated after the sink write. A crash between the two
+ * delivers that batch again (duplicates), nothing is lost.
+ *
+ * Threads. new, run and destroy from one thread; kw_direct_stop() from any
+ * thread or a signal handler; kw_direct_stats() from any thread.
+ */
+#ifndef KW_DIRECT_H
+#define KW_DIRECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kw_conf.h"
+#include "kw_err.h"
+
+struct sqlite3;
+
+typedef struct kw_direct kw_direct_t;
+
+typedef struct kw_direct_options {
+    const kw_conf_t *conf;          /* must outlive the handle */
+    int              at_least_once; /* offsets in ZooKeeper after the sink write */
+} kw_direct_options_t;
+
+typedef struct kw_direct_stats {
+    uint64_t batches;               /* batches the sink acknowledged */
+    uint64_t records_delivered;
+    uint64_t records_stored;
+    uint64_t duplicates_delivered;  /* invariant 3: counted, never hidden */
+    uint64_t partitions;            /* partitions read in the last batch */
+    uint64_t partitions_busy;       /* skipped: another instance owns them */
+    uint64_t short_reads;           /* ranges cut short at the read deadline */
+    uint64_t zk_failures;           /* ZooKeeper offset updates that failed */
+    uint64_t source_loss_events;    /* invariant 6 */
+    uint64_t source_loss_records;
+} kw_direct_stats_t;
+
+/*
+ * Check the settings (group.id and topics required, topics must be names;
+ * the sink must be sqlite unless at_least_once), open the sink and its
+ * range table, the ZooKeeper session (registered) and the Kafka client.
+ * KW_ECONFIG for bad settings, else the error of the part that failed.
+ */
+kw_err_t kw_direct_new(const kw_direct_options_t *opts, kw_direct_t **d,
+                       char *errstr, size_t errlen);
+
+/* Run batches until kw_direct_stop() (the batch under way finishes first:
+ * KW_OK) or a fatal error (its one-line reason in errstr). Call once. */
+kw_err_t kw_direct_run(kw_direct_t *d, char *errstr, size_t errlen);
+
+/* Async-signal-safe; any thread; idempotent. */
+void kw_direct_stop(kw_direct_t *d);
+
+void kw_direct_stats(kw_direct_t *d, kw_direct_stats_t *stats);
+
+/* NULL is a no-op. */
+void kw_direct_destroy(kw_direct_t *d);
+
+/* ---- Pure parts (unit-tested) ---- */
+
+/* Where a partition starts and how far one batch reads it. */
+typedef struct kw_direct_plan {
+    int64_t from, until;            /* the range to read: [from, until) */
+    int64_t lost_from, lost_until;  /* lost at the source (empty: equal) */
+} kw_direct_plan_t;
+
+/*
+ * Plan one partition's range. next: the next offset stored (-1: none);
+ * start: direct.start.offsets' offset for it (-1: none); low..high-1: what
+ * Kafka has; policy: auto.offset.reset (a kw_offset_reset_t); max_records:
+ * the most one batch may take (0: no bound). A next (or start) outside
+ * [low, high] is out of range: below low the offsets up to low are lost at
+ * the source; either way the partition goes on where policy says. Returns
+ * 0, or -1 when policy is error and the partition has nowhere to start.
+ */
+int kw_direct_plan_range(int64_t next, int64_t start, int64_t low, int64_t high,
+                         int policy, int64_t max_records, kw_direct_plan_t *plan);
+
+/* The most records one batch takes from a partition: max.rate.per.partition
+ * x interval_ms / 1000, at least 1; 0 (no bound) when rate is 0. */
+int64_t kw_direct_max_records(int64_t rate, int64_t interval_ms);
+
+/*
+ * Find topic/partition in direct.start.offsets items ("topic:partition:
+ * offset"; the topic may itself contain ':' -- the last two fields are
+ * split off). *offset = -1 when it is not listed. KW_ECONFIG naming the
+ * item for a malformed one.
+ */
+kw_err_t kw_direct_start_offset(const kw_conf_list_t *items, const char *topic,
+                                int32_t partition, int64_t *offset,
+                                char *errstr, size_t errlen);
+
+/* The range table (above) in db: created when missing. */
+kw_err_t kw_direct_ranges_init(struct sqlite3 *db, char *errstr, size_t errlen);
+
+/* The next offset stored for topic/partition (the highest until), or -1. */
+kw_err_t kw_direct_ranges_next(struct sqlite3 *db, const char *topic, int32_t partition,
+                               int64_t *next, char *errstr, size_t errlen);
+
+/* The highest batch id stored, 0 when none. */
+kw_err_t kw_direct_ranges_last_batch(struct sqlite3 *db, uint64_t *batch,
+                                     char *errstr, size_t errlen);
+
+#endif /* KW_DIRECT_H */
