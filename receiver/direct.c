@@ -19,6 +19,7 @@
 #include "blockgen.h"
 #include "kw_fault.h"
 #include "kw_log.h"
+#include "kw_time.h"
 #include "receiver.h"
 #include "sink.h"
 #include "zkstore.h"
@@ -205,29 +206,6 @@ struct kw_direct {
                              short_reads, zk_failures, loss_events, loss_records;
     } n;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
-
-    nanosleep(&ts, NULL);
-}
 
 static dpart_t *part_find(kw_direct_t *d, const char *topic, int32_t partition)
 {
@@ -642,8 +620,8 @@ static kw_err_t read_batch(kw_direct_t *d, char *errstr, size_t errlen)
 
     if (err != KW_OK)
         return err;
-    deadline = now_ms() + (read_ms > DIRECT_MIN_READ_MS ? read_ms : DIRECT_MIN_READ_MS);
-    while (pending > 0 && now_ms() < deadline && bytes < DIRECT_MAX_BATCH_BYTES &&
+    deadline = kw_mono_ms() + (read_ms > DIRECT_MIN_READ_MS ? read_ms : DIRECT_MIN_READ_MS);
+    while (pending > 0 && kw_mono_ms() < deadline && bytes < DIRECT_MAX_BATCH_BYTES &&
            !atomic_load(&d->stop)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(d->rk, 100);
         dpart_t *p;
@@ -657,33 +635,23 @@ static kw_err_t read_batch(kw_direct_t *d, char *errstr, size_t errlen)
             rd_kafka_message_destroy(m);
             continue;
         }
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            /* everything below the partition's end was seen */
-            if (m->offset >= p->until) {
-                p->read_until = p->until;
+        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR || m->offset >= p->until ||
+            m->offset < p->read_until) {
+            if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR ||
+                m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                /* at or past until (a record, or the partition's end): every
+                 * offset before it was seen; below read_until: not ours */
+                if (m->offset >= p->until) {
+                    p->read_until = p->until;
+                    p->done = 1;
+                    pending--;
+                }
+            } else {
+                KW_LOG_W(MOD, "%s/%d: %s; the range ends at what was read", p->topic,
+                         (int)p->partition, rd_kafka_message_errstr(m));
                 p->done = 1;
                 pending--;
             }
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            KW_LOG_W(MOD, "%s/%d: %s; the range ends at what was read", p->topic,
-                     (int)p->partition, rd_kafka_message_errstr(m));
-            p->done = 1;
-            pending--;
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        if (m->offset >= p->until) {
-            /* past the range: everything before it was seen */
-            p->read_until = p->until;
-            p->done = 1;
-            pending--;
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        if (m->offset < p->read_until) {        /* not ours (an older fetch) */
             rd_kafka_message_destroy(m);
             continue;
         }
@@ -892,8 +860,8 @@ static kw_err_t run_batch(kw_direct_t *d, char *errstr, size_t errlen)
     /* at-least-once: ids from the clock, growing across restarts without a
      * store; exactly-once: the next id after the stored ranges' */
     batch = d->last_batch + 1;
-    if (d->at_least_once && (uint64_t)wall_ms() > batch)
-        batch = (uint64_t)wall_ms();
+    if (d->at_least_once && (uint64_t)kw_wall_ms() > batch)
+        batch = (uint64_t)kw_wall_ms();
     memset(&ss, 0, sizeof(ss));
     for (int64_t backoff = 250;; backoff = backoff < 4000 ? backoff * 2 : 4000) {
         err = d->at_least_once
@@ -904,7 +872,7 @@ static kw_err_t run_batch(kw_direct_t *d, char *errstr, size_t errlen)
             break;
         KW_LOG_E(MOD, "batch %" PRIu64 ": sink: %s; retrying in %" PRId64 " ms", batch,
                  why, backoff);
-        sleep_ms(backoff);
+        kw_sleep_ms(backoff);
     }
     free_msgs(d);
     if (err != KW_OK)
@@ -927,7 +895,7 @@ static kw_err_t run_batch(kw_direct_t *d, char *errstr, size_t errlen)
     if (err != KW_OK) {
         atomic_fetch_add(&d->n.zk_failures, 1);
         if (d->zk_pending_since == 0)
-            d->zk_pending_since = now_ms();
+            d->zk_pending_since = kw_mono_ms();
         KW_LOG_W(MOD, "batch %" PRIu64 ": ZooKeeper offsets not updated (%s); %s", batch,
                  why, d->at_least_once
                  ? "a restart now would read this batch again (--at-least-once)"
@@ -952,7 +920,7 @@ static void log_summary(kw_direct_t *d)
 kw_err_t kw_direct_run(kw_direct_t *d, char *errstr, size_t errlen)
 {
     int64_t interval = d->conf->receiver.batch_interval_ms;
-    int64_t next = now_ms(), last_summary = now_ms();
+    int64_t next = kw_mono_ms(), last_summary = kw_mono_ms();
     kw_err_t err;
 
     KW_LOG_I(MOD, "direct mode%s: batches every %" PRId64 " ms, %s", d->at_least_once
@@ -960,8 +928,8 @@ kw_err_t kw_direct_run(kw_direct_t *d, char *errstr, size_t errlen)
              d->conf->receiver.max_rate_per_partition > 0 ? "rate-limited per partition"
              : "up to the high watermark");
     while (!atomic_load(&d->stop)) {
-        while (!atomic_load(&d->stop) && now_ms() < next)
-            sleep_ms(next - now_ms() < 100 ? next - now_ms() : 100);
+        while (!atomic_load(&d->stop) && kw_mono_ms() < next)
+            kw_sleep_ms(next - kw_mono_ms() < 100 ? next - kw_mono_ms() : 100);
         if (atomic_load(&d->stop))
             break;
         next += interval;
@@ -969,10 +937,10 @@ kw_err_t kw_direct_run(kw_direct_t *d, char *errstr, size_t errlen)
             log_summary(d);
             return err;
         }
-        if (next < now_ms())
-            next = now_ms();       /* behind: the next batch at once */
-        if (now_ms() - last_summary >= 10000) {
-            last_summary = now_ms();
+        if (next < kw_mono_ms())
+            next = kw_mono_ms();       /* behind: the next batch at once */
+        if (kw_mono_ms() - last_summary >= 10000) {
+            last_summary = kw_mono_ms();
             log_summary(d);
         }
     }

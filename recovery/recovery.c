@@ -19,6 +19,7 @@
 #include "delivery.h"
 #include "kw_fault.h"
 #include "kw_log.h"
+#include "kw_time.h"
 #include "receiver.h"
 #include "sink.h"
 #include "tracker.h"
@@ -33,30 +34,6 @@
 /* Blocks per replayed batch: bounds memory (a block is up to
  * block.max.bytes) on a long backlog. */
 #define REPLAY_BATCH_BLOCKS 8
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 void kw_recovery_options_init(kw_recovery_options_t *o)
 {
@@ -102,7 +79,7 @@ static kw_err_t open_tracker(const char *path, kw_tracker_t **t, kw_recovery_rep
     if (r->tracker_created || (err != KW_ECORRUPT && err != KW_EIO))
         return kw_seterr(errstr, errlen, err, "%s", why);
     snprintf(r->tracker_moved_to, sizeof(r->tracker_moved_to), "%s.unreadable-%" PRId64,
-             path, wall_ms());
+             path, kw_wall_ms());
     KW_LOG_W(MOD, "the tracker database cannot be opened (%s); moving it to %s and "
              "rebuilding it from the WAL", why, r->tracker_moved_to);
     if (rename(path, r->tracker_moved_to) != 0)
@@ -159,7 +136,7 @@ static kw_err_t reconcile_tracker(kw_wal_t *wal, kw_tracker_t *t, int fresh,
         return kw_seterr(errstr, errlen, err, "tracker: %s", why);
     if (fresh && r->wal.records > 0) {
         /* batch ids above any the sink may hold from the lost tracker */
-        err = kw_tracker_batch_ids_from(t, (uint64_t)wall_ms(), why, sizeof(why));
+        err = kw_tracker_batch_ids_from(t, (uint64_t)kw_wall_ms(), why, sizeof(why));
         if (err != KW_OK)
             return kw_seterr(errstr, errlen, err, "tracker: %s", why);
     }
@@ -217,7 +194,7 @@ static kw_err_t replay(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
         kw_delivery_stats_t st;
 
         memset(&st, 0, sizeof(st));
-        err = kw_delivery_round(wal, t, sink, wall_ms(), REPLAY_BATCH_BLOCKS, NULL, NULL,
+        err = kw_delivery_round(wal, t, sink, kw_wall_ms(), REPLAY_BATCH_BLOCKS, NULL, NULL,
                                 &st, errstr, errlen);
         r->batches_replayed += st.batches;
         r->blocks_replayed += st.blocks;
@@ -236,11 +213,11 @@ static kw_err_t replay(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
         }
         if (err == KW_EAGAIN) {
             if (first_failure == 0)
-                first_failure = now_ms();
-            if (now_ms() - first_failure >= SINK_RETRY_MS)
+                first_failure = kw_mono_ms();
+            if (kw_mono_ms() - first_failure >= SINK_RETRY_MS)
                 return KW_EIO;      /* errstr: the sink's reason */
             KW_LOG_W(MOD, "%s; retrying in %" PRId64 " ms", errstr, backoff);
-            sleep_ms(backoff);
+            kw_sleep_ms(backoff);
             backoff = backoff < 4000 ? backoff * 2 : 4000;
             continue;
         }
@@ -346,7 +323,7 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
 {
     kw_recovery_report_t local, *r = report != NULL ? report : &local;
     const kw_conf_t *conf = o->conf;
-    int64_t start = now_ms();
+    int64_t start = kw_mono_ms();
     kw_tracker_t *t = NULL;
     kw_sink_t *sink = NULL;
     kw_wal_t *wal = NULL;
@@ -435,7 +412,7 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
         if (err != KW_OK)
             goto out;
     }
-    r->elapsed_ms = now_ms() - start;
+    r->elapsed_ms = kw_mono_ms() - start;
     KW_LOG_I(MOD, "done in %" PRId64 " ms%s: WAL %" PRIu64 " records (%" PRIu64
              " torn tails cut); %" PRIu64 " blocks registered in the tracker; %" PRIu64
              " blocks (%" PRIu64 " records) replayed in %" PRIu64 " batches, %" PRIu64
@@ -454,6 +431,6 @@ out:
     kw_tracker_close(t);
     kw_wal_close(wal);
     if (err != KW_OK)
-        r->elapsed_ms = now_ms() - start;
+        r->elapsed_ms = kw_mono_ms() - start;
     return err;
 }
