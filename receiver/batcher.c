@@ -10,6 +10,19 @@
  * A sink failure leaves the batch OPEN and is retried at the next interval.
  * WAL read or decode failures are fatal (the data is needed and unreadable).
  * Logs one line per batch at debug and a summary at info every ~10 s.
+ *
+ * --no-wal (receiver.h): every batch.interval.ms, when a pipeline at the
+ * pending bound asks (deliver_now), and once more at shutdown after the
+ * pipelines drained, the blocks pending then are decoded (their own
+ * iterators; they are in memory, nothing is read back) and go to the sink
+ * as ONE batch, id kw_receiver_next_batch_id(). Only once the sink has it
+ * are they removed from the list and freed. A sink failure keeps them
+ * pending (logged at ERROR, retried at the next interval under a new id:
+ * the batch will have grown; no early batch before that); at shutdown the last batch is tried
+ * NOWAL_FINAL_TRIES times, and what is still pending is reported lost by
+ * the service. In this mode the batcher keeps running after a fatal error,
+ * until the service stops it: pending blocks have their offsets in
+ * ZooKeeper, and delivering them is the only way not to lose them.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -17,8 +30,10 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "delivery.h"
+#include "kw_fault.h"
 #include "kw_log.h"
 #include "receiver_int.h"
 
@@ -74,6 +89,174 @@ static int run_round(kw_receiver_t *svc)
     return 0;
 }
 
+/* ---- --no-wal ---- */
+
+#define NOWAL_FINAL_TRIES 3
+
+/* The records of the pending blocks being delivered. Record pointers point
+ * into the blocks (still on the pending list: only this thread removes
+ * them); header arrays point into the iterator, so they are copied. */
+typedef struct nowal_batch {
+    kw_record_t         *recs;
+    size_t               nrecs, cap;
+    kw_record_header_t **hdrs;
+    size_t               nhdrs;
+} nowal_batch_t;
+
+static void nowal_batch_free(nowal_batch_t *nb)
+{
+    for (size_t i = 0; i < nb->nhdrs; i++)
+        free(nb->hdrs[i]);
+    free(nb->hdrs);
+    free(nb->recs);
+    memset(nb, 0, sizeof(*nb));
+}
+
+static int nowal_push(nowal_batch_t *nb, const kw_record_t *rec)
+{
+    kw_record_t *r;
+
+    if (nb->nrecs == nb->cap) {
+        size_t ncap = nb->cap ? nb->cap * 2 : 1024;
+        kw_record_t *nr = realloc(nb->recs, ncap * sizeof(*nr));
+
+        if (nr == NULL)
+            return -1;
+        nb->recs = nr;
+        nb->cap = ncap;
+    }
+    r = &nb->recs[nb->nrecs];
+    *r = *rec;
+    if (rec->header_count > 0) {
+        kw_record_header_t *h = malloc(rec->header_count * sizeof(*h));
+        kw_record_header_t **nh = realloc(nb->hdrs, (nb->nhdrs + 1) * sizeof(*nh));
+
+        if (nh != NULL)
+            nb->hdrs = nh;
+        if (h == NULL || nh == NULL) {
+            free(h);
+            return -1;
+        }
+        memcpy(h, rec->headers, rec->header_count * sizeof(*h));
+        nb->hdrs[nb->nhdrs++] = h;
+        r->headers = h;
+    }
+    nb->nrecs++;
+    return 0;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One --no-wal round: the blocks pending now, as one batch. 0 delivered (or
+ * nothing pending), 1 the sink failed (the blocks stay pending; logged), -1
+ * out of memory (logged; the blocks stay pending). */
+static int run_round_no_wal(kw_receiver_t *svc)
+{
+    kw_block_t **blocks = NULL;
+    nowal_batch_t nb;
+    kw_sink_stats_t ss;
+    uint64_t id, bytes = 0;
+    char errstr[512];
+    size_t n;
+    kw_err_t err;
+
+    /* a snapshot of the list's head: pipelines only append, and only this
+     * thread removes, so these n blocks stay first and alive */
+    pthread_mutex_lock(&svc->pending_mu);
+    n = svc->npending;
+    if (n > 0) {
+        blocks = malloc(n * sizeof(*blocks));
+        if (blocks != NULL)
+            memcpy(blocks, svc->pending, n * sizeof(*blocks));
+    }
+    pthread_mutex_unlock(&svc->pending_mu);
+    if (n == 0)
+        return 0;
+    memset(&nb, 0, sizeof(nb));
+    if (blocks == NULL)
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        kw_block_iter_t *it = NULL;
+        kw_record_t r;
+
+        bytes += kw_block_size(blocks[i]);
+        if (kw_block_iter_new(blocks[i], &it) != KW_OK)
+            goto oom;
+        while ((err = kw_block_iter_next(it, &r)) == KW_OK) {
+            if (nowal_push(&nb, &r) != 0) {
+                kw_block_iter_destroy(it);
+                goto oom;
+            }
+        }
+        kw_block_iter_destroy(it);
+        if (err != KW_EOF)
+            goto oom;
+    }
+
+    id = kw_receiver_next_batch_id(svc->last_batch_id, wall_ms());
+    svc->last_batch_id = id;
+    err = kw_sink_write_batch(svc->sink, id, nb.recs, nb.nrecs, &ss, errstr,
+                              sizeof(errstr));
+    nowal_batch_free(&nb);
+    if (err != KW_OK) {
+        KW_LOG_E(BATCH_MOD, "batch %" PRIu64 ": sink: %s; its %zu blocks stay pending "
+                 "(--no-wal: their offsets are in ZooKeeper, a crash now loses them)",
+                 id, errstr, n);
+        free(blocks);
+        return 1;
+    }
+    kw_crash(KW_CRASH_SINK_COMMITTED);
+    atomic_fetch_add(&svc->n.batches, 1);
+    atomic_fetch_add(&svc->n.records_delivered, ss.delivered);
+    atomic_fetch_add(&svc->n.records_stored, ss.stored);
+    atomic_fetch_add(&svc->n.duplicates_delivered, ss.duplicates_delivered);
+    if (ss.duplicates_delivered > 0)
+        KW_LOG_W(BATCH_MOD, "batch %" PRIu64 ": %" PRIu64 " duplicate deliveries "
+                 "(already stored; invariant 3)", id, ss.duplicates_delivered);
+    KW_LOG_D(BATCH_MOD, "batch %" PRIu64 ": %zu blocks, %" PRIu64 " records, %" PRIu64
+             " stored", id, n, ss.delivered, ss.stored);
+
+    /* delivered: off the list, and room for the pipelines */
+    pthread_mutex_lock(&svc->pending_mu);
+    memmove(svc->pending, svc->pending + n, (svc->npending - n) * sizeof(*svc->pending));
+    svc->npending -= n;
+    svc->pending_bytes -= bytes;
+    pthread_cond_broadcast(&svc->pending_cv);
+    pthread_mutex_unlock(&svc->pending_mu);
+    for (size_t i = 0; i < n; i++)
+        kw_block_destroy(blocks[i]);
+    free(blocks);
+    return 0;
+
+oom:
+    nowal_batch_free(&nb);
+    free(blocks);
+    KW_LOG_E(BATCH_MOD, "--no-wal: out of memory building a batch of %zu blocks; they "
+             "stay pending", n);
+    return -1;
+}
+
+/* The last --no-wal round, at shutdown: a few tries, then the service
+ * reports what is left as lost. */
+static void final_round_no_wal(kw_receiver_t *svc)
+{
+    for (int i = 1; i <= NOWAL_FINAL_TRIES; i++) {
+        if (run_round_no_wal(svc) == 0)
+            return;
+        if (i < NOWAL_FINAL_TRIES) {
+            KW_LOG_W(BATCH_MOD, "--no-wal: the last batch failed (try %d of %d); "
+                     "trying again in 1 s", i, NOWAL_FINAL_TRIES);
+            kw_rcv_sleep_ms(1000);
+        }
+    }
+}
+
 static void log_summary(kw_receiver_t *svc)
 {
     kw_receiver_stats_t s;
@@ -92,13 +275,15 @@ void *kw_rcv_batcher_main(void *arg)
     kw_receiver_t *svc = arg;
     int64_t interval = svc->rc->batch_interval_ms;
     int64_t next = kw_rcv_now_ms() + interval, last_summary = kw_rcv_now_ms();
+    int failed = 0;     /* --no-wal: the last round failed; no early rounds */
 
     pthread_setname_np(pthread_self(), "batcher");
     for (;;) {
-        int stop;
+        int stop, early = 0;
 
         pthread_mutex_lock(&svc->batch_mu);
-        while (!svc->stop_batcher && !kw_rcv_is_fatal(svc) && kw_rcv_now_ms() < next) {
+        while (!svc->stop_batcher && (!svc->deliver_now || failed) &&
+               (svc->no_wal || !kw_rcv_is_fatal(svc)) && kw_rcv_now_ms() < next) {
             struct timespec ts;
             int64_t wait = next - kw_rcv_now_ms();
 
@@ -114,15 +299,29 @@ void *kw_rcv_batcher_main(void *arg)
             pthread_cond_timedwait(&svc->batch_cv, &svc->batch_mu, &ts);
         }
         stop = svc->stop_batcher;
+        if (svc->deliver_now && !failed && kw_rcv_now_ms() < next)
+            early = 1;
+        svc->deliver_now = 0;
         pthread_mutex_unlock(&svc->batch_mu);
-        if (kw_rcv_is_fatal(svc))
-            break;
-        /* at stop: the last batch (the pipeline has drained by then) */
-        if (run_round(svc) != 0 || stop)
-            break;
-        next += interval;
-        if (next < kw_rcv_now_ms())
-            next = kw_rcv_now_ms() + interval;
+        if (svc->no_wal) {
+            /* on until the service stops us, fatal or not (top of file) */
+            if (stop) {
+                final_round_no_wal(svc);
+                break;
+            }
+            failed = run_round_no_wal(svc) != 0;
+        } else {
+            if (kw_rcv_is_fatal(svc))
+                break;
+            /* at stop: the last batch (the pipeline has drained by then) */
+            if (run_round(svc) != 0 || stop)
+                break;
+        }
+        if (!early) {
+            next += interval;
+            if (next < kw_rcv_now_ms())
+                next = kw_rcv_now_ms() + interval;
+        }
         if (kw_rcv_now_ms() - last_summary >= 10000) {
             last_summary = kw_rcv_now_ms();
             log_summary(svc);

@@ -43,6 +43,19 @@
  * requested meanwhile fails the service: the held blocks were never
  * acknowledged, Kafka still has them.
  *
+ * --no-wal (receiver.h): no WAL and no tracker. Per block: wait while the
+ * pending list is at its bound (KW_RCV_PENDING_MAX_BYTES, receiver_int.h;
+ * the batcher is asked for a batch at once), then
+ *
+ *   1. kw_zk_commit at once, as step 3 above (owner-guarded, retried);
+ *   2. the block goes to the service's pending list, where the batcher
+ *      takes it at the next batch.interval.ms;
+ *   3. tell the block's receiver that its block seq is done.
+ *
+ * Invariant 1 does not hold, on purpose: from step 1 until its batch is in
+ * the sink a crash loses the block (the baseline DESIGN.md compares against).
+ * Crash points block.cut and pipeline.committed are passed as above.
+ *
  * The thread exits when the queue is closed and empty (the service closes it
  * after every receiver has put its last block) or on a fatal error.
  */
@@ -52,6 +65,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kw_fault.h"
 #include "kw_log.h"
@@ -59,8 +73,9 @@
 
 #define PIPE_MOD "pipeline"
 
-/* Step 3: retried until it succeeds, is fenced, or the service fails. */
-static int commit_offsets(kw_receiver_t *svc, const kw_block_t *b, uint64_t lsn)
+/* Step 3: retried until it succeeds, is fenced, or the service fails. what
+ * names the block in log lines ("lsn 12"). 0 stored, 1 fenced, -1 fatal. */
+static int commit_offsets(kw_receiver_t *svc, const kw_block_t *b, const char *what)
 {
     size_t n = kw_block_range_count(b);
     kw_zk_offset_t offs[n > 0 ? n : 1];
@@ -80,8 +95,8 @@ static int commit_offsets(kw_receiver_t *svc, const kw_block_t *b, uint64_t lsn)
         if (err == KW_OK)
             return 0;
         if (err == KW_EFENCED) {
-            KW_LOG_W(PIPE_MOD, "block lsn %" PRIu64 ": offsets not stored, partition "
-                     "no longer ours: %s (invariant 4)", lsn, errstr);
+            KW_LOG_W(PIPE_MOD, "block %s: offsets not stored, partition "
+                     "no longer ours: %s (invariant 4)", what, errstr);
             return 1;
         }
         if (kw_rcv_is_fatal(svc))
@@ -89,8 +104,8 @@ static int commit_offsets(kw_receiver_t *svc, const kw_block_t *b, uint64_t lsn)
         atomic_fetch_add(&svc->n.zk_retries, 1);
         if (kw_rcv_now_ms() - last_log >= 5000 || last_log == first) {
             last_log = kw_rcv_now_ms();
-            KW_LOG_W(PIPE_MOD, "storing offsets of block lsn %" PRIu64 " in ZooKeeper: "
-                     "%s; retrying (receivers pause while the queue is full)", lsn,
+            KW_LOG_W(PIPE_MOD, "storing offsets of block %s in ZooKeeper: "
+                     "%s; retrying (receivers pause while the queue is full)", what,
                      errstr);
             if (last_log == first)
                 last_log++;
@@ -185,7 +200,7 @@ static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b
     size_t len;
     const uint8_t *data = kw_block_data(b, &len);
     kw_wal_pos_t pos;
-    char errstr[512];
+    char errstr[512], what[32];
     uint32_t rid = kw_block_receiver_id(b);
     kw_err_t err;
     int rc;
@@ -232,7 +247,8 @@ static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b
     kw_crash(KW_CRASH_PIPELINE_TRACKED);
 
     /* 3. offsets to ZooKeeper, only now (invariant 1) */
-    rc = commit_offsets(svc, b, pos.lsn);
+    snprintf(what, sizeof(what), "lsn %" PRIu64, pos.lsn);
+    rc = commit_offsets(svc, b, what);
     if (rc < 0)
         return -1;
     if (rc == 0)
@@ -255,6 +271,103 @@ static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b
      * prune it from the tracker (it may be delivered and processed before
      * its offsets are in ZooKeeper) */
     atomic_store(&c->inflight_floor, 0);
+    kw_rcv_mark_done(c, kw_block_seq(b));
+    return 0;
+}
+
+/* --no-wal: wait until the pending list has room for size bytes (asking the
+ * batcher for a batch now), then reserve one entry in it (pending_reserved).
+ * 0, or -1 when the service failed meanwhile or memory ran out (fatal
+ * recorded; nothing reserved). */
+static int wait_pending_room(kw_receiver_t *svc, uint64_t size)
+{
+    int logged = 0, rc = 0;
+
+    pthread_mutex_lock(&svc->pending_mu);
+    while (svc->pending_bytes > 0 &&
+           svc->pending_bytes + size > KW_RCV_PENDING_MAX_BYTES &&
+           !atomic_load(&svc->receivers_stop) && !kw_rcv_is_fatal(svc)) {
+        struct timespec ts;
+
+        if (!logged) {
+            KW_LOG_D(PIPE_MOD, "--no-wal: %" PRIu64 " bytes pending: asking for a "
+                     "batch now", svc->pending_bytes);
+            logged = 1;
+        }
+        pthread_mutex_lock(&svc->batch_mu);
+        svc->deliver_now = 1;
+        pthread_cond_broadcast(&svc->batch_cv);
+        pthread_mutex_unlock(&svc->batch_mu);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&svc->pending_cv, &svc->pending_mu, &ts);
+    }
+    if (kw_rcv_is_fatal(svc)) {
+        rc = -1;
+    } else if (svc->npending + svc->pending_reserved == svc->pending_cap) {
+        /* grown here, before the commit: once the offsets are in ZooKeeper
+         * the block must not fail to get onto the list */
+        size_t ncap = svc->pending_cap ? svc->pending_cap * 2 : 64;
+        kw_block_t **np = realloc(svc->pending, ncap * sizeof(*np));
+
+        if (np == NULL) {
+            kw_rcv_fatal(svc, "--no-wal: pending list: out of memory");
+            rc = -1;
+        } else {
+            svc->pending = np;
+            svc->pending_cap = ncap;
+        }
+    }
+    if (rc == 0)
+        svc->pending_reserved++;
+    pthread_mutex_unlock(&svc->pending_mu);
+    return rc;
+}
+
+/* --no-wal: steps 1-3 (top of file) for one block of receiver c; takes b.
+ * The pipelines of all receivers add to the one pending list, so the bound
+ * is kept to within one block per receiver. 0, or -1 (fatal recorded; b,
+ * not committed, destroyed: Kafka still has it). */
+static int process_block_no_wal(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b)
+{
+    char what[48];
+    int rc;
+
+    kw_crash(KW_CRASH_BLOCK_CUT);
+    if (wait_pending_room(svc, kw_block_size(b)) != 0) {
+        kw_block_destroy(b);
+        return -1;
+    }
+    /* 1. offsets to ZooKeeper at once: acknowledged on receipt */
+    snprintf(what, sizeof(what), "%u/%" PRIu64, kw_block_receiver_id(b), kw_block_seq(b));
+    rc = commit_offsets(svc, b, what);
+    if (rc < 0) {
+        pthread_mutex_lock(&svc->pending_mu);
+        svc->pending_reserved--;
+        pthread_mutex_unlock(&svc->pending_mu);
+        kw_block_destroy(b);
+        return -1;
+    }
+    if (rc == 0) {
+        kw_crash(KW_CRASH_PIPELINE_COMMITTED);
+        atomic_fetch_add(&svc->n.blocks_committed, 1);
+    } else {
+        atomic_fetch_add(&svc->n.blocks_fenced, 1);
+    }
+    KW_LOG_D(PIPE_MOD, "block %s: %u records, %zu bytes, pending%s", what,
+             kw_block_record_count(b), kw_block_size(b), rc ? " (fenced)" : "");
+    /* 2. pending until its batch (a fenced block too, as on the WAL path: the
+     * sink counts the new owner's copy as a duplicate delivery) */
+    pthread_mutex_lock(&svc->pending_mu);
+    svc->pending_reserved--;
+    svc->pending[svc->npending++] = b;
+    svc->pending_bytes += kw_block_size(b);
+    pthread_mutex_unlock(&svc->pending_mu);
+    /* 3. */
     kw_rcv_mark_done(c, kw_block_seq(b));
     return 0;
 }
@@ -286,8 +399,12 @@ void *kw_rcv_pipeline_main(void *arg)
             kw_block_destroy(b);
             break;
         }
-        err = process_block(svc, c, b) == 0 ? KW_OK : KW_EIO;
-        kw_block_destroy(b);
+        if (svc->no_wal) {
+            err = process_block_no_wal(svc, c, b) == 0 ? KW_OK : KW_EIO;
+        } else {
+            err = process_block(svc, c, b) == 0 ? KW_OK : KW_EIO;
+            kw_block_destroy(b);
+        }
         if (err != KW_OK)
             break;
     }

@@ -16,6 +16,18 @@
  * invariants: receivers stop first (flushing their last block), the pipeline
  * drains the queue, the batcher delivers the last batch.
  *
+ * --no-wal (kw_receiver_options_t.no_wal) is the unreliable receiver, the
+ * baseline of DESIGN.md "Semantics to compare" (Spark's receiver before it
+ * had a WAL). No WAL and no tracker are opened; the pipeline stores each
+ * block's offsets in ZooKeeper as soon as it takes the block (still guarded
+ * by the owner nodes, invariant 4) and hands the block to an in-memory
+ * pending list; the batcher delivers every pending block as one batch each
+ * batch.interval.ms. Invariant 1 is broken on purpose: a crash loses every
+ * block whose offsets are in ZooKeeper but that the sink does not have yet.
+ * A requested stop delivers them all; blocks that could not be delivered
+ * when run() returns (sink failure at stop, fatal error) are logged at ERROR
+ * one by one with their Kafka ranges, never dropped silently.
+ *
  * Ownership. kw_receiver_new() copies nothing it does not need: conf and
  * wal_opts (and every string they point to) must outlive the handle.
  *
@@ -58,16 +70,37 @@ typedef struct kw_receiver_stats {
                                     * consumption paused until it was repaired */
 } kw_receiver_stats_t;
 
+/* How the service runs; kw_receiver_options_init() sets the defaults. */
+typedef struct kw_receiver_options {
+    int no_wal;     /* 0 (default): the data flow above, WAL and tracker.
+                     * 1: `kwal receive --no-wal` (see the top of this file):
+                     * no WAL, no tracker, offsets committed on receipt,
+                     * blocks pending in memory until their batch; loses
+                     * them on a crash. The caller does not run recovery. */
+} kw_receiver_options_t;
+
+void kw_receiver_options_init(kw_receiver_options_t *opts);
+
 /*
  * Check the receiver settings of conf (group.id and topics are required),
  * open the WAL (wal_opts, built from conf by the program), the tracker, the
  * sink and the ZooKeeper session, and register this instance. Nothing is
  * consumed yet. KW_ECONFIG for missing or contradictory settings, else the
  * error of the part that failed; errstr says which. On success *rcv is the
- * caller's (kw_receiver_destroy).
+ * caller's (kw_receiver_destroy). kw_receiver_new() is
+ * kw_receiver_new_opts() with the default options.
  */
 kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
                          kw_receiver_t **rcv, char *errstr, size_t errlen);
+
+/*
+ * As kw_receiver_new(), with opts (NULL: the defaults; only read during the
+ * call). With opts->no_wal neither the WAL nor the tracker is opened and
+ * wal_opts may be NULL.
+ */
+kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
+                              const kw_receiver_options_t *opts, kw_receiver_t **rcv,
+                              char *errstr, size_t errlen);
 
 /*
  * Start the threads and block until kw_receiver_stop() is called or a fatal
@@ -122,5 +155,15 @@ int kw_receiver_out_of_range(int64_t wanted, int64_t low, int64_t high, int poli
  */
 #define KW_RECEIVER_HEALTHY_MS 60000
 int64_t kw_receiver_restart_delay_ms(uint32_t streak);
+
+/*
+ * --no-wal has no tracker to allocate batch ids, and they must grow across
+ * restarts (the sqlite and file sinks recognise a replay by its id): the id
+ * after prev (0: the first of this run) is max(prev + 1, now_ms), now_ms the
+ * wall clock in ms since the epoch (values below 1 count as 1). So a restart
+ * continues above the last run's ids unless the clock went back, or that run
+ * made more than one batch per millisecond, by more than the time between.
+ */
+uint64_t kw_receiver_next_batch_id(uint64_t prev, int64_t now_ms);
 
 #endif /* KW_RECEIVER_H */

@@ -115,13 +115,46 @@ struct kw_receiver {
     pthread_mutex_t fatal_mu;
     char            fatal_msg[1024];
 
-    /* batcher wake-up: stop_batcher set by the service after the pipeline drained */
+    /* batcher wake-up: stop_batcher set by the service after the pipeline
+     * drained; deliver_now set by a --no-wal pipeline at the pending bound */
     pthread_mutex_t batch_mu;
     pthread_cond_t  batch_cv;
     int             stop_batcher;
+    int             deliver_now;
+
+    /* --no-wal (kw_receiver_options_t.no_wal): wal and tracker stay NULL.
+     * The pipelines append each block, once its offsets are in ZooKeeper
+     * (or fenced), to pending (oldest first; the list owns the blocks); the
+     * batcher delivers a prefix of it and only then removes that prefix.
+     * Everything under pending_mu; pending_cv: room made (batcher ->
+     * pipelines waiting at KW_RCV_PENDING_MAX_BYTES). Lock order:
+     * pending_mu before batch_mu. */
+    int              no_wal;
+    pthread_mutex_t  pending_mu;
+    pthread_cond_t   pending_cv;
+    kw_block_t     **pending;
+    size_t           npending, pending_cap;
+    size_t           pending_reserved; /* entries promised to pipelines that are
+                                        * committing a block (wait_pending_room) */
+    uint64_t         pending_bytes;
+    uint64_t         last_batch_id;    /* batcher thread only */
 
     kw_rcv_counters_t n;
 };
+
+/*
+ * --no-wal: the pending list's bound (encoded block bytes). The queues bound
+ * what waits before the pipeline, but not what waits after it for its batch:
+ * a pipeline commits a block in milliseconds, so without a bound the list
+ * would hold batch.interval.ms worth of traffic. At the bound a pipeline
+ * asks the batcher for a batch now and waits (before committing: the block
+ * it holds is not acknowledged); its queue fills and its receiver pauses
+ * (invariant 5). One block larger than the bound is taken into an empty
+ * list. Lifted once receivers stop (what is left is bounded by the queues),
+ * so a stop with the sink down cannot hang. Fixed, not a configuration key:
+ * the baseline needs it only for memory, not for tuning.
+ */
+#define KW_RCV_PENDING_MAX_BYTES ((uint64_t)256 << 20)
 
 /* ---- service.c ---- */
 

@@ -21,6 +21,12 @@
  *         tracker for the next start (the batcher delivers open and
  *         unallocated blocks first).
  * stop(): one atomic store, so a signal handler may call it.
+ *
+ * --no-wal: new() opens neither the WAL nor the tracker; run() stops in the
+ * same order, and the batcher's last round delivers every pending block.
+ * Whatever is still pending after the batcher was joined (the sink failed
+ * at stop, or a fatal error) is lost: run() logs each such block at ERROR
+ * with its Kafka ranges and returns an error (see receiver.h).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -89,18 +95,44 @@ void kw_receiver_tracker_path(const kw_conf_t *conf, const kw_wal_options_t *wal
         snprintf(buf, cap, "%s/tracker.db", wal_opts->dirs[0]);
 }
 
+uint64_t kw_receiver_next_batch_id(uint64_t prev, int64_t now_ms)
+{
+    uint64_t now = now_ms > 0 ? (uint64_t)now_ms : 1;
+
+    return prev + 1 > now ? prev + 1 : now;
+}
+
 /* ---- handle ---- */
+
+void kw_receiver_options_init(kw_receiver_options_t *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+}
 
 kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
                          kw_receiver_t **out, char *errstr, size_t errlen)
 {
+    return kw_receiver_new_opts(conf, wal_opts, NULL, out, errstr, errlen);
+}
+
+kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
+                              const kw_receiver_options_t *opts, kw_receiver_t **out,
+                              char *errstr, size_t errlen)
+{
     const kw_conf_receiver_t *rc = &conf->receiver;
+    kw_receiver_options_t defaults;
     kw_blockq_options_t qopts;
     kw_zk_options_t zopts;
     kw_receiver_t *svc;
     kw_err_t err;
 
     *out = NULL;
+    if (opts == NULL) {
+        kw_receiver_options_init(&defaults);
+        opts = &defaults;
+    }
+    if (!opts->no_wal && wal_opts == NULL)
+        return kw_seterr(errstr, errlen, KW_EINVAL, "kwal receive: no WAL options");
     if (rc->group_id == NULL || rc->group_id[0] == '\0')
         return kw_seterr(errstr, errlen, KW_ECONFIG, "group.id: required by kwal receive");
     if (rc->topics.count == 0)
@@ -128,21 +160,27 @@ kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
     svc->conf = conf;
     svc->rc = rc;
-    svc->wal_opts = *wal_opts;
+    svc->no_wal = opts->no_wal != 0;
+    if (wal_opts != NULL)
+        svc->wal_opts = *wal_opts;
     pthread_mutex_init(&svc->fatal_mu, NULL);
     pthread_mutex_init(&svc->batch_mu, NULL);
     pthread_rwlock_init(&svc->wal_rw, NULL);
     pthread_mutex_init(&svc->quorum_mu, NULL);
     pthread_cond_init(&svc->batch_cv, NULL);
+    pthread_mutex_init(&svc->pending_mu, NULL);
+    pthread_cond_init(&svc->pending_cv, NULL);
 
-    kw_receiver_tracker_path(conf, wal_opts, svc->tracker_path, sizeof(svc->tracker_path));
-
-    err = kw_wal_open(&svc->wal_opts, &svc->wal, NULL, errstr, errlen);
-    if (err != KW_OK)
-        goto fail;
-    err = kw_tracker_open(svc->tracker_path, &svc->tracker, errstr, errlen);
-    if (err != KW_OK)
-        goto fail;
+    if (!svc->no_wal) {
+        kw_receiver_tracker_path(conf, wal_opts, svc->tracker_path,
+                                 sizeof(svc->tracker_path));
+        err = kw_wal_open(&svc->wal_opts, &svc->wal, NULL, errstr, errlen);
+        if (err != KW_OK)
+            goto fail;
+        err = kw_tracker_open(svc->tracker_path, &svc->tracker, errstr, errlen);
+        if (err != KW_OK)
+            goto fail;
+    }
     err = kw_sink_open(rc->sink, &svc->sink, errstr, errlen);
     if (err != KW_OK)
         goto fail;
@@ -278,6 +316,53 @@ static void supervise_receivers(kw_receiver_t *svc)
     }
 }
 
+/* --no-wal, after the batcher was joined: every block still pending has its
+ * offsets in ZooKeeper (or was fenced) and is not in the sink -- lost. Say
+ * so, block by block, and fail the run (a requested stop must lose nothing). */
+static void report_lost(kw_receiver_t *svc)
+{
+    uint64_t records = 0;
+    char ranges[1024];
+
+    /* every other thread is joined; the lock only keeps the rule */
+    pthread_mutex_lock(&svc->pending_mu);
+    for (size_t i = 0; i < svc->npending; i++) {
+        const kw_block_t *b = svc->pending[i];
+        size_t used = 0;
+
+        ranges[0] = '\0';
+        for (size_t j = 0; j < kw_block_range_count(b) && used < sizeof(ranges); j++) {
+            const kw_block_range_t *r = kw_block_range(b, j);
+            int w = snprintf(ranges + used, sizeof(ranges) - used,
+                             "%s%s/%d offsets %" PRId64 "..%" PRId64, j > 0 ? ", " : "",
+                             r->topic, (int)r->partition, r->offset_from,
+                             r->offset_until - 1);
+
+            if (w < 0)
+                break;
+            used += (size_t)w;
+        }
+        records += kw_block_record_count(b);
+        KW_LOG_E(KW_RCV_MOD, "--no-wal: block %u/%" PRIu64 " lost: %s (%u records; "
+                 "offsets committed to ZooKeeper, never delivered)",
+                 kw_block_receiver_id(b), kw_block_seq(b), ranges,
+                 kw_block_record_count(b));
+    }
+    if (svc->npending > 0) {
+        char msg[256];
+
+        snprintf(msg, sizeof(msg), "--no-wal: %zu blocks (%" PRIu64 " records) were "
+                 "received and committed to ZooKeeper but never delivered: lost (each "
+                 "logged above)", svc->npending, records);
+        /* said at ERROR even after another fatal error (which run() returns) */
+        if (kw_rcv_is_fatal(svc))
+            KW_LOG_E(KW_RCV_MOD, "%s", msg);
+        else
+            kw_rcv_fatal(svc, "%s", msg);
+    }
+    pthread_mutex_unlock(&svc->pending_mu);
+}
+
 kw_err_t kw_receiver_run(kw_receiver_t *svc, char *errstr, size_t errlen)
 {
     kw_receiver_stats_t s;
@@ -302,9 +387,10 @@ kw_err_t kw_receiver_run(kw_receiver_t *svc, char *errstr, size_t errlen)
     for (uint32_t i = 0; i < svc->nconsumers; i++)
         if (start_receiver(svc, &svc->consumers[i]) != 0)
             goto stop;
-    KW_LOG_I(KW_RCV_MOD, "receiving: group %s, %u receiver%s, sink %s, tracker %s",
+    KW_LOG_I(KW_RCV_MOD, "receiving: group %s, %u receiver%s, sink %s, %s%s",
              svc->rc->group_id, svc->nconsumers, svc->nconsumers == 1 ? "" : "s",
-             svc->rc->sink, svc->tracker_path);
+             svc->rc->sink, svc->no_wal ? "no WAL (--no-wal)" : "tracker ",
+             svc->no_wal ? "" : svc->tracker_path);
 
     while (!atomic_load(&svc->stop_requested) && !kw_rcv_is_fatal(svc)) {
         supervise_receivers(svc);
@@ -341,6 +427,8 @@ stop:
         pthread_join(svc->batcher_thread, NULL);
         svc->batcher_started = 0;
     }
+    if (svc->no_wal)
+        report_lost(svc);
 
     kw_receiver_stats(svc, &s);
     if (kw_rcv_is_fatal(svc)) {
@@ -372,6 +460,11 @@ void kw_receiver_destroy(kw_receiver_t *svc)
         pthread_cond_destroy(&svc->consumers[i].cv);
     }
     free(svc->consumers);
+    for (size_t i = 0; i < svc->npending; i++)
+        kw_block_destroy(svc->pending[i]);
+    free(svc->pending);
+    pthread_mutex_destroy(&svc->pending_mu);
+    pthread_cond_destroy(&svc->pending_cv);
     pthread_rwlock_destroy(&svc->wal_rw);
     pthread_mutex_destroy(&svc->quorum_mu);
     pthread_mutex_destroy(&svc->fatal_mu);

@@ -1,6 +1,6 @@
 /*
  * kwal_receive_cmd.c -- `kwal receive -c FILE [-X key=value]... [--classic]
- *                       [--skip-corrupt]`:
+ *                       [--skip-corrupt] [--no-wal]`:
  * receiver mode as a long-running service (receiver/receiver.h), and
  * `kwal recover` (recovery/recovery.h alone).
  *
@@ -9,7 +9,10 @@
  * recovery (replay of unacknowledged blocks, ZooKeeper repair unless
  * --classic), then -- for receive -- creates the service and runs it until
  * SIGTERM or SIGINT, whose handler only calls kw_receiver_stop()
- * (async-signal-safe). Logs go to stderr at log.level; a long replay shows
+ * (async-signal-safe). `receive --no-wal` (the unreliable baseline, see
+ * receiver.h) runs no recovery and opens no WAL: it says so at WARN, and
+ * refuses --classic and --skip-corrupt, which only mean something for
+ * recovery. Logs go to stderr at log.level; a long replay shows
  * a progress bar on a terminal, a line every 2 s otherwise. Exit 0 after a
  * requested stop with everything delivered (recover: after recovery); 1
  * with a one-line reason on a fatal error; 2 for bad arguments or
@@ -60,7 +63,7 @@ static void print_receive_usage(FILE *out, int recover_only)
               "\n", out);
     else
         fputs("Usage: kwal receive -c FILE [-X key=value]... [--classic]\n"
-              "       [--skip-corrupt]\n"
+              "       [--skip-corrupt] [--no-wal]\n"
               "\n"
               "Receiver mode: first recovery (as kwal recover), then receiver threads\n"
               "consume topics in consumer group group.id, cut blocks, append them to\n"
@@ -71,6 +74,12 @@ static void print_receive_usage(FILE *out, int recover_only)
               "reliable receiver, for comparison: records consumed again after a crash).\n"
               "--skip-corrupt: recovery gives up blocks corrupt on every WAL replica\n"
               "(see kwal recover --help) instead of stopping.\n"
+              "--no-wal: the unreliable receiver, a baseline for comparison (Spark's\n"
+              "receiver before its WAL): no recovery, no WAL, no tracker; offsets go\n"
+              "to ZooKeeper as soon as a block is received, and blocks wait in memory\n"
+              "for the next batch. A crash loses what was received but not yet\n"
+              "delivered; a stop (SIGTERM) delivers it. Not with --classic or\n"
+              "--skip-corrupt.\n"
               "group.id and topics are required. Keys:\n"
               "\n", out);
     kw_conf_print_help(out);
@@ -108,7 +117,8 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
 {
     const char *topic = recover_only ? "recover" : "receive";
     kw_recovery_options_t ropts;
-    int classic = 0, skip_corrupt = 0, tty = isatty(STDERR_FILENO);
+    kw_receiver_options_t rcvopts;
+    int classic = 0, skip_corrupt = 0, no_wal = 0, tty = isatty(STDERR_FILENO);
     const char **overrides = NULL;
     const char *path = NULL;
     kw_receiver_t *rcv = NULL;
@@ -137,6 +147,8 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
             classic = 1;
         } else if (strcmp(a, "--skip-corrupt") == 0) {
             skip_corrupt = 1;
+        } else if (!recover_only && strcmp(a, "--no-wal") == 0) {
+            no_wal = 1;
         } else if ((r = kwal_conf_opt(argc, argv, &i, &path, overrides,
                                       &noverrides)) != 0) {
             if (r < 0) {
@@ -148,6 +160,12 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
             goto cleanup;
         }
     }
+    if (no_wal && (classic || skip_corrupt)) {
+        /* one line: a contradiction, not a typo to point at --help for */
+        kwal_error("receive: --no-wal cannot be combined with %s (there is no WAL and "
+                   "no recovery)", classic ? "--classic" : "--skip-corrupt");
+        goto cleanup;
+    }
     err = kw_conf_load(path, overrides, noverrides, &conf, errstr, sizeof(errstr));
     if (err != KW_OK) {
         kwal_error("%s: %s", topic, errstr);
@@ -156,10 +174,12 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     }
     if (kw_conf_is_set(conf, "log.level"))
         kw_log_set_level((kw_log_level_t)conf->log.level);
-    err = kwal_wal_options_from_conf(conf, NULL, 0, &wopts, errstr, sizeof(errstr));
-    if (err != KW_OK) {
-        kwal_error("%s: %s", topic, errstr);
-        goto cleanup;
+    if (!no_wal) {
+        err = kwal_wal_options_from_conf(conf, NULL, 0, &wopts, errstr, sizeof(errstr));
+        if (err != KW_OK) {
+            kwal_error("%s: %s", topic, errstr);
+            goto cleanup;
+        }
     }
     /* the service checks these too; say so before recovery does any work */
     if (conf->receiver.group_id == NULL || conf->receiver.group_id[0] == '\0') {
@@ -182,25 +202,33 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
-    kw_recovery_options_init(&ropts);
-    ropts.conf = conf;
-    ropts.wal_opts = &wopts;
-    ropts.classic = classic;
-    ropts.skip_corrupt = skip_corrupt;
-    ropts.progress = show_progress;
-    ropts.opaque = &tty;
-    err = kw_recovery_run(&ropts, NULL, errstr, sizeof(errstr));
-    if (err != KW_OK) {
-        kwal_error("%s: recovery: %s", topic, errstr);
-        rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;
-        goto cleanup;
+    if (no_wal) {
+        KW_LOG_W("receive", "--no-wal: no WAL, no recovery; records received but not "
+                 "yet delivered are lost on a crash");
+    } else {
+        kw_recovery_options_init(&ropts);
+        ropts.conf = conf;
+        ropts.wal_opts = &wopts;
+        ropts.classic = classic;
+        ropts.skip_corrupt = skip_corrupt;
+        ropts.progress = show_progress;
+        ropts.opaque = &tty;
+        err = kw_recovery_run(&ropts, NULL, errstr, sizeof(errstr));
+        if (err != KW_OK) {
+            kwal_error("%s: recovery: %s", topic, errstr);
+            rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;
+            goto cleanup;
+        }
     }
     if (recover_only) {
         rc = KWAL_EXIT_OK;
         goto cleanup;
     }
 
-    err = kw_receiver_new(conf, &wopts, &rcv, errstr, sizeof(errstr));
+    kw_receiver_options_init(&rcvopts);
+    rcvopts.no_wal = no_wal;
+    err = kw_receiver_new_opts(conf, no_wal ? NULL : &wopts, &rcvopts, &rcv, errstr,
+                               sizeof(errstr));
     if (err != KW_OK) {
         kwal_error("receive: %s", errstr);
         rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;

@@ -1,8 +1,9 @@
 /*
  * test_receiver_policy.c -- the receiver's pieces that need no Kafka:
  * auto.offset.reset for partitions without a stored offset, the lost range
- * and the next position after an offset out of range (invariant 6), and the
- * settings kw_receiver_new() refuses before it opens anything.
+ * and the next position after an offset out of range (invariant 6), the
+ * settings kw_receiver_new() refuses before it opens anything, and the
+ * batch ids of --no-wal (no tracker to allocate them).
  * The end-to-end proof is tests/integration/0020-receive.sh.
  */
 #include <stdarg.h>
@@ -167,6 +168,31 @@ static void test_conf_defaults(void **state)
     kw_conf_destroy(c);
 }
 
+static void test_next_batch_id(void **state)
+{
+    const int64_t t = 1700000000000;    /* a wall clock in ms */
+    uint64_t id;
+
+    (void)state;
+    /* the first batch of a run: the clock */
+    assert_int_equal(kw_receiver_next_batch_id(0, t), (uint64_t)t);
+    /* later batches: the clock when it moved on ... */
+    assert_int_equal(kw_receiver_next_batch_id((uint64_t)t, t + 2000), (uint64_t)t + 2000);
+    /* ... one more when it did not (same ms, or it went back) */
+    assert_int_equal(kw_receiver_next_batch_id((uint64_t)t, t), (uint64_t)t + 1);
+    assert_int_equal(kw_receiver_next_batch_id((uint64_t)t + 5, t - 60000), (uint64_t)t + 6);
+    /* never 0, even with a clock before the epoch */
+    assert_int_equal(kw_receiver_next_batch_id(0, 0), 1);
+    assert_int_equal(kw_receiver_next_batch_id(0, -5), 1);
+    /* a restart continues above the last run's ids: they never run ahead
+     * of the clock by more than the batches made in the same ms */
+    id = 0;
+    for (int i = 0; i < 10; i++)
+        id = kw_receiver_next_batch_id(id, t);
+    assert_int_equal(id, (uint64_t)t + 9);
+    assert_true(kw_receiver_next_batch_id(0, t + 10) > id);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_new_refuses_config),
         cmocka_unit_test(test_conf_defaults),
         cmocka_unit_test(test_restart_delay),
+        cmocka_unit_test(test_next_batch_id),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
