@@ -7,7 +7,7 @@ set -eu
 PKGS="cmake gcc make pkg-config
 librdkafka-dev libzookeeper-mt-dev liblz4-dev libsqlite3-dev libcmocka-dev
 libxxhash-dev libfiu-dev fiu-utils
-zookeeper kcat sqlite3 jq"
+zookeeper kcat sqlite3 jq gnuplot-nox"
 
 missing=""
 for p in $PKGS; do

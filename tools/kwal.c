@@ -10,10 +10,12 @@
  */
 #include "kwal.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kw_fault.h"
 #include "kw_log.h"
@@ -100,6 +102,8 @@ static void print_usage(FILE *out)
           "                              the sink, repair ZooKeeper (kwal recover --help)\n"
           "  direct -c FILE [-X k=v]...  direct mode: exact offset ranges per batch, stored\n"
           "                              with the output in one transaction (kwal direct --help)\n"
+          "  compare [options]           the same workload and faults through every mode: a\n"
+          "                              report, CSV and chart (kwal compare --help)\n"
           "  wal ls|dump|verify|repair   inspect, check and repair the write-ahead log\n"
           "                              (kwal wal --help)\n"
           "  config                      print the effective configuration, or its\n"
@@ -211,6 +215,45 @@ cleanup:
     return rc;
 }
 
+/* `kwal compare`: the runner is a script (tools/compare.sh), installed as
+ * kwal-compare next to this binary; KWAL_COMPARE names another copy. */
+static int compare_main(int argc, char **argv)
+{
+    char self[4096], path[4200];
+    const char *env = getenv("KWAL_COMPARE");
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    char **args = calloc((size_t)argc + 2, sizeof(*args));
+
+    if (args == NULL) {
+        kwal_error("out of memory");
+        return KWAL_EXIT_FAIL;
+    }
+    if (env != NULL && env[0] != '\0') {
+        snprintf(path, sizeof(path), "%s", env);
+    } else if (n > 0) {
+        self[n] = '\0';
+        *strrchr(self, '/') = '\0';
+        snprintf(path, sizeof(path), "%s/kwal-compare", self);
+    } else {
+        path[0] = '\0';
+    }
+    if (path[0] == '\0' || access(path, R_OK) != 0) {
+        kwal_error("compare: the runner %s is missing (it is built next to kwal; "
+                   "KWAL_COMPARE=PATH names another)", path[0] ? path : "kwal-compare");
+        free(args);
+        return KWAL_EXIT_FAIL;
+    }
+    args[0] = "sh";
+    args[1] = path;
+    for (int i = 1; i < argc; i++)
+        args[i + 1] = argv[i];
+    fflush(stdout);
+    execv("/bin/sh", args);
+    kwal_error("compare: cannot run %s: %s", path, strerror(errno));
+    free(args);
+    return KWAL_EXIT_FAIL;
+}
+
 int main(int argc, char **argv)
 {
     char errstr[512];
@@ -243,6 +286,8 @@ int main(int argc, char **argv)
         rc = kwal_recover_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "direct") == 0) {
         rc = kwal_direct_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "compare") == 0) {
+        rc = compare_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "config") == 0) {
         rc = config_main(argc - 1, argv + 1);
     } else if (cmd[0] == '-') {
