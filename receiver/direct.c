@@ -438,6 +438,10 @@ static int own(kw_direct_t *d, dpart_t *p)
     if (err == KW_OK) {
         p->owned = 1;
         p->busy_logged = 0;
+        /* its ZooKeeper offset may lag the ranges stored (a crash after the
+         * sink commit): bring it up with the next commit, moved or not */
+        if (!d->at_least_once && d->zk_pending_since == 0)
+            d->zk_pending_since = kw_mono_ms();
         return 1;
     }
     atomic_fetch_add(&d->n.busy, 1);

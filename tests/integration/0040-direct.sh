@@ -22,6 +22,9 @@
 #   f. Crash points of the direct path at pass 3 (direct.read, sink.mid-txn,
 #      direct.stored): exit 99 there, then a normal run: 0 missing, 0
 #      duplicates stored, ZooKeeper = end offsets.
+#   g. A crash at direct.stored:1 when that batch took everything: the
+#      restart has nothing to read and must still bring ZooKeeper up to the
+#      stored ranges (found by kwal compare).
 #
 # Run by ctest with KWAL_BIN_DIR and KWAL_SRC_DIR; every wait is bounded.
 set -u
@@ -32,7 +35,7 @@ NAME=0040
 . "$SRC/tests/integration/lib.sh"
 . "$SRC/tests/integration/lib_receive.sh"
 
-start_local da:8 dc:4 dd:2 de:2 df1:4 df2:4 df3:4
+start_local da:8 dc:4 dd:2 de:2 df1:4 df2:4 df3:4 dg:4
 
 # dconf DIR GROUP TOPIC: a direct-mode configuration in DIR/k.conf.
 dconf() {
@@ -214,5 +217,25 @@ for pt in direct.read sink.mid-txn direct.stored; do
     verify_once "$d" 6000 "$topic: crash at $pt:3 with ${s1:-0} stored, then a restart"
     check_offsets "$d" "gf$i" "$topic" 6000 4
 done
+
+# g. a crash after the last batch's commit, before ZooKeeper: the restart has
+# nothing new to read, and must still bring ZooKeeper up to the stored ranges
+d="$T/g"
+dconf "$d" gg dg
+produce "$d" dg 1000
+KWAL_CRASH_AT=direct.stored:1 "$KW" direct -c "$d/k.conf" >"$d/kwal.out" 2>"$d/run1.log"
+st=$?
+[ "$st" -eq 99 ] || { showlog "$d/run1.log"; fail "dg: expected exit 99 at direct.stored:1, got $st"; }
+[ "$(stored "$d/out.db" "$d/m")" = 1000 ] || fail "dg: the first batch did not store all 1000"
+start_direct "$d" "$d/run2.log"
+n=0
+until [ "$(for p in 0 1 2 3; do timeout 30 "$ZKL" get --connect "$ZK" "/consumers/gg/offsets/dg/$p" 2>/dev/null; echo; done | awk '/^[0-9]+$/ { s += $1 } END { print s + 0 }')" -eq 1000 ]; do
+    n=$((n + 1))
+    [ "$n" -lt 60 ] || { showlog "$d/run2.log"; fail "dg: ZooKeeper offsets not at the stored ranges 30 s after the restart"; }
+    sleep 0.5
+done
+stop_kwal "$d/run2.log"
+verify_once "$d" 1000 "dg: crash at direct.stored:1 with everything stored"
+check_offsets "$d" gg dg 1000 4
 
 echo "0040-direct: $checks checks passed"
