@@ -17,8 +17,12 @@
  *   DIR/connect         the connect string, 127.0.0.1:PORT
  *
  * `start` picks the port: --port N, else the one of an earlier start in the
- * same DIR (DIR/zoo.cfg), else a free loopback port (bind port 0, read it
- * back, close; a small race that a failed start reports). It then runs
+ * same DIR (DIR/zoo.cfg), else a free loopback port below the kernel's
+ * ephemeral range (FREE_PORT_LO..FREE_PORT_HI, tried at random until one
+ * binds; a small race that a failed start reports). Not from the ephemeral
+ * range: there any process binding port 0 (a Kafka mock broker, any
+ * client) may take the port while the server is down for a `restart`,
+ * which then cannot come back. It then runs
  *
  *   java -cp CLASSPATH org.apache.zookeeper.server.quorum.QuorumPeerMain DIR/zoo.cfg
  *
@@ -415,27 +419,36 @@ static int cfg_port(const zl_paths_t *p)
     return 0;
 }
 
+static int tcp_accepts(int port);
+
+/* Below Linux's default ephemeral range (32768..60999). */
+#define FREE_PORT_LO 20000
+#define FREE_PORT_HI 32000
+
 static int free_port(void)
 {
     struct sockaddr_in sa;
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
+    unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
 
-    if (fd < 0) {
-        error_msg("socket: %s", strerror(errno));
-        return -1;
+    for (int tries = 0; tries < 200; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
+        int port = FREE_PORT_LO + (int)(rand_r(&seed) % (FREE_PORT_HI - FREE_PORT_LO));
+
+        if (fd < 0) {
+            error_msg("socket: %s", strerror(errno));
+            return -1;
+        }
+        memset(&sa, 0, sizeof(sa));
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sa.sin_port = htons((uint16_t)port);
+        ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        close(fd);
+        if (ok && !tcp_accepts(port))
+            return port;
     }
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sa.sin_port = 0;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
-        error_msg("cannot find a free loopback port: %s", strerror(errno));
-    else
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
+    error_msg("cannot find a free loopback port in %d..%d", FREE_PORT_LO, FREE_PORT_HI - 1);
+    return -1;
 }
 
 /* True if 127.0.0.1:port accepts a TCP connection right now. */
