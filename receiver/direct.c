@@ -288,13 +288,7 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
             goto fail;
     }
 
-    kw_zk_options_init(&zopts);
-    zopts.connect = conf->zk.connect;
-    zopts.group = rc->group_id;
-    zopts.session_timeout_ms = (int)conf->zk.session_timeout_ms;
-    zopts.op_timeout_ms = (int)conf->zk.op_timeout_ms;
-    if (rc->instance_id != NULL && rc->instance_id[0] != '\0')
-        zopts.instance = rc->instance_id;
+    kw_zk_options_from_conf(&zopts, conf);
     if ((err = kw_zk_new(&zopts, &d->zk, errstr, errlen)) != KW_OK ||
         (err = kw_zk_register(d->zk, errstr, errlen)) != KW_OK)
         goto fail;

@@ -185,13 +185,7 @@ kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal
     if (err != KW_OK)
         goto fail;
 
-    kw_zk_options_init(&zopts);
-    zopts.connect = conf->zk.connect;
-    zopts.group = rc->group_id;
-    zopts.session_timeout_ms = (int)conf->zk.session_timeout_ms;
-    zopts.op_timeout_ms = (int)conf->zk.op_timeout_ms;
-    if (rc->instance_id != NULL && rc->instance_id[0] != '\0')
-        zopts.instance = rc->instance_id;
+    kw_zk_options_from_conf(&zopts, conf);
     err = kw_zk_new(&zopts, &svc->zk, errstr, errlen);
     if (err != KW_OK)
         goto fail;

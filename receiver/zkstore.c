@@ -1423,6 +1423,19 @@ void kw_zk_options_init(kw_zk_options_t *opts)
     opts->op_timeout_ms = 30000;
 }
 
+void kw_zk_options_from_conf(kw_zk_options_t *opts, const kw_conf_t *conf)
+{
+    const kw_conf_receiver_t *rc = &conf->receiver;
+
+    kw_zk_options_init(opts);
+    opts->connect = conf->zk.connect;
+    opts->group = rc->group_id;
+    opts->session_timeout_ms = (int)conf->zk.session_timeout_ms;
+    opts->op_timeout_ms = (int)conf->zk.op_timeout_ms;
+    if (rc->instance_id != NULL && rc->instance_id[0] != '\0')
+        opts->instance = rc->instance_id;
+}
+
 void kw_zk_status(kw_zk_t *zk, kw_zk_status_t *st)
 {
     pthread_mutex_lock(&zk->mu);

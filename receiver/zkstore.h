@@ -72,6 +72,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kw_conf.h"
 #include "kw_err.h"
 
 #define KW_ZK_TOPIC_MAX 256     /* Kafka topic names are at most 249 bytes */
@@ -90,6 +91,11 @@ typedef struct kw_zk_options {
 
 /* Sets defaults; connect and group stay to be filled in. */
 void kw_zk_options_init(kw_zk_options_t *opts);
+
+/* Defaults, then what conf says: zookeeper.connect, group.id,
+ * zookeeper.session.timeout.ms, zookeeper.op.timeout.ms, instance.id. The
+ * strings point into conf. */
+void kw_zk_options_from_conf(kw_zk_options_t *opts, const kw_conf_t *conf);
 
 /*
  * Connect and wait (up to connect_timeout_ms) for a session; create the

@@ -235,7 +235,6 @@ static kw_err_t replay(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
 static kw_err_t repair_zookeeper(kw_tracker_t *t, const kw_conf_t *conf,
                                  kw_recovery_report_t *r, char *errstr, size_t errlen)
 {
-    const kw_conf_receiver_t *rc = &conf->receiver;
     kw_tracker_partition_t *parts = NULL;
     kw_zk_options_t zo;
     kw_zk_t *zk = NULL;
@@ -251,13 +250,7 @@ static kw_err_t repair_zookeeper(kw_tracker_t *t, const kw_conf_t *conf,
     r->partitions_checked = n;
     if (n == 0)
         return KW_OK;
-    kw_zk_options_init(&zo);
-    zo.connect = conf->zk.connect;
-    zo.group = rc->group_id;
-    zo.session_timeout_ms = (int)conf->zk.session_timeout_ms;
-    zo.op_timeout_ms = (int)conf->zk.op_timeout_ms;
-    if (rc->instance_id != NULL && rc->instance_id[0] != '\0')
-        zo.instance = rc->instance_id;
+    kw_zk_options_from_conf(&zo, conf);
     err = kw_zk_new(&zo, &zk, why, sizeof(why));
     if (err == KW_OK)
         err = kw_zk_register(zk, why, sizeof(why));
