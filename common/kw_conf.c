@@ -84,6 +84,16 @@ static const kw_conf_prop_t props[] = {
       "kwal direct: records per second read at most from each partition; a "
       "batch takes at most this x batch.interval.ms / 1000 records of a "
       "partition. 0 means up to the high watermark." },
+    { "backpressure.enabled", KW_CONF_BOOL, "false", 0, 0, NULL,
+      FIELD(receiver.backpressure),
+      "kwal direct: estimate the rate the batches keep up with (a PID "
+      "controller on each batch's processing time and scheduling delay) and "
+      "read at most that many records per second, spread over the "
+      "partitions read, within max.rate.per.partition." },
+    { "backpressure.min.rate", KW_CONF_INT, "100", 1, INT64_C(1000000000), NULL,
+      FIELD(receiver.backpressure_min_rate),
+      "kwal direct with backpressure.enabled: the estimated rate (records per "
+      "second, all partitions) never goes below this." },
     { "direct.start.offsets", KW_CONF_LIST, "", 0, 65536, NULL,
       FIELD(receiver.direct_start),
       "kwal direct: where partitions with no range stored yet start, as "

@@ -97,6 +97,8 @@ typedef struct kw_conf_receiver {
     char          *instance_id;       /* instance.id; "": <host>-<pid> */
     int64_t        max_rate_per_partition; /* max.rate.per.partition (direct); 0: none */
     kw_conf_list_t direct_start;      /* direct.start.offsets: topic:partition:offset */
+    int            backpressure;      /* backpressure.enabled (direct) */
+    int64_t        backpressure_min_rate; /* backpressure.min.rate, records/s */
 } kw_conf_receiver_t;
 
 /* zookeeper.* */

@@ -108,6 +108,43 @@ kw_err_t kw_direct_start_offset(const kw_conf_list_t *items, const char *topic,
     return KW_OK;
 }
 
+void kw_direct_pid_init(kw_direct_pid_t *e, double min_rate)
+{
+    memset(e, 0, sizeof(*e));
+    e->p = 1.0;
+    e->i = 0.2;
+    e->d = 0.0;
+    e->min_rate = min_rate;
+}
+
+double kw_direct_pid_update(kw_direct_pid_t *e, int64_t now_ms, uint64_t n,
+                            int64_t processing_ms, int64_t scheduling_delay_ms,
+                            int64_t interval_ms)
+{
+    double proc_rate, error, backlog, derror, dt, next;
+
+    if (n == 0 || processing_ms <= 0 || interval_ms <= 0)
+        return e->rate;
+    proc_rate = (double)n * 1000.0 / (double)processing_ms;
+    if (e->rate <= 0) {
+        e->rate = proc_rate > e->min_rate ? proc_rate : e->min_rate;
+        e->last_error = 0;
+        e->last_ms = now_ms;
+        return e->rate;
+    }
+    dt = now_ms > e->last_ms ? (double)(now_ms - e->last_ms) / 1000.0
+                             : (double)interval_ms / 1000.0;
+    error = e->rate - proc_rate;
+    backlog = (double)(scheduling_delay_ms > 0 ? scheduling_delay_ms : 0) * proc_rate /
+              (double)interval_ms;
+    derror = (error - e->last_error) / dt;
+    next = e->rate - e->p * error - e->i * backlog - e->d * derror;
+    e->rate = next > e->min_rate ? next : e->min_rate;
+    e->last_error = error;
+    e->last_ms = now_ms;
+    return e->rate;
+}
+
 static kw_err_t sql_err(sqlite3 *db, const char *what, char *errstr, size_t errlen)
 {
     return kw_seterr(errstr, errlen, KW_EIO, "sink database: %s: %s", what,
@@ -195,6 +232,7 @@ struct kw_direct {
     uint64_t            last_batch;
     atomic_int          stop;
     int64_t             zk_pending_since; /* ZooKeeper behind the sink since (ms) */
+    kw_direct_pid_t     pid;            /* backpressure.enabled */
     /* this batch's records */
     rd_kafka_message_t **msgs;
     size_t              nmsgs, capmsgs;
@@ -270,6 +308,7 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
     d->conf = conf;
     d->at_least_once = o->at_least_once;
+    kw_direct_pid_init(&d->pid, (double)rc->backpressure_min_rate);
 
     err = kw_sink_open(rc->sink, &d->sink, errstr, errlen);
     if (err != KW_OK)
@@ -478,7 +517,19 @@ static kw_err_t plan_batch(kw_direct_t *d, char *errstr, size_t errlen)
     const kw_conf_receiver_t *rc = &d->conf->receiver;
     int64_t max = kw_direct_max_records(rc->max_rate_per_partition, rc->batch_interval_ms);
     int any = 0;
-    uint64_t nread = 0;
+    uint64_t nread = 0, nowned = 0;
+
+    for (size_t i = 0; i < d->nparts; i++)
+        nowned += d->parts[i].owned;
+    if (rc->backpressure && d->pid.rate > 0 && nowned > 0) {
+        /* the estimate, spread evenly, within max.rate.per.partition */
+        int64_t bp = kw_direct_max_records((int64_t)(d->pid.rate / (double)nowned) > 0
+                                           ? (int64_t)(d->pid.rate / (double)nowned) : 1,
+                                           rc->batch_interval_ms);
+
+        if (max == 0 || bp < max)
+            max = bp;
+    }
 
     for (size_t i = 0; i < d->nparts; i++) {
         dpart_t *p = &d->parts[i];
@@ -819,9 +870,10 @@ static void forget_lost(kw_direct_t *d)
         }
 }
 
-/* One batch. KW_OK, or fatal (errstr). */
-static kw_err_t run_batch(kw_direct_t *d, char *errstr, size_t errlen)
+/* One batch, started sched_delay ms after its time. KW_OK, or fatal. */
+static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, size_t errlen)
 {
+    int64_t started = kw_mono_ms();
     kw_sink_stats_t ss;
     uint64_t batch;
     char why[1024];
@@ -877,6 +929,17 @@ static kw_err_t run_batch(kw_direct_t *d, char *errstr, size_t errlen)
         return kw_seterr(errstr, errlen, err, "batch %" PRIu64 ": sink: %s", batch, why);
     kw_crash(KW_CRASH_DIRECT_STORED);
     d->last_batch = batch;
+    if (d->conf->receiver.backpressure) {
+        double before = d->pid.rate;
+        double now = kw_direct_pid_update(&d->pid, kw_mono_ms(), ss.delivered,
+                                          kw_mono_ms() - started, sched_delay,
+                                          d->conf->receiver.batch_interval_ms);
+
+        if (before <= 0 || now < before * 0.8 || now > before * 1.25)
+            KW_LOG_I(MOD, "back-pressure: %.0f records/s (batch of %" PRIu64 " in %" PRId64
+                     " ms, started %" PRId64 " ms late)", now, ss.delivered,
+                     kw_mono_ms() - started, sched_delay);
+    }
     for (size_t i = 0; i < d->nparts; i++)
         if (d->parts[i].active)
             d->parts[i].next = d->parts[i].read_until;
@@ -930,13 +993,16 @@ kw_err_t kw_direct_run(kw_direct_t *d, char *errstr, size_t errlen)
             kw_sleep_ms(next - kw_mono_ms() < 100 ? next - kw_mono_ms() : 100);
         if (atomic_load(&d->stop))
             break;
-        next += interval;
-        if ((err = run_batch(d, errstr, errlen)) != KW_OK) {
+        if ((err = run_batch(d, kw_mono_ms() - next, errstr, errlen)) != KW_OK) {
             log_summary(d);
             return err;
         }
-        if (next < kw_mono_ms())
-            next = kw_mono_ms();       /* behind: the next batch at once */
+        /* batches keep their times: one that is due starts at once, and
+         * how late it starts is the scheduling delay back-pressure sees
+         * (a backlog of at most 100 intervals is remembered) */
+        next += interval;
+        if (next < kw_mono_ms() - 100 * interval)
+            next = kw_mono_ms() - 100 * interval;
         if (kw_mono_ms() - last_summary >= 10000) {
             last_summary = kw_mono_ms();
             log_summary(d);

@@ -99,6 +99,32 @@ void kw_direct_destroy(kw_direct_t *d);
 
 /* ---- Pure parts (unit-tested) ---- */
 
+/*
+ * Back-pressure (backpressure.enabled): a PID controller, as Spark's rate
+ * estimator, on the rate the batches keep up with. After each batch of n
+ * records that took processing_ms (read + sink) and started
+ * scheduling_delay_ms late: processing rate = n / processing time; error =
+ * the last estimate - that rate; the backlog term = scheduling delay x
+ * processing rate / interval; the new estimate = the last - P x error - I x
+ * backlog - D x (change of error per second), never below min_rate. The
+ * first batch with records sets the estimate to its processing rate.
+ */
+typedef struct kw_direct_pid {
+    double  p, i, d;                /* gains: 1.0, 0.2, 0.0 */
+    double  min_rate;
+    double  rate;                   /* records/s; 0 until the first update */
+    double  last_error;
+    int64_t last_ms;
+} kw_direct_pid_t;
+
+void kw_direct_pid_init(kw_direct_pid_t *e, double min_rate);
+
+/* Feed one batch; returns the estimate (0: none yet). Batches without
+ * records or time change nothing. */
+double kw_direct_pid_update(kw_direct_pid_t *e, int64_t now_ms, uint64_t n,
+                            int64_t processing_ms, int64_t scheduling_delay_ms,
+                            int64_t interval_ms);
+
 /* Where a partition starts and how far one batch reads it. */
 typedef struct kw_direct_plan {
     int64_t from, until;            /* the range to read: [from, until) */

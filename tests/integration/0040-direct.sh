@@ -25,6 +25,8 @@
 #   g. A crash at direct.stored:1 when that batch took everything: the
 #      restart has nothing to read and must still bring ZooKeeper up to the
 #      stored ranges (found by kwal compare).
+#   h. backpressure.enabled with records arriving while it runs: the rate
+#      estimate is logged, every record stored once.
 #
 # Run by ctest with KWAL_BIN_DIR and KWAL_SRC_DIR; every wait is bounded.
 set -u
@@ -35,7 +37,7 @@ NAME=0040
 . "$SRC/tests/integration/lib.sh"
 . "$SRC/tests/integration/lib_receive.sh"
 
-start_local da:8 dc:4 dd:2 de:2 df1:4 df2:4 df3:4 dg:4
+start_local da:8 dc:4 dd:2 de:2 df1:4 df2:4 df3:4 dg:4 dh:2
 
 # dconf DIR GROUP TOPIC: a direct-mode configuration in DIR/k.conf.
 dconf() {
@@ -237,5 +239,19 @@ done
 stop_kwal "$d/run2.log"
 verify_once "$d" 1000 "dg: crash at direct.stored:1 with everything stored"
 check_offsets "$d" gg dg 1000 4
+
+# h. back-pressure on, records arriving while it runs: the estimator logs
+# its rate, and nothing is lost or stored twice
+d="$T/h"
+dconf "$d" gh dh
+start_direct "$d" "$d/run.log" -X backpressure.enabled=true -X backpressure.min.rate=200
+"$LG" --brokers "$BS" --topic dh --records 5000 --size 100 --rate 2000 \
+    --manifest "$d/m" >"$d/lg.out" 2>"$d/lg.err" ||
+    { cat "$d/lg.err"; fail "dh: kwal-loadgen"; }
+wait_stored "$d/out.db" "$d/m" 5000 60 "$d/run.log"
+stop_kwal "$d/run.log"
+grep -q "INFO  direct: back-pressure: [0-9]* records/s" "$d/run.log" ||
+    { showlog "$d/run.log"; fail "dh: no back-pressure estimate logged"; }
+verify_once "$d" 5000 "dh: back-pressure on ($(grep -c 'back-pressure:' "$d/run.log") estimate lines, last: $(grep 'back-pressure:' "$d/run.log" | tail -n 1 | sed 's/.*back-pressure: //'))"
 
 echo "0040-direct: $checks checks passed"

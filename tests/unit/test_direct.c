@@ -75,6 +75,37 @@ static void test_plan_source_loss(void **state)
     plan_ok(80, -1, 0, 50, KW_OFFSET_RESET_EARLIEST, 0, 0, 50, 0, 0);
 }
 
+/* Back-pressure: the first batch sets the estimate; batches that take
+ * longer than the interval bring it down to what is processed, a backlog
+ * (scheduling delay) brings it below that, fast batches let it rise, and it
+ * never drops under the minimum. */
+static void test_pid(void **state)
+{
+    kw_direct_pid_t e;
+    double r;
+
+    (void)state;
+    kw_direct_pid_init(&e, 100);
+    assert_true(kw_direct_pid_update(&e, 1000, 0, 50, 0, 1000) == 0);   /* nothing yet */
+    r = kw_direct_pid_update(&e, 1000, 10000, 1000, 0, 1000);           /* 10000/s */
+    assert_true(r > 9999 && r < 10001);
+    /* the next batch of 10000 takes 4 s: 2500/s */
+    r = kw_direct_pid_update(&e, 5000, 10000, 4000, 0, 1000);
+    assert_true(r > 2499 && r < 2501);
+    /* the same, 3 s late: below the processing rate */
+    r = kw_direct_pid_update(&e, 9000, 10000, 4000, 3000, 1000);
+    assert_true(r < 2500 && r >= 100);
+    /* far too slow with a long backlog: the minimum */
+    r = kw_direct_pid_update(&e, 20000, 10, 10000, 60000, 1000);
+    assert_true(r > 99.9 && r < 100.1);
+    /* fast again: it rises towards what is processed */
+    r = kw_direct_pid_update(&e, 21000, 5000, 100, 0, 1000);
+    assert_true(r > 1000);
+    /* no records or no time: unchanged */
+    assert_true(kw_direct_pid_update(&e, 22000, 0, 100, 0, 1000) == r);
+    assert_true(kw_direct_pid_update(&e, 22000, 10, 0, 0, 1000) == r);
+}
+
 static void test_start_offsets(void **state)
 {
     char *items[] = { "t:0:100", "a:b:3:7", "t:1:0" };
@@ -142,6 +173,7 @@ int main(void)
         cmocka_unit_test(test_plan_start),
         cmocka_unit_test(test_plan_bound),
         cmocka_unit_test(test_plan_source_loss),
+        cmocka_unit_test(test_pid),
         cmocka_unit_test(test_start_offsets),
         cmocka_unit_test(test_ranges_table),
     };
