@@ -31,7 +31,13 @@
 #define DIRECT_MAX_BATCH_BYTES (64u << 20)
 /* A batch reads for at least this long before it cuts ranges short. */
 #define DIRECT_MIN_READ_MS 10000
+/* Records a partition returned past its range are kept for the next batch
+ * (so its position holds without a seek); above this many bytes the
+ * partition is paused instead of buffering more (librdkafka then resumes it
+ * right after the last record returned). */
+#define DIRECT_MAX_CARRY_BYTES (8u << 20)
 #define METADATA_TIMEOUT_MS 10000
+#define METADATA_EVERY_MS 5000          /* new partitions are seen this late */
 #define WATERMARK_TIMEOUT_MS 5000
 
 /* ---- Pure parts ---- */
@@ -212,6 +218,12 @@ typedef struct dpart {
     int32_t  partition;
     int      owned;
     int      assigned;      /* in the consumer's assignment */
+    int      paused;        /* paused in the consumer (records kept in carry) */
+    int      pos_ok;        /* the consumer goes on exactly at pos_next */
+    int      need_query;    /* ask the broker for the watermarks */
+    int64_t  pos_next;
+    rd_kafka_message_t **carry;   /* returned past the range, for the next batch */
+    size_t   ncarry, capcarry, carry_bytes;
     int      busy_logged;
     int64_t  next;          /* next offset to read; -1: not known yet */
     /* this batch */
@@ -233,6 +245,7 @@ struct kw_direct {
     atomic_int          stop;
     int64_t             zk_pending_since; /* ZooKeeper behind the sink since (ms) */
     kw_direct_pid_t     pid;            /* backpressure.enabled */
+    int64_t             metadata_ms;    /* last partition refresh */
     /* this batch's records */
     rd_kafka_message_t **msgs;
     size_t              nmsgs, capmsgs;
@@ -244,6 +257,32 @@ struct kw_direct {
                              short_reads, zk_failures, loss_events, loss_records;
     } n;
 };
+
+static int carry_push(dpart_t *p, rd_kafka_message_t *m)
+{
+    if (p->ncarry == p->capcarry) {
+        size_t cap = p->capcarry ? p->capcarry * 2 : 8;
+        rd_kafka_message_t **n = realloc(p->carry, cap * sizeof(*n));
+
+        if (n == NULL)
+            return -1;
+        p->carry = n;
+        p->capcarry = cap;
+    }
+    p->carry[p->ncarry++] = m;
+    p->carry_bytes += m->len + m->key_len;
+    return 0;
+}
+
+static void carry_drop(dpart_t *p)
+{
+    for (size_t i = 0; i < p->ncarry; i++)
+        rd_kafka_message_destroy(p->carry[i]);
+    free(p->carry);
+    p->carry = NULL;
+    p->ncarry = p->capcarry = 0;
+    p->carry_bytes = 0;
+}
 
 static dpart_t *part_find(kw_direct_t *d, const char *topic, int32_t partition)
 {
@@ -401,6 +440,8 @@ void kw_direct_destroy(kw_direct_t *d)
     if (d == NULL)
         return;
     free_msgs(d);
+    for (size_t i = 0; i < d->nparts; i++)
+        carry_drop(&d->parts[i]);
     if (d->rk != NULL) {
         rd_kafka_consumer_close(d->rk);
         rd_kafka_destroy(d->rk);
@@ -543,8 +584,19 @@ static kw_err_t plan_batch(kw_direct_t *d, char *errstr, size_t errlen)
             continue;
         if ((err = stored_next(d, p, errstr, errlen)) != KW_OK)
             return err;
-        kerr = rd_kafka_query_watermark_offsets(d->rk, p->topic, p->partition, &low, &high,
-                                                WATERMARK_TIMEOUT_MS);
+        /* the watermarks the consumer's own fetches keep up to date; asked
+         * of the broker (a round trip) only for a partition not fetched yet,
+         * one starting anew, or after a read error */
+        kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (p->need_query || p->next < 0 ||
+            rd_kafka_get_watermark_offsets(d->rk, p->topic, p->partition, &low, &high) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR || high < 0 || high < p->next) {
+            kerr = rd_kafka_query_watermark_offsets(d->rk, p->topic, p->partition, &low,
+                                                    &high, WATERMARK_TIMEOUT_MS);
+            p->need_query = kerr != RD_KAFKA_RESP_ERR_NO_ERROR;
+        } else if (low < 0) {
+            low = 0;        /* not known here: a read past it reports the loss */
+        }
         if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
             KW_LOG_W(MOD, "%s/%d: watermarks: %s; not read in this batch", p->topic,
                      (int)p->partition, rd_kafka_err2str(kerr));
@@ -605,15 +657,22 @@ static int keep_msg(kw_direct_t *d, rd_kafka_message_t *m)
 }
 
 /*
- * Position the consumer at every range's from. The assignment (every owned
- * partition) is changed only when that set changes: re-assigning at every
- * batch races librdkafka's fetcher teardown (an assertion in its
- * assignment code on close). Otherwise each range is a seek, whose version
- * barrier drops whatever was fetched before it.
+ * The consumer between batches. The assignment (every owned partition)
+ * changes only when that set changes: re-assigning at every batch races
+ * librdkafka's fetcher teardown (an assertion in its assignment code on
+ * close). Within it a partition's position is kept when it can be: nothing
+ * the consumer returned is ever dropped -- records at or past a range's
+ * until are kept (carry; past DIRECT_MAX_CARRY_BYTES the partition is
+ * paused, and librdkafka resumes it right after the last record returned)
+ * -- so the next batch goes on from where this one ended without a seek,
+ * whose fetch restart costs a round trip or more. A partition whose position is not known (a record
+ * dropped, an error, a new range start) is sought to its from: the seek's
+ * version barrier drops whatever was fetched before it.
  */
 static kw_err_t position(kw_direct_t *d, size_t *pending, char *errstr, size_t errlen)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)d->nparts);
+    rd_kafka_topic_partition_list_t *res = rd_kafka_topic_partition_list_new((int)d->nparts);
     int reassign = 0;
     kw_err_t err = KW_OK;
 
@@ -625,12 +684,32 @@ static kw_err_t position(kw_direct_t *d, size_t *pending, char *errstr, size_t e
         int reading = p->active && !p->done;
 
         *pending += reading;
-        if (reassign && p->owned)
-            rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
-                p->active ? p->from : p->next >= 0 ? p->next : RD_KAFKA_OFFSET_END;
-        else if (!reassign && reading)
+        if (reassign) {
+            carry_drop(p);
+            p->paused = 0;
+            p->pos_ok = p->owned && p->active;
+            p->pos_next = p->from;
+            if (p->owned)
+                rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
+                    p->active ? p->from : p->next >= 0 ? p->next : RD_KAFKA_OFFSET_END;
+            continue;
+        }
+        if (!reading)
+            continue;
+        if (p->paused) {
+            rd_kafka_topic_partition_list_add(res, p->topic, p->partition);
+            p->paused = 0;
+        }
+        if (!p->pos_ok || p->pos_next != p->from) {
+            carry_drop(p);
             rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->from;
+            p->pos_ok = 1;
+            p->pos_next = p->from;
+        }
     }
+    if (res->cnt > 0)
+        rd_kafka_resume_partitions(d->rk, res);
+    rd_kafka_topic_partition_list_destroy(res);
     if (reassign) {
         rd_kafka_resp_err_t kerr = rd_kafka_assign(d->rk, l);
 
@@ -660,6 +739,80 @@ static kw_err_t position(kw_direct_t *d, size_t *pending, char *errstr, size_t e
     return err;
 }
 
+/* Pause p: the consumer keeps its position right after what it returned. */
+static void pause_part(kw_direct_t *d, dpart_t *p)
+{
+    rd_kafka_topic_partition_list_t *l;
+
+    if (p->paused)
+        return;
+    l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+    rd_kafka_pause_partitions(d->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    p->paused = 1;
+}
+
+/* One message (or event) of partition p in this batch. KW_OK or KW_ENOMEM;
+ * *pending counts the partitions still reading, *bytes what is kept. */
+static kw_err_t take(kw_direct_t *d, dpart_t *p, rd_kafka_message_t *m, size_t *pending,
+                     size_t *bytes)
+{
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        /* every offset below the partition's end was seen */
+        if (!p->done && m->offset >= p->until) {
+            p->read_until = p->until;
+            p->done = 1;
+            (*pending)--;
+        }
+        rd_kafka_message_destroy(m);
+        return KW_OK;
+    }
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        KW_LOG_W(MOD, "%s/%d: %s; the range ends at what was read", p->topic,
+                 (int)p->partition, rd_kafka_message_errstr(m));
+        if (!p->done) {
+            p->done = 1;
+            (*pending)--;
+        }
+        p->pos_ok = 0;
+        p->need_query = 1;
+        rd_kafka_message_destroy(m);
+        return KW_OK;
+    }
+    if (m->offset < p->read_until) {            /* fetched before a seek */
+        rd_kafka_message_destroy(m);
+        return KW_OK;
+    }
+    if (m->offset >= p->until) {
+        /* past the range: every offset before it was seen; kept for the
+         * next batch, and the partition rests until then */
+        if (!p->done) {
+            p->read_until = p->until;
+            p->done = 1;
+            (*pending)--;
+        }
+        if (carry_push(p, m) != 0) {
+            rd_kafka_message_destroy(m);
+            return KW_ENOMEM;
+        }
+        if (p->carry_bytes > DIRECT_MAX_CARRY_BYTES)
+            pause_part(d, p);
+        return KW_OK;
+    }
+    *bytes += m->len + m->key_len;
+    p->read_until = m->offset + 1;
+    if (keep_msg(d, m) != 0) {
+        rd_kafka_message_destroy(m);
+        return KW_ENOMEM;
+    }
+    if (!p->done && p->read_until >= p->until) {
+        p->done = 1;
+        (*pending)--;
+    }
+    return KW_OK;
+}
+
 /* Step 3. KW_OK, or fatal (errstr). */
 static kw_err_t read_batch(kw_direct_t *d, char *errstr, size_t errlen)
 {
@@ -669,6 +822,26 @@ static kw_err_t read_batch(kw_direct_t *d, char *errstr, size_t errlen)
 
     if (err != KW_OK)
         return err;
+    /* what the last batch kept comes first, in order */
+    for (size_t i = 0; i < d->nparts && err == KW_OK; i++) {
+        dpart_t *p = &d->parts[i];
+        rd_kafka_message_t **c = p->carry;
+        size_t n = p->ncarry;
+
+        if (n == 0 || !p->active || p->done)
+            continue;
+        p->carry = NULL;
+        p->ncarry = p->capcarry = p->carry_bytes = 0;
+        for (size_t k = 0; k < n; k++) {
+            if (err == KW_OK)
+                err = take(d, p, c[k], &pending, &bytes);
+            else
+                rd_kafka_message_destroy(c[k]);
+        }
+        free(c);
+    }
+    if (err != KW_OK)
+        return kw_seterr(errstr, errlen, err, "out of memory");
     deadline = kw_mono_ms() + (read_ms > DIRECT_MIN_READ_MS ? read_ms : DIRECT_MIN_READ_MS);
     while (pending > 0 && kw_mono_ms() < deadline && bytes < DIRECT_MAX_BATCH_BYTES &&
            !atomic_load(&d->stop)) {
@@ -678,47 +851,24 @@ static kw_err_t read_batch(kw_direct_t *d, char *errstr, size_t errlen)
         if (m == NULL)
             continue;
         p = m->rkt != NULL ? part_find(d, rd_kafka_topic_name(m->rkt), m->partition) : NULL;
-        if (p == NULL || !p->active || p->done) {
+        if (p == NULL || !p->active) {
             if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 KW_LOG_W(MOD, "Kafka: %s", rd_kafka_message_errstr(m));
+            else if (p != NULL && m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+                p->pos_ok = 0;              /* a record dropped: seek next time */
             rd_kafka_message_destroy(m);
             continue;
         }
-        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR || m->offset >= p->until ||
-            m->offset < p->read_until) {
-            if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR ||
-                m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                /* at or past until (a record, or the partition's end): every
-                 * offset before it was seen; below read_until: not ours */
-                if (m->offset >= p->until) {
-                    p->read_until = p->until;
-                    p->done = 1;
-                    pending--;
-                }
-            } else {
-                KW_LOG_W(MOD, "%s/%d: %s; the range ends at what was read", p->topic,
-                         (int)p->partition, rd_kafka_message_errstr(m));
-                p->done = 1;
-                pending--;
-            }
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        bytes += m->len + m->key_len;
-        p->read_until = m->offset + 1;
-        if (keep_msg(d, m) != 0) {
-            rd_kafka_message_destroy(m);
-            return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
-        }
-        if (p->read_until >= p->until) {
-            p->done = 1;
-            pending--;
-        }
+        if ((err = take(d, p, m, &pending, &bytes)) != KW_OK)
+            return kw_seterr(errstr, errlen, err, "out of memory");
     }
     for (size_t i = 0; i < d->nparts; i++) {
         dpart_t *p = &d->parts[i];
 
-        if (p->active && p->read_until < p->until) {
+        if (!p->active)
+            continue;
+        p->pos_next = p->read_until;
+        if (p->read_until < p->until) {
             atomic_fetch_add(&d->n.short_reads, 1);
             KW_LOG_D(MOD, "%s/%d: read %" PRId64 "..%" PRId64 " of %" PRId64 "..%" PRId64
                      " in this batch", p->topic, (int)p->partition, p->from,
@@ -878,9 +1028,13 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
     uint64_t batch;
     char why[1024];
     kw_err_t err;
+    int rc = 0;
 
     forget_lost(d);
-    if (refresh_partitions(d) == -2)
+    if ((d->metadata_ms == 0 || kw_mono_ms() - d->metadata_ms >= METADATA_EVERY_MS) &&
+        (rc = refresh_partitions(d)) != -1)
+        d->metadata_ms = kw_mono_ms();
+    if (rc == -2)
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
     err = plan_batch(d, errstr, errlen);
     if (err != KW_OK && err != KW_EOF)
