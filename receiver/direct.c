@@ -510,6 +510,9 @@ static int own(kw_direct_t *d, dpart_t *p)
         return 1;
     err = kw_zk_own(d->zk, p->topic, p->partition, 0, why, sizeof(why));
     if (err == KW_OK) {
+        if (p->busy_logged)
+            KW_LOG_I(MOD, "%s/%d: free again, read by this instance now", p->topic,
+                     (int)p->partition);
         p->owned = 1;
         p->busy_logged = 0;
         /* its ZooKeeper offset may lag the ranges stored (a crash after the
@@ -1061,13 +1064,23 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
         free_msgs(d);
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
     }
-    /* at-least-once: ids from the clock, growing across restarts without a
-     * store; exactly-once: the next id after the stored ranges' */
-    batch = d->last_batch + 1;
-    if (d->at_least_once && (uint64_t)kw_wall_ms() > batch)
-        batch = (uint64_t)kw_wall_ms();
     memset(&ss, 0, sizeof(ss));
     for (int64_t backoff = 250;; backoff = backoff < 4000 ? backoff * 2 : 4000) {
+        /* at-least-once: ids from the clock, growing across restarts
+         * without a store; exactly-once: the next id after every stored
+         * range's, asked again at each try -- instances sharing the
+         * database number their batches from the same sequence (two that
+         * take the same id at once: the second's transaction fails on the
+         * ranges' key, is rolled back whole and tried again) */
+        uint64_t stored_max = 0;
+
+        batch = d->last_batch + 1;
+        if (d->at_least_once && (uint64_t)kw_wall_ms() > batch)
+            batch = (uint64_t)kw_wall_ms();
+        if (!d->at_least_once &&
+            kw_direct_ranges_last_batch(d->db, &stored_max, why, sizeof(why)) == KW_OK &&
+            stored_max >= batch)
+            batch = stored_max + 1;
         err = d->at_least_once
               ? kw_sink_write_batch(d->sink, batch, d->recs, d->nmsgs, &ss, why, sizeof(why))
               : kw_sink_write_batch_tx(d->sink, batch, d->recs, d->nmsgs, store_ranges, d,

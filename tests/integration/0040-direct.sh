@@ -27,6 +27,11 @@
 #      stored ranges (found by kwal compare).
 #   h. backpressure.enabled with records arriving while it runs: the rate
 #      estimate is logged, every record stored once.
+#   i. Two instances of one group on one sink database: the first owns every
+#      partition in ZooKeeper, the second waits; SIGKILL the first mid-run
+#      and the second takes the partitions over once the first's session
+#      expires, going on from the ranges in the shared database: every
+#      record stored once.
 #
 # Run by ctest with KWAL_BIN_DIR and KWAL_SRC_DIR; every wait is bounded.
 set -u
@@ -37,7 +42,7 @@ NAME=0040
 . "$SRC/tests/integration/lib.sh"
 . "$SRC/tests/integration/lib_receive.sh"
 
-start_local da:8 dc:4 dd:2 de:2 df1:4 df2:4 df3:4 dg:4 dh:2
+start_local da:8 dc:4 dd:2 de:2 df1:4 df2:4 df3:4 dg:4 dh:2 di:4
 
 # dconf DIR GROUP TOPIC: a direct-mode configuration in DIR/k.conf.
 dconf() {
@@ -253,5 +258,41 @@ stop_kwal "$d/run.log"
 grep -q "INFO  direct: back-pressure: [0-9]* records/s" "$d/run.log" ||
     { showlog "$d/run.log"; fail "dh: no back-pressure estimate logged"; }
 verify_once "$d" 5000 "dh: back-pressure on ($(grep -c 'back-pressure:' "$d/run.log") estimate lines, last: $(grep 'back-pressure:' "$d/run.log" | tail -n 1 | sed 's/.*back-pressure: //'))"
+
+# i. failover between two instances sharing the sink database
+d="$T/i"
+dconf "$d" gi di
+echo "zookeeper.session.timeout.ms=3000" >>"$d/k.conf"
+"$KW" direct -c "$d/k.conf" -X instance.id=first >"$d/a.out" 2>"$d/a.log" &
+KWPID=$!
+n=0
+until [ "$(grep -c 'starts at offset' "$d/a.log")" -ge 4 ]; do
+    n=$((n + 1))
+    [ "$n" -lt 300 ] || { showlog "$d/a.log"; fail "di: the first instance did not start its 4 partitions"; }
+    sleep 0.1
+done
+"$KW" direct -c "$d/k.conf" -X instance.id=second >"$d/b.out" 2>"$d/b.log" &
+KWPID2=$!
+"$LG" --brokers "$BS" --topic di --records 8000 --size 100 --rate 2000 --run-id 00000000000000d1 \
+    --manifest "$d/m" >"$d/lg.out" 2>"$d/lg.err" &
+LGPID=$!
+EXPECT=8000
+wait_stored "$d/out.db" 00000000000000d1 2000 60 "$d/a.log"
+grep -q "not read for now: di/0 is owned by 'first'" "$d/b.log" ||
+    { showlog "$d/b.log"; fail "di: the second instance did not wait for the first's partitions"; }
+kill -KILL "$KWPID"
+wait "$KWPID" 2>/dev/null
+s1=$(stored "$d/out.db" 00000000000000d1)
+ok "di: the first instance SIGKILLed with $s1 stored; the second waited for its partitions"
+KWPID=$KWPID2
+KWPID2=
+wait "$LGPID" || { cat "$d/lg.err"; fail "di: kwal-loadgen"; }
+LGPID=
+wait_stored "$d/out.db" "$d/m" 8000 60 "$d/b.log"
+stop_kwal "$d/b.log"
+[ "$(grep -c 'di/[0-3]: free again, read by this instance now' "$d/b.log")" -eq 4 ] ||
+    { showlog "$d/b.log"; fail "di: the second instance did not take over all 4 partitions"; }
+verify_once "$d" 8000 "di: failover to the second instance"
+ranges_contiguous "$d" di
 
 echo "0040-direct: $checks checks passed"
