@@ -780,6 +780,38 @@ static uint64_t seg_end(kw_wal_t *w, const kw__repscan_t *scans, int r, uint64_t
     return to;
 }
 
+/* The last acknowledged LSN of segment `first`: what a torn spot of replica
+ * r there must find elsewhere before it may be cut. */
+static uint64_t acked_end(kw_wal_t *w, const kw__repscan_t *scans, int r, uint64_t first)
+{
+    uint64_t to = seg_end(w, scans, r, first);
+
+    return to < w->opts.acked_lsn ? to : w->opts.acked_lsn;
+}
+
+/* 1 when replica q's scan has segment `first` with a good header and valid
+ * records one after another from its start through LSN `to` (its own torn
+ * tail, after that, does not matter: it was never acknowledged). */
+static int peer_holds(kw_wal_t *w, const kw__repscan_t *scans, int q, uint64_t first,
+                      uint64_t to)
+{
+    const kw__repscan_t *s = &scans[q];
+    uint64_t valid_to;
+    size_t j = 0;
+
+    if (w->rep[q].failed)
+        return 0;
+    while (j < s->nsegs && s->segs[j].first_lsn != first)
+        j++;
+    if (j == s->nsegs || !s->segs[j].header_ok)
+        return 0;
+    valid_to = s->segs[j].last_lsn;
+    for (size_t k = 0; k < s->nspots; k++)
+        if (s->spots[k].seg == j && s->spots[k].expect - 1 < valid_to)
+            valid_to = s->spots[k].expect - 1;
+    return valid_to >= to;
+}
+
 static int cuts_acked(kw_wal_t *w, const kw__repscan_t *scans, int r, const kw__spot_t *sp)
 {
     const kw__segscan_t *sg = &scans[r].segs[sp->seg];
@@ -824,8 +856,11 @@ static kw_err_t classify(kw_wal_t *w, kw__repscan_t *scans, kw_wal_open_report_t
                     probe.resume_lsn = 0;
                 }
                 for (int q = 0; q < w->nrep && !good; q++)
-                    good = q != r && !w->rep[q].failed && probe.kind == KW__SPOT_RECORD &&
-                           peer_covers(w, q, sg->first_lsn, &probe);
+                    good = q != r && !w->rep[q].failed &&
+                           (peer_holds(w, scans, q, sg->first_lsn,
+                                       acked_end(w, scans, r, sg->first_lsn)) ||
+                            (probe.kind == KW__SPOT_RECORD &&
+                             peer_covers(w, q, sg->first_lsn, &probe)));
                 if (!good && w->opts.skip_lost) {
                     uint64_t to = seg_end(w, scans, r, sg->first_lsn);
 

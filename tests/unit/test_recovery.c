@@ -528,6 +528,40 @@ static void crash_in_cleanup_lagging(rstate_t *s, char **names, size_t n)
     assert_int_equal(test_truncate_file(seg, 10), 0);
 }
 
+/* The lagging replica's header is cut short and the others end in a torn
+ * write of their own (a crash in the middle of a WAL write): every
+ * acknowledged record is still on both others, so the lagging copy is cut
+ * and refilled (found by the chaos soak, trial 110 of seed 20261121: crash
+ * at wal.mid-write with replica 0 slowed). */
+static void test_lagging_header_peers_torn(void **state)
+{
+    rstate_t *s = *state;
+    kw_recovery_report_t r;
+    char err[1024], seg[1200];
+    char **names = NULL;
+    size_t n = 0;
+    static const unsigned char half[20] = { 0x4b, 0x57, 0x52, 0x31, 1, 1, 0, 0, 0x10 };
+
+    append_blocks(s, 6, 1);
+    assert_int_equal(test_list_dir(s->wal[0], ".seg", &names, &n), 0);
+    assert_int_equal(n, 1);
+    test_path(seg, sizeof(seg), "%s/%s", s->wal[0], names[0]);
+    assert_int_equal(test_truncate_file(seg, 10), 0);
+    for (int i = 1; i < 3; i++) {
+        FILE *f;
+
+        test_path(seg, sizeof(seg), "%s/%s", s->wal[i], names[0]);
+        assert_non_null(f = fopen(seg, "ab"));
+        assert_int_equal(fwrite(half, 1, sizeof(half), f), sizeof(half));
+        assert_int_equal(fclose(f), 0);
+    }
+    test_free_names(names, n);
+    if (recover(s, &r, err, sizeof(err)) != KW_OK)
+        fail_msg("recovery refused: %s", err);
+    assert_int_equal(r.blocks_replayed, 6);
+    assert_int_equal(sink_rows(s), 6 * RECS_PER_BLOCK);
+}
+
 /* The process died during WAL cleanup while one replica lagged: the others
  * had deleted the first segment, the lagging one still holds it with its
  * header cut short. Every LSN in it was acknowledged, but all were delivered
@@ -610,6 +644,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_last_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cleanup_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lagging_replica_torn_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lagging_header_peers_torn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cleanup_crash_lagging_replica, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_needed_segment_refused, setup, teardown),
     };
