@@ -335,6 +335,7 @@ static int wait_pending_room(kw_receiver_t *svc, uint64_t size)
 static int process_block_no_wal(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b)
 {
     char what[48];
+    uint64_t seq;
     int rc;
 
     kw_crash(KW_CRASH_BLOCK_CUT);
@@ -361,14 +362,16 @@ static int process_block_no_wal(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_blo
     KW_LOG_D(PIPE_MOD, "block %s: %u records, %zu bytes, pending%s", what,
              kw_block_record_count(b), kw_block_size(b), rc ? " (fenced)" : "");
     /* 2. pending until its batch (a fenced block too, as on the WAL path: the
-     * sink counts the new owner's copy as a duplicate delivery) */
+     * sink counts the new owner's copy as a duplicate delivery); from here
+     * on the block is the batcher's, which may free it at once */
+    seq = kw_block_seq(b);
     pthread_mutex_lock(&svc->pending_mu);
     svc->pending_reserved--;
     svc->pending[svc->npending++] = b;
     svc->pending_bytes += kw_block_size(b);
     pthread_mutex_unlock(&svc->pending_mu);
     /* 3. */
-    kw_rcv_mark_done(c, kw_block_seq(b));
+    kw_rcv_mark_done(c, seq);
     return 0;
 }
 
