@@ -18,6 +18,8 @@
 # --partitions partitions. The schedule is a list of events, each ending one
 # run of the mode, after which it is started again at once:
 #   kill@S      SIGKILL S seconds (decimals allowed) after the run started
+#               (in the first run: after the workload started, which waits
+#               until the mode consumes)
 #   window@N    crash (KWAL_CRASH_AT) the Nth time the run passes its mode's
 #               "output durable, offset not yet stored" point: no-wal
 #               pipeline.committed (offsets stored, records only in memory),
