@@ -484,8 +484,15 @@ start_slot() {
     timeout 90 "$ZKL" start --dir "$sd/zk" --tick-ms 500 --timeout 60 \
         >"$sd/zk.out" 2>"$sd/zk.err" ||
         fail_setup "kwal-zk-local start failed: $(tail -n 3 "$sd/zk.err")"
+    start_kafka "$1"
+}
+
+# start_kafka S: slot S's Kafka cluster (a fresh one: new ports)
+start_kafka() {
+    sd=$work/slot$1
+    rm -f "$sd/bootstrap" "$sd/kl.sock"
     "$KL" --brokers 3 --control "$sd/kl.sock" --bootstrap-file "$sd/bootstrap" --no-stdin \
-        >"$sd/kafka.out" 2>"$sd/kafka.log" </dev/null &
+        >"$sd/kafka.out" 2>>"$sd/kafka.log" </dev/null &
     eval "kafka_pid_$1=$!"
     n=0
     while [ ! -s "$sd/bootstrap" ] || [ ! -S "$sd/kl.sock" ]; do
@@ -496,6 +503,29 @@ start_slot() {
         sleep 0.1
     done
 }
+# revive_slot S: before a trial, start again what of slot S died -- the
+# Kafka cluster (the mock's own assertions can end it: librdkafka 2.0.2's
+# consumer-group code once aborted after a broker down/up) or ZooKeeper --
+# so that one dead server fails one trial, not every later one on the slot.
+slot_restarts=0
+revive_slot() {
+    sd=$work/slot$1
+    eval "kp=\${kafka_pid_$1-}"
+    if [ -n "$kp" ] && ! kill -0 "$kp" 2>/dev/null; then
+        wait "$kp" 2>/dev/null
+        echo "chaos: slot $1: the Kafka cluster died ($(tail -n 1 "$sd/kafka.log")); starting a new one" >&2
+        start_kafka "$1"
+        slot_restarts=$((slot_restarts + 1))
+    fi
+    if ! timeout 30 "$ZKL" status --dir "$sd/zk" --timeout 5 >/dev/null 2>&1; then
+        echo "chaos: slot $1: ZooKeeper does not serve; starting it again" >&2
+        timeout 90 "$ZKL" restart --dir "$sd/zk" --tick-ms 500 --timeout 60 \
+            >>"$sd/zk.out" 2>>"$sd/zk.err" ||
+            fail_setup "kwal-zk-local restart failed: $(tail -n 3 "$sd/zk.err")"
+        slot_restarts=$((slot_restarts + 1))
+    fi
+}
+
 # use_slot S: zk, bs and sd of slot S
 use_slot() {
     sd=$work/slot$1
@@ -1050,6 +1080,7 @@ while [ "$shown" -le "$last_trial" ]; do
             sp=""
         fi
         if [ -z "$sp" ] && [ "$next" -le "$last_trial" ]; then
+            revive_slot "$s"
             start_trial "$s" "$next"
             next=$((next + 1))
         fi
@@ -1076,5 +1107,6 @@ echo "chaos: seed=$seed trials=$ntr passed=$n_pass failed=$n_fail produced=$tot_
      "kafka_dups=$tot_srcdup recovery_ms_max=$tot_rec_max recovery_ms_mean=$rec_mean" \
      "restarts=$tot_rec_n kills=$tot_kills crash_points_reached=$tot_reached" \
      "faults=$tot_faults applied=$tot_applied mode=$mode_word jobs=$jobs" \
+     "slot_restarts=$slot_restarts" \
      "time=$(( $(date +%s) - t_start ))s status=$status${failed_list:+ failed_trials=$(echo "$failed_list" | sed 's/^ //; s/ /,/g')}"
 [ "$n_fail" = 0 ]
