@@ -241,6 +241,7 @@ struct kw_direct {
     rd_kafka_t         *rk;
     dpart_t            *parts;
     size_t              nparts, capparts;
+    size_t              last_part;      /* msg_part's guess (an index) */
     uint64_t            last_batch;
     atomic_int          stop;
     int64_t             zk_pending_since; /* ZooKeeper behind the sink since (ms) */
@@ -290,6 +291,24 @@ static dpart_t *part_find(kw_direct_t *d, const char *topic, int32_t partition)
         if (d->parts[i].partition == partition && strcmp(d->parts[i].topic, topic) == 0)
             return &d->parts[i];
     return NULL;
+}
+
+/* The partition of a message: per record, so the last one found is tried
+ * first (a fetch returns runs of one partition) before the search. */
+static dpart_t *msg_part(kw_direct_t *d, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    dpart_t *p;
+
+    if (d->last_part < d->nparts) {
+        p = &d->parts[d->last_part];
+        if (p->partition == m->partition && strcmp(p->topic, topic) == 0)
+            return p;
+    }
+    p = part_find(d, topic, m->partition);
+    if (p != NULL)
+        d->last_part = (size_t)(p - d->parts);
+    return p;
 }
 
 static dpart_t *part_add(kw_direct_t *d, const char *topic, int32_t partition)
@@ -853,7 +872,7 @@ static kw_err_t read_batch(kw_direct_t *d, char *errstr, size_t errlen)
 
         if (m == NULL)
             continue;
-        p = m->rkt != NULL ? part_find(d, rd_kafka_topic_name(m->rkt), m->partition) : NULL;
+        p = m->rkt != NULL ? msg_part(d, m) : NULL;
         if (p == NULL || !p->active) {
             if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 KW_LOG_W(MOD, "Kafka: %s", rd_kafka_message_errstr(m));
