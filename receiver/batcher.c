@@ -32,7 +32,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "delivery.h"
+#include "tracker.h"
 #include "kw_fault.h"
 #include "kw_log.h"
 #include "receiver_int.h"

@@ -53,40 +53,7 @@
 #include "kw_fault.h"
 #include "kw_log.h"
 #include "receiver_int.h"
-
-/* ---- pure helpers ---- */
-
-_Static_assert(KW_RECEIVER_OFFSET_BEGINNING == RD_KAFKA_OFFSET_BEGINNING &&
-               KW_RECEIVER_OFFSET_END == RD_KAFKA_OFFSET_END,
-               "logical offsets are librdkafka's");
-
-int64_t kw_receiver_reset_offset(int policy)
-{
-    switch (policy) {
-    case KW_OFFSET_RESET_EARLIEST: return KW_RECEIVER_OFFSET_BEGINNING;
-    case KW_OFFSET_RESET_LATEST:   return KW_RECEIVER_OFFSET_END;
-    default:                       return -3;
-    }
-}
-
-int kw_receiver_out_of_range(int64_t wanted, int64_t low, int64_t high, int policy,
-                             int64_t *lost_from, int64_t *lost_until, int64_t *seek_to)
-{
-    /* lost at the source: what we wanted that retention removed */
-    *lost_from = wanted >= 0 ? wanted : low;
-    *lost_until = wanted >= 0 && wanted < low ? low : *lost_from;
-    switch (policy) {
-    case KW_OFFSET_RESET_EARLIEST:
-        *seek_to = low;
-        return 0;
-    case KW_OFFSET_RESET_LATEST:
-        *seek_to = high;   /* what lies between is skipped by the policy */
-        return 0;
-    default:
-        *seek_to = -1;
-        return -1;
-    }
-}
+#include "source.h"
 
 /* ---- failure (the service restarts the thread) ---- */
 
@@ -294,7 +261,7 @@ static int on_assign(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *part
         if (err == KW_OK) {
             p->offset = next;
         } else if (err == KW_ENOTFOUND) {
-            int64_t o = kw_receiver_reset_offset(svc->rc->auto_offset_reset);
+            int64_t o = kw_source_reset_offset(svc->rc->auto_offset_reset);
 
             if (o == -3) {
                 disown_first(c, parts, i + 1);
@@ -407,7 +374,7 @@ static void restart_partition(kw_rcv_consumer_t *c, const char *topic, int32_t p
                 p->offset = kw_zk_get_offset(c->svc->zk, p->topic, p->partition, &next,
                                              errstr, sizeof(errstr)) == KW_OK
                                 ? next
-                                : kw_receiver_reset_offset(c->svc->rc->auto_offset_reset);
+                                : kw_source_reset_offset(c->svc->rc->auto_offset_reset);
         }
         err = rd_kafka_assign(c->rk, l);
     }
@@ -442,7 +409,7 @@ static void on_out_of_range(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
         kw_rcv_sleep_ms(500);
         return;
     }
-    if (kw_receiver_out_of_range(m->offset, low, high, svc->rc->auto_offset_reset,
+    if (kw_source_out_of_range(m->offset, low, high, svc->rc->auto_offset_reset,
                             &from, &until, &seek_to) != 0) {
         kw_rcv_fatal(svc, "data loss at the source: %s/%d offset %" PRId64 " is no "
                      "longer in Kafka (it has %" PRId64 "..%" PRId64 ") and "
@@ -481,54 +448,22 @@ static void on_out_of_range(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
 
 static int add_message(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
 {
-    rd_kafka_headers_t *hdrs = NULL;
-    rd_kafka_timestamp_type_t tstype;
+    size_t nh = kw_source_header_count(m);
     kw_record_t rec;
     char errstr[256];
     kw_err_t err;
 
-    memset(&rec, 0, sizeof(rec));
-    rec.topic = rd_kafka_topic_name(m->rkt);
-    rec.partition = m->partition;
-    rec.offset = m->offset;
-    rec.timestamp = rd_kafka_message_timestamp(m, &tstype);
-    rec.tstype = tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME ? KW_TS_CREATE_TIME :
-                 tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? KW_TS_LOG_APPEND :
-                 KW_TS_NOT_AVAILABLE;
-    if (rec.tstype == KW_TS_NOT_AVAILABLE)
-        rec.timestamp = -1;
-    rec.key = m->key;
-    rec.key_len = m->key_len;
-    rec.value = m->payload;
-    rec.value_len = m->len;
-    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        hdrs != NULL && rd_kafka_header_cnt(hdrs) > 0) {
-        size_t n = rd_kafka_header_cnt(hdrs);
+    if (nh > c->hdrs_cap) {
+        kw_record_header_t *h = realloc(c->hdrs, nh * sizeof(*h));
 
-        if (n > c->hdrs_cap) {
-            kw_record_header_t *nh = realloc(c->hdrs, n * sizeof(*nh));
-
-            if (nh == NULL) {
-                kw_rcv_fatal(c->svc, "receiver-%u: out of memory", c->id);
-                return -1;
-            }
-            c->hdrs = nh;
-            c->hdrs_cap = n;
+        if (h == NULL) {
+            kw_rcv_fatal(c->svc, "receiver-%u: out of memory", c->id);
+            return -1;
         }
-        for (size_t i = 0; i < n; i++) {
-            const char *name;
-            const void *val;
-            size_t vlen;
-
-            rd_kafka_header_get_all(hdrs, i, &name, &val, &vlen);
-            c->hdrs[i].name = name;
-            c->hdrs[i].name_len = strlen(name);
-            c->hdrs[i].value = val;
-            c->hdrs[i].value_len = vlen;
-        }
-        rec.headers = c->hdrs;
-        rec.header_count = n;
+        c->hdrs = h;
+        c->hdrs_cap = nh;
     }
+    kw_source_record(m, &rec, c->hdrs);
     err = kw_blockgen_add(c->gen, &rec, errstr, sizeof(errstr));
     if (err != KW_OK) {
         kw_rcv_fatal(c->svc, "receiver-%u: %s/%d@%" PRId64 ": %s", c->id, rec.topic,
@@ -560,58 +495,26 @@ static void handle_error(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
 
 /* ---- setup ---- */
 
-kw_err_t kw_rcv_check_kafka_conf(const kw_conf_t *conf, char *errstr, size_t errlen)
-{
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    char why[512];
-    kw_err_t err = KW_OK;
-
-    for (size_t i = 0; i < conf->nkafka && err == KW_OK; i++)
-        if (rd_kafka_conf_set(kc, conf->kafka[i].key, conf->kafka[i].value, why,
-                              sizeof(why)) != RD_KAFKA_CONF_OK)
-            err = kw_seterr(errstr, errlen, KW_ECONFIG, "kafka.%s: %s",
-                            conf->kafka[i].key, why);
-    rd_kafka_conf_destroy(kc);
-    return err;
-}
-
-static int conf_set(rd_kafka_conf_t *kc, const char *k, const char *v,
-                    kw_rcv_consumer_t *c)
-{
-    char errstr[512];
-
-    if (rd_kafka_conf_set(kc, k, v, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-        kw_rcv_fatal(c->svc, "kafka.%s: %s", k, errstr);
-        return -1;
-    }
-    return 0;
-}
-
 static int consumer_open(kw_rcv_consumer_t *c)
 {
     kw_receiver_t *svc = c->svc;
     const kw_conf_t *conf = svc->conf;
     rd_kafka_topic_partition_list_t *topics;
     kw_blockgen_config_t gcfg;
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    rd_kafka_conf_t *kc = NULL;
     char errstr[512], cid[64];
+    const char *extra[3] = { "client.id", cid, NULL };
     rd_kafka_resp_err_t err;
-    int has_client_id = 0;
 
-    for (size_t i = 0; i < conf->nkafka; i++) {
-        if (conf_set(kc, conf->kafka[i].key, conf->kafka[i].value, c) != 0)
-            goto fail;
-        if (strcmp(conf->kafka[i].key, "client.id") == 0)
-            has_client_id = 1;
-    }
     snprintf(cid, sizeof(cid), "kwal-receiver-%u", c->id);
-    if (conf_set(kc, "group.id", svc->rc->group_id, c) != 0 ||
-        conf_set(kc, "enable.auto.commit", "false", c) != 0 ||
-        conf_set(kc, "enable.auto.offset.store", "false", c) != 0 ||
-        conf_set(kc, "auto.offset.reset", "error", c) != 0 ||
-        (!has_client_id &&
-         conf_set(kc, "client.id", cid, c) != 0))
+    for (size_t i = 0; i < conf->nkafka; i++)
+        if (strcmp(conf->kafka[i].key, "client.id") == 0)
+            extra[0] = NULL;    /* the user's client.id wins */
+    if (kw_source_consumer_conf(conf, svc->rc->group_id, extra, &kc, errstr,
+                                sizeof(errstr)) != KW_OK) {
+        kw_rcv_fatal(svc, "%s", errstr);
         goto fail;
+    }
     rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
     rd_kafka_conf_set_opaque(kc, c);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof(errstr));

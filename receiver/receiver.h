@@ -120,31 +120,7 @@ void kw_receiver_stats(kw_receiver_t *rcv, kw_receiver_stats_t *stats);
 /* Close everything. NULL is a no-op. After run() returned (or instead of it). */
 void kw_receiver_destroy(kw_receiver_t *rcv);
 
-/* The tracker database of this configuration: tracker.path, or tracker.db
- * in the first WAL directory. */
-void kw_receiver_tracker_path(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
-                              char *buf, size_t cap);
-
-/* ---- Offset policy (pure functions; any thread; unit-tested) ---- */
-
-/* librdkafka's logical offsets (RD_KAFKA_OFFSET_BEGINNING / _END). */
-#define KW_RECEIVER_OFFSET_BEGINNING (-2)
-#define KW_RECEIVER_OFFSET_END       (-1)
-
-/* Where to start a partition with no stored offset, per auto.offset.reset
- * (a kw_offset_reset_t): KW_RECEIVER_OFFSET_BEGINNING for earliest, _END for
- * latest; -3 for error (the caller fails the service). */
-int64_t kw_receiver_reset_offset(int policy);
-
-/*
- * A partition's wanted offset is out of range; Kafka has low..high-1 (its
- * watermarks). Fills the range lost at the source, [*lost_from, *lost_until)
- * (empty unless wanted < low: retention removed it; invariant 6), and where
- * to go on: *seek_to is low for earliest, high for latest. Returns 0, or -1
- * for policy error (the caller fails the service; *seek_to is -1).
- */
-int kw_receiver_out_of_range(int64_t wanted, int64_t low, int64_t high, int policy,
-                             int64_t *lost_from, int64_t *lost_until, int64_t *seek_to);
+/* ---- Policies (pure functions; any thread; unit-tested) ---- */
 
 /*
  * A receiver thread that fails (its Kafka consumer hit a fatal error, a

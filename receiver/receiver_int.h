@@ -34,7 +34,7 @@
 #include "sink.h"
 #include "tracker.h"
 #include "wal.h"
-#include "zkstore.h"
+#include "zk.h"
 
 #define KW_RCV_MOD "receiver"
 
@@ -169,10 +169,6 @@ void kw_rcv_sleep_ms(int64_t ms);
 
 void *kw_rcv_consumer_main(void *arg);
 
-/* Validate the kafka.* settings the receivers will pass to librdkafka (in
- * the service thread, at start: a bad key is a configuration error, not a
- * receiver failure to restart). KW_ECONFIG naming the key. */
-kw_err_t kw_rcv_check_kafka_conf(const kw_conf_t *conf, char *errstr, size_t errlen);
 
 /* The pipeline finished block seq of receiver c: its offsets are in
  * ZooKeeper (or were fenced). Called by the pipeline thread; takes c->mu and

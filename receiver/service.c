@@ -41,6 +41,7 @@
 
 #include "kw_log.h"
 #include "receiver_int.h"
+#include "source.h"
 
 /* ---- shared helpers ---- */
 
@@ -82,17 +83,6 @@ void kw_rcv_fatal(kw_receiver_t *svc, const char *fmt, ...)
 int kw_rcv_is_fatal(kw_receiver_t *svc)
 {
     return atomic_load(&svc->fatal);
-}
-
-void kw_receiver_tracker_path(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
-                              char *buf, size_t cap)
-{
-    const char *p = conf->receiver.tracker_path;
-
-    if (p != NULL && p[0] != '\0')
-        snprintf(buf, cap, "%s", p);
-    else
-        snprintf(buf, cap, "%s/tracker.db", wal_opts->dirs[0]);
 }
 
 uint64_t kw_receiver_next_batch_id(uint64_t prev, int64_t now_ms)
@@ -151,7 +141,7 @@ kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal
                              " auto.offset.reset" : "s; offsets live in ZooKeeper");
     }
 
-    err = kw_rcv_check_kafka_conf(conf, errstr, errlen);
+    err = kw_source_check_conf(conf, errstr, errlen);
     if (err != KW_OK)
         return err;
 
@@ -172,7 +162,7 @@ kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal
     pthread_cond_init(&svc->pending_cv, NULL);
 
     if (!svc->no_wal) {
-        kw_receiver_tracker_path(conf, wal_opts, svc->tracker_path,
+        kw_tracker_default_path(conf->receiver.tracker_path, wal_opts->dirs[0], svc->tracker_path,
                                  sizeof(svc->tracker_path));
         err = kw_wal_open(&svc->wal_opts, &svc->wal, NULL, errstr, errlen);
         if (err != KW_OK)

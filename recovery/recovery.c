@@ -16,14 +16,13 @@
 #include <unistd.h>
 
 #include "blockgen.h"
-#include "delivery.h"
+#include "tracker.h"
 #include "kw_fault.h"
 #include "kw_log.h"
 #include "kw_time.h"
-#include "receiver.h"
 #include "sink.h"
 #include "tracker.h"
-#include "zkstore.h"
+#include "zk.h"
 
 #define MOD "recovery"
 
@@ -332,7 +331,7 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
     /* an existing tracker first: it says which LSNs were acknowledged, so
      * that the WAL never cuts one of them as a torn tail (a new one is made
      * after the WAL, which creates the directories) */
-    kw_receiver_tracker_path(conf, o->wal_opts, path, sizeof(path));
+    kw_tracker_default_path(conf->receiver.tracker_path, o->wal_opts->dirs[0], path, sizeof(path));
     if (access(path, F_OK) == 0) {
         err = open_tracker(path, &t, r, errstr, errlen);
         if (err != KW_OK)

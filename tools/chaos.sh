@@ -4,7 +4,7 @@
 # once (DESIGN.md, invariants 1-3; "Crash points and fault injection").
 #
 # One local ZooKeeper (kwal-zk-local, --tick-ms 500) and one local Kafka
-# cluster (kwal-kafka-local, 3 brokers, a --control socket) serve the whole
+# cluster (kwal-kafka-mock, 3 brokers, a --control socket) serve the whole
 # run (with --jobs J, J pairs of them: J trials run side by side, one per
 # pair, so that one trial's faults never touch another). Each trial gets a
 # fresh topic (created over the control socket), a fresh consumer group, a
@@ -209,7 +209,7 @@ case $build in
 *) bin=$here/$build/tools ;;
 esac
 KW=$bin/kwal
-KL=$bin/kwal-kafka-local
+KL=$bin/kwal-kafka-mock
 ZKL=$bin/kwal-zk-local
 LG=$bin/kwal-loadgen
 VF=$bin/kwal-verify
@@ -498,8 +498,8 @@ start_kafka() {
     while [ ! -s "$sd/bootstrap" ] || [ ! -S "$sd/kl.sock" ]; do
         n=$((n + 1))
         eval "kill -0 \$kafka_pid_$1" 2>/dev/null ||
-            fail_setup "kwal-kafka-local exited: $(tail -n 3 "$sd/kafka.log")"
-        [ "$n" -le 300 ] || fail_setup "kwal-kafka-local did not start within 30 s"
+            fail_setup "kwal-kafka-mock exited: $(tail -n 3 "$sd/kafka.log")"
+        [ "$n" -le 300 ] || fail_setup "kwal-kafka-mock did not start within 30 s"
         sleep 0.1
     done
 }

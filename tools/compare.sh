@@ -184,7 +184,7 @@ done
 # the programs: next to this script when installed as build/tools/kwal-compare
 bin=${KWAL_BIN_DIR:-$here}
 KW=$bin/kwal
-KL=$bin/kwal-kafka-local
+KL=$bin/kwal-kafka-mock
 ZKL=$bin/kwal-zk-local
 LG=$bin/kwal-loadgen
 VF=$bin/kwal-verify

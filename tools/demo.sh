@@ -3,7 +3,7 @@
 #
 #   1. installs what is missing and builds;
 #   2. starts a local ZooKeeper server (kwal-zk-local) and a local Kafka
-#      cluster of 3 brokers with an 8-partition topic (kwal-kafka-local);
+#      cluster of 3 brokers with an 8-partition topic (kwal-kafka-mock);
 #   3. produces a keyed, checksummed workload (kwal-loadgen; 100,000 records,
 #      or KWAL_DEMO_RECORDS);
 #   4. runs `kwal receive` (3 WAL replicas, SQLite sink) until every record is
@@ -45,7 +45,7 @@ zk=$("$bin/kwal-zk-local" start --dir "$work/zk")
 echo "    $zk"
 
 echo "==> local Kafka cluster: 3 brokers, topic demo with 8 partitions"
-"$bin/kwal-kafka-local" --brokers 3 --topic demo:8 --bootstrap-file "$work/bootstrap" \
+"$bin/kwal-kafka-mock" --brokers 3 --topic demo:8 --bootstrap-file "$work/bootstrap" \
     --no-stdin >"$work/kafka.out" 2>"$work/kafka.log" &
 kafka_pid=$!
 i=0

@@ -3,7 +3,7 @@
 # back and kwal-verify checks, in each output form, and kwal-verify finds
 # exactly what was done to a damaged copy.
 #
-# Starts kwal-kafka-local (3 brokers, topics lg and lg2 with 8 partitions)
+# Starts kwal-kafka-mock (3 brokers, topics lg and lg2 with 8 partitions)
 # and waits (bounded) for its --bootstrap-file. kwal-loadgen produces 20,000
 # records of 100 bytes to lg with a manifest; kcat -C -J -e reads them into
 # a JSON lines file; kwal-verify --jsonl passes and shows all 8 partitions
@@ -28,7 +28,7 @@ set -u
 
 BIN=${KWAL_BIN_DIR:?set KWAL_BIN_DIR to the build directory of tools/}
 SRC=${KWAL_SRC_DIR:?set KWAL_SRC_DIR to the source tree}
-KL="$BIN/kwal-kafka-local"
+KL="$BIN/kwal-kafka-mock"
 LG="$BIN/kwal-loadgen"
 VF="$BIN/kwal-verify"
 NAME=0012
@@ -87,7 +87,7 @@ n=0
 until [ -s "$T/bs" ]; do
     n=$((n + 1))
     [ "$n" -lt 200 ] || { cat "$T/kl.err"; fail "no bootstrap file after 20 s"; }
-    kill -0 "$PID" 2>/dev/null || { cat "$T/kl.err"; fail "kwal-kafka-local died"; }
+    kill -0 "$PID" 2>/dev/null || { cat "$T/kl.err"; fail "kwal-kafka-mock died"; }
     sleep 0.1
 done
 BS=$(cat "$T/bs")

@@ -1,6 +1,6 @@
 #!/bin/sh
 # 0020-receive.sh -- `kwal receive` end to end against a real ZooKeeper
-# server (kwal-zk-local) and the local Kafka cluster (kwal-kafka-local).
+# server (kwal-zk-local) and the local Kafka cluster (kwal-kafka-mock).
 #
 # Scenario 1: 100,000 keyed records of 100 B over 8 partitions (kwal-loadgen)
 # are consumed by `kwal receive` (auto.offset.reset=earliest, sqlite sink,

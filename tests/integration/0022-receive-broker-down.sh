@@ -2,7 +2,7 @@
 # 0022-receive-broker-down.sh -- `kwal receive` rides out Kafka brokers going
 # down and coming back while records arrive.
 #
-# A 3-broker cluster (kwal-kafka-local with a --control socket) holds topic bd
+# A 3-broker cluster (kwal-kafka-mock with a --control socket) holds topic bd
 # of 8 partitions; the test first sets the leaders itself (broker 1: 0 3 6,
 # broker 2: 1 4 7, broker 3: 2 5). kwal-loadgen produces 100,000 keyed records
 # of 100 B at 3,000/s in the background while `kwal receive` consumes them

@@ -1,6 +1,6 @@
 #!/bin/sh
 # 0040-direct.sh -- `kwal direct` end to end against a real ZooKeeper server
-# (kwal-zk-local) and the local Kafka cluster (kwal-kafka-local).
+# (kwal-zk-local) and the local Kafka cluster (kwal-kafka-mock).
 #
 #   a. Bad input: no group.id, a topic pattern, a malformed
 #      direct.start.offsets item, sink=jsonl without --at-least-once: exit 2

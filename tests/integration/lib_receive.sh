@@ -1,6 +1,6 @@
 # lib_receive.sh -- sourced by the receiver-mode integration scripts, after
 # lib.sh (not a test itself: the ctest glob takes only NNNN-*.sh). Provides:
-#   KW KL ZKL LG VF   kwal, kwal-kafka-local, kwal-zk-local, kwal-loadgen, kwal-verify
+#   KW KL ZKL LG VF   kwal, kwal-kafka-mock, kwal-zk-local, kwal-loadgen, kwal-verify
 #   KWPID KWPID2 LGPID KLPID   set them to background pids; the EXIT trap kills
 #                     them, stops ZooKeeper and removes $T
 #   ok MSG            count a passed check
@@ -19,7 +19,7 @@
 #                                     end offsets in DIR/out.db, sum TOTAL
 
 KW="$BIN/kwal"
-KL="$BIN/kwal-kafka-local"
+KL="$BIN/kwal-kafka-mock"
 ZKL="$BIN/kwal-zk-local"
 LG="$BIN/kwal-loadgen"
 VF="$BIN/kwal-verify"
@@ -80,7 +80,7 @@ start_local() {
     until [ -s "$T/bs" ]; do
         n=$((n + 1))
         [ "$n" -lt 200 ] || { cat "$T/kl.err"; fail "no bootstrap file after 20 s"; }
-        kill -0 "$KLPID" 2>/dev/null || { cat "$T/kl.err"; fail "kwal-kafka-local died"; }
+        kill -0 "$KLPID" 2>/dev/null || { cat "$T/kl.err"; fail "kwal-kafka-mock died"; }
         sleep 0.1
     done
     BS=$(cat "$T/bs")
@@ -101,7 +101,7 @@ kl_send() {
     ans=$(timeout 40 "$KL" --control "$KLCTL" --send "$1" 2>&1)
     st=$?
     [ "$st" -eq 0 ] && [ "$ans" = "ok" ] ||
-        { tail -n 20 "$T/kl.err"; fail "kwal-kafka-local '$1': exit $st, answer '$ans'"; }
+        { tail -n 20 "$T/kl.err"; fail "kwal-kafka-mock '$1': exit $st, answer '$ans'"; }
     ok "cluster: $1"
 }
 

@@ -1,5 +1,5 @@
 /*
- * test_direct.c -- the pure parts of direct mode (receiver/direct.h): range
+ * test_direct.c -- the pure parts of direct mode (direct/direct.h): range
  * planning, the per-batch bound, direct.start.offsets, and the range table
  * in an SQLite database. The service itself runs against the local cluster
  * in tests/integration/0040-direct.sh.

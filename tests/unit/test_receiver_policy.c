@@ -1,9 +1,8 @@
 /*
- * test_receiver_policy.c -- the receiver's pieces that need no Kafka:
- * auto.offset.reset for partitions without a stored offset, the lost range
- * and the next position after an offset out of range (invariant 6), the
- * settings kw_receiver_new() refuses before it opens anything, and the
- * batch ids of --no-wal (no tracker to allocate them).
+ * test_receiver_policy.c -- the receiver's pieces that need no Kafka: the
+ * settings kw_receiver_new() refuses before it opens anything, the restart
+ * backoff, and the batch ids of --no-wal (no tracker to allocate them).
+ * The offset policy both modes share is in test_source.c.
  * The end-to-end proof is tests/integration/0020-receive.sh.
  */
 #include <stdarg.h>
@@ -17,70 +16,6 @@
 #include "kw_conf.h"
 #include "receiver.h"
 #include "wal.h"
-
-static void test_reset_offset(void **state)
-{
-    (void)state;
-    assert_int_equal(kw_receiver_reset_offset(KW_OFFSET_RESET_EARLIEST),
-                     KW_RECEIVER_OFFSET_BEGINNING);
-    assert_int_equal(kw_receiver_reset_offset(KW_OFFSET_RESET_LATEST),
-                     KW_RECEIVER_OFFSET_END);
-    assert_true(kw_receiver_reset_offset(KW_OFFSET_RESET_ERROR) < KW_RECEIVER_OFFSET_BEGINNING);
-}
-
-static void test_out_of_range_earliest(void **state)
-{
-    int64_t from, until, seek;
-
-    (void)state;
-    /* retention removed 100..149: lost, go on at 150 */
-    assert_int_equal(kw_receiver_out_of_range(100, 150, 400, KW_OFFSET_RESET_EARLIEST,
-                                              &from, &until, &seek), 0);
-    assert_int_equal(from, 100);
-    assert_int_equal(until, 150);
-    assert_int_equal(seek, 150);
-}
-
-static void test_out_of_range_latest(void **state)
-{
-    int64_t from, until, seek;
-
-    (void)state;
-    assert_int_equal(kw_receiver_out_of_range(100, 150, 400, KW_OFFSET_RESET_LATEST,
-                                              &from, &until, &seek), 0);
-    assert_int_equal(from, 100);
-    assert_int_equal(until, 150);
-    assert_int_equal(seek, 400);
-}
-
-static void test_out_of_range_past_end(void **state)
-{
-    int64_t from, until, seek;
-
-    (void)state;
-    /* an offset beyond the end: nothing lost at the source */
-    assert_int_equal(kw_receiver_out_of_range(500, 150, 400, KW_OFFSET_RESET_EARLIEST,
-                                              &from, &until, &seek), 0);
-    assert_int_equal(until - from, 0);
-    assert_int_equal(seek, 150);
-    /* a logical offset: nothing lost either */
-    assert_int_equal(kw_receiver_out_of_range(-1, 150, 400, KW_OFFSET_RESET_LATEST,
-                                              &from, &until, &seek), 0);
-    assert_int_equal(until - from, 0);
-    assert_int_equal(seek, 400);
-}
-
-static void test_out_of_range_error(void **state)
-{
-    int64_t from, until, seek;
-
-    (void)state;
-    assert_int_equal(kw_receiver_out_of_range(100, 150, 400, KW_OFFSET_RESET_ERROR,
-                                              &from, &until, &seek), -1);
-    assert_int_equal(from, 100);
-    assert_int_equal(until, 150);
-    assert_int_equal(seek, -1);
-}
 
 /* new() with conf overrides; returns its error and errstr. */
 static kw_err_t try_new(const char *const *over, size_t n, char *errstr, size_t len)
@@ -196,11 +131,6 @@ static void test_next_batch_id(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reset_offset),
-        cmocka_unit_test(test_out_of_range_earliest),
-        cmocka_unit_test(test_out_of_range_latest),
-        cmocka_unit_test(test_out_of_range_past_end),
-        cmocka_unit_test(test_out_of_range_error),
         cmocka_unit_test(test_new_refuses_config),
         cmocka_unit_test(test_conf_defaults),
         cmocka_unit_test(test_restart_delay),

@@ -25,7 +25,6 @@
 #include <sqlite3.h>
 
 #include "blockgen.h"
-#include "delivery.h"
 #include "sink.h"
 #include "kw_conf.h"
 #include "recovery.h"

@@ -1,5 +1,5 @@
 /*
- * test_sink.c -- the sinks (receiver/sink.h): spec parsing; the sqlite sink's
+ * test_sink.c -- the sinks (sink/sink.h): spec parsing; the sqlite sink's
  * schema (exactly DESIGN.md's), its records read back with the sqlite3 API,
  * duplicate deliveries counted (invariant 3), replayed batches recognised,
  * reused batch ids stored record by record, and the direct-mode hook inside

@@ -1,5 +1,5 @@
 /*
- * test_tracker.c -- the block tracker (receiver/tracker.h): schema and
+ * test_tracker.c -- the block tracker (tracker/tracker.h): schema and
  * versioning, the state machine DURABLE -> COMMITTED -> ALLOCATED ->
  * PROCESSED, allocation in LSN order, idempotent inserts, what survives a
  * close without marking and a real crash (a child process that _exit()s with

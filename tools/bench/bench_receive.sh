@@ -6,7 +6,7 @@
 # run, as a ratio. `--help` has the options; in short:
 #
 #   1. starts a local ZooKeeper (kwal-zk-local) and a local Kafka cluster
-#      (kwal-kafka-local) with one topic of P partitions;
+#      (kwal-kafka-mock) with one topic of P partitions;
 #   2. produces the workload once, flat out, with kwal-loadgen (keyed, so
 #      the partitions fill evenly), then reads the whole topic once with
 #      `kcat -C` to check it: N records, every partition starting at
@@ -205,7 +205,7 @@ case $build in
 /*) bin=$build/tools ;;
 *) bin=$here/$build/tools ;;
 esac
-for t in kwal kwal-loadgen kwal-kafka-local kwal-zk-local; do
+for t in kwal kwal-loadgen kwal-kafka-mock kwal-zk-local; do
     [ -x "$bin/$t" ] || { echo "$prog: $bin/$t not found; build first (cmake --build $build)" >&2; exit 1; }
 done
 for t in kcat timeout awk; do
@@ -290,15 +290,15 @@ zk=$("$bin/kwal-zk-local" start --dir "$work/zk" --timeout 60) ||
     fail "kwal-zk-local did not start (its log: $work/zk/zookeeper.log; --keep keeps it)"
 zk_started=1
 
-"$bin/kwal-kafka-local" --brokers "$brokers" --topic "$topic:$partitions" \
+"$bin/kwal-kafka-mock" --brokers "$brokers" --topic "$topic:$partitions" \
     --bootstrap-file "$work/bootstrap" --no-stdin \
     >"$work/kafka.out" 2>"$work/kafka.log" </dev/null &
 kafka_pid=$!
 n=0
 while [ ! -s "$work/bootstrap" ]; do
     n=$((n + 1))
-    kill -0 "$kafka_pid" 2>/dev/null || { cat "$work/kafka.log" >&2; fail "kwal-kafka-local exited"; }
-    [ "$n" -le 300 ] || fail "kwal-kafka-local did not start within 30 s"
+    kill -0 "$kafka_pid" 2>/dev/null || { cat "$work/kafka.log" >&2; fail "kwal-kafka-mock exited"; }
+    [ "$n" -le 300 ] || fail "kwal-kafka-mock did not start within 30 s"
     sleep 0.1
 done
 bs=$(cat "$work/bootstrap")
@@ -435,7 +435,7 @@ run_kwal() {
     rw_group=bench-kwal-$1-$$
     mkdir -p "$rw_d"
     {
-        echo "# tools/bench_receive.sh, run $1"
+        echo "# tools/bench/bench_receive.sh, run $1"
         echo "group.id=$rw_group"
         echo "topics=$topic"
         echo "receivers=$receivers"

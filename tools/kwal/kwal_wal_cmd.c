@@ -112,25 +112,25 @@ static int parse_args(const wal_cmd_t *cmd, int argc, char **argv,
             *help = 1;
             return KWAL_EXIT_OK;
         }
-        if ((r = kwal_conf_opt(argc, argv, &i, &args->conf_path, args->overrides,
+        if ((r = kw_cli_conf_opt(argc, argv, &i, &args->conf_path, args->overrides,
                                &args->noverrides)) != 0) {
             if (r < 0)
                 goto missing;
-        } else if ((r = kwal_opt_value(argc, argv, &i, "--dir", &v)) != 0) {
+        } else if ((r = kw_cli_opt_value(argc, argv, &i, "--dir", &v)) != 0) {
             if (r < 0)
                 goto missing;
             if (args->ndirs == KW_WAL_MAX_REPLICAS)
-                return kwal_usage_error(topic, "wal %s: at most %d --dir",
+                return kw_cli_usage_error_topic("kwal", topic, "wal %s: at most %d --dir",
                                         cmd->name, KW_WAL_MAX_REPLICAS);
             if (v[0] == '\0')
-                return kwal_usage_error(topic, "wal %s: --dir: empty directory name",
+                return kw_cli_usage_error_topic("kwal", topic, "wal %s: --dir: empty directory name",
                                         cmd->name);
             args->dirs[args->ndirs++] = v;
-        } else if ((r = kwal_opt_value(argc, argv, &i, "--quorum", &v)) != 0) {
+        } else if ((r = kw_cli_opt_value(argc, argv, &i, "--quorum", &v)) != 0) {
             if (r < 0)
                 goto missing;
             if (parse_u64(v, &n) != 0 || n > KW_WAL_MAX_REPLICAS)
-                return kwal_usage_error(topic, "wal %s: --quorum: expected 0 to %d, "
+                return kw_cli_usage_error_topic("kwal", topic, "wal %s: --quorum: expected 0 to %d, "
                                         "got '%s'", cmd->name, KW_WAL_MAX_REPLICAS, v);
             /* The same as -X wal.write.quorum=N at this place. */
             snprintf(args->quorum_kv, sizeof(args->quorum_kv), "wal.write.quorum=%u",
@@ -139,47 +139,47 @@ static int parse_args(const wal_cmd_t *cmd, int argc, char **argv,
         } else if ((cmd->opts & OPT_DUMP) && strcmp(a, "--hex") == 0) {
             args->hex = 1;
         } else if ((cmd->opts & OPT_DUMP) &&
-                   (r = kwal_opt_value(argc, argv, &i, "--from", &v)) != 0) {
+                   (r = kw_cli_opt_value(argc, argv, &i, "--from", &v)) != 0) {
             if (r < 0)
                 goto missing;
             if (parse_u64(v, &args->from_lsn) != 0)
-                return kwal_usage_error(topic, "wal %s: --from: expected an LSN, "
+                return kw_cli_usage_error_topic("kwal", topic, "wal %s: --from: expected an LSN, "
                                         "got '%s'", cmd->name, v);
         } else if ((cmd->opts & OPT_DUMP) &&
-                   (r = kwal_opt_value(argc, argv, &i, "--limit", &v)) != 0) {
+                   (r = kw_cli_opt_value(argc, argv, &i, "--limit", &v)) != 0) {
             if (r < 0)
                 goto missing;
             if (parse_u64(v, &args->limit) != 0 || args->limit == 0)
-                return kwal_usage_error(topic, "wal %s: --limit: expected a positive "
+                return kw_cli_usage_error_topic("kwal", topic, "wal %s: --limit: expected a positive "
                                         "number, got '%s'", cmd->name, v);
         } else if ((cmd->opts & OPT_REPAIR) &&
-                   (r = kwal_opt_value(argc, argv, &i, "--replica", &v)) != 0) {
+                   (r = kw_cli_opt_value(argc, argv, &i, "--replica", &v)) != 0) {
             if (r < 0)
                 goto missing;
             if (parse_u64(v, &n) != 0 || n >= KW_WAL_MAX_REPLICAS)
-                return kwal_usage_error(topic, "wal %s: --replica: expected a replica "
+                return kw_cli_usage_error_topic("kwal", topic, "wal %s: --replica: expected a replica "
                                         "index, got '%s'", cmd->name, v);
             args->replica = (long)n;
         } else if ((cmd->opts & OPT_REPAIR) &&
-                   (r = kwal_opt_value(argc, argv, &i, "--target", &v)) != 0) {
+                   (r = kw_cli_opt_value(argc, argv, &i, "--target", &v)) != 0) {
             if (r < 0)
                 goto missing;
             args->target = v;
         } else if (a[0] == '-') {
-            return kwal_usage_error(topic, "wal %s: unknown option '%s'", cmd->name, a);
+            return kw_cli_usage_error_topic("kwal", topic, "wal %s: unknown option '%s'", cmd->name, a);
         } else {
-            return kwal_usage_error(topic, "wal %s: unexpected argument '%s'",
+            return kw_cli_usage_error_topic("kwal", topic, "wal %s: unexpected argument '%s'",
                                     cmd->name, a);
         }
         continue;
 missing:
-        return kwal_usage_error(topic, "wal %s: %s needs an argument", cmd->name, a);
+        return kw_cli_usage_error_topic("kwal", topic, "wal %s: %s needs an argument", cmd->name, a);
     }
     if (args->conf_path == NULL && args->noverrides == 0 && args->ndirs == 0)
-        return kwal_usage_error(topic, "wal %s: which WAL? Give -c FILE or --dir DIR",
+        return kw_cli_usage_error_topic("kwal", topic, "wal %s: which WAL? Give -c FILE or --dir DIR",
                                 cmd->name);
     if ((cmd->opts & OPT_REPAIR) && (args->replica >= 0) == (args->target != NULL))
-        return kwal_usage_error(topic, "wal %s: give exactly one of --replica N and "
+        return kw_cli_usage_error_topic("kwal", topic, "wal %s: give exactly one of --replica N and "
                                 "--target DIR", cmd->name);
     return KWAL_EXIT_OK;
 }
@@ -239,7 +239,7 @@ static int open_wal(const wal_cmd_t *cmd, const kw_wal_options_t *opts,
     memset(report, 0, sizeof(*report));
     err = kw_wal_open(opts, wal, report, errstr, sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("wal %s: %s", cmd->name, errstr[0] != '\0' ? errstr : kw_err_str(err));
+        kw_cli_error("kwal", "wal %s: %s", cmd->name, errstr[0] != '\0' ? errstr : kw_err_str(err));
         return KWAL_EXIT_FAIL;
     }
     return KWAL_EXIT_OK;
@@ -289,7 +289,7 @@ static int cmd_ls(const wal_cmd_t *cmd, const kw_wal_options_t *opts, void *unus
         kw_wal_segment_info_t *n = realloc(segs, cap * sizeof(*segs));
 
         if (n == NULL) {
-            kwal_error("wal %s: out of memory", cmd->name);
+            kw_cli_error("kwal", "wal %s: out of memory", cmd->name);
             rc = KWAL_EXIT_FAIL;
             goto cleanup;
         }
@@ -374,7 +374,7 @@ static int cmd_dump(const wal_cmd_t *cmd, const kw_wal_options_t *opts, void *ar
         return rc;
     err = kw_wal_iter_new(wal, args->from_lsn, &it, errstr, sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("wal %s: %s", cmd->name, errstr[0] != '\0' ? errstr : kw_err_str(err));
+        kw_cli_error("kwal", "wal %s: %s", cmd->name, errstr[0] != '\0' ? errstr : kw_err_str(err));
         rc = KWAL_EXIT_FAIL;
         goto cleanup;
     }
@@ -386,7 +386,7 @@ static int cmd_dump(const wal_cmd_t *cmd, const kw_wal_options_t *opts, void *ar
         if (err == KW_EOF)
             break;
         if (err != KW_OK) {
-            kwal_error("wal %s: after %" PRIu64 " records: %s", cmd->name, count,
+            kw_cli_error("kwal", "wal %s: after %" PRIu64 " records: %s", cmd->name, count,
                        errstr[0] != '\0' ? errstr : kw_err_str(err));
             rc = KWAL_EXIT_FAIL;
             goto cleanup;
@@ -443,14 +443,14 @@ static int cmd_verify(const wal_cmd_t *cmd, const kw_wal_options_t *opts, void *
         printf("note: the WAL is open in another process; the segment being written "
                "was not checked\n");
     if (problems < 0) {
-        kwal_error("wal %s: %s", cmd->name,
+        kw_cli_error("kwal", "wal %s: %s", cmd->name,
                    errstr[0] != '\0' ? errstr : kw_err_str((kw_err_t)-problems));
         return KWAL_EXIT_USAGE;   /* "2 on errors" */
     }
     if (problems > 0) {
         printf("%ld problem%s in %d replicas\n", problems, problems == 1 ? "" : "s",
                opts->ndirs);
-        kwal_error("wal %s: %ld problem%s found", cmd->name, problems,
+        kw_cli_error("kwal", "wal %s: %ld problem%s found", cmd->name, problems,
                    problems == 1 ? "" : "s");
         return KWAL_EXIT_FAIL;
     }
@@ -488,18 +488,18 @@ static int cmd_repair(const wal_cmd_t *cmd, const kw_wal_options_t *opts, void *
     if (args->target != NULL) {
         replica = find_replica(opts, args->target);
         if (replica < 0)
-            return kwal_usage_error("wal", "wal %s: --target %s is not one of the "
+            return kw_cli_usage_error_topic("kwal", "wal", "wal %s: --target %s is not one of the "
                                     "WAL's %d directories", cmd->name, args->target,
                                     opts->ndirs);
     } else {
         replica = (int)args->replica;
         if (replica >= opts->ndirs)
-            return kwal_usage_error("wal", "wal %s: --replica %d: the WAL has replicas "
+            return kw_cli_usage_error_topic("kwal", "wal", "wal %s: --replica %d: the WAL has replicas "
                                     "0 to %d", cmd->name, replica, opts->ndirs - 1);
     }
     err = kw_wal_repair(opts, replica, &copied, errstr, sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("wal %s: replica %d (%s): %s", cmd->name, replica,
+        kw_cli_error("kwal", "wal %s: replica %d (%s): %s", cmd->name, replica,
                    opts->dirs[replica], errstr[0] != '\0' ? errstr : kw_err_str(err));
         return KWAL_EXIT_FAIL;
     }
@@ -527,7 +527,7 @@ static int make_options(const wal_cmd_t *cmd, const wal_args_t *args,
     err = kw_conf_load(args->conf_path, args->overrides, args->noverrides, confp,
                        errstr, sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("%s", errstr);
+        kw_cli_error("kwal", "%s", errstr);
         return err == KW_ENOMEM ? KWAL_EXIT_FAIL : KWAL_EXIT_USAGE;
     }
     /* The WAL's INFO messages (what open found) repeat what these commands
@@ -540,7 +540,7 @@ static int make_options(const wal_cmd_t *cmd, const wal_args_t *args,
     err = kwal_wal_options_from_conf(*confp, args->dirs, args->ndirs, opts,
                                      errstr, sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("wal %s: %s", cmd->name, errstr);
+        kw_cli_error("kwal", "wal %s: %s", cmd->name, errstr);
         return KWAL_EXIT_USAGE;
     }
     opts->read_only = cmd->read_only;
@@ -556,7 +556,7 @@ int kwal_wal_main(int argc, char **argv)
     int help = 0, rc;
 
     if (argc < 2)
-        return kwal_usage_error("wal", "wal: missing subcommand (ls, dump, verify, repair)");
+        return kw_cli_usage_error_topic("kwal", "wal", "wal: missing subcommand (ls, dump, verify, repair)");
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         print_wal_usage(stdout);
@@ -566,13 +566,13 @@ int kwal_wal_main(int argc, char **argv)
         if (strcmp(argv[1], wal_cmds[i].name) == 0)
             cmd = &wal_cmds[i];
     if (cmd == NULL)
-        return kwal_usage_error("wal", "wal: unknown subcommand '%s'", argv[1]);
+        return kw_cli_usage_error_topic("kwal", "wal", "wal: unknown subcommand '%s'", argv[1]);
 
     memset(&args, 0, sizeof(args));
     args.replica = -1;
     args.overrides = calloc((size_t)argc, sizeof(*args.overrides));
     if (args.overrides == NULL) {
-        kwal_error("out of memory");
+        kw_cli_error("kwal", "out of memory");
         return KWAL_EXIT_FAIL;
     }
     rc = parse_args(cmd, argc - 1, argv + 1, &args, &help);

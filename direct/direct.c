@@ -20,9 +20,9 @@
 #include "kw_fault.h"
 #include "kw_log.h"
 #include "kw_time.h"
-#include "receiver.h"
 #include "sink.h"
-#include "zkstore.h"
+#include "source.h"
+#include "zk.h"
 
 #define MOD "direct"
 
@@ -60,18 +60,18 @@ int kw_direct_plan_range(int64_t next, int64_t start, int64_t low, int64_t high,
     memset(plan, 0, sizeof(*plan));
     if (from < 0) {
         /* never read: auto.offset.reset */
-        int64_t r = kw_receiver_reset_offset(policy);
+        int64_t r = kw_source_reset_offset(policy);
 
-        if (r == KW_RECEIVER_OFFSET_BEGINNING)
+        if (r == KW_SOURCE_OFFSET_BEGINNING)
             from = low;
-        else if (r == KW_RECEIVER_OFFSET_END)
+        else if (r == KW_SOURCE_OFFSET_END)
             from = high;
         else
             return -1;
     } else if (from < low || from > high) {
         int64_t seek_to;
 
-        if (kw_receiver_out_of_range(from, low, high, policy, &plan->lost_from,
+        if (kw_source_out_of_range(from, low, high, policy, &plan->lost_from,
                                      &plan->lost_until, &seek_to) != 0)
             return -1;
         from = seek_to;
@@ -344,6 +344,7 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
     rd_kafka_conf_t *kc = NULL;
     kw_direct_t *d;
     char why[512];
+    static const char *const eof_on[] = { "enable.partition.eof", "true", NULL };
     kw_err_t err;
 
     *out = NULL;
@@ -390,26 +391,10 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
         (err = kw_zk_register(d->zk, errstr, errlen)) != KW_OK)
         goto fail;
 
-    kc = rd_kafka_conf_new();
-    for (size_t i = 0; i < conf->nkafka; i++)
-        if (rd_kafka_conf_set(kc, conf->kafka[i].key, conf->kafka[i].value, why,
-                              sizeof(why)) != RD_KAFKA_CONF_OK) {
-            err = kw_seterr(errstr, errlen, KW_ECONFIG, "kafka.%s: %s", conf->kafka[i].key,
-                            why);
-            goto fail;
-        }
     /* assigned, never subscribed: the group is not joined, nothing committed */
-    if (rd_kafka_conf_set(kc, "group.id", rc->group_id, why, sizeof(why)) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(kc, "enable.auto.commit", "false", why, sizeof(why)) != RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(kc, "enable.auto.offset.store", "false", why, sizeof(why)) !=
-            RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(kc, "enable.partition.eof", "true", why, sizeof(why)) !=
-            RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(kc, "auto.offset.reset", "error", why, sizeof(why)) !=
-            RD_KAFKA_CONF_OK) {
-        err = kw_seterr(errstr, errlen, KW_ECONFIG, "Kafka client: %s", why);
+    if ((err = kw_source_consumer_conf(conf, rc->group_id, eof_on, &kc, errstr, errlen)) !=
+        KW_OK)
         goto fail;
-    }
     d->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, why, sizeof(why));
     if (d->rk == NULL) {
         err = kw_seterr(errstr, errlen, KW_EIO, "creating the Kafka client: %s", why);
@@ -913,13 +898,8 @@ static int build_records(kw_direct_t *d)
         d->recs = nr;
         d->caprecs = d->nmsgs;
     }
-    for (size_t i = 0; i < d->nmsgs; i++) {
-        rd_kafka_headers_t *h = NULL;
-
-        if (rd_kafka_message_headers(d->msgs[i], &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            h != NULL)
-            nh += rd_kafka_header_cnt(h);
-    }
+    for (size_t i = 0; i < d->nmsgs; i++)
+        nh += kw_source_header_count(d->msgs[i]);
     if (nh > d->caphdrs) {
         kw_record_header_t *nhd = realloc(d->hdrs, nh * sizeof(*nhd));
 
@@ -930,42 +910,8 @@ static int build_records(kw_direct_t *d)
     }
     d->nhdrs = 0;
     for (size_t i = 0; i < d->nmsgs; i++) {
-        const rd_kafka_message_t *m = d->msgs[i];
-        rd_kafka_timestamp_type_t tstype;
-        rd_kafka_headers_t *h = NULL;
-        kw_record_t *r = &d->recs[i];
-
-        memset(r, 0, sizeof(*r));
-        r->topic = rd_kafka_topic_name(m->rkt);
-        r->partition = m->partition;
-        r->offset = m->offset;
-        r->timestamp = rd_kafka_message_timestamp(m, &tstype);
-        r->tstype = tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME ? KW_TS_CREATE_TIME :
-                    tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? KW_TS_LOG_APPEND :
-                    KW_TS_NOT_AVAILABLE;
-        if (r->tstype == KW_TS_NOT_AVAILABLE)
-            r->timestamp = -1;
-        r->key = m->key;
-        r->key_len = m->key_len;
-        r->value = m->payload;
-        r->value_len = m->len;
-        if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR && h != NULL &&
-            rd_kafka_header_cnt(h) > 0) {
-            r->headers = &d->hdrs[d->nhdrs];
-            r->header_count = rd_kafka_header_cnt(h);
-            for (size_t k = 0; k < r->header_count; k++) {
-                kw_record_header_t *o = &d->hdrs[d->nhdrs++];
-                const char *name;
-                const void *val;
-                size_t vlen;
-
-                rd_kafka_header_get_all(h, k, &name, &val, &vlen);
-                o->name = name;
-                o->name_len = strlen(name);
-                o->value = val;
-                o->value_len = vlen;
-            }
-        }
+        kw_source_record(d->msgs[i], &d->recs[i], d->hdrs + d->nhdrs);
+        d->nhdrs += d->recs[i].header_count;
     }
     return 0;
 }

@@ -1,6 +1,6 @@
 /*
  * test_zkstore.c -- unit tests of the ZooKeeper offset store and partition
- * ownership (receiver/zkstore.h) against a REAL ZooKeeper server.
+ * ownership (zk/zk.h) against a REAL ZooKeeper server.
  *
  * How: the group setup starts Debian's ZooKeeper with
  * $KWAL_BIN_DIR/kwal-zk-local (tickTime 500 ms, so sessions of 1 to 10 s
@@ -37,7 +37,7 @@
 
 #include "test_util.h"
 #include "test_zk_server.h"
-#include "zkstore.h"
+#include "zk.h"
 
 #define SESSION_MS 4000
 

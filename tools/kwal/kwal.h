@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 
+#include "cli.h"
 #include "kw_conf.h"
 #include "kw_err.h"
 #include "wal.h"
@@ -45,25 +46,5 @@ int kwal_direct_main(int argc, char **argv);
 kw_err_t kwal_wal_options_from_conf(const kw_conf_t *conf, const char *const *dirs,
                                     int ndirs, kw_wal_options_t *opts,
                                     char *errstr, size_t errlen);
-
-/*
- * If argv[*i] is option `name`, store its value (from "--name=V", "--name V",
- * "-cV" or "-c V") in *val, advance *i past it and return 1. Return 0 if it is
- * another option, -1 if the value is missing.
- */
-int kwal_opt_value(int argc, char **argv, int *i, const char *name, const char **val);
-
-/* The options every configured command takes: `-c FILE` sets *path, `-X
- * key=value` is appended to overrides (room for argc entries). Returns as
- * kwal_opt_value: 1 consumed, 0 another option, -1 value missing. */
-int kwal_conf_opt(int argc, char **argv, int *i, const char **path,
-                  const char **overrides, size_t *noverrides);
-
-/* Print "kwal: <fmt>\n" to stderr. */
-void kwal_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* kwal_error(), then "Try 'kwal <topic> --help'." Returns KWAL_EXIT_USAGE. */
-int kwal_usage_error(const char *topic, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 
 #endif /* KWAL_H */

@@ -1,5 +1,5 @@
 /*
- * sink_int.h -- private to receiver/sink*.c: the table of functions each sink
+ * sink_int.h -- private to sink/sink*.c: the table of functions each sink
  * kind implements, and helpers the kinds share. Not included outside them.
  */
 #ifndef KW_SINK_INT_H

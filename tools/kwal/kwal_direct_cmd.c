@@ -1,6 +1,6 @@
 /*
  * kwal_direct_cmd.c -- `kwal direct -c FILE [-X key=value]... [--at-least-once]`:
- * direct mode (receiver/direct.h) until SIGTERM or SIGINT, whose handler
+ * direct mode (direct/direct.h) until SIGTERM or SIGINT, whose handler
  * only calls kw_direct_stop() (async-signal-safe). Exit 0 after a requested
  * stop (the batch under way is finished first), 1 with a one-line reason on
  * a fatal error, 2 for bad arguments or configuration.
@@ -63,7 +63,7 @@ int kwal_direct_main(int argc, char **argv)
     kw_err_t err;
 
     if (overrides == NULL) {
-        kwal_error("out of memory");
+        kw_cli_error("kwal", "out of memory");
         return KWAL_EXIT_FAIL;
     }
     for (int i = 1; i < argc; i++) {
@@ -76,19 +76,19 @@ int kwal_direct_main(int argc, char **argv)
             goto cleanup;
         } else if (strcmp(a, "--at-least-once") == 0) {
             at_least_once = 1;
-        } else if ((r = kwal_conf_opt(argc, argv, &i, &path, overrides, &noverrides)) != 0) {
+        } else if ((r = kw_cli_conf_opt(argc, argv, &i, &path, overrides, &noverrides)) != 0) {
             if (r < 0) {
-                rc = kwal_usage_error("direct", "direct: %s needs an argument", a);
+                rc = kw_cli_usage_error_topic("kwal", "direct", "direct: %s needs an argument", a);
                 goto cleanup;
             }
         } else {
-            rc = kwal_usage_error("direct", "direct: unexpected argument '%s'", a);
+            rc = kw_cli_usage_error_topic("kwal", "direct", "direct: unexpected argument '%s'", a);
             goto cleanup;
         }
     }
     err = kw_conf_load(path, overrides, noverrides, &conf, errstr, sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("direct: %s", errstr);
+        kw_cli_error("kwal", "direct: %s", errstr);
         rc = err == KW_ENOMEM ? KWAL_EXIT_FAIL : KWAL_EXIT_USAGE;
         goto cleanup;
     }
@@ -105,7 +105,7 @@ int kwal_direct_main(int argc, char **argv)
     opts.at_least_once = at_least_once;
     err = kw_direct_new(&opts, &d, errstr, sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("direct: %s", errstr);
+        kw_cli_error("kwal", "direct: %s", errstr);
         rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;
         goto cleanup;
     }
@@ -115,7 +115,7 @@ int kwal_direct_main(int argc, char **argv)
     err = kw_direct_run(d, errstr, sizeof(errstr));
     running = NULL;
     if (err != KW_OK) {
-        kwal_error("direct: %s", errstr);
+        kw_cli_error("kwal", "direct: %s", errstr);
         rc = KWAL_EXIT_FAIL;
     } else {
         rc = KWAL_EXIT_OK;

@@ -25,69 +25,6 @@
 #endif
 
 /* See kwal.h. */
-int kwal_opt_value(int argc, char **argv, int *i, const char *name, const char **val)
-{
-    const char *a = argv[*i];
-    size_t len = strlen(name);
-
-    if (strncmp(a, name, len) != 0)
-        return 0;
-    if (a[len] == '\0') {
-        if (*i + 1 >= argc)
-            return -1;
-        *val = argv[++*i];
-        return 1;
-    }
-    if (name[1] != '-') {          /* -cFILE, -Xkey=value */
-        *val = a + len;
-        return 1;
-    }
-    if (a[len] == '=') {           /* --name=value */
-        *val = a + len + 1;
-        return 1;
-    }
-    return 0;
-}
-
-int kwal_conf_opt(int argc, char **argv, int *i, const char **path,
-                  const char **overrides, size_t *noverrides)
-{
-    const char *v;
-    int r = kwal_opt_value(argc, argv, i, "-c", &v);
-
-    if (r > 0)
-        *path = v;
-    if (r == 0 && (r = kwal_opt_value(argc, argv, i, "-X", &v)) > 0)
-        overrides[(*noverrides)++] = v;
-    return r;
-}
-
-void kwal_error(const char *fmt, ...)
-{
-    char msg[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    fflush(stdout);
-    fprintf(stderr, "kwal: %s\n", msg);
-}
-
-int kwal_usage_error(const char *topic, const char *fmt, ...)
-{
-    char msg[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    fflush(stdout);
-    fprintf(stderr, "kwal: %s\nTry 'kwal%s%s --help'.\n", msg,
-            topic != NULL ? " " : "", topic != NULL ? topic : "");
-    return KWAL_EXIT_USAGE;
-}
-
 static void print_usage(FILE *out)
 {
     fputs("Usage: kwal COMMAND [OPTIONS]\n"
@@ -167,7 +104,7 @@ static int config_main(int argc, char **argv)
 
     overrides = calloc((size_t)argc, sizeof(*overrides));
     if (overrides == NULL) {
-        kwal_error("out of memory");
+        kw_cli_error("kwal", "out of memory");
         return KWAL_EXIT_FAIL;
     }
     for (int i = 1; i < argc; i++) {
@@ -180,20 +117,20 @@ static int config_main(int argc, char **argv)
             goto cleanup;
         } else if (strcmp(a, "--markdown") == 0) {
             markdown = 1;
-        } else if ((r = kwal_conf_opt(argc, argv, &i, &path, overrides,
+        } else if ((r = kw_cli_conf_opt(argc, argv, &i, &path, overrides,
                                       &noverrides)) != 0) {
             if (r < 0) {
-                rc = kwal_usage_error("config", "config: %s needs an argument", a);
+                rc = kw_cli_usage_error_topic("kwal", "config", "config: %s needs an argument", a);
                 goto cleanup;
             }
         } else {
-            rc = kwal_usage_error("config", "config: unexpected argument '%s'", a);
+            rc = kw_cli_usage_error_topic("kwal", "config", "config: unexpected argument '%s'", a);
             goto cleanup;
         }
     }
     if (markdown) {
         if (path != NULL || noverrides > 0) {
-            rc = kwal_usage_error("config", "config: --markdown takes no -c or -X");
+            rc = kw_cli_usage_error_topic("kwal", "config", "config: --markdown takes no -c or -X");
             goto cleanup;
         }
         kw_conf_print_markdown(stdout);
@@ -202,7 +139,7 @@ static int config_main(int argc, char **argv)
     }
     err = kw_conf_load(path, overrides, noverrides, &conf, errstr, sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("%s", errstr);
+        kw_cli_error("kwal", "%s", errstr);
         rc = err == KW_ENOMEM ? KWAL_EXIT_FAIL : KWAL_EXIT_USAGE;
         goto cleanup;
     }
@@ -225,7 +162,7 @@ static int compare_main(int argc, char **argv)
     char **args = calloc((size_t)argc + 2, sizeof(*args));
 
     if (args == NULL) {
-        kwal_error("out of memory");
+        kw_cli_error("kwal", "out of memory");
         return KWAL_EXIT_FAIL;
     }
     if (env != NULL && env[0] != '\0') {
@@ -238,7 +175,7 @@ static int compare_main(int argc, char **argv)
         path[0] = '\0';
     }
     if (path[0] == '\0' || access(path, R_OK) != 0) {
-        kwal_error("compare: the runner %s is missing (it is built next to kwal; "
+        kw_cli_error("kwal", "compare: the runner %s is missing (it is built next to kwal; "
                    "KWAL_COMPARE=PATH names another)", path[0] ? path : "kwal-compare");
         free(args);
         return KWAL_EXIT_FAIL;
@@ -249,7 +186,7 @@ static int compare_main(int argc, char **argv)
         args[i + 1] = argv[i];
     fflush(stdout);
     execv("/bin/sh", args);
-    kwal_error("compare: cannot run %s: %s", path, strerror(errno));
+    kw_cli_error("kwal", "compare: cannot run %s: %s", path, strerror(errno));
     free(args);
     return KWAL_EXIT_FAIL;
 }
@@ -261,9 +198,9 @@ int main(int argc, char **argv)
     int rc;
 
     if (argc < 2)
-        return kwal_usage_error(NULL, "missing command");
+        return kw_cli_usage_error_topic("kwal", NULL, "missing command");
     if (kw_fault_init(errstr, sizeof(errstr)) != KW_OK) {
-        kwal_error("%s", errstr);
+        kw_cli_error("kwal", "%s", errstr);
         return KWAL_EXIT_USAGE;
     }
     cmd = argv[1];
@@ -291,12 +228,12 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "config") == 0) {
         rc = config_main(argc - 1, argv + 1);
     } else if (cmd[0] == '-') {
-        rc = kwal_usage_error(NULL, "unknown option '%s'", cmd);
+        rc = kw_cli_usage_error_topic("kwal", NULL, "unknown option '%s'", cmd);
     } else {
-        rc = kwal_usage_error(NULL, "unknown command '%s'", cmd);
+        rc = kw_cli_usage_error_topic("kwal", NULL, "unknown command '%s'", cmd);
     }
     if (fflush(stdout) != 0 || ferror(stdout)) {
-        kwal_error("writing to stdout failed");
+        kw_cli_error("kwal", "writing to stdout failed");
         if (rc == KWAL_EXIT_OK)
             rc = KWAL_EXIT_FAIL;
     }

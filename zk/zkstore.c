@@ -55,7 +55,7 @@
 #define _GNU_SOURCE
 #endif
 
-#include "zkstore.h"
+#include "zk.h"
 
 #include <errno.h>
 #include <inttypes.h>

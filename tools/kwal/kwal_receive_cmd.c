@@ -132,7 +132,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
 
     overrides = calloc((size_t)argc, sizeof(*overrides));
     if (overrides == NULL) {
-        kwal_error("out of memory");
+        kw_cli_error("kwal", "out of memory");
         return KWAL_EXIT_FAIL;
     }
     for (int i = 1; i < argc; i++) {
@@ -149,26 +149,26 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
             skip_corrupt = 1;
         } else if (!recover_only && strcmp(a, "--no-wal") == 0) {
             no_wal = 1;
-        } else if ((r = kwal_conf_opt(argc, argv, &i, &path, overrides,
+        } else if ((r = kw_cli_conf_opt(argc, argv, &i, &path, overrides,
                                       &noverrides)) != 0) {
             if (r < 0) {
-                rc = kwal_usage_error(topic, "%s: %s needs an argument", topic, a);
+                rc = kw_cli_usage_error_topic("kwal", topic, "%s: %s needs an argument", topic, a);
                 goto cleanup;
             }
         } else {
-            rc = kwal_usage_error(topic, "%s: unexpected argument '%s'", topic, a);
+            rc = kw_cli_usage_error_topic("kwal", topic, "%s: unexpected argument '%s'", topic, a);
             goto cleanup;
         }
     }
     if (no_wal && (classic || skip_corrupt)) {
         /* one line: a contradiction, not a typo to point at --help for */
-        kwal_error("receive: --no-wal cannot be combined with %s (there is no WAL and "
+        kw_cli_error("kwal", "receive: --no-wal cannot be combined with %s (there is no WAL and "
                    "no recovery)", classic ? "--classic" : "--skip-corrupt");
         goto cleanup;
     }
     err = kw_conf_load(path, overrides, noverrides, &conf, errstr, sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("%s: %s", topic, errstr);
+        kw_cli_error("kwal", "%s: %s", topic, errstr);
         rc = err == KW_ENOMEM ? KWAL_EXIT_FAIL : KWAL_EXIT_USAGE;
         goto cleanup;
     }
@@ -177,17 +177,17 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     if (!no_wal) {
         err = kwal_wal_options_from_conf(conf, NULL, 0, &wopts, errstr, sizeof(errstr));
         if (err != KW_OK) {
-            kwal_error("%s: %s", topic, errstr);
+            kw_cli_error("kwal", "%s: %s", topic, errstr);
             goto cleanup;
         }
     }
     /* the service checks these too; say so before recovery does any work */
     if (conf->receiver.group_id == NULL || conf->receiver.group_id[0] == '\0') {
-        kwal_error("%s: group.id: required by kwal %s", topic, topic);
+        kw_cli_error("kwal", "%s: group.id: required by kwal %s", topic, topic);
         goto cleanup;
     }
     if (!recover_only && conf->receiver.topics.count == 0) {
-        kwal_error("receive: topics: required by kwal receive");
+        kw_cli_error("kwal", "receive: topics: required by kwal receive");
         goto cleanup;
     }
 
@@ -215,7 +215,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
         ropts.opaque = &tty;
         err = kw_recovery_run(&ropts, NULL, errstr, sizeof(errstr));
         if (err != KW_OK) {
-            kwal_error("%s: recovery: %s", topic, errstr);
+            kw_cli_error("kwal", "%s: recovery: %s", topic, errstr);
             rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;
             goto cleanup;
         }
@@ -230,7 +230,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     err = kw_receiver_new_opts(conf, no_wal ? NULL : &wopts, &rcvopts, &rcv, errstr,
                                sizeof(errstr));
     if (err != KW_OK) {
-        kwal_error("receive: %s", errstr);
+        kw_cli_error("kwal", "receive: %s", errstr);
         rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;
         goto cleanup;
     }
@@ -246,7 +246,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     err = kw_receiver_run(rcv, errstr, sizeof(errstr));
     running = NULL;
     if (err != KW_OK) {
-        kwal_error("receive: %s", errstr);
+        kw_cli_error("kwal", "receive: %s", errstr);
         rc = KWAL_EXIT_FAIL;
     } else {
         rc = KWAL_EXIT_OK;

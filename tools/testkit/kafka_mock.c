@@ -1,5 +1,5 @@
 /*
- * kafka_local.c -- kwal-kafka-local: a local Kafka cluster for tests and
+ * kafka_local.c -- kwal-kafka-mock: a local Kafka cluster for tests and
  * demos, on librdkafka's mock cluster (rdkafka_mock.h).
  *
  * No Kafka broker is packaged for these machines (DESIGN.md, "Test
@@ -29,11 +29,11 @@
  *
  * stdin: a terminal, pipe, fifo or socket is read for commands and its end
  * means quit. /dev/null (any non-terminal character device) is ignored, so
- * `kwal-kafka-local ... &` in a shell script keeps running. A regular file
+ * `kwal-kafka-mock ... &` in a shell script keeps running. A regular file
  * is read to its end as a script of commands, then the cluster keeps
  * running. --no-stdin ignores stdin altogether.
  *
- * Client mode: `kwal-kafka-local --control PATH --send COMMAND` sends one
+ * Client mode: `kwal-kafka-mock --control PATH --send COMMAND` sends one
  * command to a running instance and exits 0 for "ok", 1 for "error: ..."
  * (these machines have no nc or socat to talk to a unix socket).
  *
@@ -67,8 +67,8 @@
 #include "cli.h"
 #include "kw_log.h"
 
-#define PROG "kwal-kafka-local"
-#define MOD "kafka-local"
+#define PROG "kwal-kafka-mock"
+#define MOD "kafka-mock"
 
 #define EXIT_USAGE 2
 #define MAX_BROKERS 64

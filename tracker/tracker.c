@@ -23,6 +23,7 @@
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1079,4 +1080,13 @@ kw_err_t kw_tracker_insert_from_block(kw_tracker_t *t, const kw_block_t *b,
     err = kw_tracker_insert_block(t, &tb, ranges, n, NULL, errstr, errlen);
     free(ranges);
     return err;
+}
+
+void kw_tracker_default_path(const char *tracker_path, const char *first_wal_dir,
+                             char *buf, size_t cap)
+{
+    if (tracker_path != NULL && tracker_path[0] != '\0')
+        snprintf(buf, cap, "%s", tracker_path);
+    else
+        snprintf(buf, cap, "%s/tracker.db", first_wal_dir);
 }

@@ -15,7 +15,7 @@
  * nesting at most 32 deep. Bytes >= 0x80 inside strings are passed through
  * unchecked (a sink may write binary keys or payloads raw). Note: \u0080 ..
  * \u00ff decode to their two-byte UTF-8 form, as JSON defines; kwal's sink
- * (receiver/sink_jsonl.c) escapes bytes that are not valid UTF-8 that way,
+ * (sink/sink_jsonl.c) escapes bytes that are not valid UTF-8 that way,
  * so binary data would not round-trip. The workload is ASCII, so this
  * never matters to kwal-verify.
  */

@@ -5,7 +5,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "delivery.h"
+#include "tracker.h"
 
 #include <inttypes.h>
 #include <stdio.h>

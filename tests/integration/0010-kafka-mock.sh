@@ -1,14 +1,14 @@
 #!/bin/sh
-# 0010-kafka-local.sh -- kwal-kafka-local is a Kafka cluster kcat can use,
+# 0010-kafka-local.sh -- kwal-kafka-mock is a Kafka cluster kcat can use,
 # and it takes fault commands.
 #
-# Starts kwal-kafka-local (3 brokers, topic kt with 4 partitions) in the
+# Starts kwal-kafka-mock (3 brokers, topic kt with 4 partitions) in the
 # background with stdin on a fifo and a --control socket, waits (bounded) for
 # its --bootstrap-file, and checks that the first line of its stdout is the
 # same bootstrap list. Produces 1000 keyed records with kcat and consumes them
 # back: exactly 1000, 1000 distinct keys, every one of the 4 partitions used.
 # Then fault commands, on both channels (stdin answers on stdout; the control
-# socket through `kwal-kafka-local --send`): broker down/up answer ok; a bad
+# socket through `kwal-kafka-mock --send`): broker down/up answer ok; a bad
 # command answers error:; with every leader moved to broker 1 and broker 2
 # down, and with 3 pushed Fetch errors, kcat still reads all 1000 records.
 # Finally SIGTERM: exit status 0, bootstrap file and socket removed.
@@ -19,7 +19,7 @@
 set -u
 
 BIN=${KWAL_BIN_DIR:?set KWAL_BIN_DIR to the build directory of tools/}
-KL="$BIN/kwal-kafka-local"
+KL="$BIN/kwal-kafka-mock"
 command -v kcat >/dev/null 2>&1 || { echo "FAIL: kcat is not installed"; exit 1; }
 [ -x "$KL" ] || { echo "FAIL: $KL is not built"; exit 1; }
 
@@ -45,8 +45,8 @@ checks=0
 
 fail() {
     echo "FAIL: $*"
-    echo "--- kwal-kafka-local stdout:"; cat "$OUT" 2>/dev/null
-    echo "--- kwal-kafka-local stderr (last 40 lines):"; tail -n 40 "$ERR" 2>/dev/null
+    echo "--- kwal-kafka-mock stdout:"; cat "$OUT" 2>/dev/null
+    echo "--- kwal-kafka-mock stderr (last 40 lines):"; tail -n 40 "$ERR" 2>/dev/null
     exit 1
 }
 
@@ -63,7 +63,7 @@ wait_for() {
     until "$@"; do
         n=$((n + 1))
         [ "$n" -lt "$limit" ] || fail "timed out after ${limit}0 ms waiting for $desc"
-        [ -z "$PID" ] || kill -0 "$PID" 2>/dev/null || fail "kwal-kafka-local died waiting for $desc"
+        [ -z "$PID" ] || kill -0 "$PID" 2>/dev/null || fail "kwal-kafka-mock died waiting for $desc"
         sleep 0.1
     done
 }

@@ -1,0 +1,99 @@
+/* cli.c -- see cli.h. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int kw_cli_usage_error(const char *prog, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "%s: %s\nTry '%s --help'.\n", prog, msg, prog);
+    return KW_CLI_EXIT_USAGE;
+}
+
+int kw_cli_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    unsigned long long v;
+    char *end;
+
+    if (*s < '0' || *s > '9')
+        return 0;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+int kw_cli_opt_value(int argc, char **argv, int *i, const char *name, const char **val)
+{
+    const char *a = argv[*i];
+    size_t len = strlen(name);
+
+    if (strncmp(a, name, len) != 0)
+        return 0;
+    if (a[len] == '\0') {
+        if (*i + 1 >= argc)
+            return -1;
+        *val = argv[++*i];
+        return 1;
+    }
+    if (name[1] != '-') {          /* -cFILE, -Xkey=value */
+        *val = a + len;
+        return 1;
+    }
+    if (a[len] == '=') {           /* --name=value */
+        *val = a + len + 1;
+        return 1;
+    }
+    return 0;
+}
+
+int kw_cli_conf_opt(int argc, char **argv, int *i, const char **path,
+                  const char **overrides, size_t *noverrides)
+{
+    const char *v;
+    int r = kw_cli_opt_value(argc, argv, i, "-c", &v);
+
+    if (r > 0)
+        *path = v;
+    if (r == 0 && (r = kw_cli_opt_value(argc, argv, i, "-X", &v)) > 0)
+        overrides[(*noverrides)++] = v;
+    return r;
+}
+
+void kw_cli_error(const char *prog, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "%s: %s\n", prog, msg);
+}
+
+int kw_cli_usage_error_topic(const char *prog, const char *topic, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "%s: %s\nTry '%s%s%s --help'.\n", prog, msg, prog,
+            topic != NULL ? " " : "", topic != NULL ? topic : "");
+    return KW_CLI_EXIT_USAGE;
+}
