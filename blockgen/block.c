@@ -523,8 +523,8 @@ kw_err_t kw__builder_finish(kw__builder_t *b, const kw_block_meta_t *meta,
         off += KW__BLOCK_RANGE_SIZE;
         blk->ranges[i].topic = blk->topics[r->topic];
         blk->ranges[i].partition = r->partition;
-        blk->ranges[i].offset_from = r->from;
-        blk->ranges[i].offset_until = r->last + 1;
+        blk->ranges[i].from_offset = r->from;
+        blk->ranges[i].until_offset = r->last + 1;
         blk->ranges[i].records = r->records;
     }
 
@@ -942,7 +942,7 @@ static kw_err_t decode_into(kw_block_t *blk, char *errstr, size_t errlen)
         }
         if (rec.offset >= d->until) {
             err = corrupt(errstr, errlen, at, "record %" PRIu32 ": offset %" PRId64
-                          " is not below offset_until %" PRId64, i, rec.offset, d->until);
+                          " is not below until_offset %" PRId64, i, rec.offset, d->until);
             goto cleanup;
         }
         d->last = rec.offset;
@@ -960,8 +960,8 @@ static kw_err_t decode_into(kw_block_t *blk, char *errstr, size_t errlen)
         }
         blk->ranges[i].topic = blk->topics[dr[i].topic];
         blk->ranges[i].partition = dr[i].partition;
-        blk->ranges[i].offset_from = dr[i].from;
-        blk->ranges[i].offset_until = dr[i].until;
+        blk->ranges[i].from_offset = dr[i].from;
+        blk->ranges[i].until_offset = dr[i].until;
         blk->ranges[i].records = dr[i].records;
     }
 

@@ -17,6 +17,7 @@
  * One thread (the receiver's) uses a generator; there is no locking.
  */
 #include "blockgen_int.h"
+#include "kw_time.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -97,13 +98,6 @@ void kw_blockgen_destroy(kw_blockgen_t *gen)
     free(gen);
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Room for one more block in the FIFO. */
 static kw_err_t ready_reserve(kw_blockgen_t *g)
 {
@@ -139,7 +133,7 @@ static kw_err_t gen_cut(kw_blockgen_t *g, cut_cause_t cause)
         return err;
     meta.receiver_id = g->cfg.receiver_id;
     meta.seq = g->next_seq;
-    meta.created_ms = wall_ms();
+    meta.created_ms = kw_wall_ms();
     err = kw__builder_finish(&g->b, &meta, &blk);
     if (err != KW_OK)
         return err;

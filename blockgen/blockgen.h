@@ -97,14 +97,14 @@ typedef struct kw_record {
 typedef struct kw_block kw_block_t;
 typedef struct kw_block_iter kw_block_iter_t;
 
-/* The records of one partition in a block: [offset_from, offset_until) holds
- * them all; offset_from is the first one's offset and offset_until the last
+/* The records of one partition in a block: [from_offset, until_offset) holds
+ * them all; from_offset is the first one's offset and until_offset the last
  * one's + 1 (offsets between need not all be present). */
 typedef struct kw_block_range {
     const char *topic;          /* NUL-terminated, owned by the block */
     int32_t     partition;
-    int64_t     offset_from;
-    int64_t     offset_until;
+    int64_t     from_offset;
+    int64_t     until_offset;
     uint32_t    records;        /* records of this partition in the block */
 } kw_block_range_t;
 

@@ -18,6 +18,7 @@
  * broadcast on close. Waits use CLOCK_MONOTONIC deadlines.
  */
 #include "blockgen.h"
+#include "kw_time.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -122,16 +123,7 @@ void kw_blockq_destroy(kw_blockq_t *q)
 /* Absolute CLOCK_MONOTONIC deadline timeout_ms from now (timeout_ms > 0). */
 static struct timespec deadline_after(int timeout_ms)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
+    return kw_deadline_ts(CLOCK_MONOTONIC, timeout_ms);
 }
 
 /* Wait on cond under q->lock: forever (timeout < 0) or until *dl. 0 on a

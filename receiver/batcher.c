@@ -70,12 +70,14 @@ static int run_round(kw_receiver_t *svc)
         pthread_rwlock_unlock(&svc->wal_rw);
         return 0;
     }
-    err = kw_delivery_round(svc->wal, svc->tracker, svc->sink, kw_rcv_now_ms(), 0,
+    err = kw_delivery_round(svc->wal, svc->tracker, svc->sink, kw_mono_ms(), 0,
                             inflight_limit, svc, &st, errstr, sizeof(errstr));
     pthread_rwlock_unlock(&svc->wal_rw);
     atomic_fetch_add(&svc->n.batches, st.batches);
     atomic_fetch_add(&svc->n.records_delivered, st.records_delivered);
     atomic_fetch_add(&svc->n.records_stored, st.records_stored);
+    if (st.records_stored > 0)
+        kw_rcv_note_first(&svc->n.first_stored_mono_ms);
     atomic_fetch_add(&svc->n.duplicates_delivered, st.duplicates_delivered);
     atomic_fetch_add(&svc->n.segments_cleaned, st.segments_cleaned);
     if (err == KW_EAGAIN) {
@@ -145,14 +147,6 @@ static int nowal_push(nowal_batch_t *nb, const kw_record_t *rec)
     return 0;
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* One --no-wal round: the blocks pending now, as one batch. 0 delivered (or
  * nothing pending), 1 the sink failed (the blocks stay pending; logged), -1
  * out of memory (logged; the blocks stay pending). */
@@ -199,7 +193,7 @@ static int run_round_no_wal(kw_receiver_t *svc)
             goto oom;
     }
 
-    id = kw_receiver_next_batch_id(svc->last_batch_id, wall_ms());
+    id = kw_receiver_next_batch_id(svc->last_batch_id, kw_wall_ms());
     svc->last_batch_id = id;
     err = kw_sink_write_batch(svc->sink, id, nb.recs, nb.nrecs, &ss, errstr,
                               sizeof(errstr));
@@ -215,6 +209,8 @@ static int run_round_no_wal(kw_receiver_t *svc)
     atomic_fetch_add(&svc->n.batches, 1);
     atomic_fetch_add(&svc->n.records_delivered, ss.delivered);
     atomic_fetch_add(&svc->n.records_stored, ss.stored);
+    if (ss.stored > 0)
+        kw_rcv_note_first(&svc->n.first_stored_mono_ms);
     atomic_fetch_add(&svc->n.duplicates_delivered, ss.duplicates_delivered);
     if (ss.duplicates_delivered > 0)
         KW_LOG_W(BATCH_MOD, "batch %" PRIu64 ": %" PRIu64 " duplicate deliveries "
@@ -252,7 +248,7 @@ static void final_round_no_wal(kw_receiver_t *svc)
         if (i < NOWAL_FINAL_TRIES) {
             KW_LOG_W(BATCH_MOD, "--no-wal: the last batch failed (try %d of %d); "
                      "trying again in 1 s", i, NOWAL_FINAL_TRIES);
-            kw_rcv_sleep_ms(1000);
+            kw_sleep_ms(1000);
         }
     }
 }
@@ -266,7 +262,7 @@ static void log_summary(kw_receiver_t *svc)
              PRIu64 " committed, %" PRIu64 " batches, %" PRIu64 " stored, %" PRIu64
              " duplicate deliveries, %" PRIu64 " pauses, %" PRIu64
              " source-loss events", s.records_received, s.blocks_durable,
-             s.blocks_committed, s.batches, s.records_stored, s.duplicates_delivered,
+             s.blocks_offsets_stored, s.batches, s.records_stored, s.duplicates_delivered,
              s.pauses, s.source_loss_events);
 }
 
@@ -274,7 +270,7 @@ void *kw_rcv_batcher_main(void *arg)
 {
     kw_receiver_t *svc = arg;
     int64_t interval = svc->rc->batch_interval_ms;
-    int64_t next = kw_rcv_now_ms() + interval, last_summary = kw_rcv_now_ms();
+    int64_t next = kw_mono_ms() + interval, last_summary = kw_mono_ms();
     int failed = 0;     /* --no-wal: the last round failed; no early rounds */
 
     pthread_setname_np(pthread_self(), "batcher");
@@ -283,23 +279,17 @@ void *kw_rcv_batcher_main(void *arg)
 
         pthread_mutex_lock(&svc->batch_mu);
         while (!svc->stop_batcher && (!svc->deliver_now || failed) &&
-               (svc->no_wal || !kw_rcv_is_fatal(svc)) && kw_rcv_now_ms() < next) {
+               (svc->no_wal || !kw_rcv_is_fatal(svc)) && kw_mono_ms() < next) {
             struct timespec ts;
-            int64_t wait = next - kw_rcv_now_ms();
+            int64_t wait = next - kw_mono_ms();
 
             if (wait > 100)
                 wait = 100;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += wait / 1000;
-            ts.tv_nsec += (wait % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            ts = kw_deadline_ts(CLOCK_REALTIME, wait);
             pthread_cond_timedwait(&svc->batch_cv, &svc->batch_mu, &ts);
         }
         stop = svc->stop_batcher;
-        if (svc->deliver_now && !failed && kw_rcv_now_ms() < next)
+        if (svc->deliver_now && !failed && kw_mono_ms() < next)
             early = 1;
         svc->deliver_now = 0;
         pthread_mutex_unlock(&svc->batch_mu);
@@ -319,11 +309,11 @@ void *kw_rcv_batcher_main(void *arg)
         }
         if (!early) {
             next += interval;
-            if (next < kw_rcv_now_ms())
-                next = kw_rcv_now_ms() + interval;
+            if (next < kw_mono_ms())
+                next = kw_mono_ms() + interval;
         }
-        if (kw_rcv_now_ms() - last_summary >= 10000) {
-            last_summary = kw_rcv_now_ms();
+        if (kw_mono_ms() - last_summary >= 10000) {
+            last_summary = kw_mono_ms();
             log_summary(svc);
         }
     }

@@ -87,8 +87,8 @@ static int stopping(kw_rcv_consumer_t *c)
 void kw_rcv_mark_done(kw_rcv_consumer_t *c, uint64_t seq)
 {
     pthread_mutex_lock(&c->mu);
-    if (seq > c->committed_seq)
-        c->committed_seq = seq;
+    if (seq > c->done_seq)
+        c->done_seq = seq;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
@@ -97,29 +97,24 @@ void kw_rcv_mark_done(kw_rcv_consumer_t *c, uint64_t seq)
  * Returns 0 when done. */
 static int wait_committed(kw_rcv_consumer_t *c)
 {
-    int64_t start = kw_rcv_now_ms(), last_log = start;
+    int64_t start = kw_mono_ms(), last_log = start;
     int rc = 0;
 
     pthread_mutex_lock(&c->mu);
-    while (c->committed_seq < c->put_seq) {
+    while (c->done_seq < c->put_seq) {
         struct timespec ts;
 
         if (kw_rcv_is_fatal(c->svc)) {
             rc = -1;
             break;
         }
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        ts = kw_deadline_ts(CLOCK_REALTIME, 100);
         pthread_cond_timedwait(&c->cv, &c->mu, &ts);
-        if (kw_rcv_now_ms() - last_log >= 5000) {
-            last_log = kw_rcv_now_ms();
+        if (kw_mono_ms() - last_log >= 5000) {
+            last_log = kw_mono_ms();
             KW_LOG_W(KW_RCV_MOD, "receiver-%u: still waiting for block %" PRIu64
                      " to be committed (at %" PRIu64 ")", c->id, c->put_seq,
-                     c->committed_seq);
+                     c->done_seq);
         }
     }
     pthread_mutex_unlock(&c->mu);
@@ -317,6 +312,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         if (on_assign(c, parts) != 0)
             return;     /* fatal: the service stops */
+        if (parts->cnt > 0)
+            kw_rcv_note_first(&c->svc->n.first_assignment_mono_ms);
         assignment_add(c, parts);
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, parts);
@@ -406,7 +403,7 @@ static void on_out_of_range(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
         KW_LOG_W(KW_RCV_MOD, "receiver-%u: %s/%d out of range and its watermarks "
                  "cannot be read (%s); retrying", c->id, topic, (int)m->partition,
                  rd_kafka_err2str(err));
-        kw_rcv_sleep_ms(500);
+        kw_sleep_ms(500);
         return;
     }
     if (kw_source_out_of_range(m->offset, low, high, svc->rc->auto_offset_reset,
@@ -601,7 +598,7 @@ void *kw_rcv_consumer_main(void *arg)
     KW_LOG_I(KW_RCV_MOD, "%s: subscribed (group %s)", name, svc->rc->group_id);
 
     while (!stopping(c)) {
-        int64_t now = kw_rcv_now_ms(), wait, deadline;
+        int64_t now = kw_mono_ms(), wait, deadline;
 
         if (kw_fault("receiver/fail")) {
             receiver_fail(c, "injected failure (libfiu point receiver/fail)");
@@ -612,7 +609,7 @@ void *kw_rcv_consumer_main(void *arg)
 
         wait = kw_blockgen_rate_wait(c->gen, now);
         if (wait > 0) {
-            kw_rcv_sleep_ms(wait < 100 ? wait : 100);
+            kw_sleep_ms(wait < 100 ? wait : 100);
         } else {
             deadline = kw_blockgen_deadline(c->gen);
             if (deadline != INT64_MAX && deadline - now < timeout)
@@ -630,7 +627,7 @@ void *kw_rcv_consumer_main(void *arg)
                     break;
             }
         }
-        if (kw_blockgen_tick(c->gen, kw_rcv_now_ms()) == KW_ENOMEM) {
+        if (kw_blockgen_tick(c->gen, kw_mono_ms()) == KW_ENOMEM) {
             kw_rcv_fatal(svc, "%s: out of memory", name);
             break;
         }

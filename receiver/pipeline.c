@@ -13,7 +13,7 @@
  *      backoff while ZooKeeper is unreachable -- the pipeline then holds the
  *      block, the queue fills and the receivers pause (invariant 5): nothing
  *      acknowledged early, nothing lost;
- *   4. kw_tracker_mark_committed, then tell the block's receiver that its
+ *   4. kw_tracker_mark_offsets_stored, then tell the block's receiver that its
  *      block seq is done (a receiver giving partitions up waits for it).
  *
  * ZooKeeper is never written before the WAL append returned (invariant 1):
@@ -23,7 +23,7 @@
  * move in order). The pipelines of different receivers append at the same
  * time and share the WAL's writes and fsyncs (group commit). A block between
  * its append and its tracker insert is not yet known to the tracker, and one
- * between its insert and kw_tracker_mark_committed must not be pruned from
+ * between its insert and kw_tracker_mark_offsets_stored must not be pruned from
  * it (it may be delivered before ZooKeeper has its offsets): for that whole
  * time its thread publishes inflight_floor (the WAL's next LSN, read before
  * the append) and the batcher cleans the WAL and prunes the tracker below
@@ -79,7 +79,7 @@ static int commit_offsets(kw_receiver_t *svc, const kw_block_t *b, const char *w
 {
     size_t n = kw_block_range_count(b);
     kw_zk_offset_t offs[n > 0 ? n : 1];
-    int64_t backoff = 50, first = kw_rcv_now_ms(), last_log = first;
+    int64_t backoff = 50, first = kw_mono_ms(), last_log = first;
     char errstr[512];
 
     for (size_t i = 0; i < n; i++) {
@@ -87,7 +87,7 @@ static int commit_offsets(kw_receiver_t *svc, const kw_block_t *b, const char *w
 
         offs[i].topic = r->topic;
         offs[i].partition = r->partition;
-        offs[i].next = r->offset_until;
+        offs[i].next = r->until_offset;
     }
     for (;;) {
         kw_err_t err = kw_zk_commit(svc->zk, offs, n, 0, errstr, sizeof(errstr));
@@ -102,15 +102,15 @@ static int commit_offsets(kw_receiver_t *svc, const kw_block_t *b, const char *w
         if (kw_rcv_is_fatal(svc))
             return -1;
         atomic_fetch_add(&svc->n.zk_retries, 1);
-        if (kw_rcv_now_ms() - last_log >= 5000 || last_log == first) {
-            last_log = kw_rcv_now_ms();
+        if (kw_mono_ms() - last_log >= 5000 || last_log == first) {
+            last_log = kw_mono_ms();
             KW_LOG_W(PIPE_MOD, "storing offsets of block %s in ZooKeeper: "
                      "%s; retrying (receivers pause while the queue is full)", what,
                      errstr);
             if (last_log == first)
                 last_log++;
         }
-        kw_rcv_sleep_ms(backoff);
+        kw_sleep_ms(backoff);
         backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
     }
 }
@@ -141,7 +141,7 @@ static int wait_for_quorum(kw_receiver_t *svc, kw_wal_t *broken, const char *why
 /* wait_for_quorum's releaser: holds quorum_mu. */
 static int reopen_wal(kw_receiver_t *svc, const char *why)
 {
-    int64_t since = kw_rcv_now_ms(), last_log = since;
+    int64_t since = kw_mono_ms(), last_log = since;
     int quorum = svc->wal_opts.write_quorum > 0 ? svc->wal_opts.write_quorum
                                                 : svc->wal_opts.ndirs / 2 + 1;
     char errstr[512];
@@ -166,19 +166,19 @@ static int reopen_wal(kw_receiver_t *svc, const char *why)
                              "(Kafka still has them; the next start consumes them)");
                 return -1;
             }
-            kw_rcv_sleep_ms(100);
+            kw_sleep_ms(100);
         }
         if (kw_wal_open(&svc->wal_opts, &w, &rep, errstr, sizeof(errstr)) != KW_OK) {
-            if (kw_rcv_now_ms() - last_log >= 30000) {
-                last_log = kw_rcv_now_ms();
+            if (kw_mono_ms() - last_log >= 30000) {
+                last_log = kw_mono_ms();
                 KW_LOG_W(PIPE_MOD, "still paused: the WAL does not open: %s", errstr);
             }
             continue;
         }
         if (rep.replicas_healthy < quorum) {
             kw_wal_close(w);
-            if (kw_rcv_now_ms() - last_log >= 30000) {
-                last_log = kw_rcv_now_ms();
+            if (kw_mono_ms() - last_log >= 30000) {
+                last_log = kw_mono_ms();
                 KW_LOG_W(PIPE_MOD, "still paused: %d of %d WAL replicas healthy",
                          rep.replicas_healthy, rep.replicas_healthy + rep.replicas_failed);
             }
@@ -189,7 +189,7 @@ static int reopen_wal(kw_receiver_t *svc, const char *why)
         pthread_rwlock_unlock(&svc->wal_rw);
         KW_LOG_I(PIPE_MOD, "the WAL has its write quorum again (%d healthy replicas) "
                  "after %" PRId64 " s: resuming", rep.replicas_healthy,
-                 (kw_rcv_now_ms() - since) / 1000);
+                 (kw_mono_ms() - since) / 1000);
         return 0;
     }
 }
@@ -255,12 +255,12 @@ static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b
         kw_crash(KW_CRASH_PIPELINE_COMMITTED);
     if (rc == 0) {
         /* 4. */
-        err = kw_tracker_mark_committed(svc->tracker, pos.lsn, errstr, sizeof(errstr));
+        err = kw_tracker_mark_offsets_stored(svc->tracker, pos.lsn, errstr, sizeof(errstr));
         if (err != KW_OK) {
             kw_rcv_fatal(svc, "tracker: %s", errstr);
             return -1;
         }
-        atomic_fetch_add(&svc->n.blocks_committed, 1);
+        atomic_fetch_add(&svc->n.blocks_offsets_stored, 1);
     } else {
         atomic_fetch_add(&svc->n.blocks_fenced, 1);
     }
@@ -298,12 +298,7 @@ static int wait_pending_room(kw_receiver_t *svc, uint64_t size)
         svc->deliver_now = 1;
         pthread_cond_broadcast(&svc->batch_cv);
         pthread_mutex_unlock(&svc->batch_mu);
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        ts = kw_deadline_ts(CLOCK_REALTIME, 200);
         pthread_cond_timedwait(&svc->pending_cv, &svc->pending_mu, &ts);
     }
     if (kw_rcv_is_fatal(svc)) {
@@ -355,7 +350,7 @@ static int process_block_no_wal(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_blo
     }
     if (rc == 0) {
         kw_crash(KW_CRASH_PIPELINE_COMMITTED);
-        atomic_fetch_add(&svc->n.blocks_committed, 1);
+        atomic_fetch_add(&svc->n.blocks_offsets_stored, 1);
     } else {
         atomic_fetch_add(&svc->n.blocks_fenced, 1);
     }

@@ -53,7 +53,7 @@ typedef struct kw_receiver_stats {
     uint64_t records_received;     /* records taken from Kafka */
     uint64_t blocks_made;          /* blocks put on the queue */
     uint64_t blocks_durable;       /* WAL appends acknowledged */
-    uint64_t blocks_committed;     /* blocks whose offsets are in ZooKeeper */
+    uint64_t blocks_offsets_stored;     /* blocks whose offsets are in ZooKeeper */
     uint64_t blocks_fenced;        /* blocks whose offsets could not be stored:
                                     * the partition was no longer ours (invariant 4) */
     uint64_t zk_retries;           /* ZooKeeper commits retried */
@@ -68,6 +68,15 @@ typedef struct kw_receiver_stats {
     uint64_t receiver_restarts;    /* receiver threads restarted after a failure */
     uint64_t quorum_pauses;        /* times the WAL fell below its write quorum and
                                     * consumption paused until it was repaired */
+    uint64_t wal_bytes;            /* bytes the open WAL wrote per replica (since
+                                    * it was last opened) */
+    uint64_t wal_fsyncs;           /* its fdatasync calls, all replicas */
+    int      wal_replicas_healthy; /* -1: no WAL (--no-wal, or released) */
+    uint64_t zk_writes;            /* offset updates that succeeded */
+    uint64_t partitions_owned;     /* owner nodes held in ZooKeeper now */
+    int64_t  first_assignment_mono_ms; /* kw_mono_ms() of the first partition
+                                    * assignment; 0: none yet */
+    int64_t  first_stored_mono_ms; /* of the first batch that stored a record */
 } kw_receiver_stats_t;
 
 /* How the service runs; kw_receiver_options_init() sets the defaults. */

@@ -13,8 +13,8 @@
  *                        own pipeline thread ("pipeline-N"), so its blocks
  *                        reach ZooKeeper in order while the pipelines of all
  *                        receivers append to the WAL at once (group commit).
- *                        put_seq/committed_seq are shared with its pipeline
- *                        thread under mu (cv signals committed_seq changes).
+ *                        put_seq/done_seq are shared with its pipeline
+ *                        thread under mu (cv signals done_seq changes).
  *   counters             atomics, any thread.
  *   fatal                first fatal error wins (fatal_mu); everyone polls
  *                        the atomic flag.
@@ -29,6 +29,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "blockgen.h"
+#include "kw_time.h"
 #include "kw_conf.h"
 #include "receiver.h"
 #include "sink.h"
@@ -75,16 +76,17 @@ typedef struct kw_rcv_consumer {
     pthread_mutex_t mu;
     pthread_cond_t  cv;
     uint64_t        put_seq;           /* seq of the last block put on the queue */
-    uint64_t        committed_seq;     /* seq of the last block the pipeline
+    uint64_t        done_seq;     /* seq of the last block the pipeline
                                         * finished (offsets in ZooKeeper, or fenced) */
 } kw_rcv_consumer_t;
 
 typedef struct kw_rcv_counters {
-    _Atomic uint64_t records_received, blocks_made, blocks_durable, blocks_committed,
+    _Atomic uint64_t records_received, blocks_made, blocks_durable, blocks_offsets_stored,
                      blocks_fenced, zk_retries, pauses, batches, records_delivered,
                      records_stored, duplicates_delivered, segments_cleaned,
                      source_loss_events, source_loss_records, receiver_restarts,
                      quorum_pauses;
+    _Atomic int64_t  first_assignment_mono_ms, first_stored_mono_ms;  /* 0: not yet */
 } kw_rcv_counters_t;
 
 struct kw_receiver {
@@ -162,8 +164,9 @@ struct kw_receiver {
 void kw_rcv_fatal(struct kw_receiver *svc, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int kw_rcv_is_fatal(struct kw_receiver *svc);
-int64_t kw_rcv_now_ms(void);
-void kw_rcv_sleep_ms(int64_t ms);
+/* Set *when to kw_mono_ms() if it is still 0 (first assignment, first
+ * record stored: the statistics). Any thread. */
+void kw_rcv_note_first(_Atomic int64_t *when);
 
 /* ---- consumer.c (receiver threads) ---- */
 

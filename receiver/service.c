@@ -45,21 +45,6 @@
 
 /* ---- shared helpers ---- */
 
-int64_t kw_rcv_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void kw_rcv_sleep_ms(int64_t ms)
-{
-    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 void kw_rcv_fatal(kw_receiver_t *svc, const char *fmt, ...)
 {
@@ -225,7 +210,7 @@ void kw_receiver_stats(kw_receiver_t *svc, kw_receiver_stats_t *s)
     s->records_received = atomic_load(&n->records_received);
     s->blocks_made = atomic_load(&n->blocks_made);
     s->blocks_durable = atomic_load(&n->blocks_durable);
-    s->blocks_committed = atomic_load(&n->blocks_committed);
+    s->blocks_offsets_stored = atomic_load(&n->blocks_offsets_stored);
     s->blocks_fenced = atomic_load(&n->blocks_fenced);
     s->zk_retries = atomic_load(&n->zk_retries);
     s->pauses = atomic_load(&n->pauses);
@@ -238,6 +223,36 @@ void kw_receiver_stats(kw_receiver_t *svc, kw_receiver_stats_t *s)
     s->source_loss_records = atomic_load(&n->source_loss_records);
     s->receiver_restarts = atomic_load(&n->receiver_restarts);
     s->quorum_pauses = atomic_load(&n->quorum_pauses);
+    s->first_assignment_mono_ms = atomic_load(&n->first_assignment_mono_ms);
+    s->first_stored_mono_ms = atomic_load(&n->first_stored_mono_ms);
+    s->wal_replicas_healthy = -1;
+    if (!svc->no_wal) {
+        pthread_rwlock_rdlock(&svc->wal_rw);
+        if (svc->wal != NULL) {
+            kw_wal_stats_t ws;
+
+            kw_wal_stats(svc->wal, &ws);
+            s->wal_bytes = ws.stored_bytes;
+            s->wal_fsyncs = ws.fsyncs;
+            s->wal_replicas_healthy = ws.replicas_healthy;
+        }
+        pthread_rwlock_unlock(&svc->wal_rw);
+    }
+    if (svc->zk != NULL) {
+        kw_zk_status_t zs;
+
+        kw_zk_status(svc->zk, &zs);
+        s->zk_writes = zs.commits;
+        s->partitions_owned = kw_zk_owned(svc->zk, NULL, 0);
+    }
+}
+
+void kw_rcv_note_first(_Atomic int64_t *when)
+{
+    int64_t none = 0;
+
+    if (atomic_load(when) == 0)
+        atomic_compare_exchange_strong(when, &none, kw_mono_ms());
 }
 
 int64_t kw_receiver_restart_delay_ms(uint32_t streak)
@@ -257,7 +272,7 @@ static int start_receiver(kw_receiver_t *svc, kw_rcv_consumer_t *c)
     atomic_store(&c->failed, 0);
     c->fail_msg[0] = '\0';
     c->restart_at_ms = 0;
-    c->started_ms = kw_rcv_now_ms();
+    c->started_ms = kw_mono_ms();
     err = pthread_create(&c->thread, NULL, kw_rcv_consumer_main, c);
     if (err != 0) {
         kw_rcv_fatal(svc, "starting receiver-%u: %s", c->id, strerror(err));
@@ -272,7 +287,7 @@ static int start_receiver(kw_receiver_t *svc, kw_rcv_consumer_t *c)
  * stops receiving: every failure is logged with its reason and counted). */
 static void supervise_receivers(kw_receiver_t *svc)
 {
-    int64_t now = kw_rcv_now_ms();
+    int64_t now = kw_mono_ms();
 
     for (uint32_t i = 0; i < svc->nconsumers; i++) {
         kw_rcv_consumer_t *c = &svc->consumers[i];
@@ -319,8 +334,8 @@ static void report_lost(kw_receiver_t *svc)
             const kw_block_range_t *r = kw_block_range(b, j);
             int w = snprintf(ranges + used, sizeof(ranges) - used,
                              "%s%s/%d offsets %" PRId64 "..%" PRId64, j > 0 ? ", " : "",
-                             r->topic, (int)r->partition, r->offset_from,
-                             r->offset_until - 1);
+                             r->topic, (int)r->partition, r->from_offset,
+                             r->until_offset - 1);
 
             if (w < 0)
                 break;
@@ -378,7 +393,7 @@ kw_err_t kw_receiver_run(kw_receiver_t *svc, char *errstr, size_t errlen)
 
     while (!atomic_load(&svc->stop_requested) && !kw_rcv_is_fatal(svc)) {
         supervise_receivers(svc);
-        kw_rcv_sleep_ms(50);
+        kw_sleep_ms(50);
     }
     if (!kw_rcv_is_fatal(svc))
         KW_LOG_I(KW_RCV_MOD, "stopping: flushing receivers, draining the pipeline, "

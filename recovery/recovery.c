@@ -182,12 +182,12 @@ static kw_err_t replay(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
     if (err != KW_OK)
         return kw_seterr(errstr, errlen, err, "tracker: %s", why);
     memset(&p, 0, sizeof(p));
-    p.blocks_total = c.blocks[KW_BLOCK_DURABLE] + c.blocks[KW_BLOCK_COMMITTED] +
+    p.blocks_total = c.blocks[KW_BLOCK_DURABLE] + c.blocks[KW_BLOCK_OFFSETS_STORED] +
                      c.blocks[KW_BLOCK_ALLOCATED];
     if (p.blocks_total > 0)
         KW_LOG_I(MOD, "replaying %" PRIu64 " unacknowledged blocks (%" PRIu64
                  " records) to the sink", p.blocks_total,
-                 c.records[KW_BLOCK_DURABLE] + c.records[KW_BLOCK_COMMITTED] +
+                 c.records[KW_BLOCK_DURABLE] + c.records[KW_BLOCK_OFFSETS_STORED] +
                  c.records[KW_BLOCK_ALLOCATED]);
     while (p.blocks_done < p.blocks_total) {
         kw_delivery_stats_t st;
@@ -349,7 +349,7 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
         }
         wo.acked_lsn = c.max_lsn;
         wo.skip_lost = o->skip_corrupt;
-        if (t != NULL && (err = kw_tracker_clean_below(t, &wo.needed_lsn, why,
+        if (t != NULL && (err = kw_tracker_cleanable_below(t, &wo.needed_lsn, why,
                                                        sizeof(why))) != KW_OK) {
             kw_seterr(errstr, errlen, err, "tracker: %s", why);
             goto out;

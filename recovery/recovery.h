@@ -12,7 +12,7 @@
  *      at or below it is never cut as a torn tail (wal_opts.acked_lsn) --
  *      recovery refuses instead, naming the block -- unless it lies wholly
  *      below the lowest LSN still needed (wal_opts.needed_lsn, from
- *      kw_tracker_clean_below: delivered, e.g. a lagging replica's copy of
+ *      kw_tracker_cleanable_below: delivered, e.g. a lagging replica's copy of
  *      a segment the others had cleaned).
  *   2. Reconcile the tracker with the WAL. Every block in the WAL above the
  *      tracker's highest LSN (a crash between the WAL ack and the tracker

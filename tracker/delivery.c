@@ -210,7 +210,7 @@ static kw_err_t deliver(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink, uint64_
              " stored", batch_id, list->n, ss.delivered, ss.stored);
 
     /* invariant 1: clean only below what the sink has acknowledged */
-    if (kw_tracker_clean_below(t, &below, why, sizeof(why)) != KW_OK) {
+    if (kw_tracker_cleanable_below(t, &below, why, sizeof(why)) != KW_OK) {
         KW_LOG_W(MOD, "tracker: %s", why);
         below = 0;
     }

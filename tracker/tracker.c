@@ -48,7 +48,7 @@ static const char *const trk__schema =
     " records INTEGER NOT NULL,"
     " bytes INTEGER NOT NULL,"
     " state INTEGER NOT NULL CHECK(state BETWEEN 1 AND 4),"
-    " batch INTEGER REFERENCES batches(id),"
+    " batch INTEGER REFERENCES delivery_batches(id),"
     " created_ms INTEGER NOT NULL);"
     "CREATE INDEX blocks_state ON blocks(state);"
     "CREATE INDEX blocks_batch ON blocks(batch);"
@@ -59,7 +59,7 @@ static const char *const trk__schema =
     " from_offset INTEGER NOT NULL,"
     " until_offset INTEGER NOT NULL,"
     " UNIQUE(lsn, topic, \"partition\"));"
-    "CREATE TABLE batches("
+    "CREATE TABLE delivery_batches("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " created_ms INTEGER NOT NULL,"
     " state INTEGER NOT NULL CHECK(state BETWEEN 1 AND 2),"
@@ -70,7 +70,12 @@ static const char *const trk__schema =
     " \"partition\" INTEGER NOT NULL,"
     " until_offset INTEGER NOT NULL,"
     " PRIMARY KEY(topic, \"partition\"));"
-    "PRAGMA user_version = 1;";
+    "PRAGMA user_version = 2;";
+
+static const char *const trk__upgrade_1_to_2 =
+    "ALTER TABLE batches RENAME TO delivery_batches;"
+    "UPDATE sqlite_sequence SET name = 'delivery_batches' WHERE name = 'batches';"
+    "PRAGMA user_version = 2;";
 
 #define TRK__BLOCK_COLS \
     "lsn, segment, \"offset\", size, receiver, records, bytes, state, batch, created_ms"
@@ -267,6 +272,14 @@ static kw_err_t trk__init_schema(kw_tracker_t *t, char *errstr, size_t errlen)
         if (err != KW_OK)
             goto fail;
         KW_LOG_I("tracker", "created tracker database %s", t->path);
+    } else if (version == 1) {
+        /* version 1 called delivery_batches "batches", the name of the sink's
+         * own table: renamed (the blocks' references follow, and so does the
+         * AUTOINCREMENT counter, so no batch id is ever reused) */
+        err = trk__exec(t, trk__upgrade_1_to_2, "upgrade schema 1 -> 2", errstr, errlen);
+        if (err != KW_OK)
+            goto fail;
+        KW_LOG_I("tracker", "upgraded tracker database %s to schema version 2", t->path);
     } else if (version != KW_TRACKER_SCHEMA_VERSION) {
         err = kw_seterr(errstr, errlen, KW_ECORRUPT,
                         "tracker %s: schema version %" PRId64 ", this kwal knows %d",
@@ -480,7 +493,7 @@ kw_err_t kw_tracker_insert_block(kw_tracker_t *t, const kw_tracker_block_t *blk,
     return err;
 }
 
-kw_err_t kw_tracker_mark_committed(kw_tracker_t *t, uint64_t lsn,
+kw_err_t kw_tracker_mark_offsets_stored(kw_tracker_t *t, uint64_t lsn,
                                    char *errstr, size_t errlen)
 {
     sqlite3_stmt *st;
@@ -547,7 +560,7 @@ static kw_err_t trk__allocate_locked(kw_tracker_t *t, int64_t now_ms, size_t max
         return KW_OK;
     }
 
-    err = trk__prepare(t, "INSERT INTO batches(created_ms, state, blocks, records) "
+    err = trk__prepare(t, "INSERT INTO delivery_batches(created_ms, state, blocks, records) "
                        "VALUES(?, 1, ?, ?)", &st, errstr, errlen);
     if (err != KW_OK)
         goto fail;
@@ -644,7 +657,7 @@ static kw_err_t trk__processed_locked(kw_tracker_t *t, uint64_t batch_id,
     err = trk__begin(t, errstr, errlen);
     if (err != KW_OK)
         return err;
-    err = trk__scalar(t, "SELECT state FROM batches WHERE id = ?", (int64_t)batch_id,
+    err = trk__scalar(t, "SELECT state FROM delivery_batches WHERE id = ?", (int64_t)batch_id,
                       &state, &isnull, errstr, errlen);
     if (err != KW_OK)
         goto fail;
@@ -660,7 +673,7 @@ static kw_err_t trk__processed_locked(kw_tracker_t *t, uint64_t batch_id,
     {
         sqlite3_stmt *st;
         static const char *const sqls[2] = {
-            "UPDATE batches SET state = 2 WHERE id = ?",
+            "UPDATE delivery_batches SET state = 2 WHERE id = ?",
             "UPDATE blocks SET state = 4 WHERE batch = ?"
         };
 
@@ -705,8 +718,8 @@ kw_err_t kw_tracker_prune(kw_tracker_t *t, uint64_t below_lsn, uint64_t *removed
         " WHERE lsn < ?1 AND state = 4 AND lsn < (SELECT MAX(lsn) FROM blocks))",
         "DELETE FROM blocks "
         " WHERE lsn < ?1 AND state = 4 AND lsn < (SELECT MAX(lsn) FROM blocks)",
-        "DELETE FROM batches WHERE state = 2 "
-        " AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocks.batch = batches.id)"
+        "DELETE FROM delivery_batches WHERE state = 2 "
+        " AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocks.batch = delivery_batches.id)"
     };
     uint64_t n = 0;
     kw_err_t err;
@@ -762,7 +775,7 @@ kw_err_t kw_tracker_open_batches(kw_tracker_t *t, uint64_t **ids, size_t *n,
     *ids = NULL;
     *n = 0;
     pthread_mutex_lock(&t->mu);
-    err = trk__prepare(t, "SELECT id FROM batches WHERE state = 1 ORDER BY id",
+    err = trk__prepare(t, "SELECT id FROM delivery_batches WHERE state = 1 ORDER BY id",
                        &st, errstr, errlen);
     if (err != KW_OK)
         goto out;
@@ -808,7 +821,7 @@ kw_err_t kw_tracker_unprocessed_blocks(kw_tracker_t *t, kw_tracker_blocks_t *blo
     return err;
 }
 
-kw_err_t kw_tracker_clean_below(kw_tracker_t *t, uint64_t *lsn,
+kw_err_t kw_tracker_cleanable_below(kw_tracker_t *t, uint64_t *lsn,
                                 char *errstr, size_t errlen)
 {
     int64_t v;
@@ -985,7 +998,7 @@ kw_err_t kw_tracker_counts(kw_tracker_t *t, kw_tracker_counts_t *c,
     sqlite3_finalize(st);
     if (err != KW_OK)
         goto out;
-    err = trk__prepare(t, "SELECT state, COUNT(*) FROM batches GROUP BY state",
+    err = trk__prepare(t, "SELECT state, COUNT(*) FROM delivery_batches GROUP BY state",
                        &st, errstr, errlen);
     if (err != KW_OK)
         goto out;
@@ -1022,10 +1035,10 @@ kw_err_t kw_tracker_batch_ids_from(kw_tracker_t *t, uint64_t first_id,
     err = trk__begin(t, errstr, errlen);
     if (err != KW_OK)
         goto out;
-    /* sqlite_sequence has the batches row once a batch was ever inserted */
+    /* sqlite_sequence has the delivery_batches row once a batch was ever inserted */
     err = trk__prepare(t, "INSERT OR REPLACE INTO sqlite_sequence(name, seq) "
-                       "SELECT 'batches', max(?1, COALESCE((SELECT seq FROM "
-                       "sqlite_sequence WHERE name = 'batches'), 0))", &st,
+                       "SELECT 'delivery_batches', max(?1, COALESCE((SELECT seq FROM "
+                       "sqlite_sequence WHERE name = 'delivery_batches'), 0))", &st,
                        errstr, errlen);
     if (err != KW_OK)
         goto fail;
@@ -1037,8 +1050,8 @@ kw_err_t kw_tracker_batch_ids_from(kw_tracker_t *t, uint64_t first_id,
         goto fail;
     }
     /* one row per name: drop a duplicate left by REPLACE without a key */
-    err = trk__exec(t, "DELETE FROM sqlite_sequence WHERE name = 'batches' AND rowid <> "
-                    "(SELECT max(rowid) FROM sqlite_sequence WHERE name = 'batches')",
+    err = trk__exec(t, "DELETE FROM sqlite_sequence WHERE name = 'delivery_batches' AND rowid <> "
+                    "(SELECT max(rowid) FROM sqlite_sequence WHERE name = 'delivery_batches')",
                     "batch ids", errstr, errlen);
     if (err != KW_OK)
         goto fail;
@@ -1068,8 +1081,8 @@ kw_err_t kw_tracker_insert_from_block(kw_tracker_t *t, const kw_block_t *b,
 
         ranges[i].topic = r->topic;
         ranges[i].partition = r->partition;
-        ranges[i].from_offset = r->offset_from;
-        ranges[i].until_offset = r->offset_until;
+        ranges[i].from_offset = r->from_offset;
+        ranges[i].until_offset = r->until_offset;
     }
     memset(&tb, 0, sizeof(tb));
     tb.pos = *pos;

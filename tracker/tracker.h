@@ -5,32 +5,34 @@
  * A block is tracked once the WAL has acknowledged it (it is then durable,
  * invariant 1) and moves through four states, each change one transaction:
  *
- *     DURABLE ---------> COMMITTED -----> ALLOCATED -----> PROCESSED
- *        |   mark_committed   ^  allocate_batch  mark_batch_processed
+ *     DURABLE ------> OFFSETS_STORED ---> ALLOCATED -----> PROCESSED
+ *        | mark_offsets_stored ^ allocate_batch  mark_batch_processed
  *        +-------------------(allocate_batch)--+
  *
  *   DURABLE    in the WAL on the write quorum (kw_tracker_insert_block)
- *   COMMITTED  its offsets are in ZooKeeper (kw_tracker_mark_committed)
+ *   OFFSETS_STORED  its offsets are in ZooKeeper (kw_tracker_mark_offsets_stored)
  *   ALLOCATED  part of a batch (kw_tracker_allocate_batch); a durable block
  *              may be allocated before ZooKeeper has its offsets: the sink's
  *              order does not depend on ZooKeeper
  *   PROCESSED  the sink acknowledged its batch (kw_tracker_mark_batch_processed)
  *
- * The WAL may be cleaned below kw_tracker_clean_below() (invariant 1: never
+ * The WAL may be cleaned below kw_tracker_cleanable_below() (invariant 1: never
  * of a block the sink has not acknowledged). After a crash, recovery replays
  * the open batches (kw_tracker_open_batches, same batch ids, so an idempotent
  * sink recognises them) and then the blocks never allocated; it repairs
  * ZooKeeper from kw_tracker_partition_max() (DESIGN.md "Beyond the original").
  *
- * Schema (user_version 1; SQLite, journal_mode=WAL, synchronous=FULL):
+ * Schema (user_version 2; SQLite, journal_mode=WAL, synchronous=FULL; a
+ * version 1 database -- the same with delivery_batches named "batches" -- is
+ * upgraded in place when opened):
  *
  *   blocks(lsn INTEGER PRIMARY KEY, segment, offset, size,  -- kw_wal_pos_t
  *          receiver, records, bytes, state, batch, created_ms)
- *       state: 1 durable, 2 committed, 3 allocated, 4 processed
+ *       state: 1 durable, 2 offsets stored, 3 allocated, 4 processed
  *       batch: NULL until allocated
  *   block_ranges(lsn, topic, partition, from_offset, until_offset)
  *       one row per partition of the block, [from, until)
- *   batches(id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms, state, blocks,
+ *   delivery_batches(id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms, state, blocks,
  *           records)
  *       state: 1 open (allocated), 2 processed. AUTOINCREMENT: an id is never
  *       reused, even after kw_tracker_prune(), because sinks recognise
@@ -61,13 +63,13 @@
 #include "sink.h"
 #include "wal.h"
 
-#define KW_TRACKER_SCHEMA_VERSION 1
+#define KW_TRACKER_SCHEMA_VERSION 2
 
 typedef struct kw_tracker kw_tracker_t;
 
 typedef enum {
     KW_BLOCK_DURABLE   = 1,
-    KW_BLOCK_COMMITTED = 2,
+    KW_BLOCK_OFFSETS_STORED = 2,
     KW_BLOCK_ALLOCATED = 3,
     KW_BLOCK_PROCESSED = 4
 } kw_block_state_t;
@@ -139,15 +141,15 @@ kw_err_t kw_tracker_insert_from_block(kw_tracker_t *t, const kw_block_t *b,
                                       char *errstr, size_t errlen);
 
 /*
- * The block's offsets are now in ZooKeeper: DURABLE -> COMMITTED. A block
+ * The block's offsets are now in ZooKeeper: DURABLE -> OFFSETS_STORED. A block
  * already past DURABLE is left as it is (allocation may come first).
  * KW_ENOTFOUND for an LSN not tracked.
  */
-kw_err_t kw_tracker_mark_committed(kw_tracker_t *t, uint64_t lsn,
+kw_err_t kw_tracker_mark_offsets_stored(kw_tracker_t *t, uint64_t lsn,
                                    char *errstr, size_t errlen);
 
 /*
- * Make one batch of every DURABLE or COMMITTED block not yet in a batch, in
+ * Make one batch of every DURABLE or OFFSETS_STORED block not yet in a batch, in
  * LSN order: insert the batch (state OPEN), mark the blocks ALLOCATED, all in
  * one transaction. *batch_id gets the new id and *blocks (may be NULL) its
  * blocks; with nothing to allocate no batch is made, *batch_id is 0 and the
@@ -199,7 +201,7 @@ kw_err_t kw_tracker_unprocessed_blocks(kw_tracker_t *t, kw_tracker_blocks_t *blo
  * pipeline inserts each block right after its append returns, so it cleans
  * below min(this, the LSN of an append in flight)).
  */
-kw_err_t kw_tracker_clean_below(kw_tracker_t *t, uint64_t *lsn,
+kw_err_t kw_tracker_cleanable_below(kw_tracker_t *t, uint64_t *lsn,
                                 char *errstr, size_t errlen);
 
 /* The highest until_offset of one partition (the next offset to consume
@@ -231,7 +233,7 @@ void kw_tracker_ranges_free(kw_tracker_range_t *ranges, size_t n);
  * Forget PROCESSED blocks (and their ranges) with an LSN below below_lsn, and
  * processed batches left without blocks: call after the WAL has been cleaned
  * below the same LSN. partitions keeps the per-partition maxima, and the highest tracked block is
- * always kept (kw_tracker_clean_below() needs it). *removed
+ * always kept (kw_tracker_cleanable_below() needs it). *removed
  * (may be NULL) gets the number of blocks removed. One transaction.
  */
 kw_err_t kw_tracker_prune(kw_tracker_t *t, uint64_t below_lsn, uint64_t *removed,
@@ -275,7 +277,7 @@ kw_err_t kw_tracker_batch_ids_from(kw_tracker_t *t, uint64_t first_id,
  *   3. each block is read back from the WAL, decoded, and all records go to
  *      the sink as ONE batch (kw_sink_write_batch: one transaction);
  *   4. once the sink has committed: kw_tracker_mark_batch_processed, then
- *      kw_wal_cleanup below kw_tracker_clean_below() and kw_tracker_prune --
+ *      kw_wal_cleanup below kw_tracker_cleanable_below() and kw_tracker_prune --
  *      the WAL is never cleaned of a block the sink has not acknowledged
  *      (invariant 1).
  *
@@ -306,7 +308,7 @@ typedef struct kw_delivery_stats {
  * needs cannot be read or decoded from the WAL (errstr names its LSN and the
  * Kafka offset ranges it holds), the tracker failed, or memory ran out.
  * max_blocks bounds the new batch (0: every unallocated block). The WAL is
- * cleaned below min(kw_tracker_clean_below(), clean_limit(opaque)), the
+ * cleaned below min(kw_tracker_cleanable_below(), clean_limit(opaque)), the
  * limit asked for after the tracker (clean_limit may be NULL): a caller with
  * appends in flight that the tracker does not know yet returns the lowest
  * LSN they can get, UINT64_MAX for none. Asking in that order is what makes

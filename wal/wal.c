@@ -34,6 +34,7 @@
  * Lock order: only wal->mu. I/O, compression and hashing happen without it.
  */
 #include "wal_int.h"
+#include "kw_time.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -312,14 +313,6 @@ static void fail_laggard(kw_wal_t *w)
 
 /* ---- I/O threads ---- */
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /*
  * Group commit linger. When more appenders are active than records are queued
  * from `first` on, the ones just acknowledged are about to append again: wait
@@ -514,9 +507,9 @@ static void replica_write(kw_wal_t *w, kw__replica_t *r)
         last = last->next;
     r->busy_end = last->lsn;
     pthread_mutex_unlock(&w->mu);
-    t0 = mono_ns();
+    t0 = kw_mono_ns();
     rc = write_batch(w, r, first, last, &op);
-    t0 = mono_ns() - t0;
+    t0 = kw_mono_ns() - t0;
     pthread_mutex_lock(&w->mu);
     w->last_sync_ns = t0;
     if (rc < 0) {

@@ -13,6 +13,7 @@
  *                        (default 100)
  */
 #include "wal_int.h"
+#include "kw_time.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -274,8 +275,5 @@ int kw__list_segments(const char *dir, uint64_t **out, size_t *n)
 
 uint64_t kw__now_ms(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (uint64_t)kw_wall_ms();
 }

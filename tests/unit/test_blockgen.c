@@ -265,8 +265,8 @@ static void assert_ranges(const kw_block_t *blk, const kw_record_t *recs, size_t
         const kw_block_range_t *r = kw_block_range(blk, i);
         assert_string_equal(r->topic, exp[i].topic);
         assert_int_equal(r->partition, exp[i].partition);
-        assert_int_equal(r->offset_from, exp[i].from);
-        assert_int_equal(r->offset_until, exp[i].last + 1);
+        assert_int_equal(r->from_offset, exp[i].from);
+        assert_int_equal(r->until_offset, exp[i].last + 1);
         assert_int_equal(r->records, exp[i].records);
         assert_ptr_equal(kw_block_range_find(blk, exp[i].topic, exp[i].partition), r);
     }
@@ -591,7 +591,7 @@ static void test_roundtrip_edges(void **state)
     rec[1].value = "";
     assert_int_equal(kw_block_encode(&meta, rec, 2, &blk, err, sizeof err), KW_OK);
     d = kw_block_data(blk, &len);
-    assert_int_equal(kw_block_range(blk, 0)->offset_until, INT64_MAX);
+    assert_int_equal(kw_block_range(blk, 0)->until_offset, INT64_MAX);
     assert_int_equal(kw_block_decode(d, len, KW_BLOCK_BORROW, &dec, err, sizeof err), KW_OK);
     assert_int_equal(block_records(dec, &g), KW_OK);
     rec[0].key_len = 0;
@@ -841,10 +841,10 @@ static void test_gen_interval(void **state)
     assert_int_equal(kw_block_record_count(b), 3);
     assert_true(kw_block_created_ms(b) > 1600000000000LL);     /* wall clock */
     assert_int_equal(kw_block_range_count(b), 2);
-    assert_int_equal(kw_block_range(b, 0)->offset_from, 10);
-    assert_int_equal(kw_block_range(b, 0)->offset_until, 12);
-    assert_int_equal(kw_block_range(b, 1)->offset_from, 3);
-    assert_int_equal(kw_block_range(b, 1)->offset_until, 4);
+    assert_int_equal(kw_block_range(b, 0)->from_offset, 10);
+    assert_int_equal(kw_block_range(b, 0)->until_offset, 12);
+    assert_int_equal(kw_block_range(b, 1)->from_offset, 3);
+    assert_int_equal(kw_block_range(b, 1)->until_offset, 4);
     kw_block_destroy(b);
     assert_null(kw_blockgen_take(g));
 
@@ -872,7 +872,7 @@ static void test_gen_interval(void **state)
     kw_block_destroy(b);
     b = kw_blockgen_take(g);
     assert_int_equal(kw_block_seq(b), 3);
-    assert_int_equal(kw_block_range(b, 0)->offset_from, 13);
+    assert_int_equal(kw_block_range(b, 0)->from_offset, 13);
     kw_block_destroy(b);
 
     /* an explicit cut, and a cut of nothing */
@@ -961,26 +961,26 @@ static void test_gen_ranges(void **state)
     r = kw_block_range(b, 0);
     assert_string_equal(r->topic, "a");
     assert_int_equal(r->partition, 0);
-    assert_int_equal(r->offset_from, 100);
-    assert_int_equal(r->offset_until, 107);
+    assert_int_equal(r->from_offset, 100);
+    assert_int_equal(r->until_offset, 107);
     assert_int_equal(r->records, 3);
     r = kw_block_range(b, 1);
     assert_string_equal(r->topic, "b");
-    assert_int_equal(r->offset_from, 7);
-    assert_int_equal(r->offset_until, 1001);
+    assert_int_equal(r->from_offset, 7);
+    assert_int_equal(r->until_offset, 1001);
     assert_int_equal(r->records, 2);
     r = kw_block_range_find(b, "a", 1);
     assert_non_null(r);
-    assert_int_equal(r->offset_from, 0);
-    assert_int_equal(r->offset_until, 1);
+    assert_int_equal(r->from_offset, 0);
+    assert_int_equal(r->until_offset, 1);
     assert_int_equal(decode_and_reencode(kw_block_data(b, NULL), kw_block_size(b)), KW_OK);
     kw_block_destroy(b);
 
     b = kw_blockgen_take(g);
     assert_int_equal(kw_block_seq(b), 2);
     assert_int_equal(kw_block_range_count(b), 2);
-    assert_int_equal(kw_block_range_find(b, "a", 1)->offset_from, 0);
-    assert_int_equal(kw_block_range_find(b, "a", 0)->offset_from, 200);
+    assert_int_equal(kw_block_range_find(b, "a", 1)->from_offset, 0);
+    assert_int_equal(kw_block_range_find(b, "a", 0)->from_offset, 200);
     kw_block_destroy(b);
     assert_null(kw_blockgen_take(g));
     kw_blockgen_destroy(g);

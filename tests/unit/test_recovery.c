@@ -134,8 +134,8 @@ static uint64_t append_blocks(rstate_t *s, int nblocks, int track)
         last = pos.lsn;
         if (track) {
             const kw_block_range_t *br = kw_block_range(blk, 0);
-            kw_tracker_range_t tr = { br->topic, br->partition, br->offset_from,
-                                      br->offset_until };
+            kw_tracker_range_t tr = { br->topic, br->partition, br->from_offset,
+                                      br->until_offset };
             kw_tracker_block_t tb;
             memset(&tb, 0, sizeof(tb));
             tb.pos = pos;

@@ -1,6 +1,6 @@
 /*
  * test_tracker.c -- the block tracker (tracker/tracker.h): schema and
- * versioning, the state machine DURABLE -> COMMITTED -> ALLOCATED ->
+ * versioning, the state machine DURABLE -> OFFSETS_STORED -> ALLOCATED ->
  * PROCESSED, allocation in LSN order, idempotent inserts, what survives a
  * close without marking and a real crash (a child process that _exit()s with
  * the database open), the WAL cleanup LSN, the per-partition maxima recovery
@@ -116,7 +116,7 @@ static uint64_t clean_below(kw_tracker_t *t)
     uint64_t lsn = 99;
     char err[512];
 
-    assert_int_equal(kw_tracker_clean_below(t, &lsn, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_tracker_cleanable_below(t, &lsn, err, sizeof(err)), KW_OK);
     return lsn;
 }
 
@@ -189,7 +189,7 @@ static void test_schema(void **state)
     assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM pragma_table_info("
                             "'block_ranges') WHERE name IN ('lsn','topic','partition',"
                             "'from_offset','until_offset')"), 5);
-    assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM pragma_table_info('batches') "
+    assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM pragma_table_info('delivery_batches') "
                             "WHERE name IN ('id','created_ms','state','blocks',"
                             "'records')"), 5);
 
@@ -244,7 +244,7 @@ static void test_state_machine(void **state)
     assert_int_equal(allocate_ok(s->t, &l), 0);
     assert_int_equal(l.n, 0);
     assert_null(l.v);
-    assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM batches"), 0);
+    assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM delivery_batches"), 0);
 
     /* Inserted out of order (receivers race to the tracker). */
     insert_ok(s->t, 3, 30, NULL, 0, 1);
@@ -256,13 +256,13 @@ static void test_state_machine(void **state)
     assert_int_equal(c.max_lsn, 3);
     assert_int_equal(clean_below(s->t), 1);
 
-    assert_int_equal(kw_tracker_mark_committed(s->t, 2, err, sizeof(err)), KW_OK);
-    assert_int_equal(kw_tracker_mark_committed(s->t, 2, err, sizeof(err)), KW_OK);
-    assert_int_equal(kw_tracker_mark_committed(s->t, 77, err, sizeof(err)), KW_ENOTFOUND);
+    assert_int_equal(kw_tracker_mark_offsets_stored(s->t, 2, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_tracker_mark_offsets_stored(s->t, 2, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_tracker_mark_offsets_stored(s->t, 77, err, sizeof(err)), KW_ENOTFOUND);
     assert_non_null(strstr(err, s->path));
     counts(s->t, &c);
     assert_int_equal(c.blocks[KW_BLOCK_DURABLE], 2);
-    assert_int_equal(c.blocks[KW_BLOCK_COMMITTED], 1);
+    assert_int_equal(c.blocks[KW_BLOCK_OFFSETS_STORED], 1);
 
     /* Committed and durable blocks alike go into the batch, in LSN order. */
     id = allocate_ok(s->t, &l);
@@ -283,13 +283,13 @@ static void test_state_machine(void **state)
         assert_int_equal(l.v[i].batch, 1);
     }
     kw_tracker_blocks_free(&l);
-    assert_int_equal(db_int(s->path, "SELECT blocks * 1000 + records FROM batches "
+    assert_int_equal(db_int(s->path, "SELECT blocks * 1000 + records FROM delivery_batches "
                             "WHERE id = 1"), 3060);
-    assert_int_equal(db_int(s->path, "SELECT state FROM batches WHERE id = 1"),
+    assert_int_equal(db_int(s->path, "SELECT state FROM delivery_batches WHERE id = 1"),
                      KW_BATCH_OPEN);
 
     /* An allocated block stays allocated when its offsets reach ZooKeeper. */
-    assert_int_equal(kw_tracker_mark_committed(s->t, 1, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_tracker_mark_offsets_stored(s->t, 1, err, sizeof(err)), KW_OK);
     assert_int_equal(db_int(s->path, "SELECT state FROM blocks WHERE lsn = 1"),
                      KW_BLOCK_ALLOCATED);
 
@@ -343,7 +343,7 @@ static void test_state_machine(void **state)
     assert_int_equal(c.blocks[KW_BLOCK_PROCESSED], 4);
     assert_int_equal(c.records[KW_BLOCK_PROCESSED], 100);
     assert_int_equal(c.bytes[KW_BLOCK_PROCESSED], 10000);
-    assert_int_equal(c.blocks[KW_BLOCK_DURABLE] + c.blocks[KW_BLOCK_COMMITTED] +
+    assert_int_equal(c.blocks[KW_BLOCK_DURABLE] + c.blocks[KW_BLOCK_OFFSETS_STORED] +
                      c.blocks[KW_BLOCK_ALLOCATED], 0);
     assert_int_equal(c.batches_processed, 2);
     assert_int_equal(c.batches_open, 0);
@@ -373,10 +373,10 @@ static void test_idempotent_insert(void **state)
     assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM block_ranges"), 2);
 
     /* Again after a state change: left as it is. */
-    assert_int_equal(kw_tracker_mark_committed(s->t, 5, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_tracker_mark_offsets_stored(s->t, 5, err, sizeof(err)), KW_OK);
     insert_ok(s->t, 5, 52, r, 2, 0);
     assert_int_equal(db_int(s->path, "SELECT state FROM blocks WHERE lsn = 5"),
-                     KW_BLOCK_COMMITTED);
+                     KW_BLOCK_OFFSETS_STORED);
 
     assert_int_equal(kw_tracker_block_ranges(s->t, 5, &got, &n, err, sizeof(err)), KW_OK);
     assert_int_equal(n, 2);
@@ -423,7 +423,7 @@ static void test_close_without_marking(void **state)
         insert_ok(s->t, lsn, 1, NULL, 0, 1);
     assert_int_equal(allocate_ok(s->t, NULL), 1);
     insert_ok(s->t, 4, 1, NULL, 0, 1);
-    assert_int_equal(kw_tracker_mark_committed(s->t, 4, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_tracker_mark_offsets_stored(s->t, 4, err, sizeof(err)), KW_OK);
     reopen(s);                           /* the sink never acknowledged batch 1 */
 
     assert_int_equal(kw_tracker_open_batches(s->t, &ids, &nids, err, sizeof(err)), KW_OK);
@@ -436,7 +436,7 @@ static void test_close_without_marking(void **state)
         assert_int_equal(l.v[i].state, KW_BLOCK_ALLOCATED);
         assert_int_equal(l.v[i].batch, 1);
     }
-    assert_int_equal(l.v[3].state, KW_BLOCK_COMMITTED);
+    assert_int_equal(l.v[3].state, KW_BLOCK_OFFSETS_STORED);
     assert_int_equal(l.v[3].batch, 0);
     kw_tracker_blocks_free(&l);
     assert_int_equal(clean_below(s->t), 1);
@@ -571,7 +571,7 @@ static void test_partition_max_and_prune(void **state)
     assert_int_equal(kw_tracker_prune(s->t, 2, &removed, err, sizeof(err)), KW_OK);
     assert_int_equal(removed, 1);                 /* LSN 1 */
     assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM block_ranges WHERE lsn = 1"), 0);
-    assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM batches"), 1);
+    assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM delivery_batches"), 1);
     assert_int_equal(kw_tracker_prune(s->t, 100, &removed, err, sizeof(err)), KW_OK);
     assert_int_equal(removed, 1);                 /* LSN 2; LSN 3 is the highest */
     counts(s->t, &c);
@@ -591,7 +591,7 @@ static void test_partition_max_and_prune(void **state)
     assert_int_equal(allocate_ok(s->t, NULL), 2);
     mark_processed_ok(s->t, 2);
     assert_int_equal(kw_tracker_prune(s->t, 100, &removed, err, sizeof(err)), KW_OK);
-    assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM batches"), 1);
+    assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM delivery_batches"), 1);
     insert_ok(s->t, 5, 1, NULL, 0, 1);
     assert_int_equal(allocate_ok(s->t, NULL), 3);
     reopen(s);
@@ -618,7 +618,7 @@ static void *insert_worker(void *arg)
                                  (int64_t)i + 1 };
 
         if (kw_tracker_insert_block(w->t, &b, &r, 1, NULL, err, sizeof(err)) != KW_OK ||
-            kw_tracker_mark_committed(w->t, b.pos.lsn, err, sizeof(err)) != KW_OK)
+            kw_tracker_mark_offsets_stored(w->t, b.pos.lsn, err, sizeof(err)) != KW_OK)
             w->failures++;
     }
     return NULL;
@@ -700,8 +700,67 @@ static void test_bounded_batches_and_id_floor(void **state)
     assert_int_equal(l.v[0].pos.lsn, 5);
     kw_tracker_blocks_free(&l);
     assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM sqlite_sequence "
-                                     "WHERE name = 'batches'"), 1);
+                                     "WHERE name = 'delivery_batches'"), 1);
     assert_int_equal(kw_tracker_batch_ids_from(s->t, 0, err, sizeof(err)), KW_EINVAL);
+}
+
+/* A version 1 database (delivery_batches was called "batches") is upgraded
+ * in place: its rows and its AUTOINCREMENT counter survive, so the next
+ * batch id is above every id ever given. */
+static void test_upgrade_from_1(void **state)
+{
+    tstate_t *s = *state;
+    kw_tracker_range_t r8 = { "t", 0, 13, 15 };
+    sqlite3 *db;
+    kw_tracker_blocks_t l;
+    uint64_t id;
+    char err[512];
+
+    assert_int_equal(sqlite3_open(s->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+        "CREATE TABLE blocks(lsn INTEGER PRIMARY KEY, segment INTEGER NOT NULL,"
+        " \"offset\" INTEGER NOT NULL, size INTEGER NOT NULL, receiver INTEGER NOT NULL,"
+        " records INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+        " state INTEGER NOT NULL CHECK(state BETWEEN 1 AND 4),"
+        " batch INTEGER REFERENCES batches(id), created_ms INTEGER NOT NULL);"
+        "CREATE INDEX blocks_state ON blocks(state);"
+        "CREATE INDEX blocks_batch ON blocks(batch);"
+        "CREATE TABLE block_ranges(lsn INTEGER NOT NULL REFERENCES blocks(lsn),"
+        " topic TEXT NOT NULL, \"partition\" INTEGER NOT NULL,"
+        " from_offset INTEGER NOT NULL, until_offset INTEGER NOT NULL,"
+        " UNIQUE(lsn, topic, \"partition\"));"
+        "CREATE TABLE batches(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " created_ms INTEGER NOT NULL, state INTEGER NOT NULL CHECK(state BETWEEN 1 AND 2),"
+        " blocks INTEGER NOT NULL, records INTEGER NOT NULL);"
+        "CREATE TABLE partitions(topic TEXT NOT NULL, \"partition\" INTEGER NOT NULL,"
+        " until_offset INTEGER NOT NULL, PRIMARY KEY(topic, \"partition\"));"
+        "INSERT INTO batches(id, created_ms, state, blocks, records) VALUES(41, 1, 1, 1, 3);"
+        "INSERT INTO blocks VALUES(7, 1, 0, 100, 0, 3, 100, 3, 41, 1);"
+        "INSERT INTO block_ranges VALUES(7, 't', 0, 10, 13);"
+        "INSERT INTO partitions VALUES('t', 0, 13);"
+        "PRAGMA user_version = 1;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    s->t = open_ok(s->path);
+    assert_int_equal(db_int(s->path, "PRAGMA user_version"), 2);
+    assert_int_equal(db_int(s->path, "SELECT COUNT(*) FROM sqlite_master "
+                                     "WHERE name = 'batches'"), 0);
+    assert_int_equal(db_int(s->path, "SELECT records FROM delivery_batches WHERE id = 41"), 3);
+    /* the open batch is still open, with its block */
+    {
+        uint64_t *ids = NULL;
+        size_t n = 0;
+
+        assert_int_equal(kw_tracker_open_batches(s->t, &ids, &n, err, sizeof(err)), KW_OK);
+        assert_int_equal(n, 1);
+        assert_int_equal(ids[0], 41);
+        free(ids);
+    }
+    assert_int_equal(kw_tracker_mark_batch_processed(s->t, 41, err, sizeof(err)), KW_OK);
+    insert_ok(s->t, 8, 2, &r8, 1, 1);
+    id = allocate_ok(s->t, &l);
+    assert_true(id > 41);
+    kw_tracker_blocks_free(&l);
 }
 
 int main(void)
@@ -715,6 +774,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_partition_max_and_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_callers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bounded_batches_and_id_floor, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_1, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

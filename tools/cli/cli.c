@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,4 +97,17 @@ int kw_cli_usage_error_topic(const char *prog, const char *topic, const char *fm
     fprintf(stderr, "%s: %s\nTry '%s%s%s --help'.\n", prog, msg, prog,
             topic != NULL ? " " : "", topic != NULL ? topic : "");
     return KW_CLI_EXIT_USAGE;
+}
+
+void kw_cli_on_stop_signals(void (*handler)(int))
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = handler;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
 }

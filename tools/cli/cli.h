@@ -42,4 +42,9 @@ int kw_cli_opt_value(int argc, char **argv, int *i, const char *name, const char
 int kw_cli_conf_opt(int argc, char **argv, int *i, const char **path,
                     const char **overrides, size_t *noverrides);
 
+/* SIGINT and SIGTERM call handler (which must be async-signal-safe: it
+ * asks the service to stop), SIGPIPE is ignored (a closed stdout is an
+ * error return, not a death). */
+void kw_cli_on_stop_signals(void (*handler)(int));
+
 #endif /* KW_TOOLS_CLI_H */

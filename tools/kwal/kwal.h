@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "kw_conf.h"
 #include "kw_err.h"
+#include "kw_stats.h"
 #include "wal.h"
 
 #define KWAL_EXIT_OK     0
@@ -46,5 +47,25 @@ int kwal_direct_main(int argc, char **argv);
 kw_err_t kwal_wal_options_from_conf(const kw_conf_t *conf, const char *const *dirs,
                                     int ndirs, kw_wal_options_t *opts,
                                     char *errstr, size_t errlen);
+
+/* ---- --stats-json FILE (kwal_stats.c) ---- */
+
+#define KWAL_STATS_INTERVAL_MS 1000
+
+/* Fill the counters of s (mode, started_ms and uptime_ms are set) from the
+ * command's state; start_mono is kw_mono_ms() at the writer's start, for the
+ * *_ms times. Called on the writer's thread and at finish. */
+typedef void (*kwal_stats_fill_fn)(kw_stats_t *s, int64_t start_mono, void *opaque);
+
+typedef struct kwal_stats_writer kwal_stats_writer_t;
+
+/* Start writing path every KWAL_STATS_INTERVAL_MS (path NULL: *out = NULL,
+ * nothing is written). 0, or -1 when the thread could not start. */
+int kwal_stats_start(const char *path, const char *mode, kwal_stats_fill_fn fill,
+                     void *opaque, kwal_stats_writer_t **out);
+
+/* Stop the thread and write the file once more with "final":true. NULL is a
+ * no-op. The fill function must still be safe to call. */
+void kwal_stats_finish(kwal_stats_writer_t *w);
 
 #endif /* KWAL_H */

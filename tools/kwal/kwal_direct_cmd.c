@@ -7,6 +7,7 @@
  */
 #include "kwal.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,42 @@
 
 #include "direct.h"
 #include "kw_log.h"
+
+/* --stats-json: the service's counters (mu guards d, cleared before the
+ * service is destroyed; last keeps its final numbers). */
+typedef struct direct_stats_ctx {
+    pthread_mutex_t    mu;
+    kw_direct_t       *d;
+    kw_direct_stats_t  last;
+    int                have_last;
+} direct_stats_ctx_t;
+
+static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
+{
+    direct_stats_ctx_t *x = opaque;
+
+    pthread_mutex_lock(&x->mu);
+    if (x->d != NULL) {
+        kw_direct_stats(x->d, &x->last);
+        x->have_last = 1;
+    }
+    if (x->have_last) {
+        const kw_direct_stats_t *r = &x->last;
+
+        s->records_received = r->records_delivered;   /* read = delivered */
+        s->records_delivered = r->records_delivered;
+        s->records_stored = r->records_stored;
+        s->duplicate_deliveries = r->duplicates_delivered;
+        s->batches = r->batches;
+        s->source_loss_events = r->source_loss_events;
+        s->source_loss_records = r->source_loss_records;
+        s->zk_writes = r->zk_writes;
+        s->partitions_owned = r->partitions;
+        s->first_stored_ms = r->first_stored_mono_ms > 0 ?
+            r->first_stored_mono_ms - start_mono : -1;
+    }
+    pthread_mutex_unlock(&x->mu);
+}
 
 static kw_direct_t *volatile running;
 static volatile sig_atomic_t stop_early;   /* a signal before the service ran */
@@ -32,6 +69,7 @@ static void on_signal(int sig)
 static void print_usage(FILE *out)
 {
     fputs("Usage: kwal direct -c FILE [-X key=value]... [--at-least-once]\n"
+          "       [--stats-json FILE]\n"
           "\n"
           "Direct mode: no receivers, no WAL. Every batch.interval.ms, for every\n"
           "partition of `topics`, read the exact offset range [from, until) -- from\n"
@@ -44,6 +82,8 @@ static void print_usage(FILE *out)
           "--at-least-once: any sink, written without the ranges; offsets live in\n"
           "ZooKeeper only, stored after the sink write (a crash between the two\n"
           "delivers the batch again), for comparison.\n"
+          "--stats-json FILE: write the statistics as one JSON object to FILE every\n"
+          "second and at exit (format in common/kw_stats.h).\n"
           "group.id and topics are required. Keys:\n"
           "\n", out);
     kw_conf_print_help(out);
@@ -53,17 +93,21 @@ int kwal_direct_main(int argc, char **argv)
 {
     const char **overrides = calloc((size_t)argc, sizeof(*overrides));
     kw_direct_options_t opts;
-    const char *path = NULL;
+    const char *path = NULL, *stats_path = NULL, *v;
+    kwal_stats_writer_t *stats = NULL;
+    direct_stats_ctx_t sx;
     kw_direct_t *d = NULL;
     kw_conf_t *conf = NULL;
-    struct sigaction sa;
     char errstr[1024];
     size_t noverrides = 0;
     int rc = KWAL_EXIT_USAGE, at_least_once = 0;
     kw_err_t err;
 
+    memset(&sx, 0, sizeof(sx));
+    pthread_mutex_init(&sx.mu, NULL);
     if (overrides == NULL) {
         kw_cli_error("kwal", "out of memory");
+        pthread_mutex_destroy(&sx.mu);
         return KWAL_EXIT_FAIL;
     }
     for (int i = 1; i < argc; i++) {
@@ -76,6 +120,12 @@ int kwal_direct_main(int argc, char **argv)
             goto cleanup;
         } else if (strcmp(a, "--at-least-once") == 0) {
             at_least_once = 1;
+        } else if ((r = kw_cli_opt_value(argc, argv, &i, "--stats-json", &v)) != 0) {
+            if (r < 0) {
+                rc = kw_cli_usage_error_topic("kwal", "direct", "direct: %s needs a file", a);
+                goto cleanup;
+            }
+            stats_path = v;
         } else if ((r = kw_cli_conf_opt(argc, argv, &i, &path, overrides, &noverrides)) != 0) {
             if (r < 0) {
                 rc = kw_cli_usage_error_topic("kwal", "direct", "direct: %s needs an argument", a);
@@ -94,11 +144,7 @@ int kwal_direct_main(int argc, char **argv)
     }
     if (kw_conf_is_set(conf, "log.level"))
         kw_log_set_level((kw_log_level_t)conf->log.level);
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    kw_cli_on_stop_signals(on_signal);
 
     memset(&opts, 0, sizeof(opts));
     opts.conf = conf;
@@ -107,6 +153,15 @@ int kwal_direct_main(int argc, char **argv)
     if (err != KW_OK) {
         kw_cli_error("kwal", "direct: %s", errstr);
         rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;
+        goto cleanup;
+    }
+    pthread_mutex_lock(&sx.mu);
+    sx.d = d;
+    pthread_mutex_unlock(&sx.mu);
+    if (kwal_stats_start(stats_path, at_least_once ? "direct-at-least-once" : "direct",
+                         fill_stats, &sx, &stats) != 0) {
+        kw_cli_error("kwal", "direct: --stats-json: cannot start its thread");
+        rc = KWAL_EXIT_FAIL;
         goto cleanup;
     }
     running = d;
@@ -122,6 +177,15 @@ int kwal_direct_main(int argc, char **argv)
     }
 
 cleanup:
+    pthread_mutex_lock(&sx.mu);
+    if (sx.d != NULL) {
+        kw_direct_stats(sx.d, &sx.last);   /* the final numbers */
+        sx.have_last = 1;
+        sx.d = NULL;
+    }
+    pthread_mutex_unlock(&sx.mu);
+    kwal_stats_finish(stats);
+    pthread_mutex_destroy(&sx.mu);
     kw_direct_destroy(d);
     kw_conf_destroy(conf);
     free(overrides);

@@ -20,6 +20,7 @@
  */
 #include "kwal.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +30,71 @@
 #include <unistd.h>
 
 #include "kw_log.h"
+#include "kw_time.h"
 #include "receiver.h"
 #include "recovery.h"
+
+/* What --stats-json reports: the recovery report, then the service's live
+ * counters (mu guards rcv, which the main thread clears before destroying
+ * the service; last keeps its final numbers). */
+typedef struct rcv_stats_ctx {
+    pthread_mutex_t      mu;
+    kw_receiver_t       *rcv;
+    kw_receiver_stats_t  last;
+    int                  have_last;
+    kw_recovery_report_t rep;
+    int                  have_rep;
+    int                  classic;
+} rcv_stats_ctx_t;
+
+static int64_t since(int64_t mono, int64_t start_mono)
+{
+    return mono > 0 ? mono - start_mono : -1;
+}
+
+static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
+{
+    rcv_stats_ctx_t *x = opaque;
+
+    pthread_mutex_lock(&x->mu);
+    if (x->rcv != NULL) {
+        kw_receiver_stats(x->rcv, &x->last);
+        x->have_last = 1;
+    }
+    if (x->have_rep) {
+        s->blocks_replayed = x->rep.blocks_replayed;
+        s->records_replayed = x->rep.records_replayed;
+        s->blocks_lost = x->rep.blocks_lost;
+        s->records_lost = x->rep.records_lost;
+        s->recovery_ms = x->rep.elapsed_ms;
+        s->recovery_classic = x->classic;
+        s->records_delivered = x->rep.records_replayed;
+        s->records_stored = x->rep.records_stored;
+        s->duplicate_deliveries = x->rep.duplicates_delivered;
+        s->batches = x->rep.batches_replayed;
+    }
+    if (x->have_last) {
+        const kw_receiver_stats_t *r = &x->last;
+
+        s->records_received = r->records_received;
+        s->records_delivered += r->records_delivered;
+        s->records_stored += r->records_stored;
+        s->duplicate_deliveries += r->duplicates_delivered;
+        s->batches += r->batches;
+        s->source_loss_events = r->source_loss_events;
+        s->source_loss_records = r->source_loss_records;
+        s->blocks_durable = r->blocks_durable;
+        s->wal_bytes = r->wal_bytes;
+        s->wal_fsyncs = r->wal_fsyncs;
+        s->wal_replicas_healthy = r->wal_replicas_healthy;
+        s->zk_writes = r->zk_writes;
+        s->receiver_restarts = r->receiver_restarts;
+        s->partitions_owned = r->partitions_owned;
+        s->first_assignment_ms = since(r->first_assignment_mono_ms, start_mono);
+        s->first_stored_ms = since(r->first_stored_mono_ms, start_mono);
+    }
+    pthread_mutex_unlock(&x->mu);
+}
 
 static kw_receiver_t *volatile running;
 static volatile sig_atomic_t stop_early;   /* a signal before the service ran */
@@ -49,7 +113,7 @@ static void print_receive_usage(FILE *out, int recover_only)
 {
     if (recover_only)
         fputs("Usage: kwal recover -c FILE [-X key=value]... [--classic]\n"
-              "       [--skip-corrupt]\n"
+              "       [--skip-corrupt] [--stats-json FILE]\n"
               "\n"
               "Recovery alone: open the WAL (torn tails cut, replicas reconciled),\n"
               "register in the tracker the blocks it lacks (rebuild it if it is\n"
@@ -63,7 +127,7 @@ static void print_receive_usage(FILE *out, int recover_only)
               "\n", out);
     else
         fputs("Usage: kwal receive -c FILE [-X key=value]... [--classic]\n"
-              "       [--skip-corrupt] [--no-wal]\n"
+              "       [--skip-corrupt] [--no-wal] [--stats-json FILE]\n"
               "\n"
               "Receiver mode: first recovery (as kwal recover), then receiver threads\n"
               "consume topics in consumer group group.id, cut blocks, append them to\n"
@@ -74,6 +138,9 @@ static void print_receive_usage(FILE *out, int recover_only)
               "reliable receiver, for comparison: records consumed again after a crash).\n"
               "--skip-corrupt: recovery gives up blocks corrupt on every WAL replica\n"
               "(see kwal recover --help) instead of stopping.\n"
+              "--stats-json FILE: write the statistics as one JSON object to FILE\n"
+              "every second and at exit (replaced atomically; format in\n"
+              "common/kw_stats.h).\n"
               "--no-wal: the unreliable receiver, a baseline for comparison (Spark's\n"
               "receiver before its WAL): no recovery, no WAL, no tracker; offsets go\n"
               "to ZooKeeper as soon as a block is received, and blocks wait in memory\n"
@@ -90,11 +157,7 @@ static void show_progress(const kw_recovery_progress_t *p, void *opaque)
 {
     static int64_t last;
     int tty = *(const int *)opaque;
-    struct timespec ts;
-    int64_t now;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now = kw_mono_ms();
     if (tty) {
         int width = 40, fill = p->blocks_total > 0 ?
             (int)(p->blocks_done * (uint64_t)width / p->blocks_total) : width;
@@ -120,16 +183,19 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     kw_receiver_options_t rcvopts;
     int classic = 0, skip_corrupt = 0, no_wal = 0, tty = isatty(STDERR_FILENO);
     const char **overrides = NULL;
-    const char *path = NULL;
+    const char *path = NULL, *stats_path = NULL, *v;
+    kwal_stats_writer_t *stats = NULL;
+    rcv_stats_ctx_t sx;
     kw_receiver_t *rcv = NULL;
     kw_wal_options_t wopts;
-    struct sigaction sa;
     char errstr[1024];
     kw_conf_t *conf = NULL;
     size_t noverrides = 0;
     int rc = KWAL_EXIT_USAGE;
     kw_err_t err;
 
+    memset(&sx, 0, sizeof(sx));
+    pthread_mutex_init(&sx.mu, NULL);
     overrides = calloc((size_t)argc, sizeof(*overrides));
     if (overrides == NULL) {
         kw_cli_error("kwal", "out of memory");
@@ -149,6 +215,12 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
             skip_corrupt = 1;
         } else if (!recover_only && strcmp(a, "--no-wal") == 0) {
             no_wal = 1;
+        } else if ((r = kw_cli_opt_value(argc, argv, &i, "--stats-json", &v)) != 0) {
+            if (r < 0) {
+                rc = kw_cli_usage_error_topic("kwal", topic, "%s: %s needs a file", topic, a);
+                goto cleanup;
+            }
+            stats_path = v;
         } else if ((r = kw_cli_conf_opt(argc, argv, &i, &path, overrides,
                                       &noverrides)) != 0) {
             if (r < 0) {
@@ -194,14 +266,15 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     /* SIGTERM/SIGINT from here on: recovery finishes (it is bounded and
      * leaves nothing half done), then the service is not started, or is
      * stopped in order */
-    memset(&sa, 0, sizeof(sa));
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
+    kw_cli_on_stop_signals(on_signal);
 
+    sx.classic = classic;
+    if (kwal_stats_start(stats_path, recover_only ? "recover" : no_wal ? "receive-no-wal" :
+                         "receive", fill_stats, &sx, &stats) != 0) {
+        kw_cli_error("kwal", "%s: --stats-json: cannot start its thread", topic);
+        rc = KWAL_EXIT_FAIL;
+        goto cleanup;
+    }
     if (no_wal) {
         KW_LOG_W("receive", "--no-wal: no WAL, no recovery; records received but not "
                  "yet delivered are lost on a crash");
@@ -213,7 +286,10 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
         ropts.skip_corrupt = skip_corrupt;
         ropts.progress = show_progress;
         ropts.opaque = &tty;
-        err = kw_recovery_run(&ropts, NULL, errstr, sizeof(errstr));
+        err = kw_recovery_run(&ropts, &sx.rep, errstr, sizeof(errstr));
+        pthread_mutex_lock(&sx.mu);
+        sx.have_rep = err == KW_OK;
+        pthread_mutex_unlock(&sx.mu);
         if (err != KW_OK) {
             kw_cli_error("kwal", "%s: recovery: %s", topic, errstr);
             rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;
@@ -235,6 +311,9 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
         goto cleanup;
     }
 
+    pthread_mutex_lock(&sx.mu);
+    sx.rcv = rcv;
+    pthread_mutex_unlock(&sx.mu);
     running = rcv;
     if (stop_early) {
         /* SIGTERM during recovery: everything durable is delivered; stop */
@@ -253,6 +332,15 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     }
 
 cleanup:
+    pthread_mutex_lock(&sx.mu);
+    if (sx.rcv != NULL) {
+        kw_receiver_stats(sx.rcv, &sx.last);   /* the final numbers */
+        sx.have_last = 1;
+        sx.rcv = NULL;
+    }
+    pthread_mutex_unlock(&sx.mu);
+    kwal_stats_finish(stats);
+    pthread_mutex_destroy(&sx.mu);
     kw_receiver_destroy(rcv);
     kw_conf_destroy(conf);
     free(overrides);

@@ -65,6 +65,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "cli.h"
+#include "kw_file.h"
 #include "kw_log.h"
 
 #define PROG "kwal-kafka-mock"
@@ -638,44 +639,7 @@ static stdin_mode_t stdin_mode_detect(bool no_stdin)
 /* Write text to path atomically: PATH.tmp.PID, fsync, rename. */
 static int write_file_atomic(const char *path, const char *text)
 {
-    char tmp[PATH_MAX];
-    size_t len = strlen(text), off = 0;
-    int fd;
-
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >=
-        (int)sizeof(tmp)) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
-        return -1;
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            goto fail;
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0)
-        goto fail;
-    if (close(fd) != 0) {
-        fd = -1;
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0)
-        goto fail;
-    return 0;
-fail:;
-    int saved = errno;
-
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    errno = saved;
-    return -1;
+    return kw_file_replace(path, text, strlen(text), NULL, 0);
 }
 
 static int control_listen(const char *path)

@@ -4,6 +4,7 @@
  * follow its table field by field.
  */
 #include "workload.h"
+#include "kw_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -135,36 +136,18 @@ bool kw_wl_run_parse(const char *s, uint64_t *out)
 int kw_wl_manifest_write(const char *path, const kw_wl_manifest_t *m,
                          char *errstr, size_t errstr_size)
 {
-    char tmp[4096], text[1024];
-    int fd, n;
+    char text[1024];
+    int n;
     size_t len;
 
-    n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-    if (n < 0 || (size_t)n >= sizeof(tmp)) {
-        snprintf(errstr, errstr_size, "%s: path too long", path);
-        return -1;
-    }
     n = snprintf(text, sizeof(text),
-                 "# kwal-loadgen manifest (format: tools/workload.h)\n"
+                 "# kwal-loadgen manifest (format: tools/testkit/workload.h)\n"
                  "run_id=%016" PRIx64 "\nfirst=%" PRIu64 "\nrecords=%" PRIu64 "\n"
                  "size=%" PRIu64 "\ntopic=%s\ndelivered=%" PRId64 "\nfailed=%" PRId64 "\n",
                  m->run, m->first, m->records, m->size, m->topic, m->delivered, m->failed);
     len = (size_t)n;
-    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
-        snprintf(errstr, errstr_size, "%s: %s", tmp, strerror(errno));
+    if (kw_file_replace(path, text, len, errstr, errstr_size) != 0)
         return -1;
-    }
-    if (write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
-        snprintf(errstr, errstr_size, "%s: write: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        return -1;
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
     return 0;
 }
 

@@ -75,6 +75,8 @@
 
 #include <zookeeper/zookeeper.h>
 
+#include "kw_file.h"
+
 #define PROG "kwal-zk-local"
 
 #define EXIT_FAIL  1
@@ -278,32 +280,10 @@ static ssize_t read_small(const char *path, char *buf, size_t size)
 /* Writes a whole file under a temporary name and renames it into place. */
 static int write_file(const char *path, const char *text)
 {
-    char tmp[PATH_MAX + 8];
-    size_t len = strlen(text), done = 0;
-    int fd;
+    char why[512];
 
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        error_msg("cannot create %s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    while (done < len) {
-        ssize_t n = write(fd, text + done, len - done);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            error_msg("cannot write %s: %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            return -1;
-        }
-        done += (size_t)n;
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        error_msg("cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
+    if (kw_file_replace(path, text, strlen(text), why, sizeof(why)) != 0) {
+        error_msg("%s", why);
         return -1;
     }
     return 0;

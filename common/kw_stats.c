@@ -1,0 +1,59 @@
+/* kw_stats.c -- see kw_stats.h. */
+#include "kw_stats.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kw_file.h"
+
+void kw_stats_init(kw_stats_t *s, const char *mode)
+{
+    memset(s, 0, sizeof(*s));
+    s->mode = mode;
+    s->recovery_ms = -1;
+    s->wal_replicas_healthy = -1;
+    s->first_assignment_ms = -1;
+    s->first_stored_ms = -1;
+}
+
+size_t kw_stats_format_json(const kw_stats_t *s, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap,
+        "{\"version\":%d,\"mode\":\"%s\",\"final\":%s,\"pid\":%ld,"
+        "\"started_ms\":%" PRId64 ",\"uptime_ms\":%" PRId64 ","
+        "\"records_received\":%" PRIu64 ",\"records_delivered\":%" PRIu64 ","
+        "\"records_stored\":%" PRIu64 ",\"duplicate_deliveries\":%" PRIu64 ","
+        "\"batches\":%" PRIu64 ",\"source_loss_events\":%" PRIu64 ","
+        "\"source_loss_records\":%" PRIu64 ",\"blocks_durable\":%" PRIu64 ","
+        "\"blocks_replayed\":%" PRIu64 ",\"records_replayed\":%" PRIu64 ","
+        "\"blocks_lost\":%" PRIu64 ",\"records_lost\":%" PRIu64 ","
+        "\"recovery_ms\":%" PRId64 ",\"recovery_classic\":%d,"
+        "\"wal_bytes\":%" PRIu64 ",\"wal_fsyncs\":%" PRIu64 ","
+        "\"wal_replicas_healthy\":%" PRId64 ",\"zk_writes\":%" PRIu64 ","
+        "\"receiver_restarts\":%" PRIu64 ",\"partitions_owned\":%" PRIu64 ","
+        "\"first_assignment_ms\":%" PRId64 ",\"first_stored_ms\":%" PRId64 "}\n",
+        KW_STATS_JSON_VERSION, s->mode != NULL ? s->mode : "", s->final ? "true" : "false",
+        (long)getpid(), s->started_ms, s->uptime_ms, s->records_received,
+        s->records_delivered, s->records_stored, s->duplicate_deliveries, s->batches,
+        s->source_loss_events, s->source_loss_records, s->blocks_durable,
+        s->blocks_replayed, s->records_replayed, s->blocks_lost, s->records_lost,
+        s->recovery_ms, s->recovery_classic ? 1 : 0, s->wal_bytes, s->wal_fsyncs,
+        s->wal_replicas_healthy, s->zk_writes, s->receiver_restarts, s->partitions_owned,
+        s->first_assignment_ms, s->first_stored_ms);
+
+    return n < 0 ? 0 : (size_t)n;
+}
+
+int kw_stats_write_json(const kw_stats_t *s, const char *path, char *errstr, size_t errlen)
+{
+    char buf[2048];
+    size_t n = kw_stats_format_json(s, buf, sizeof(buf));
+
+    if (n >= sizeof(buf)) {
+        snprintf(errstr, errlen, "%s: statistics do not fit the buffer", path);
+        return -1;
+    }
+    return kw_file_replace(path, buf, n, errstr, errlen);
+}

@@ -1,0 +1,77 @@
+/*
+ * kw_stats.h -- kwal's statistics as data: the one struct that the log's
+ * summary line, the --stats-json file and (later) the metrics endpoint are
+ * made from, so that runners and tests read numbers, never log text.
+ *
+ * The program (tools/kwal) fills a kw_stats_t from the running service's
+ * own counters (kw_receiver_stats, kw_direct_stats, the recovery report)
+ * and writes it with kw_stats_write_json() every few seconds and at exit.
+ *
+ * JSON format (one object, keys in this order; every counter is a JSON
+ * integer, a time that is unknown is -1):
+ *
+ *   {"version":1,"mode":"receive","final":false,"pid":1234,
+ *    "started_ms":<wall clock at start>,"uptime_ms":...,
+ *    "records_received":...,"records_delivered":...,"records_stored":...,
+ *    "duplicate_deliveries":...,"batches":...,
+ *    "source_loss_events":...,"source_loss_records":...,
+ *    "blocks_durable":...,"blocks_replayed":...,"records_replayed":...,
+ *    "blocks_lost":...,"records_lost":...,"recovery_ms":...,
+ *    "recovery_classic":0|1,"wal_bytes":...,"wal_fsyncs":...,
+ *    "wal_replicas_healthy":...,"zk_writes":...,"receiver_restarts":...,
+ *    "partitions_owned":...,"first_assignment_ms":...,
+ *    "first_stored_ms":...}
+ *
+ * mode is "receive", "receive-no-wal", "direct", "direct-at-least-once" or
+ * "recover". final is true only in the file written at exit. Times named
+ * *_ms after "uptime_ms" are milliseconds since the process started.
+ * The file is replaced atomically (kw_file.h): a reader sees a whole object.
+ */
+#ifndef KW_STATS_H
+#define KW_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KW_STATS_JSON_VERSION 1
+
+typedef struct kw_stats {
+    const char *mode;              /* static string, see above */
+    int      final;
+    int64_t  started_ms;           /* wall clock */
+    int64_t  uptime_ms;
+    uint64_t records_received;
+    uint64_t records_delivered;
+    uint64_t records_stored;
+    uint64_t duplicate_deliveries; /* invariant 3: counted, never hidden */
+    uint64_t batches;
+    uint64_t source_loss_events;   /* invariant 6 */
+    uint64_t source_loss_records;
+    uint64_t blocks_durable;
+    uint64_t blocks_replayed;      /* by recovery, before anything new */
+    uint64_t records_replayed;
+    uint64_t blocks_lost;          /* given up with --skip-corrupt */
+    uint64_t records_lost;
+    int64_t  recovery_ms;          /* -1: no recovery ran */
+    int      recovery_classic;
+    uint64_t wal_bytes;            /* bytes written per replica, headers included */
+    uint64_t wal_fsyncs;           /* all replicas */
+    int64_t  wal_replicas_healthy; /* -1: no WAL */
+    uint64_t zk_writes;            /* offset updates (multi-ops) that succeeded */
+    uint64_t receiver_restarts;
+    uint64_t partitions_owned;
+    int64_t  first_assignment_ms;  /* -1: none yet */
+    int64_t  first_stored_ms;      /* -1: nothing stored yet */
+} kw_stats_t;
+
+/* Zero every counter, -1 every unknown time; mode as given. */
+void kw_stats_init(kw_stats_t *s, const char *mode);
+
+/* The JSON object above (with a trailing newline) into buf; returns the
+ * length it needs (as snprintf: a result >= cap means it was cut). */
+size_t kw_stats_format_json(const kw_stats_t *s, char *buf, size_t cap);
+
+/* Format and replace path atomically. 0, or -1 with errstr filled. */
+int kw_stats_write_json(const kw_stats_t *s, const char *path, char *errstr, size_t errlen);
+
+#endif /* KW_STATS_H */

@@ -1,0 +1,166 @@
+/*
+ * test_common.c -- common/'s small helpers: durable file replacement
+ * (kw_file.h), statistics as JSON (kw_stats.h) and the clock's deadlines
+ * (kw_time.h). The configuration table has its own test_conf.c.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kw_file.h"
+#include "kw_stats.h"
+#include "kw_time.h"
+#include "test_util.h"
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    static char buf[8192];
+    size_t n;
+
+    if (f == NULL)
+        return NULL;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Only PATH is left in the directory: no temporary file. */
+static int entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void test_file_replace(void **state)
+{
+    char *dir = test_tmpdir_new("common");
+    char path[512], bad[600], why[256];
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/f", dir);
+    assert_int_equal(kw_file_replace(path, "one\n", 4, why, sizeof(why)), 0);
+    assert_string_equal(slurp(path), "one\n");
+    assert_int_equal(kw_file_replace(path, "second\n", 7, why, sizeof(why)), 0);
+    assert_string_equal(slurp(path), "second\n");
+    assert_int_equal(entries(dir), 1);
+    assert_int_equal(kw_file_replace(path, "", 0, NULL, 0), 0);
+    assert_string_equal(slurp(path), "");
+
+    /* a directory that does not exist: -1, errno, errstr names the file,
+     * nothing left behind */
+    snprintf(bad, sizeof(bad), "%s/no/such/dir/f", dir);
+    why[0] = '\0';
+    assert_int_equal(kw_file_replace(bad, "x", 1, why, sizeof(why)), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_non_null(strstr(why, "no/such/dir/f"));
+    /* a target that is a directory: the rename fails, the old stays */
+    snprintf(bad, sizeof(bad), "%s/d", dir);
+    assert_int_equal(mkdir(bad, 0700), 0);
+    assert_int_equal(kw_file_replace(bad, "x", 1, why, sizeof(why)), -1);
+    assert_non_null(strstr(why, "rename"));
+    assert_int_equal(entries(dir), 2);        /* f and d, no temporary */
+    assert_int_equal(kw_file_fsync_parent(path), 0);
+    assert_int_equal(kw_file_fsync_parent("relative-name"), 0);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* Every key of the documented format, once, in order, with its value. */
+static void test_stats_json(void **state)
+{
+    static const char *const keys[] = {
+        "version", "mode", "final", "pid", "started_ms", "uptime_ms", "records_received",
+        "records_delivered", "records_stored", "duplicate_deliveries", "batches",
+        "source_loss_events", "source_loss_records", "blocks_durable", "blocks_replayed",
+        "records_replayed", "blocks_lost", "records_lost", "recovery_ms", "recovery_classic",
+        "wal_bytes", "wal_fsyncs", "wal_replicas_healthy", "zk_writes", "receiver_restarts",
+        "partitions_owned", "first_assignment_ms", "first_stored_ms", NULL
+    };
+    char *dir = test_tmpdir_new("stats");
+    char path[512], why[256], buf[2048], key[64];
+    const char *p;
+    kw_stats_t s;
+    size_t n;
+
+    (void)state;
+    kw_stats_init(&s, "receive");
+    assert_int_equal(s.recovery_ms, -1);
+    assert_int_equal(s.first_stored_ms, -1);
+    s.records_stored = 18446744073709551615ull;    /* the largest counter */
+    s.duplicate_deliveries = 7;
+    s.final = 1;
+    n = kw_stats_format_json(&s, buf, sizeof(buf));
+    assert_true(n < sizeof(buf));
+    assert_int_equal(buf[0], '{');
+    assert_int_equal(buf[n - 1], '\n');
+    assert_int_equal(buf[n - 2], '}');
+    p = buf;
+    for (int i = 0; keys[i] != NULL; i++) {
+        snprintf(key, sizeof(key), "\"%s\":", keys[i]);
+        p = strstr(p, key);
+        if (p == NULL)
+            fail_msg("key %s missing or out of order in %s", keys[i], buf);
+    }
+    assert_non_null(strstr(buf, "\"mode\":\"receive\""));
+    assert_non_null(strstr(buf, "\"final\":true"));
+    assert_non_null(strstr(buf, "\"records_stored\":18446744073709551615,"));
+    assert_non_null(strstr(buf, "\"duplicate_deliveries\":7,"));
+    assert_non_null(strstr(buf, "\"recovery_ms\":-1,"));
+    assert_non_null(strstr(buf, "\"first_stored_ms\":-1}"));
+    /* a buffer too small says how much it needs */
+    assert_int_equal(kw_stats_format_json(&s, buf, 10), n);
+
+    snprintf(path, sizeof(path), "%s/stats.json", dir);
+    assert_int_equal(kw_stats_write_json(&s, path, why, sizeof(why)), 0);
+    kw_stats_format_json(&s, buf, sizeof(buf));
+    assert_string_equal(slurp(path), buf);
+    test_rmtree(dir);
+    free(dir);
+}
+
+static void test_deadline(void **state)
+{
+    struct timespec now, d;
+
+    (void)state;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    d = kw_deadline_ts(CLOCK_MONOTONIC, 1999);
+    assert_true(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+    {
+        int64_t ms = (int64_t)(d.tv_sec - now.tv_sec) * 1000 + (d.tv_nsec - now.tv_nsec) / 1000000;
+
+        assert_true(ms >= 1999 && ms <= 2100);
+    }
+    assert_true(kw_mono_ns() / 1000000 >= (uint64_t)kw_mono_ms() - 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_file_replace),
+        cmocka_unit_test(test_stats_json),
+        cmocka_unit_test(test_deadline),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
