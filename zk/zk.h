@@ -1,5 +1,5 @@
 /*
- * zkstore.h -- kwal's ZooKeeper offset store and partition ownership.
+ * zk.h -- kwal's ZooKeeper offset store and partition ownership.
  *
  * One handle is one ZooKeeper session of one kwal instance in one consumer
  * group. It keeps the layout of DESIGN.md ("ZooKeeper layout"), below the
@@ -66,8 +66,8 @@
  * than by the client library: the session is opened on the hosts, the chroot
  * path is created when missing, and every path is prefixed with it.
  */
-#ifndef KW_ZKSTORE_H
-#define KW_ZKSTORE_H
+#ifndef KW_ZK_H
+#define KW_ZK_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -212,4 +212,4 @@ void kw_zk_session_credentials(kw_zk_t *zk, int64_t *id, char passwd[16]);
  * KW_ETIMEDOUT. Any thread. */
 kw_err_t kw_zk_wait_active(kw_zk_t *zk, int timeout_ms);
 
-#endif /* KW_ZKSTORE_H */
+#endif /* KW_ZK_H */

@@ -1,5 +1,5 @@
 /*
- * test_zkstore.c -- unit tests of the ZooKeeper offset store and partition
+ * test_zk.c -- unit tests of the ZooKeeper offset store and partition
  * ownership (zk/zk.h) against a REAL ZooKeeper server.
  *
  * How: the group setup starts Debian's ZooKeeper with
@@ -8,7 +8,7 @@
  * KWAL_BIN_DIR every test is skipped with a message; a binary that exists
  * but cannot start ZooKeeper fails the run. Every test uses its own group
  * (or chroot) so tests do not see each other's nodes. What kwal wrote is
- * read back raw with the ZooKeeper C client (raw_*), never through zkstore.
+ * read back raw with the ZooKeeper C client (raw_*), never through zk.h.
  * Faults: a session is expired by connecting a second client with its id and
  * password and closing it (the server then ends the session); an outage is
  * `kwal-zk-local stop` followed by `start` on the same port and data. Every
@@ -54,7 +54,7 @@ static struct {
 static int group_setup(void **state)
 {
     (void)state;
-    int rc = test_zk_server_start(&g.zk, "zkstore", "--tick-ms 500");
+    int rc = test_zk_server_start(&g.zk, "zk", "--tick-ms 500");
     if (rc <= 0) {
         g.skip = rc == 0;
         return rc;
