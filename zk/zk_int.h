@@ -63,11 +63,10 @@
 #include <zookeeper/zookeeper.h>
 
 #include "kw_log.h"
+#include "kw_time.h"
 
-/* The log module of every file of zk/. Still "zkstore": the integration
- * test 0024 reads "zkstore: connected ..." and "zkstore: partition ... lost"
- * from kwal's log, so a rename goes together with that test. */
-#define MOD "zkstore"
+/* The log module of every file of zk/. */
+#define MOD "zk"
 #define KW__ZK_PATH_MAX       1024
 #define KW__ZK_BACKOFF_MIN_MS 50
 #define KW__ZK_BACKOFF_MAX_MS 1000
@@ -129,27 +128,13 @@ struct kw_zk {
 /* small helpers (zk_int.h)                                            */
 /* ------------------------------------------------------------------ */
 
-static inline int64_t kw__zk_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static inline void kw__zk_sleep_ms(int64_t ms)
-{
-    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 /* Sleep the next backoff step, bounded by the deadline; 0 once it passed. */
 static inline int kw__zk_backoff(int64_t deadline, int *delay)
 {
-    int64_t left = deadline - kw__zk_now_ms();
+    int64_t left = deadline - kw_mono_ms();
     if (left <= 0)
         return 0;
-    kw__zk_sleep_ms(*delay < left ? *delay : left);
+    kw_sleep_ms(*delay < left ? *delay : left);
     *delay = *delay * 2 > KW__ZK_BACKOFF_MAX_MS ? KW__ZK_BACKOFF_MAX_MS : *delay * 2;
     return 1;
 }
@@ -157,17 +142,12 @@ static inline int kw__zk_backoff(int64_t deadline, int *delay)
 /* Wait on zk->cond until abs deadline (monotonic ms). mu held. */
 static inline void kw__zk_cond_wait_until(kw_zk_t *zk, int64_t deadline_ms)
 {
+    int64_t left = deadline_ms - kw_mono_ms();
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t left = deadline_ms - kw__zk_now_ms();
+
     if (left <= 0)
         return;
-    ts.tv_sec += (time_t)(left / 1000);
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    ts = kw_deadline_ts(CLOCK_MONOTONIC, left);
     pthread_cond_timedwait(&zk->cond, &zk->mu, &ts);
 }
 
@@ -249,7 +229,7 @@ static inline void kw__zk_conn_put(kw_zk_t *zk, kw__zk_conn_t *c)
 static inline kw_err_t kw__zk_wait_active_until(kw_zk_t *zk, int64_t deadline)
 {
     pthread_mutex_lock(&zk->mu);
-    while (zk->reestablishing && !zk->stopping && kw__zk_now_ms() < deadline)
+    while (zk->reestablishing && !zk->stopping && kw_mono_ms() < deadline)
         kw__zk_cond_wait_until(zk, deadline);
     kw_err_t err = zk->stopping ? KW_ECLOSED : zk->reestablishing ? KW_ETIMEDOUT : KW_OK;
     pthread_mutex_unlock(&zk->mu);

@@ -47,7 +47,7 @@ kw_err_t kw_zk_get_offset(kw_zk_t *zk, const char *topic, int32_t partition,
     if (err != KW_OK)
         return err;
     kw__zk_offset_path(zk, topic, partition, path);
-    int64_t deadline = kw__zk_now_ms() + zk->op_ms;
+    int64_t deadline = kw_mono_ms() + zk->op_ms;
     int delay = KW__ZK_BACKOFF_MIN_MS;
     for (;;) {
         if (kw__zk_wait_active_until(zk, deadline) != KW_OK)
@@ -274,7 +274,7 @@ kw_err_t kw_zk_commit(kw_zk_t *zk, const kw_zk_offset_t *offs, size_t n,
     zoo_op_result_t *res = NULL;
     int *versions = NULL;
     kw_err_t err = KW_OK;
-    int64_t deadline = kw__zk_now_ms() + zk->op_ms;
+    int64_t deadline = kw_mono_ms() + zk->op_ms;
     int delay = KW__ZK_BACKOFF_MIN_MS, replans = 0;
     size_t k = 0, nops = 0;
     int ids_version = -1;
@@ -349,7 +349,7 @@ replan:
                 goto cleanup;
             }
             if (rb == RB_CHANGED) {
-                if (++replans > 3 || kw__zk_now_ms() >= deadline) {
+                if (++replans > 3 || kw_mono_ms() >= deadline) {
                     err = kw_seterr(errstr, errlen, KW_EAGAIN,
                                     "offsets changed under the commit; retry");
                     goto cleanup;
@@ -411,7 +411,7 @@ replan:
             }
             if (rrc == ZOK)
                 cache_set(zk, it->off, exists, corrupt ? -1 : v, version);
-            if (++replans > 3 || kw__zk_now_ms() >= deadline) {
+            if (++replans > 3 || kw_mono_ms() >= deadline) {
                 err = kw_seterr(errstr, errlen, KW_EAGAIN,
                                 "offset node %s keeps changing under the commit; retry",
                                 it->fpath);

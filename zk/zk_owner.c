@@ -277,8 +277,8 @@ kw_err_t kw_zk_own(kw_zk_t *zk, const char *topic, int32_t partition,
 {
     char opath[KW__ZK_PATH_MAX], fpath[KW__ZK_PATH_MAX], parent[KW__ZK_PATH_MAX];
     char holder[256] = "";
-    int64_t deadline = kw__zk_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-    int64_t op_deadline = kw__zk_now_ms() + zk->op_ms;
+    int64_t deadline = kw_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t op_deadline = kw_mono_ms() + zk->op_ms;
     int delay = KW__ZK_BACKOFF_MIN_MS;
     kw_err_t err = kw__zk_topic_check(topic, partition, errstr, errlen);
     if (err != KW_OK)
@@ -314,7 +314,7 @@ kw_err_t kw_zk_own(kw_zk_t *zk, const char *topic, int32_t partition,
         }
         if (err != KW_OK) {
             kw__zk_conn_put(zk, c);
-            if (err == KW_EAGAIN && kw__zk_now_ms() < dl)
+            if (err == KW_EAGAIN && kw_mono_ms() < dl)
                 continue;
             return err;
         }
@@ -377,14 +377,14 @@ kw_err_t kw_zk_own(kw_zk_t *zk, const char *topic, int32_t partition,
             continue;
         }
         /* OWN_HELD: wait for a watch event, or poll */
-        int64_t now = kw__zk_now_ms();
+        int64_t now = kw_mono_ms();
         if (now >= deadline)
             return kw_seterr(errstr, errlen, KW_EBUSY,
                              "%s/%" PRId32 " is owned by '%s' (waited %d ms)",
                              topic, partition, holder, timeout_ms);
         int64_t until = now + OWN_POLL_MS < deadline ? now + OWN_POLL_MS : deadline;
         pthread_mutex_lock(&zk->mu);
-        while (zk->watch_gen == gen && !zk->stopping && kw__zk_now_ms() < until)
+        while (zk->watch_gen == gen && !zk->stopping && kw_mono_ms() < until)
             kw__zk_cond_wait_until(zk, until);
         pthread_mutex_unlock(&zk->mu);
         delay = KW__ZK_BACKOFF_MIN_MS;
@@ -415,7 +415,7 @@ kw_err_t kw_zk_disown(kw_zk_t *zk, const char *topic, int32_t partition,
     kw__zk_conn_t *c = kw__zk_conn_get(zk, 1);
     if (c == NULL)
         return KW_OK;
-    int64_t deadline = kw__zk_now_ms() + zk->op_ms;
+    int64_t deadline = kw_mono_ms() + zk->op_ms;
     int delay = KW__ZK_BACKOFF_MIN_MS, rc;
     while ((rc = zoo_delete(c->zh, opath, version)) != ZOK && kw__zk_is_conn_loss(rc) &&
            kw__zk_backoff(deadline, &delay))
@@ -491,7 +491,7 @@ int kw__zk_reown(kw_zk_t *zk, kw__zk_conn_t *c, const kw_zk_partition_t *p)
                 ensure_path(zk, c->zh, parent);
             if (orc == OWN_ERR)
                 KW_LOG_W(MOD, "re-owning %s: %s; retrying", opath, zerror(zrc));
-            kw__zk_backoff(kw__zk_now_ms() + delay, &delay);
+            kw__zk_backoff(kw_mono_ms() + delay, &delay);
             continue;
         }
         int delete_it = 0;

@@ -124,9 +124,9 @@ static kw_err_t conn_open(kw_zk_t *zk, int timeout_ms, kw__zk_conn_t **out,
                              zk->connect, zerror(rc));
         }
     }
-    int64_t deadline = kw__zk_now_ms() + timeout_ms;
+    int64_t deadline = kw_mono_ms() + timeout_ms;
     pthread_mutex_lock(&zk->mu);
-    while (!conn->connected && !conn->dead && !zk->stopping && kw__zk_now_ms() < deadline)
+    while (!conn->connected && !conn->dead && !zk->stopping && kw_mono_ms() < deadline)
         kw__zk_cond_wait_until(zk, deadline);
     int ok = conn->connected && !conn->dead;
     int stopping = zk->stopping;
@@ -171,7 +171,7 @@ static int register_once(kw_zk_t *zk, zhandle_t *zh, int *version)
 
 kw_err_t kw_zk_register(kw_zk_t *zk, char *errstr, size_t errlen)
 {
-    int64_t deadline = kw__zk_now_ms() + zk->op_ms;
+    int64_t deadline = kw_mono_ms() + zk->op_ms;
     int delay = KW__ZK_BACKOFF_MIN_MS, rc = ZOK;
     for (;;) {
         if (kw__zk_wait_active_until(zk, deadline) != KW_OK)
@@ -243,7 +243,7 @@ static void session_verify(kw_zk_t *zk)
         return;
     }
     pthread_mutex_unlock(&zk->mu);
-    kw__zk_sleep_ms(100);
+    kw_sleep_ms(100);
     pthread_mutex_lock(&zk->mu);
 }
 
@@ -289,7 +289,7 @@ static void *session_main(void *arg)
             if (e == KW_OK || e == KW_ECLOSED)
                 break;
             KW_LOG_W(MOD, "%s; retrying", err);
-            kw__zk_backoff(kw__zk_now_ms() + delay, &delay);
+            kw__zk_backoff(kw_mono_ms() + delay, &delay);
         }
         pthread_mutex_lock(&zk->mu);
         if (c == NULL)
@@ -304,7 +304,7 @@ static void *session_main(void *arg)
         }
         pthread_mutex_unlock(&zk->mu);
         if (np > 0 && snap == NULL) {            /* try again shortly */
-            kw__zk_sleep_ms(KW__ZK_BACKOFF_MIN_MS);
+            kw_sleep_ms(KW__ZK_BACKOFF_MIN_MS);
             pthread_mutex_lock(&zk->mu);
             c->dead = 1;
             continue;
@@ -336,7 +336,7 @@ static void *session_main(void *arg)
             }
             if (!kw__zk_is_conn_loss(rc))
                 KW_LOG_W(MOD, "re-registering: %s; retrying", zerror(rc));
-            kw__zk_backoff(kw__zk_now_ms() + delay, &delay);
+            kw__zk_backoff(kw_mono_ms() + delay, &delay);
         }
         for (size_t i = 0; !restart && i < np; i++) {
             int r = kw__zk_reown(zk, c, &snap[i]);
@@ -409,7 +409,7 @@ void kw_zk_session_credentials(kw_zk_t *zk, int64_t *id, char passwd[16])
 
 kw_err_t kw_zk_wait_active(kw_zk_t *zk, int timeout_ms)
 {
-    return kw__zk_wait_active_until(zk, kw__zk_now_ms() + timeout_ms);
+    return kw__zk_wait_active_until(zk, kw_mono_ms() + timeout_ms);
 }
 
 static char *dupstr(const char *s)
@@ -527,7 +527,7 @@ kw_err_t kw_zk_new(const kw_zk_options_t *opts, kw_zk_t **out,
     err = conn_open(zk, zk->connect_ms, &zk->conn, errstr, errlen);
     if (err != KW_OK)
         goto fail;
-    int64_t deadline = kw__zk_now_ms() + zk->op_ms;
+    int64_t deadline = kw_mono_ms() + zk->op_ms;
     static const char *const subs[] = { "ids", "owners", "offsets" };
     for (size_t i = 0; i < 3; i++) {
         snprintf(path, sizeof(path), "%s/%s", zk->base, subs[i]);

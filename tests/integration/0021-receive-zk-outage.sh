@@ -153,5 +153,5 @@ pauses=$(sed -n 's/.* \([0-9]*\) pauses,.*/\1/p' "$LOG" | tail -n 1)
 [ "${pauses:-0}" -ge 1 ] || { showlog; fail "kwal never paused receiving (pauses '${pauses}')"; }
 ok "receiving paused ($pauses pauses) and resumed (all $TOTAL stored)"
 echo "--- kwal's ZooKeeper messages:"
-grep -v 'ZOO_' "$LOG" | grep -i 'zookeeper\|zkstore\|session\|retrying\|paus' | head -n 20
+grep -v 'ZOO_' "$LOG" | grep -i 'zookeeper\|zk:\|session\|retrying\|paus' | head -n 20
 echo "PASS: $checks checks"

@@ -24,7 +24,7 @@
 #     (ids/<instance> holding "host:pid" of a running kwal), and only running
 #     instances may be registered. If an assigned/revoked line appears while
 #     ZooKeeper is read, the snapshot is taken again (bounded);
-#   * no partition was ever reported lost (zkstore "partition ... lost");
+#   * no partition was ever reported lost (zk "partition ... lost");
 #   * pooled over both sinks, every record is stored exactly once
 #     (kwal-verify --sqlite A --sqlite B: missing=0 duplicates=0), each stop
 #     summary reports 0 duplicate deliveries (a revoke flushes first), and
@@ -118,7 +118,7 @@ events() {
 
 # instance LOG: the instance name kwal registered under (its ids node).
 instance() {
-    sed -n "s/.*zkstore: connected to ZooKeeper at .* as '\([^']*\)'.*/\1/p" "$1" | head -n 1
+    sed -n "s/.*zk: connected to ZooKeeper at .* as '\([^']*\)'.*/\1/p" "$1" | head -n 1
 }
 
 zkls() { timeout 30 "$ZKL" ls --connect "$ZK" "$1"; }
@@ -305,7 +305,7 @@ scenario() {
     [ "$sb" -gt 0 ] || fail "$TAG: instance B stored nothing"
     ok "$TAG: $TOTAL stored exactly once over both sinks (A $sa, B $sb), 0 missing, 0 duplicates"
 
-    lost=$(grep -h 'zkstore: partition .* lost' "$ALOG" "$D"/b/kwal*.log)
+    lost=$(grep -h 'zk: partition .* lost' "$ALOG" "$D"/b/kwal*.log)
     [ -z "$lost" ] || { echo "$lost"; fail "$TAG: partitions were lost"; }
     ok "$TAG: no partition lost in ZooKeeper"
 
