@@ -1098,3 +1098,62 @@ void kw_block_iter_destroy(kw_block_iter_t *it)
     free(it->hdrs);
     free(it);
 }
+
+/* ---- Flat batches ---- */
+
+static kw_err_t flat_push(kw_flat_batch_t *fb, const kw_record_t *rec)
+{
+    kw_record_t *r;
+
+    if (fb->n == fb->cap) {
+        size_t ncap = fb->cap ? fb->cap * 2 : 1024;
+        kw_record_t *nr = realloc(fb->recs, ncap * sizeof(*nr));
+
+        if (nr == NULL)
+            return KW_ENOMEM;
+        fb->recs = nr;
+        fb->cap = ncap;
+    }
+    r = &fb->recs[fb->n];
+    *r = *rec;
+    if (rec->header_count > 0) {
+        kw_record_header_t *h = malloc(rec->header_count * sizeof(*h));
+        kw_record_header_t **nh = realloc(fb->hdrs, (fb->nhdrs + 1) * sizeof(*nh));
+
+        if (nh != NULL)
+            fb->hdrs = nh;
+        if (h == NULL || nh == NULL) {
+            free(h);
+            return KW_ENOMEM;
+        }
+        memcpy(h, rec->headers, rec->header_count * sizeof(*h));
+        fb->hdrs[fb->nhdrs++] = h;
+        r->headers = h;
+    }
+    fb->n++;
+    return KW_OK;
+}
+
+kw_err_t kw_flat_batch_add(kw_flat_batch_t *fb, const kw_block_t *block)
+{
+    kw_block_iter_t *it = NULL;
+    kw_record_t r;
+    kw_err_t err;
+
+    if ((err = kw_block_iter_new(block, &it)) != KW_OK)
+        return err;
+    while ((err = kw_block_iter_next(it, &r)) == KW_OK)
+        if ((err = flat_push(fb, &r)) != KW_OK)
+            break;
+    kw_block_iter_destroy(it);
+    return err == KW_EOF ? KW_OK : err;
+}
+
+void kw_flat_batch_free(kw_flat_batch_t *fb)
+{
+    for (size_t i = 0; i < fb->nhdrs; i++)
+        free(fb->hdrs[i]);
+    free(fb->hdrs);
+    free(fb->recs);
+    memset(fb, 0, sizeof(*fb));
+}

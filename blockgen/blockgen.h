@@ -174,6 +174,27 @@ kw_err_t kw_block_iter_new(const kw_block_t *block, kw_block_iter_t **it);
 kw_err_t kw_block_iter_next(kw_block_iter_t *it, kw_record_t *rec);
 void kw_block_iter_destroy(kw_block_iter_t *it);
 
+/*
+ * Blocks -> one flat array of records: what a batch hands to the sink.
+ * Zero-initialise, add blocks in order, use recs[0..n-1], then free. The
+ * records point into the blocks, which must outlive the batch; header
+ * arrays are copied (an iterator's are only valid until its next call).
+ * One thread.
+ */
+typedef struct kw_flat_batch {
+    kw_record_t          *recs;
+    size_t                n, cap;
+    kw_record_header_t  **hdrs;     /* the copied header arrays */
+    size_t                nhdrs;
+} kw_flat_batch_t;
+
+/* Append every record of block. KW_ENOMEM leaves fb valid (with a prefix of
+ * the block's records; the caller frees it). */
+kw_err_t kw_flat_batch_add(kw_flat_batch_t *fb, const kw_block_t *block);
+
+/* Free what the batch allocated (not the blocks). fb is zeroed. */
+void kw_flat_batch_free(kw_flat_batch_t *fb);
+
 /* ---- Generator ---- */
 
 typedef struct kw_blockgen kw_blockgen_t;

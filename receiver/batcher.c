@@ -95,65 +95,13 @@ static int run_round(kw_receiver_t *svc)
 
 #define NOWAL_FINAL_TRIES 3
 
-/* The records of the pending blocks being delivered. Record pointers point
- * into the blocks (still on the pending list: only this thread removes
- * them); header arrays point into the iterator, so they are copied. */
-typedef struct nowal_batch {
-    kw_record_t         *recs;
-    size_t               nrecs, cap;
-    kw_record_header_t **hdrs;
-    size_t               nhdrs;
-} nowal_batch_t;
-
-static void nowal_batch_free(nowal_batch_t *nb)
-{
-    for (size_t i = 0; i < nb->nhdrs; i++)
-        free(nb->hdrs[i]);
-    free(nb->hdrs);
-    free(nb->recs);
-    memset(nb, 0, sizeof(*nb));
-}
-
-static int nowal_push(nowal_batch_t *nb, const kw_record_t *rec)
-{
-    kw_record_t *r;
-
-    if (nb->nrecs == nb->cap) {
-        size_t ncap = nb->cap ? nb->cap * 2 : 1024;
-        kw_record_t *nr = realloc(nb->recs, ncap * sizeof(*nr));
-
-        if (nr == NULL)
-            return -1;
-        nb->recs = nr;
-        nb->cap = ncap;
-    }
-    r = &nb->recs[nb->nrecs];
-    *r = *rec;
-    if (rec->header_count > 0) {
-        kw_record_header_t *h = malloc(rec->header_count * sizeof(*h));
-        kw_record_header_t **nh = realloc(nb->hdrs, (nb->nhdrs + 1) * sizeof(*nh));
-
-        if (nh != NULL)
-            nb->hdrs = nh;
-        if (h == NULL || nh == NULL) {
-            free(h);
-            return -1;
-        }
-        memcpy(h, rec->headers, rec->header_count * sizeof(*h));
-        nb->hdrs[nb->nhdrs++] = h;
-        r->headers = h;
-    }
-    nb->nrecs++;
-    return 0;
-}
-
 /* One --no-wal round: the blocks pending now, as one batch. 0 delivered (or
  * nothing pending), 1 the sink failed (the blocks stay pending; logged), -1
  * out of memory (logged; the blocks stay pending). */
 static int run_round_no_wal(kw_receiver_t *svc)
 {
     kw_block_t **blocks = NULL;
-    nowal_batch_t nb;
+    kw_flat_batch_t nb;
     kw_sink_stats_t ss;
     uint64_t id, bytes = 0;
     char errstr[512];
@@ -176,28 +124,18 @@ static int run_round_no_wal(kw_receiver_t *svc)
     if (blocks == NULL)
         goto oom;
     for (size_t i = 0; i < n; i++) {
-        kw_block_iter_t *it = NULL;
-        kw_record_t r;
-
+        /* the records point into the blocks, still on the pending list:
+         * only this thread removes them */
         bytes += kw_block_size(blocks[i]);
-        if (kw_block_iter_new(blocks[i], &it) != KW_OK)
-            goto oom;
-        while ((err = kw_block_iter_next(it, &r)) == KW_OK) {
-            if (nowal_push(&nb, &r) != 0) {
-                kw_block_iter_destroy(it);
-                goto oom;
-            }
-        }
-        kw_block_iter_destroy(it);
-        if (err != KW_EOF)
+        if (kw_flat_batch_add(&nb, blocks[i]) != KW_OK)
             goto oom;
     }
 
     id = kw_receiver_next_batch_id(svc->last_batch_id, kw_wall_ms());
     svc->last_batch_id = id;
-    err = kw_sink_write_batch(svc->sink, id, nb.recs, nb.nrecs, &ss, errstr,
+    err = kw_sink_write_batch(svc->sink, id, nb.recs, nb.n, &ss, errstr,
                               sizeof(errstr));
-    nowal_batch_free(&nb);
+    kw_flat_batch_free(&nb);
     if (err != KW_OK) {
         KW_LOG_E(BATCH_MOD, "batch %" PRIu64 ": sink: %s; its %zu blocks stay pending "
                  "(--no-wal: their offsets are in ZooKeeper, a crash now loses them)",
@@ -231,7 +169,7 @@ static int run_round_no_wal(kw_receiver_t *svc)
     return 0;
 
 oom:
-    nowal_batch_free(&nb);
+    kw_flat_batch_free(&nb);
     free(blocks);
     KW_LOG_E(BATCH_MOD, "--no-wal: out of memory building a batch of %zu blocks; they "
              "stay pending", n);

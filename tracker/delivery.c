@@ -17,62 +17,20 @@
 
 #define MOD "delivery"
 
-/* The blocks and records of one batch being delivered. */
+/* The blocks of one batch being delivered, and their records. */
 typedef struct batch_buf {
-    kw_block_t  **blocks;
-    size_t        nblocks;
-    kw_record_t  *recs;
-    size_t        nrecs, cap;
-    kw_record_header_t **hdrs;   /* copies of iterator-owned header arrays */
-    size_t        nhdrs;
+    kw_block_t    **blocks;
+    size_t          nblocks;
+    kw_flat_batch_t fb;
 } batch_buf_t;
 
 static void batch_buf_free(batch_buf_t *bb)
 {
+    kw_flat_batch_free(&bb->fb);
     for (size_t i = 0; i < bb->nblocks; i++)
         kw_block_destroy(bb->blocks[i]);
-    for (size_t i = 0; i < bb->nhdrs; i++)
-        free(bb->hdrs[i]);
     free(bb->blocks);
-    free(bb->recs);
-    free(bb->hdrs);
     memset(bb, 0, sizeof(*bb));
-}
-
-static int push_rec(batch_buf_t *bb, const kw_record_t *rec)
-{
-    kw_record_t *r;
-
-    if (bb->nrecs == bb->cap) {
-        size_t ncap = bb->cap ? bb->cap * 2 : 1024;
-        kw_record_t *nr = realloc(bb->recs, ncap * sizeof(*nr));
-
-        if (nr == NULL)
-            return -1;
-        bb->recs = nr;
-        bb->cap = ncap;
-    }
-    r = &bb->recs[bb->nrecs];
-    *r = *rec;
-    if (rec->header_count > 0) {
-        /* headers point into the iterator until its next call: copy the array
-         * (names and values point into the block, which we keep) */
-        kw_record_header_t *h = malloc(rec->header_count * sizeof(*h));
-        kw_record_header_t **nh = realloc(bb->hdrs, (bb->nhdrs + 1) * sizeof(*nh));
-
-        if (h == NULL || nh == NULL) {
-            free(h);
-            if (nh != NULL)
-                bb->hdrs = nh;
-            return -1;
-        }
-        bb->hdrs = nh;
-        memcpy(h, rec->headers, rec->header_count * sizeof(*h));
-        bb->hdrs[bb->nhdrs++] = h;
-        r->headers = h;
-    }
-    bb->nrecs++;
-    return 0;
 }
 
 void kw_delivery_describe_block(kw_tracker_t *t, uint64_t lsn, char *buf, size_t cap)
@@ -112,8 +70,6 @@ static kw_err_t load_blocks(kw_wal_t *wal, kw_tracker_t *t, const kw_tracker_blo
     for (size_t i = 0; i < list->n; i++) {
         uint64_t lsn = list->v[i].pos.lsn;
         kw_wal_record_t rec;
-        kw_block_iter_t *it = NULL;
-        kw_record_t r;
         kw_block_t *b = NULL;
         kw_err_t err;
 
@@ -153,16 +109,7 @@ static kw_err_t load_blocks(kw_wal_t *wal, kw_tracker_t *t, const kw_tracker_blo
                              "it holds %s", lsn, why, ranges);
         }
         bb->blocks[bb->nblocks++] = b;
-        if (kw_block_iter_new(b, &it) != KW_OK)
-            goto oom;
-        while ((err = kw_block_iter_next(it, &r)) == KW_OK) {
-            if (push_rec(bb, &r) != 0) {
-                kw_block_iter_destroy(it);
-                goto oom;
-            }
-        }
-        kw_block_iter_destroy(it);
-        if (err != KW_EOF)
+        if (kw_flat_batch_add(&bb->fb, b) != KW_OK)
             goto oom;
     }
     return KW_OK;
@@ -189,7 +136,7 @@ static kw_err_t deliver(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink, uint64_
         batch_buf_free(&bb);
         return err;
     }
-    err = kw_sink_write_batch(sink, batch_id, bb.recs, bb.nrecs, &ss, why, sizeof(why));
+    err = kw_sink_write_batch(sink, batch_id, bb.fb.recs, bb.fb.n, &ss, why, sizeof(why));
     batch_buf_free(&bb);
     if (err != KW_OK)
         return kw_seterr(errstr, errlen, KW_EAGAIN, "batch %" PRIu64 ": sink: %s",

@@ -539,6 +539,41 @@ static void roundtrip_one(uint64_t seed, size_t n, int large)
     recs_free(&rs);
 }
 
+/* Three blocks flattened into one batch: every record, in block order,
+ * headers intact after the iterators are gone. */
+static void test_flat_batch(void **state)
+{
+    test_recs_t rs[3];
+    kw_record_t *recs[3];
+    kw_block_t *blk[3];
+    kw_block_meta_t meta = { 1, 1, 1 };
+    kw_flat_batch_t fb;
+    size_t sizes[3] = { 5, 1, 300 }, at = 0;
+    char err[256];
+
+    (void)state;
+    memset(&fb, 0, sizeof(fb));
+    for (int b = 0; b < 3; b++) {
+        recs_make(&rs[b], 100 + (uint64_t)b, sizes[b], 0);
+        recs[b] = recs_array(&rs[b]);
+        if (kw_block_encode(&meta, recs[b], sizes[b], &blk[b], err, sizeof err) != KW_OK)
+            fail_msg("encode: %s", err);
+        assert_int_equal(kw_flat_batch_add(&fb, blk[b]), KW_OK);
+    }
+    assert_int_equal(fb.n, 306);
+    for (int b = 0; b < 3; b++)
+        for (size_t i = 0; i < sizes[b]; i++)
+            assert_record_eq(&recs[b][i], &fb.recs[at++]);
+    kw_flat_batch_free(&fb);
+    assert_null(fb.recs);
+    assert_int_equal(fb.n, 0);
+    for (int b = 0; b < 3; b++) {
+        kw_block_destroy(blk[b]);
+        free(recs[b]);
+        recs_free(&rs[b]);
+    }
+}
+
 static void test_roundtrip_random(void **state)
 {
     uint64_t st = 12345;
@@ -1160,6 +1195,7 @@ int main(void)
         cmocka_unit_test(test_gen_stream),
         cmocka_unit_test(test_gen_rejects),
         cmocka_unit_test(test_rate_math),
+        cmocka_unit_test(test_flat_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
