@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,66 +150,6 @@ double kw_direct_pid_update(kw_direct_pid_t *e, int64_t now_ms, uint64_t n,
     return e->rate;
 }
 
-static kw_err_t sql_err(sqlite3 *db, const char *what, char *errstr, size_t errlen)
-{
-    return kw_seterr(errstr, errlen, KW_EIO, "sink database: %s: %s", what,
-                     sqlite3_errmsg(db));
-}
-
-kw_err_t kw_direct_ranges_init(sqlite3 *db, char *errstr, size_t errlen)
-{
-    if (sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS direct_ranges("
-                         "batch INTEGER NOT NULL, topic TEXT NOT NULL, "
-                         "partition INTEGER NOT NULL, from_offset INTEGER NOT NULL, "
-                         "until_offset INTEGER NOT NULL, "
-                         "PRIMARY KEY(batch, topic, partition));"
-                         "CREATE INDEX IF NOT EXISTS direct_ranges_tp "
-                         "ON direct_ranges(topic, partition, until_offset);",
-                     NULL, NULL, NULL) != SQLITE_OK)
-        return sql_err(db, "creating direct_ranges", errstr, errlen);
-    return KW_OK;
-}
-
-static kw_err_t query_i64(sqlite3 *db, const char *sql, const char *topic, int32_t partition,
-                          int64_t *out, char *errstr, size_t errlen)
-{
-    sqlite3_stmt *st = NULL;
-    int rc;
-
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        return sql_err(db, "reading direct_ranges", errstr, errlen);
-    if (topic != NULL) {
-        sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 2, partition);
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW)
-        return sql_err(db, "reading direct_ranges", errstr, errlen);
-    return KW_OK;
-}
-
-kw_err_t kw_direct_ranges_next(sqlite3 *db, const char *topic, int32_t partition,
-                               int64_t *next, char *errstr, size_t errlen)
-{
-    return query_i64(db, "SELECT COALESCE(MAX(until_offset), -1) FROM direct_ranges "
-                         "WHERE topic = ?1 AND partition = ?2", topic, partition, next,
-                     errstr, errlen);
-}
-
-kw_err_t kw_direct_ranges_last_batch(sqlite3 *db, uint64_t *batch, char *errstr,
-                                     size_t errlen)
-{
-    int64_t v = 0;
-    kw_err_t err = query_i64(db, "SELECT COALESCE(MAX(batch), 0) FROM direct_ranges",
-                             NULL, 0, &v, errstr, errlen);
-
-    *batch = (uint64_t)v;
-    return err;
-}
-
 /* ---- The service ---- */
 
 typedef struct dpart {
@@ -235,8 +174,7 @@ typedef struct dpart {
 struct kw_direct {
     const kw_conf_t    *conf;
     int                 at_least_once;
-    kw_sink_t          *sink;
-    sqlite3            *db;             /* the sink's, exactly-once only */
+    kw_sink_t          *sink;           /* the output (exactly-once: and the ranges) */
     kw_zk_t            *zk;
     rd_kafka_t         *rk;
     dpart_t            *parts;
@@ -256,6 +194,7 @@ struct kw_direct {
     struct {
         atomic_uint_fast64_t batches, delivered, stored, dups, partitions, busy,
                              short_reads, zk_failures, loss_events, loss_records;
+        _Atomic int64_t      first_stored_mono_ms;   /* 0: nothing stored yet */
     } n;
 };
 
@@ -373,16 +312,14 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
     if (err != KW_OK)
         goto fail;
     if (!d->at_least_once) {
-        if (kw_sink_kind(d->sink) != KW_SINK_SQLITE) {
+        if (!kw_sink_ranges_supported(d->sink)) {
             err = kw_seterr(errstr, errlen, KW_ECONFIG, "sink=%s: kwal direct stores its "
                             "offset ranges in the sink's transaction and needs "
                             "sink=sqlite:PATH (--at-least-once takes any sink)", rc->sink);
             goto fail;
         }
-        d->db = kw_sink_sqlite_db(d->sink);
-        if ((err = kw_direct_ranges_init(d->db, errstr, errlen)) != KW_OK ||
-            (err = kw_direct_ranges_last_batch(d->db, &d->last_batch, errstr,
-                                               errlen)) != KW_OK)
+        if ((err = kw_sink_ranges_last_batch(d->sink, &d->last_batch, errstr,
+                                             errlen)) != KW_OK)
             goto fail;
     }
 
@@ -429,6 +366,14 @@ void kw_direct_stats(kw_direct_t *d, kw_direct_stats_t *s)
     s->zk_failures = atomic_load(&d->n.zk_failures);
     s->source_loss_events = atomic_load(&d->n.loss_events);
     s->source_loss_records = atomic_load(&d->n.loss_records);
+    s->first_stored_mono_ms = atomic_load(&d->n.first_stored_mono_ms);
+    s->zk_writes = 0;
+    if (d->zk != NULL) {
+        kw_zk_status_t zs;
+
+        kw_zk_status(d->zk, &zs);
+        s->zk_writes = zs.commits;
+    }
 }
 
 static void free_msgs(kw_direct_t *d)
@@ -540,8 +485,8 @@ static kw_err_t stored_next(kw_direct_t *d, dpart_t *p, char *errstr, size_t err
     if (p->next >= 0)
         return KW_OK;
     if (!d->at_least_once)
-        return kw_direct_ranges_next(d->db, p->topic, p->partition, &p->next, errstr,
-                                     errlen);
+        return kw_sink_range_next(d->sink, p->topic, p->partition, &p->next, errstr,
+                                  errlen);
     {
         char why[512];
         kw_err_t err = kw_zk_get_offset(d->zk, p->topic, p->partition, &p->next, why,
@@ -916,34 +861,27 @@ static int build_records(kw_direct_t *d)
     return 0;
 }
 
-/* Inside the sink's transaction: this batch's ranges (exactly-once). */
-static kw_err_t store_ranges(sqlite3 *db, uint64_t batch, void *opaque, char *errstr,
-                             size_t errlen)
+/* Step 4, exactly-once: the records and this batch's ranges in one sink
+ * transaction (sink.h T1-T4). On error the sink has rolled it back (T2). */
+static kw_err_t write_with_ranges(kw_direct_t *d, uint64_t batch, kw_sink_stats_t *ss,
+                                  char *errstr, size_t errlen)
 {
-    kw_direct_t *d = opaque;
-    sqlite3_stmt *st = NULL;
-    kw_err_t err = KW_OK;
+    kw_err_t err;
 
-    if (sqlite3_prepare_v2(db, "INSERT INTO direct_ranges(batch, topic, partition, "
-                               "from_offset, until_offset) VALUES (?1, ?2, ?3, ?4, ?5)",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_err(db, "storing ranges", errstr, errlen);
-    for (size_t i = 0; i < d->nparts && err == KW_OK; i++) {
+    if ((err = kw_sink_txn_begin(d->sink, batch, errstr, errlen)) != KW_OK ||
+        (err = kw_sink_txn_write(d->sink, d->recs, d->nmsgs, errstr, errlen)) != KW_OK)
+        return err;
+    for (size_t i = 0; i < d->nparts; i++) {
         const dpart_t *p = &d->parts[i];
 
         if (!p->active || p->read_until <= p->from)
             continue;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)batch);
-        sqlite3_bind_text(st, 2, p->topic, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 3, p->partition);
-        sqlite3_bind_int64(st, 4, p->from);
-        sqlite3_bind_int64(st, 5, p->read_until);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            err = sql_err(db, "storing ranges", errstr, errlen);
-        sqlite3_reset(st);
+        err = kw_sink_txn_put_range(d->sink, p->topic, p->partition, p->from,
+                                    p->read_until, errstr, errlen);
+        if (err != KW_OK)
+            return err;
     }
-    sqlite3_finalize(st);
-    return err;
+    return kw_sink_txn_commit(d->sink, ss, errstr, errlen);
 }
 
 /* Step 5 (and at-least-once's offset store): every owned partition's next
@@ -1043,13 +981,12 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
         if (d->at_least_once && (uint64_t)kw_wall_ms() > batch)
             batch = (uint64_t)kw_wall_ms();
         if (!d->at_least_once &&
-            kw_direct_ranges_last_batch(d->db, &stored_max, why, sizeof(why)) == KW_OK &&
+            kw_sink_ranges_last_batch(d->sink, &stored_max, why, sizeof(why)) == KW_OK &&
             stored_max >= batch)
             batch = stored_max + 1;
         err = d->at_least_once
               ? kw_sink_write_batch(d->sink, batch, d->recs, d->nmsgs, &ss, why, sizeof(why))
-              : kw_sink_write_batch_tx(d->sink, batch, d->recs, d->nmsgs, store_ranges, d,
-                                       &ss, why, sizeof(why));
+              : write_with_ranges(d, batch, &ss, why, sizeof(why));
         if (err == KW_OK || (err != KW_EIO && err != KW_EAGAIN) || atomic_load(&d->stop))
             break;
         KW_LOG_E(MOD, "batch %" PRIu64 ": sink: %s; retrying in %" PRId64 " ms", batch,
@@ -1078,6 +1015,8 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
     atomic_fetch_add(&d->n.batches, 1);
     atomic_fetch_add(&d->n.delivered, ss.delivered);
     atomic_fetch_add(&d->n.stored, ss.stored);
+    if (ss.stored > 0 && atomic_load(&d->n.first_stored_mono_ms) == 0)
+        atomic_store(&d->n.first_stored_mono_ms, kw_mono_ms());
     atomic_fetch_add(&d->n.dups, ss.duplicates_delivered);
     if (ss.duplicates_delivered > 0)
         KW_LOG_W(MOD, "batch %" PRIu64 ": %" PRIu64 " duplicate deliveries (stored once)",

@@ -11,9 +11,10 @@
  *      read by one instance at a time; a partition another instance holds
  *      is skipped until it is released.
  *   2. Ranges: for each partition [from, until). from is the next offset
- *      stored with the output (below), or, for a partition never read,
- *      direct.start.offsets, else auto.offset.reset; until is
- *      min(high watermark, from + max.rate.per.partition x interval).
+ *      stored with the output (below; kw_sink_range_next), or, for a
+ *      partition never read, direct.start.offsets, else auto.offset.reset;
+ *      until is min(high watermark, from + max.rate.per.partition x
+ *      interval).
  *      A from that Kafka no longer has is loud source loss (invariant 6):
  *      the lost offsets are logged at ERROR and counted, and the range
  *      starts where auto.offset.reset says.
@@ -22,20 +23,20 @@
  *      be read to its until within the read deadline (a broker down) ends
  *      its range at what was read: the range stored is always the range
  *      delivered. Crash point direct.read after it.
- *   4. Deliver the records and store the ranges in the same SQLite
- *      transaction (sink sqlite: kw_sink_write_batch_tx): table
- *        direct_ranges(batch INTEGER, topic TEXT, partition INTEGER,
- *                      from_offset INTEGER, until_offset INTEGER,
- *                      PRIMARY KEY(batch, topic, partition))
- *      in the sink's database. Exactly once: a crash before COMMIT leaves
- *      neither the records nor the ranges, a crash after leaves both.
- *      Crash points sink.mid-txn inside, direct.stored after.
+ *   4. Deliver the records and store the ranges in one sink transaction
+ *      (sink.h: kw_sink_txn_begin, _write, _put_range per partition read,
+ *      _commit; the rows are in sink/FORMAT.md). Exactly once: a crash
+ *      before the commit leaves neither the records nor the ranges, a
+ *      crash after leaves both. Crash points sink.mid-txn inside,
+ *      direct.stored after. Only a sink that stores ranges
+ *      (kw_sink_ranges_supported: sqlite) can do this.
  *   5. Move the ZooKeeper offsets to each until (ownership-guarded), so
  *      ZooKeeper-based monitoring sees progress. In exactly-once mode
  *      ZooKeeper is only a mirror: a failed update is logged and redone with
  *      the next batch, never a reason to stop.
  *
- * On restart each partition goes on from its highest stored until.
+ * On restart each partition goes on from its highest stored until, and
+ * batch ids go on after the highest stored (kw_sink_ranges_last_batch).
  *
  * at_least_once (`--at-least-once`) is the comparison baseline: the sink
  * may be any kind and is written without the ranges; the offsets live in
@@ -53,8 +54,6 @@
 
 #include "kw_conf.h"
 #include "kw_err.h"
-
-struct sqlite3;
 
 typedef struct kw_direct kw_direct_t;
 
@@ -74,13 +73,18 @@ typedef struct kw_direct_stats {
     uint64_t zk_failures;           /* ZooKeeper offset updates that failed */
     uint64_t source_loss_events;    /* invariant 6 */
     uint64_t source_loss_records;
+    uint64_t zk_writes;             /* ZooKeeper offset updates that succeeded */
+    int64_t  first_stored_mono_ms;  /* kw_mono_ms() of the first batch that
+                                     * stored a record; 0: none yet */
 } kw_direct_stats_t;
 
 /*
  * Check the settings (group.id and topics required, topics must be names;
- * the sink must be sqlite unless at_least_once), open the sink and its
- * range table, the ZooKeeper session (registered) and the Kafka client.
- * KW_ECONFIG for bad settings, else the error of the part that failed.
+ * the sink must store offset ranges -- sqlite -- unless at_least_once),
+ * open the sink (and read its last batch id), the ZooKeeper session
+ * (registered) and the Kafka client. KW_ECONFIG for bad settings, else the
+ * error of the part that failed (e.g. KW_ECORRUPT for a sink database of
+ * an unknown schema version).
  */
 kw_err_t kw_direct_new(const kw_direct_options_t *opts, kw_direct_t **d,
                        char *errstr, size_t errlen);
@@ -156,16 +160,5 @@ int64_t kw_direct_max_records(int64_t rate, int64_t interval_ms);
 kw_err_t kw_direct_start_offset(const kw_conf_list_t *items, const char *topic,
                                 int32_t partition, int64_t *offset,
                                 char *errstr, size_t errlen);
-
-/* The range table (above) in db: created when missing. */
-kw_err_t kw_direct_ranges_init(struct sqlite3 *db, char *errstr, size_t errlen);
-
-/* The next offset stored for topic/partition (the highest until), or -1. */
-kw_err_t kw_direct_ranges_next(struct sqlite3 *db, const char *topic, int32_t partition,
-                               int64_t *next, char *errstr, size_t errlen);
-
-/* The highest batch id stored, 0 when none. */
-kw_err_t kw_direct_ranges_last_batch(struct sqlite3 *db, uint64_t *batch,
-                                     char *errstr, size_t errlen);
 
 #endif /* KW_DIRECT_H */

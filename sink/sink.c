@@ -5,6 +5,13 @@
  * and sink_null.c. This file also keeps the totals, so every kind reports
  * delivered / stored / duplicate counts the same way (invariant 3: duplicates
  * are counted and reported, never hidden).
+ *
+ * Transactions. Every batch is one: begin, write, (put_range...), commit or
+ * abort -- kw_sink_write_batch is the first three in a row. This file holds
+ * the transaction's state (struct kw_sink's txn), so the kinds never see a
+ * call out of order: it checks the order and the arguments, skips
+ * put_range and commit after a replay (T3), and after any error calls the
+ * kind's abort and ends the transaction (T2).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -68,6 +75,7 @@ void kw_sink_close(kw_sink_t *s)
 {
     if (s == NULL)
         return;
+    kw_sink_txn_abort(s);
     s->ops->close(s);
     free(s);
 }
@@ -82,64 +90,200 @@ const char *kw_sink_kind_name(const kw_sink_t *s)
     return s->ops->name;
 }
 
-static kw_err_t sink__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t *recs,
-                            size_t n, kw_sink_txn_hook_t hook, void *opaque,
-                            kw_sink_stats_t *stats, char *errstr, size_t errlen)
+/* ---- Transactions (sink.h T1-T4) ---- */
+
+/* T2: an error ends the open transaction (rolled back, counted). */
+static kw_err_t txn__fail(kw_sink_t *s, kw_err_t err)
 {
-    kw_sink_stats_t st;
-    int replayed = 0;
+    if (s->txn.state != KW__TXN_NONE) {
+        s->ops->abort(s, s->txn.batch_id);
+        s->txn.state = KW__TXN_NONE;
+        s->totals.failures++;
+    }
+    return err;
+}
+
+/* A call out of order: KW_EINVAL, and T2 for a transaction that is open. */
+static kw_err_t txn__order(kw_sink_t *s, const char *call, char *errstr, size_t errlen)
+{
+    static const char *const where[] = {
+        "no transaction is open", "the batch is not written yet",
+        "the batch is written already"
+    };
+
+    kw_seterr(errstr, errlen, KW_EINVAL, "sink %s: %s: %s (batch %llu)", s->ops->name,
+              call, where[s->txn.state], (unsigned long long)s->txn.batch_id);
+    return txn__fail(s, KW_EINVAL);
+}
+
+static int txn__bad_id(uint64_t batch_id)
+{
+    return batch_id == 0 || batch_id > (uint64_t)INT64_MAX;
+}
+
+kw_err_t kw_sink_txn_begin(kw_sink_t *s, uint64_t batch_id, char *errstr, size_t errlen)
+{
     kw_err_t err;
 
-    memset(&st, 0, sizeof(st));
-    if (stats != NULL)
-        memset(stats, 0, sizeof(*stats));
-    if (batch_id == 0 || batch_id > (uint64_t)INT64_MAX || (n > 0 && recs == NULL))
+    if (s->txn.state != KW__TXN_NONE)
+        return txn__order(s, "begin", errstr, errlen);
+    if (txn__bad_id(batch_id))
         return kw_seterr(errstr, errlen, KW_EINVAL,
                          "sink %s: bad batch (id must be 1..INT64_MAX)", s->ops->name);
-    err = s->ops->write(s, batch_id, recs, n, hook, opaque, &st, &replayed,
+    memset(&s->txn, 0, sizeof(s->txn));
+    s->txn.batch_id = batch_id;
+    s->txn.state = KW__TXN_BEGUN;
+    err = s->ops->begin(s, batch_id, errstr, errlen);
+    return err == KW_OK ? KW_OK : txn__fail(s, err);
+}
+
+kw_err_t kw_sink_txn_write(kw_sink_t *s, const kw_record_t *recs, size_t n,
+                           char *errstr, size_t errlen)
+{
+    kw_err_t err;
+
+    if (s->txn.state != KW__TXN_BEGUN)
+        return txn__order(s, "write", errstr, errlen);
+    if (n > 0 && recs == NULL)
+        return txn__fail(s, kw_seterr(errstr, errlen, KW_EINVAL, "sink %s: batch %llu: "
+                                      "%zu records and no array", s->ops->name,
+                                      (unsigned long long)s->txn.batch_id, n));
+    err = s->ops->write(s, s->txn.batch_id, recs, n, &s->txn.st, &s->txn.replayed,
                         errstr, errlen);
-    if (err != KW_OK) {
-        s->totals.failures++;
-        return err;
-    }
-    st.delivered = n;
-    s->totals.batches++;
-    s->totals.batches_replayed += replayed != 0;
-    s->totals.delivered += st.delivered;
-    s->totals.stored += st.stored;
-    s->totals.duplicates_delivered += st.duplicates_delivered;
-    if (st.duplicates_delivered > 0)
-        KW_LOG_I("sink", "sink %s: batch %llu: %llu duplicate deliveries%s",
-                 s->ops->name, (unsigned long long)batch_id,
-                 (unsigned long long)st.duplicates_delivered,
-                 replayed ? " (whole batch replayed)" : "");
-    if (stats != NULL)
-        *stats = st;
+    if (err != KW_OK)
+        return txn__fail(s, err);
+    s->txn.st.delivered = n;
+    s->txn.state = KW__TXN_WRITTEN;
     return KW_OK;
+}
+
+kw_err_t kw_sink_txn_put_range(kw_sink_t *s, const char *topic, int32_t partition,
+                               int64_t from_offset, int64_t until_offset,
+                               char *errstr, size_t errlen)
+{
+    kw_err_t err;
+
+    if (s->txn.state != KW__TXN_WRITTEN)
+        return txn__order(s, "put_range", errstr, errlen);
+    if (s->ops->put_range == NULL)
+        return txn__fail(s, kw_seterr(errstr, errlen, KW_EINVAL, "sink %s does not store "
+                                      "offset ranges (only sqlite does)", s->ops->name));
+    if (topic == NULL || partition < 0 || from_offset < 0 || until_offset <= from_offset)
+        return txn__fail(s, kw_seterr(errstr, errlen, KW_EINVAL, "sink %s: batch %llu: "
+                                      "bad range %s/%d [%lld, %lld)", s->ops->name,
+                                      (unsigned long long)s->txn.batch_id,
+                                      topic != NULL ? topic : "(null)", (int)partition,
+                                      (long long)from_offset, (long long)until_offset));
+    if (s->txn.replayed)
+        return KW_OK;                   /* T3: committed with the batch */
+    err = s->ops->put_range(s, s->txn.batch_id, topic, partition, from_offset,
+                            until_offset, errstr, errlen);
+    return err == KW_OK ? KW_OK : txn__fail(s, err);
+}
+
+kw_err_t kw_sink_txn_commit(kw_sink_t *s, kw_sink_stats_t *stats,
+                            char *errstr, size_t errlen)
+{
+    const kw_sink_stats_t *st = &s->txn.st;
+    kw_err_t err;
+
+    if (stats != NULL)
+        memset(stats, 0, sizeof(*stats));
+    if (s->txn.state != KW__TXN_WRITTEN)
+        return txn__order(s, "commit", errstr, errlen);
+    if (!s->txn.replayed) {
+        err = s->ops->commit(s, s->txn.batch_id, errstr, errlen);
+        if (err != KW_OK)
+            return txn__fail(s, err);
+    }
+    s->txn.state = KW__TXN_NONE;
+    s->totals.batches++;
+    s->totals.batches_replayed += s->txn.replayed != 0;
+    s->totals.delivered += st->delivered;
+    s->totals.stored += st->stored;
+    s->totals.duplicates_delivered += st->duplicates_delivered;
+    if (st->duplicates_delivered > 0)
+        KW_LOG_I("sink", "sink %s: batch %llu: %llu duplicate deliveries%s",
+                 s->ops->name, (unsigned long long)s->txn.batch_id,
+                 (unsigned long long)st->duplicates_delivered,
+                 s->txn.replayed ? " (whole batch replayed)" : "");
+    if (stats != NULL)
+        *stats = *st;
+    return KW_OK;
+}
+
+void kw_sink_txn_abort(kw_sink_t *s)
+{
+    if (s->txn.state == KW__TXN_NONE)
+        return;
+    s->ops->abort(s, s->txn.batch_id);
+    s->txn.state = KW__TXN_NONE;
 }
 
 kw_err_t kw_sink_write_batch(kw_sink_t *s, uint64_t batch_id, const kw_record_t *recs,
                              size_t n, kw_sink_stats_t *stats, char *errstr, size_t errlen)
 {
-    return sink__write(s, batch_id, recs, n, NULL, NULL, stats, errstr, errlen);
+    kw_err_t err;
+
+    if (stats != NULL)
+        memset(stats, 0, sizeof(*stats));
+    if (s->txn.state != KW__TXN_NONE)
+        return kw_seterr(errstr, errlen, KW_EINVAL, "sink %s: write_batch: a "
+                         "transaction (batch %llu) is open", s->ops->name,
+                         (unsigned long long)s->txn.batch_id);
+    if (txn__bad_id(batch_id) || (n > 0 && recs == NULL))
+        return kw_seterr(errstr, errlen, KW_EINVAL,
+                         "sink %s: bad batch (id must be 1..INT64_MAX)", s->ops->name);
+    if ((err = kw_sink_txn_begin(s, batch_id, errstr, errlen)) != KW_OK ||
+        (err = kw_sink_txn_write(s, recs, n, errstr, errlen)) != KW_OK)
+        return err;
+    return kw_sink_txn_commit(s, stats, errstr, errlen);
 }
 
-kw_err_t kw_sink_write_batch_tx(kw_sink_t *s, uint64_t batch_id, const kw_record_t *recs,
-                                size_t n, kw_sink_txn_hook_t hook, void *opaque,
-                                kw_sink_stats_t *stats, char *errstr, size_t errlen)
+/* ---- Offset ranges ---- */
+
+int kw_sink_ranges_supported(const kw_sink_t *s)
 {
-    if (s->ops->kind != KW_SINK_SQLITE) {
-        if (stats != NULL)
-            memset(stats, 0, sizeof(*stats));
-        return kw_seterr(errstr, errlen, KW_EINVAL, "sink %s: a transaction hook "
-                         "needs the sqlite sink", s->ops->name);
-    }
-    return sink__write(s, batch_id, recs, n, hook, opaque, stats, errstr, errlen);
+    return s->ops->put_range != NULL;
 }
 
-struct sqlite3 *kw_sink_sqlite_db(kw_sink_t *s)
+/* KW_OK when s can be asked for its ranges now. */
+static kw_err_t ranges__readable(kw_sink_t *s, const char *call, char *errstr,
+                                 size_t errlen)
 {
-    return s->ops->kind == KW_SINK_SQLITE ? kw__sink_sqlite_conn(s) : NULL;
+    if (s->ops->range_next == NULL)
+        return kw_seterr(errstr, errlen, KW_EINVAL, "sink %s does not store offset "
+                         "ranges (only sqlite does)", s->ops->name);
+    if (s->txn.state != KW__TXN_NONE)
+        return kw_seterr(errstr, errlen, KW_EINVAL, "sink %s: %s: a transaction "
+                         "(batch %llu) is open", s->ops->name, call,
+                         (unsigned long long)s->txn.batch_id);
+    return KW_OK;
+}
+
+kw_err_t kw_sink_range_next(kw_sink_t *s, const char *topic, int32_t partition,
+                            int64_t *next, char *errstr, size_t errlen)
+{
+    kw_err_t err = ranges__readable(s, "range_next", errstr, errlen);
+
+    *next = -1;
+    if (err != KW_OK)
+        return err;
+    if (topic == NULL)
+        return kw_seterr(errstr, errlen, KW_EINVAL, "sink %s: range_next: no topic",
+                         s->ops->name);
+    return s->ops->range_next(s, topic, partition, next, errstr, errlen);
+}
+
+kw_err_t kw_sink_ranges_last_batch(kw_sink_t *s, uint64_t *batch,
+                                   char *errstr, size_t errlen)
+{
+    kw_err_t err = ranges__readable(s, "ranges_last_batch", errstr, errlen);
+
+    *batch = 0;
+    if (err != KW_OK)
+        return err;
+    return s->ops->ranges_last_batch(s, batch, errstr, errlen);
 }
 
 void kw_sink_get_totals(const kw_sink_t *s, kw_sink_totals_t *totals)

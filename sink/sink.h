@@ -3,14 +3,14 @@
  *
  * A sink is opened from a `sink=` spec string:
  *
- *   sqlite:PATH  SQLite database (the default). Table
+ *   sqlite:PATH  SQLite database (the default); its tables, their rows, the
+ *                schema version and the replay rule are in sink/FORMAT.md.
+ *                The records table is exactly DESIGN.md's
  *                  records(topic TEXT, partition INTEGER, offset INTEGER,
  *                          ts INTEGER, key BLOB, payload BLOB, batch INTEGER,
  *                          PRIMARY KEY(topic, partition, offset))
- *                exactly as DESIGN.md gives it, plus a table
- *                  batches(id INTEGER PRIMARY KEY, records, stored, duplicates,
- *                          first_topic, first_partition, first_offset,
- *                          last_topic, last_partition, last_offset, committed_ms)
+ *                plus `batches` (one row per batch: counts and fingerprint)
+ *                and `direct_ranges` (the offset ranges of put_range).
  *                One transaction per batch (journal_mode=WAL,
  *                synchronous=FULL). Records go in with INSERT OR IGNORE: a
  *                record already stored is not stored again and is counted as
@@ -24,6 +24,7 @@
  *                ts is NULL when the record has no timestamp; a null key or
  *                payload is SQL NULL, an empty one a zero-length BLOB.
  *                Headers are not stored (the schema has no column for them).
+ *                The only kind that stores offset ranges (put_range).
  *   file:DIR     One file per batch, DIR/batch-NNNNNNNNNN.jsonl (the batch id,
  *                zero-padded to at least 10 digits so names sort in batch
  *                order), JSON lines as below. Written as batch-<id>.jsonl.tmp,
@@ -63,8 +64,10 @@
  * back exactly, but binary ones do not round-trip unambiguously (a parser
  * sees byte 0xE9 as U+00E9). The sqlite sink keeps bytes exactly.
  *
- * Threads. A sink handle belongs to one thread at a time (the batcher, or
- * recovery before it starts); no function is thread-safe on the same handle.
+ * Threads. A sink handle belongs to one thread at a time (the batcher,
+ * recovery before it starts, or direct mode's thread); no function is
+ * thread-safe on the same handle, and a transaction is begun and ended on
+ * the handle's thread.
  * Library rules: nothing here prints except the jsonl sink's records on
  * stdout; errors come back as kw_err_t with an errstr that names the path.
  */
@@ -77,8 +80,6 @@
 #include "blockgen.h"
 #include "kw_err.h"
 
-struct sqlite3;
-
 typedef struct kw_sink kw_sink_t;
 
 typedef enum {
@@ -88,7 +89,10 @@ typedef enum {
     KW_SINK_NULL   = 3
 } kw_sink_kind_t;
 
-/* What one write_batch call did. */
+/* The sqlite sink's schema version (PRAGMA user_version; sink/FORMAT.md). */
+#define KW_SINK_SQLITE_SCHEMA_VERSION 1
+
+/* What one batch did (kw_sink_write_batch, kw_sink_txn_commit). */
 typedef struct kw_sink_stats {
     uint64_t delivered;             /* records handed in (n) */
     uint64_t stored;                /* records the output holds now and did not
@@ -100,22 +104,30 @@ typedef struct kw_sink_stats {
 
 /* Totals since open. */
 typedef struct kw_sink_totals {
-    uint64_t batches;               /* write_batch calls that succeeded */
+    uint64_t batches;               /* batches committed (write_batch or
+                                     * txn_commit) */
     uint64_t batches_replayed;      /* of those, recognised whole as replays */
     uint64_t delivered;
     uint64_t stored;
     uint64_t duplicates_delivered;
-    uint64_t failures;              /* write_batch calls that failed */
+    uint64_t failures;              /* batches that failed (write_batch, or a
+                                     * transaction ended by an error, T2) */
 } kw_sink_totals_t;
 
 /*
  * Open a sink from its spec (above). KW_ECONFIG (errstr quotes the spec) for
  * an unknown kind or a missing PATH/DIR; KW_EIO for a database or directory
- * that cannot be opened or created. On success *sink is the caller's.
+ * that cannot be opened or created. sqlite creates its tables in a new
+ * database and checks the schema version (sink/FORMAT.md): a database
+ * without one (user_version 0, written before versions existed) is
+ * upgraded in place; a version this kwal does not know is refused with
+ * KW_ECORRUPT naming the file and both versions. On success *sink is the
+ * caller's.
  */
 kw_err_t kw_sink_open(const char *spec, kw_sink_t **sink, char *errstr, size_t errlen);
 
-/* Close (the sqlite database, the directory). NULL is a no-op. */
+/* Close (the sqlite database, the directory); an open transaction is
+ * aborted first. NULL is a no-op. */
 void kw_sink_close(kw_sink_t *sink);
 
 kw_sink_kind_t kw_sink_kind(const kw_sink_t *sink);
@@ -130,34 +142,120 @@ const char *kw_sink_kind_name(const kw_sink_t *sink);
  * mark the batch processed. On error nothing of the batch is acknowledged;
  * the caller delivers it again (under the same id) later. recs and every
  * pointer in them (including headers) are only read, during the call.
- * stats may be NULL.
+ * stats may be NULL. The same as kw_sink_txn_begin + kw_sink_txn_write +
+ * kw_sink_txn_commit (below); KW_EINVAL while a transaction is open.
  */
 kw_err_t kw_sink_write_batch(kw_sink_t *sink, uint64_t batch_id,
                              const kw_record_t *recs, size_t n,
                              kw_sink_stats_t *stats, char *errstr, size_t errlen);
 
-/*
- * Direct mode's hook: called by the sqlite sink inside the batch's
- * transaction, after the records and before COMMIT, with the sink's
- * connection, so direct mode stores its offset ranges atomically with the
- * output (DESIGN.md "Outputs"). Return KW_OK to commit; anything else rolls
- * the whole batch back and write_batch returns that error (the hook fills
- * errstr). Not called for a batch recognised as a replay (its ranges were
- * committed with it). The hook must not BEGIN/COMMIT itself.
+/* ---- Transactions ----
+ *
+ * One batch as a transaction, for a caller that stores more than the records
+ * with it -- direct mode stores the offset ranges it read, so that output
+ * and progress commit together (DESIGN.md "Outputs"):
+ *
+ *   kw_sink_txn_begin(sink, batch_id)
+ *   kw_sink_txn_write(sink, recs, n)                  exactly once
+ *   kw_sink_txn_put_range(sink, topic, partition, from, until)   0..many
+ *   kw_sink_txn_commit(sink, &stats)   or   kw_sink_txn_abort(sink)
+ *
+ * Every kind runs begin / write / commit / abort (what each one does is
+ * below); only sqlite stores ranges (kw_sink_ranges_supported). At most one
+ * transaction is open per handle. Rules for all of them:
+ *
+ *   T1. Nothing of the batch is visible in the output, or acknowledged,
+ *       before commit returns KW_OK; after that the whole batch (records,
+ *       its `batches` row, its ranges) is durable.
+ *   T2. Any error from a txn function ends the open transaction: it is
+ *       rolled back as abort would, counted as a failure in the totals, and
+ *       abort is then a no-op. The caller delivers the batch again later.
+ *   T3. A replay (write finds the batch already stored, same id and
+ *       fingerprint -- sqlite and file) writes nothing: put_range is a
+ *       no-op (the ranges committed with the batch the first time), commit
+ *       writes nothing and reports every record as a duplicate delivery.
+ *   T4. The sqlite crash point sink.mid-txn fires in commit, after the
+ *       records, the `batches` row and the ranges are written and before
+ *       COMMIT (file: in write, after the data and before its fsync).
+ *
+ * Calls out of this order (write before begin, put_range before write,
+ * two writes, begin while one is open) fail with KW_EINVAL (and T2).
  */
-typedef kw_err_t (*kw_sink_txn_hook_t)(struct sqlite3 *db, uint64_t batch_id,
-                                       void *opaque, char *errstr, size_t errlen);
 
-/* kw_sink_write_batch with a hook; KW_EINVAL unless the sink is sqlite. */
-kw_err_t kw_sink_write_batch_tx(kw_sink_t *sink, uint64_t batch_id,
-                                const kw_record_t *recs, size_t n,
-                                kw_sink_txn_hook_t hook, void *opaque,
-                                kw_sink_stats_t *stats, char *errstr, size_t errlen);
+/*
+ * Open the transaction of batch batch_id (1..INT64_MAX). sqlite: BEGIN
+ * IMMEDIATE (waits up to 10 s for another writer of the database, then
+ * KW_EIO); the other kinds only note the id. KW_EINVAL for a bad id.
+ */
+kw_err_t kw_sink_txn_begin(kw_sink_t *sink, uint64_t batch_id,
+                           char *errstr, size_t errlen);
 
-/* The sqlite sink's connection (direct mode creates and reads its range
- * table through it, on the sink's thread, outside write_batch); NULL for
- * other kinds. Owned by the sink. */
-struct sqlite3 *kw_sink_sqlite_db(kw_sink_t *sink);
+/*
+ * Write the batch's n records (n may be 0; recs may be NULL then). recs and
+ * every pointer in them are only read, during the call. Recognises a replay
+ * (T3). sqlite: the records (INSERT OR IGNORE) and the batch's `batches`
+ * row; file: the lines to batch-<id>.jsonl.tmp, fsynced; jsonl: the lines
+ * encoded in memory; null: nothing. KW_EIO (sqlite, file), KW_ENOMEM,
+ * KW_ECORRUPT (file: the batch's final file exists with another line count).
+ */
+kw_err_t kw_sink_txn_write(kw_sink_t *sink, const kw_record_t *recs, size_t n,
+                           char *errstr, size_t errlen);
+
+/*
+ * Store the offset range [from_offset, until_offset) of topic/partition as
+ * read for this batch, in the same transaction (after write). One range per
+ * topic/partition per batch. topic is only read, during the call.
+ * KW_EINVAL when the sink does not store ranges (not sqlite), for an empty
+ * or negative range, a NULL topic or a negative partition; KW_EIO when it
+ * cannot be stored -- also when this batch id already has a range for the
+ * partition (e.g. another instance sharing the database committed this id
+ * first): the transaction is rolled back (T2) and the caller tries again
+ * with a new id. A no-op on a replay (T3).
+ */
+kw_err_t kw_sink_txn_put_range(kw_sink_t *sink, const char *topic, int32_t partition,
+                               int64_t from_offset, int64_t until_offset,
+                               char *errstr, size_t errlen);
+
+/*
+ * Make the batch durable and end the transaction (T1). sqlite: COMMIT
+ * (synchronous=FULL); file: rename the .tmp to its final name and fsync the
+ * directory; jsonl: write(2) the lines to stdout; null: nothing. Then the
+ * caller may mark the batch processed. stats (may be NULL) gets what the
+ * batch did, valid only on KW_OK. On error the batch is not acknowledged
+ * (T2; file: a failed directory fsync leaves the final file, which the
+ * retry finds as a replay).
+ */
+kw_err_t kw_sink_txn_commit(kw_sink_t *sink, kw_sink_stats_t *stats,
+                            char *errstr, size_t errlen);
+
+/*
+ * Roll the open transaction back: nothing of it stays (sqlite: ROLLBACK;
+ * file: the .tmp removed; jsonl: the lines dropped). A no-op when no
+ * transaction is open. Not counted as a failure.
+ */
+void kw_sink_txn_abort(kw_sink_t *sink);
+
+/* ---- Offset ranges (read back at start) ---- */
+
+/* 1 if the sink stores offset ranges (sqlite), else 0. */
+int kw_sink_ranges_supported(const kw_sink_t *sink);
+
+/*
+ * The next offset stored for topic/partition -- the highest until_offset
+ * of its committed ranges -- in *next, or -1 when it has none. KW_EINVAL
+ * when the sink does not store ranges or a transaction is open (it would
+ * see uncommitted rows); KW_EIO when the database cannot be read.
+ */
+kw_err_t kw_sink_range_next(kw_sink_t *sink, const char *topic, int32_t partition,
+                            int64_t *next, char *errstr, size_t errlen);
+
+/*
+ * The highest batch id that has committed ranges in *batch, 0 when none
+ * (instances sharing one database number their batches after it). Errors
+ * as kw_sink_range_next.
+ */
+kw_err_t kw_sink_ranges_last_batch(kw_sink_t *sink, uint64_t *batch,
+                                   char *errstr, size_t errlen);
 
 void kw_sink_get_totals(const kw_sink_t *sink, kw_sink_totals_t *totals);
 

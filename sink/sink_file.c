@@ -3,10 +3,11 @@
  *
  * A batch is written the way Redis replaces a file: to
  * DIR/batch-<id>.jsonl.tmp (O_TRUNC, so the leftover of a crashed attempt is
- * overwritten), fsync, close, rename to DIR/batch-<id>.jsonl, fsync DIR.
- * Only then does write_batch return KW_OK, so a batch the tracker marks
- * processed is on disk under its final name, and a final name never holds a
- * partial batch (a crash leaves at most a .tmp, never read).
+ * overwritten), fsync, close -- the transaction's write -- then rename to
+ * DIR/batch-<id>.jsonl, fsync DIR -- its commit; an abort removes the .tmp.
+ * Only then does commit (or write_batch) return KW_OK, so a batch the
+ * tracker marks processed is on disk under its final name, and a final name
+ * never holds a partial batch (a crash leaves at most a .tmp, never read).
  *
  * Replay: when the final file exists, the batch was written before the
  * crash that kept the tracker from marking it processed. Each record is one
@@ -37,6 +38,7 @@ typedef struct file__sink {
     char         *dir;
     int           dirfd;
     kw_sink_buf_t buf;
+    int           tmp_pending;  /* this transaction's .tmp exists (write..commit) */
 } file__sink_t;
 
 /* fsync the directory holding path (after creating path). */
@@ -130,9 +132,26 @@ static long long file__count_lines(int dirfd, const char *name)
     return lines;
 }
 
+static void file__names(uint64_t batch_id, char *name, size_t namelen, char *tmp,
+                        size_t tmplen)
+{
+    snprintf(name, namelen, "batch-%010" PRIu64 ".jsonl", batch_id);
+    snprintf(tmp, tmplen, "batch-%010" PRIu64 ".jsonl.tmp", batch_id);
+}
+
+static kw_err_t file__begin(kw_sink_t *s, uint64_t batch_id, char *errstr, size_t errlen)
+{
+    (void)s;
+    (void)batch_id;
+    (void)errstr;
+    (void)errlen;
+    return KW_OK;
+}
+
+/* Replay check, then the complete .tmp, fsynced (the final name comes at
+ * commit). */
 static kw_err_t file__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t *recs,
-                            size_t n, kw_sink_txn_hook_t hook, void *opaque,
-                            kw_sink_stats_t *st, int *replayed,
+                            size_t n, kw_sink_stats_t *st, int *replayed,
                             char *errstr, size_t errlen)
 {
     file__sink_t *f = s->impl;
@@ -142,11 +161,7 @@ static kw_err_t file__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t *
     kw_err_t err = KW_EIO;
     int fd, saved;
 
-    (void)hook;
-    (void)opaque;
-    snprintf(name, sizeof(name), "batch-%010" PRIu64 ".jsonl", batch_id);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-
+    file__names(batch_id, name, sizeof(name), tmp, sizeof(tmp));
     if (fstatat(f->dirfd, name, &sb, 0) == 0) {
         long long lines = file__count_lines(f->dirfd, name);
 
@@ -170,11 +185,11 @@ static kw_err_t file__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t *
     if (fd < 0)
         return kw_seterr(errstr, errlen, KW_EIO, "sink file %s/%s: open: %s",
                          f->dir, tmp, strerror(errno));
+    f->tmp_pending = 1;
     f->buf.len = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i < n && kw_sink_json_append(&f->buf, &recs[i]) != KW_OK) {
             close(fd);
-            unlinkat(f->dirfd, tmp, 0);
             return kw_seterr(errstr, errlen, KW_ENOMEM, "sink file %s/%s: out of "
                              "memory encoding record %zu", f->dir, tmp, i);
         }
@@ -196,11 +211,27 @@ static kw_err_t file__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t *
         step = "close";
         goto fail_fd;
     }
-    if (renameat(f->dirfd, tmp, f->dirfd, name) != 0) {
-        fd = -1;
-        step = "rename";
-        goto fail_fd;
-    }
+    st->stored = n;
+    return KW_OK;
+
+fail_fd:                /* the .tmp goes in abort (sink.c calls it, T2) */
+    saved = errno;
+    if (fd >= 0)
+        close(fd);
+    return kw_seterr(errstr, errlen, err, "sink file %s/%s: %s: %s", f->dir, tmp,
+                     step, strerror(saved));
+}
+
+static kw_err_t file__commit(kw_sink_t *s, uint64_t batch_id, char *errstr, size_t errlen)
+{
+    file__sink_t *f = s->impl;
+    char name[64], tmp[72];
+
+    file__names(batch_id, name, sizeof(name), tmp, sizeof(tmp));
+    if (renameat(f->dirfd, tmp, f->dirfd, name) != 0)
+        return kw_seterr(errstr, errlen, KW_EIO, "sink file %s/%s: rename: %s",
+                         f->dir, tmp, strerror(errno));
+    f->tmp_pending = 0;
     /* The file is complete (fsynced before the rename); if the directory
      * fsync fails the batch fails, and the retry finds the file and counts
      * a replay -- or, if the rename was lost in a crash, writes it again. */
@@ -211,18 +242,31 @@ static kw_err_t file__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t *
         free(f->buf.data);
         memset(&f->buf, 0, sizeof(f->buf));
     }
-    st->stored = n;
     return KW_OK;
+}
 
-fail_fd:
-    saved = errno;
-    if (fd >= 0)
-        close(fd);
-    unlinkat(f->dirfd, tmp, 0);
-    return kw_seterr(errstr, errlen, err, "sink file %s/%s: %s: %s", f->dir, tmp,
-                     step, strerror(saved));
+/* Remove the .tmp of a batch not committed (an fsync is never retried on
+ * the same file: the retry writes a new one). */
+static void file__abort(kw_sink_t *s, uint64_t batch_id)
+{
+    file__sink_t *f = s->impl;
+    char name[64], tmp[72];
+
+    if (!f->tmp_pending)
+        return;
+    file__names(batch_id, name, sizeof(name), tmp, sizeof(tmp));
+    if (unlinkat(f->dirfd, tmp, 0) != 0 && errno != ENOENT)
+        KW_LOG_W("sink", "sink file %s/%s: remove: %s", f->dir, tmp, strerror(errno));
+    f->tmp_pending = 0;
 }
 
 const kw__sink_ops_t kw__sink_file_ops = {
-    KW_SINK_FILE, "file", file__open, file__close, file__write
+    .kind = KW_SINK_FILE,
+    .name = "file",
+    .open = file__open,
+    .close = file__close,
+    .begin = file__begin,
+    .write = file__write,
+    .commit = file__commit,
+    .abort = file__abort,
 };

@@ -10,9 +10,10 @@
  * \u00xx. The worst case is 6 output bytes per input byte, reserved up front
  * so a string is appended without further checks.
  *
- * The sink. A batch is encoded into one buffer and written to fd 1 with
- * write(2) (no stdio buffer between batches: when write_batch returns the
- * bytes are in the pipe or file). A failed write fails the batch; bytes of a
+ * The sink. A batch is encoded into one buffer (txn write) and written to
+ * fd 1 with write(2) at commit (no stdio buffer between batches: when
+ * commit returns the bytes are in the pipe or file; an abort writes
+ * nothing). A failed write fails the batch; bytes of a
  * partly written batch may be out already, so a consumer of stdout can see
  * records twice after a retry -- stdout cannot do better.
  */
@@ -210,15 +211,25 @@ static void jsonl__close(kw_sink_t *s)
     free(j);
 }
 
+static kw_err_t jsonl__begin(kw_sink_t *s, uint64_t batch_id, char *errstr,
+                             size_t errlen)
+{
+    jsonl__sink_t *j = s->impl;
+
+    (void)batch_id;
+    (void)errstr;
+    (void)errlen;
+    j->buf.len = 0;
+    return KW_OK;
+}
+
+/* Encode the batch; nothing reaches stdout before commit. */
 static kw_err_t jsonl__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t *recs,
-                             size_t n, kw_sink_txn_hook_t hook, void *opaque,
-                             kw_sink_stats_t *st, int *replayed,
+                             size_t n, kw_sink_stats_t *st, int *replayed,
                              char *errstr, size_t errlen)
 {
     jsonl__sink_t *j = s->impl;
 
-    (void)hook;
-    (void)opaque;
     (void)replayed;
     j->buf.len = 0;
     for (size_t i = 0; i < n; i++) {
@@ -226,18 +237,42 @@ static kw_err_t jsonl__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t 
             return kw_seterr(errstr, errlen, KW_ENOMEM, "sink jsonl: batch %" PRIu64
                              ": out of memory encoding record %zu", batch_id, i);
     }
-    if (kw__sink_write_all(j->fd, j->buf.data, j->buf.len) != 0)
-        return kw_seterr(errstr, errlen, KW_EIO, "sink jsonl: batch %" PRIu64
-                         ": write to stdout: %s", batch_id, strerror(errno));
-    /* Do not keep a huge buffer after a huge batch. */
-    if (j->buf.cap > (64u << 20)) {
-        free(j->buf.data);
-        memset(&j->buf, 0, sizeof(j->buf));
-    }
     st->stored = n;
     return KW_OK;
 }
 
+/* Drop the encoded lines; do not keep a huge buffer after a huge batch. */
+static void jsonl__abort(kw_sink_t *s, uint64_t batch_id)
+{
+    jsonl__sink_t *j = s->impl;
+
+    (void)batch_id;
+    j->buf.len = 0;
+    if (j->buf.cap > (64u << 20)) {
+        free(j->buf.data);
+        memset(&j->buf, 0, sizeof(j->buf));
+    }
+}
+
+static kw_err_t jsonl__commit(kw_sink_t *s, uint64_t batch_id, char *errstr,
+                              size_t errlen)
+{
+    jsonl__sink_t *j = s->impl;
+
+    if (kw__sink_write_all(j->fd, j->buf.data, j->buf.len) != 0)
+        return kw_seterr(errstr, errlen, KW_EIO, "sink jsonl: batch %" PRIu64
+                         ": write to stdout: %s", batch_id, strerror(errno));
+    jsonl__abort(s, batch_id);
+    return KW_OK;
+}
+
 const kw__sink_ops_t kw__sink_jsonl_ops = {
-    KW_SINK_JSONL, "jsonl", jsonl__open, jsonl__close, jsonl__write
+    .kind = KW_SINK_JSONL,
+    .name = "jsonl",
+    .open = jsonl__open,
+    .close = jsonl__close,
+    .begin = jsonl__begin,
+    .write = jsonl__write,
+    .commit = jsonl__commit,
+    .abort = jsonl__abort,
 };

@@ -1,29 +1,41 @@
 /*
- * sink_sqlite.c -- the `sqlite:PATH` sink (schema and rules in sink.h).
+ * sink_sqlite.c -- the `sqlite:PATH` sink (rules in sink.h, every table and
+ * column in sink/FORMAT.md).
  *
- * One batch, one transaction:
+ * One batch, one transaction (sink.h T1-T4):
  *
- *   BEGIN IMMEDIATE
- *   SELECT the batch's row in `batches`
- *     same fingerprint  -> ROLLBACK; replay: every record a duplicate delivery
- *     other fingerprint -> warn (batch id reused) and go on
- *   for each record: INSERT OR IGNORE INTO records; sqlite3_changes() == 0
- *     means (topic, partition, offset) was already stored: a duplicate
- *     delivery, counted (invariant 3)
- *   hook(db)                         -- direct mode's offset ranges
- *   INSERT OR REPLACE INTO batches   -- fingerprint and counts
- *   COMMIT                           -- synchronous=FULL: durable on return
+ *   begin      BEGIN IMMEDIATE
+ *   write      SELECT the batch's row in `batches`
+ *                same fingerprint  -> ROLLBACK; replay: every record a
+ *                                     duplicate delivery, nothing more
+ *                                     happens for the batch (T3)
+ *                other fingerprint -> warn (batch id reused) and go on
+ *              for each record: INSERT OR IGNORE INTO records;
+ *                sqlite3_changes() == 0 means (topic, partition, offset)
+ *                was already stored: a duplicate delivery, counted
+ *                (invariant 3)
+ *              INSERT OR REPLACE INTO batches   -- fingerprint and counts
+ *   put_range  INSERT INTO direct_ranges        -- direct mode's offset ranges
+ *   commit     crash point sink.mid-txn, then COMMIT (synchronous=FULL:
+ *              durable on return)
+ *   abort      ROLLBACK
  *
  * A crash anywhere before COMMIT leaves nothing of the batch; after it, the
- * whole batch and its `batches` row. So whether the tracker learned of the
- * commit or not, delivering the batch again stores nothing twice.
+ * whole batch, its `batches` row and its ranges. So whether the tracker (or
+ * direct mode) learned of the commit or not, delivering the batch again
+ * stores nothing twice.
  *
  * The fingerprint (record count, first and last record's topic, partition
  * and offset) tells a replay of the same batch from a different batch that
  * got the same id; the second is stored record by record, so at worst its
  * duplicates are counted, never its records skipped.
+ *
+ * Schema version (PRAGMA user_version, FORMAT.md): checked at open in one
+ * IMMEDIATE transaction with the CREATE TABLE IF NOT EXISTS of every table,
+ * so two processes opening one new database at once do not race.
  */
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -40,9 +52,15 @@ typedef struct sqlite__sink {
     sqlite3_stmt *ins_record;
     sqlite3_stmt *get_batch;
     sqlite3_stmt *put_batch;
+    sqlite3_stmt *put_range;
+    sqlite3_stmt *range_next;
+    sqlite3_stmt *last_batch;
 } sqlite__sink_t;
 
-/* The records table exactly as DESIGN.md "Outputs (sinks)" gives it. */
+/* Every table of FORMAT.md; the records table exactly as DESIGN.md
+ * "Outputs (sinks)" gives it. direct_ranges and its index are spelled as
+ * direct mode spelled them before they moved here, so sqlite_master of an
+ * upgraded database and of a new one read the same. */
 static const char *const sqlite__schema =
     "CREATE TABLE IF NOT EXISTS records(topic TEXT, partition INTEGER, "
     "offset INTEGER, ts INTEGER, key BLOB, payload BLOB, batch INTEGER, "
@@ -51,7 +69,14 @@ static const char *const sqlite__schema =
     "records INTEGER NOT NULL, stored INTEGER NOT NULL, "
     "duplicates INTEGER NOT NULL, first_topic TEXT, first_partition INTEGER, "
     "first_offset INTEGER, last_topic TEXT, last_partition INTEGER, "
-    "last_offset INTEGER, committed_ms INTEGER NOT NULL);";
+    "last_offset INTEGER, committed_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS direct_ranges("
+    "batch INTEGER NOT NULL, topic TEXT NOT NULL, "
+    "partition INTEGER NOT NULL, from_offset INTEGER NOT NULL, "
+    "until_offset INTEGER NOT NULL, "
+    "PRIMARY KEY(batch, topic, partition));"
+    "CREATE INDEX IF NOT EXISTS direct_ranges_tp "
+    "ON direct_ranges(topic, partition, until_offset);";
 
 static kw_err_t sqlite__err(sqlite__sink_t *q, kw_err_t err, char *errstr,
                             size_t errlen, const char *what)
@@ -68,6 +93,79 @@ static kw_err_t sqlite__exec(sqlite__sink_t *q, const char *sql, const char *wha
     return KW_OK;
 }
 
+/* One integer from sql (one row, one column). */
+static kw_err_t sqlite__int(sqlite__sink_t *q, const char *sql, int64_t *v,
+                            char *errstr, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sqlite__err(q, KW_EIO, errstr, errlen, sql);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return sqlite__err(q, KW_EIO, errstr, errlen, sql);
+    return KW_OK;
+}
+
+/*
+ * The schema version rule of FORMAT.md: user_version 0 -- a new database,
+ * or one written before versions existed, whose tables are today's -- gets
+ * every table (IF NOT EXISTS) and user_version 1; 1 gets any table it lacks;
+ * any other version is refused (KW_ECORRUPT), the database left as it is.
+ */
+static kw_err_t sqlite__schema_init(sqlite__sink_t *q, char *errstr, size_t errlen)
+{
+    char sql[64];
+    int64_t version = 0, had = 0;
+    kw_err_t err;
+
+    err = sqlite__exec(q, "BEGIN IMMEDIATE", "begin", errstr, errlen);
+    if (err != KW_OK)
+        return err;
+    err = sqlite__int(q, "PRAGMA user_version", &version, errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    if (version != 0 && version != KW_SINK_SQLITE_SCHEMA_VERSION) {
+        err = kw_seterr(errstr, errlen, KW_ECORRUPT, "sink sqlite:%s: schema version "
+                        "%" PRId64 " (PRAGMA user_version), this kwal knows %d: "
+                        "written by a newer kwal, or not a kwal sink database "
+                        "(sink/FORMAT.md)", q->path, version,
+                        KW_SINK_SQLITE_SCHEMA_VERSION);
+        goto fail;
+    }
+    err = sqlite__int(q, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND "
+                      "name IN ('records', 'batches', 'direct_ranges')", &had,
+                      errstr, errlen);
+    if (err == KW_OK)
+        err = sqlite__exec(q, sqlite__schema, "create schema", errstr, errlen);
+    if (err == KW_OK && version == 0) {
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d",
+                 KW_SINK_SQLITE_SCHEMA_VERSION);
+        err = sqlite__exec(q, sql, "set schema version", errstr, errlen);
+    }
+    if (err == KW_OK)
+        err = sqlite__exec(q, "COMMIT", "commit schema", errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    if (version == 0 && had > 0)
+        KW_LOG_I("sink", "sink sqlite:%s: no schema version (written before kwal "
+                 "numbered them): set to %d, tables kept as they are", q->path,
+                 KW_SINK_SQLITE_SCHEMA_VERSION);
+    else if (version == 0)
+        KW_LOG_I("sink", "created sink database %s (schema version %d)", q->path,
+                 KW_SINK_SQLITE_SCHEMA_VERSION);
+    return KW_OK;
+
+fail:
+    if (sqlite3_get_autocommit(q->db) == 0)
+        (void)sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    return err;
+}
+
 static void sqlite__close(kw_sink_t *s)
 {
     sqlite__sink_t *q = s->impl;
@@ -77,6 +175,9 @@ static void sqlite__close(kw_sink_t *s)
     sqlite3_finalize(q->ins_record);
     sqlite3_finalize(q->get_batch);
     sqlite3_finalize(q->put_batch);
+    sqlite3_finalize(q->put_range);
+    sqlite3_finalize(q->range_next);
+    sqlite3_finalize(q->last_batch);
     if (q->db != NULL && sqlite3_close(q->db) != SQLITE_OK)
         KW_LOG_E("sink", "sink sqlite:%s: close: %s", q->path, sqlite3_errmsg(q->db));
     free(q->path);
@@ -109,7 +210,7 @@ static kw_err_t sqlite__open(kw_sink_t *s, const char *path, char *errstr, size_
         err = sqlite__exec(q, "PRAGMA synchronous=FULL", "synchronous=FULL",
                            errstr, errlen);
     if (err == KW_OK)
-        err = sqlite__exec(q, sqlite__schema, "create schema", errstr, errlen);
+        err = sqlite__schema_init(q, errstr, errlen);
     if (err != KW_OK)
         goto fail;
     if (sqlite3_prepare_v2(q->db, "INSERT OR IGNORE INTO records(topic, partition, "
@@ -124,9 +225,17 @@ static kw_err_t sqlite__open(kw_sink_t *s, const char *path, char *errstr, size_
                            "stored, duplicates, first_topic, first_partition, "
                            "first_offset, last_topic, last_partition, last_offset, "
                            "committed_ms) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           -1, &q->put_batch, NULL) != SQLITE_OK) {
-        err = sqlite__err(q, KW_EIO, errstr, errlen, "prepare (is the records table "
-                          "the one of DESIGN.md?)");
+                           -1, &q->put_batch, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(q->db, "INSERT INTO direct_ranges(batch, topic, partition, "
+                           "from_offset, until_offset) VALUES(?, ?, ?, ?, ?)", -1,
+                           &q->put_range, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(q->db, "SELECT COALESCE(MAX(until_offset), -1) FROM "
+                           "direct_ranges WHERE topic = ? AND partition = ?", -1,
+                           &q->range_next, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(q->db, "SELECT COALESCE(MAX(batch), 0) FROM direct_ranges",
+                           -1, &q->last_batch, NULL) != SQLITE_OK) {
+        err = sqlite__err(q, KW_EIO, errstr, errlen, "prepare (are the tables the "
+                          "ones of sink/FORMAT.md?)");
         goto fail;
     }
     return KW_OK;
@@ -134,11 +243,6 @@ static kw_err_t sqlite__open(kw_sink_t *s, const char *path, char *errstr, size_
 fail:
     sqlite__close(s);
     return err;
-}
-
-struct sqlite3 *kw__sink_sqlite_conn(kw_sink_t *s)
-{
-    return ((sqlite__sink_t *)s->impl)->db;
 }
 
 static int64_t sqlite__now_ms(void)
@@ -181,20 +285,39 @@ static int sqlite__same_batch(sqlite3_stmt *st, const kw_record_t *recs, size_t 
            sqlite3_column_int64(st, 6) == recs[n - 1].offset;
 }
 
+static kw_err_t sqlite__begin(kw_sink_t *s, uint64_t batch_id, char *errstr,
+                              size_t errlen)
+{
+    (void)batch_id;
+    return sqlite__exec(s->impl, "BEGIN IMMEDIATE", "begin", errstr, errlen);
+}
+
+static void sqlite__abort(kw_sink_t *s, uint64_t batch_id)
+{
+    sqlite__sink_t *q = s->impl;
+
+    (void)batch_id;
+    sqlite3_reset(q->get_batch);
+    sqlite3_reset(q->ins_record);
+    sqlite3_clear_bindings(q->ins_record);
+    sqlite3_reset(q->put_batch);
+    sqlite3_clear_bindings(q->put_batch);
+    sqlite3_reset(q->put_range);
+    sqlite3_clear_bindings(q->put_range);
+    if (sqlite3_get_autocommit(q->db) == 0)
+        (void)sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* The records and the `batches` row, inside the open transaction. On error
+ * sink.c calls sqlite__abort (T2). */
 static kw_err_t sqlite__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t *recs,
-                              size_t n, kw_sink_txn_hook_t hook, void *opaque,
-                              kw_sink_stats_t *st, int *replayed,
+                              size_t n, kw_sink_stats_t *st, int *replayed,
                               char *errstr, size_t errlen)
 {
     sqlite__sink_t *q = s->impl;
     sqlite3_stmt *ins = q->ins_record, *pb = q->put_batch, *gb = q->get_batch;
     uint64_t stored = 0, dups = 0;
-    kw_err_t err;
     int rc;
-
-    err = sqlite__exec(q, "BEGIN IMMEDIATE", "begin", errstr, errlen);
-    if (err != KW_OK)
-        return err;
 
     sqlite3_reset(gb);
     sqlite3_bind_int64(gb, 1, (int64_t)batch_id);
@@ -211,8 +334,7 @@ static kw_err_t sqlite__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t
                  "other records (batch id reused?); storing this one record by record",
                  q->path, batch_id);
     } else if (rc != SQLITE_DONE) {
-        err = sqlite__err(q, KW_EIO, errstr, errlen, "read batches");
-        goto fail;
+        return sqlite__err(q, KW_EIO, errstr, errlen, "read batches");
     }
     sqlite3_reset(gb);
 
@@ -230,10 +352,8 @@ static kw_err_t sqlite__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t
         sqlite__bind_bytes(ins, 5, r->key, r->key_len);
         sqlite__bind_bytes(ins, 6, r->value, r->value_len);
         sqlite3_bind_int64(ins, 7, (int64_t)batch_id);
-        if (sqlite3_step(ins) != SQLITE_DONE) {
-            err = sqlite__err(q, KW_EIO, errstr, errlen, "insert record");
-            goto fail;
-        }
+        if (sqlite3_step(ins) != SQLITE_DONE)
+            return sqlite__err(q, KW_EIO, errstr, errlen, "insert record");
         if (sqlite3_changes(q->db) > 0)
             stored++;
         else
@@ -241,12 +361,6 @@ static kw_err_t sqlite__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t
     }
     sqlite3_reset(ins);
     sqlite3_clear_bindings(ins);
-
-    if (hook != NULL) {
-        err = hook(q->db, batch_id, opaque, errstr, errlen);
-        if (err != KW_OK)
-            goto fail;
-    }
 
     sqlite3_reset(pb);
     sqlite3_bind_int64(pb, 1, (int64_t)batch_id);
@@ -268,27 +382,96 @@ static kw_err_t sqlite__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t
     rc = sqlite3_step(pb);
     sqlite3_reset(pb);
     sqlite3_clear_bindings(pb);
-    if (rc != SQLITE_DONE) {
-        err = sqlite__err(q, KW_EIO, errstr, errlen, "record batch");
-        goto fail;
-    }
-    kw_crash(KW_CRASH_SINK_MID_TXN);
-    err = sqlite__exec(q, "COMMIT", "commit", errstr, errlen);
-    if (err != KW_OK)
-        goto fail;
+    if (rc != SQLITE_DONE)
+        return sqlite__err(q, KW_EIO, errstr, errlen, "record batch");
     st->stored = stored;
     st->duplicates_delivered = dups;
     return KW_OK;
+}
 
-fail:
-    sqlite3_reset(ins);
-    sqlite3_clear_bindings(ins);
-    sqlite3_reset(pb);
-    if (sqlite3_get_autocommit(q->db) == 0)
-        (void)sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+static kw_err_t sqlite__put_range(kw_sink_t *s, uint64_t batch_id, const char *topic,
+                                  int32_t partition, int64_t from_offset,
+                                  int64_t until_offset, char *errstr, size_t errlen)
+{
+    sqlite__sink_t *q = s->impl;
+    sqlite3_stmt *pr = q->put_range;
+    int rc;
+
+    sqlite3_reset(pr);
+    sqlite3_bind_int64(pr, 1, (int64_t)batch_id);
+    sqlite3_bind_text(pr, 2, topic, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(pr, 3, partition);
+    sqlite3_bind_int64(pr, 4, from_offset);
+    sqlite3_bind_int64(pr, 5, until_offset);
+    rc = sqlite3_step(pr);
+    if (rc != SQLITE_DONE)
+        kw_seterr(errstr, errlen, KW_EIO, "sink sqlite:%s: batch %" PRIu64 ": store "
+                  "range %s/%d [%" PRId64 ", %" PRId64 "): %s", q->path, batch_id,
+                  topic, (int)partition, from_offset, until_offset,
+                  sqlite3_errmsg(q->db));
+    sqlite3_reset(pr);
+    sqlite3_clear_bindings(pr);
+    return rc == SQLITE_DONE ? KW_OK : KW_EIO;
+}
+
+/* T4: sink.mid-txn after everything of the batch is written, before COMMIT. */
+static kw_err_t sqlite__commit(kw_sink_t *s, uint64_t batch_id, char *errstr,
+                               size_t errlen)
+{
+    (void)batch_id;
+    kw_crash(KW_CRASH_SINK_MID_TXN);
+    return sqlite__exec(s->impl, "COMMIT", "commit", errstr, errlen);
+}
+
+/* Step st (bound, no transaction open) for one integer; reset after. */
+static kw_err_t sqlite__read_int(sqlite__sink_t *q, sqlite3_stmt *st, int64_t *v,
+                                 char *errstr, size_t errlen)
+{
+    int rc = sqlite3_step(st);
+
+    if (rc == SQLITE_ROW)
+        *v = sqlite3_column_int64(st, 0);
+    else
+        sqlite__err(q, KW_EIO, errstr, errlen, "read direct_ranges");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_ROW ? KW_OK : KW_EIO;
+}
+
+static kw_err_t sqlite__range_next(kw_sink_t *s, const char *topic, int32_t partition,
+                                   int64_t *next, char *errstr, size_t errlen)
+{
+    sqlite__sink_t *q = s->impl;
+
+    sqlite3_reset(q->range_next);
+    sqlite3_bind_text(q->range_next, 1, topic, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q->range_next, 2, partition);
+    return sqlite__read_int(q, q->range_next, next, errstr, errlen);
+}
+
+static kw_err_t sqlite__ranges_last_batch(kw_sink_t *s, uint64_t *batch,
+                                          char *errstr, size_t errlen)
+{
+    sqlite__sink_t *q = s->impl;
+    int64_t v = 0;
+    kw_err_t err;
+
+    sqlite3_reset(q->last_batch);
+    err = sqlite__read_int(q, q->last_batch, &v, errstr, errlen);
+    *batch = v > 0 ? (uint64_t)v : 0;
     return err;
 }
 
 const kw__sink_ops_t kw__sink_sqlite_ops = {
-    KW_SINK_SQLITE, "sqlite", sqlite__open, sqlite__close, sqlite__write
+    .kind = KW_SINK_SQLITE,
+    .name = "sqlite",
+    .open = sqlite__open,
+    .close = sqlite__close,
+    .begin = sqlite__begin,
+    .write = sqlite__write,
+    .commit = sqlite__commit,
+    .abort = sqlite__abort,
+    .put_range = sqlite__put_range,
+    .range_next = sqlite__range_next,
+    .ranges_last_batch = sqlite__ranges_last_batch,
 };

@@ -1,8 +1,11 @@
 /*
  * test_direct.c -- the pure parts of direct mode (direct/direct.h): range
- * planning, the per-batch bound, direct.start.offsets, and the range table
- * in an SQLite database. The service itself runs against the local cluster
- * in tests/integration/0040-direct.sh.
+ * planning, the per-batch bound, direct.start.offsets; the ranges as direct
+ * mode stores and reads them through the sink's transactions (sink.h: where
+ * a restart goes on, batch ids, one range per partition per batch); and
+ * kw_direct_new refusing, before any network, a sink that cannot store
+ * ranges in exactly-once mode. The service itself runs against the local
+ * cluster in tests/integration/0040-direct.sh.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,12 +13,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
-
-#include <sqlite3.h>
 
 #include "direct.h"
 #include "kw_conf.h"
+#include "sink.h"
+#include "test_util.h"
 
 static void plan_ok(int64_t next, int64_t start, int64_t low, int64_t high, int policy,
                     int64_t max, int64_t from, int64_t until, int64_t lost_from,
@@ -136,35 +140,186 @@ static void test_start_offsets(void **state)
     }
 }
 
-static void test_ranges_table(void **state)
+/* ---- Ranges through the sink ---- */
+
+typedef struct rng {
+    const char *topic;
+    int32_t     partition;
+    int64_t     from, until;
+} rng_t;
+
+/* One batch as direct mode writes it: a record per range (its last
+ * offset), then the ranges, in one transaction. */
+static kw_err_t store_batch(kw_sink_t *k, uint64_t batch, const rng_t *r, size_t n,
+                            char *err, size_t errlen)
 {
-    sqlite3 *db = NULL;
-    char err[256];
-    int64_t next;
-    uint64_t batch;
+    kw_record_t recs[8];
+    kw_err_t e;
+
+    assert_true(n <= 8);
+    memset(recs, 0, sizeof(recs));
+    for (size_t i = 0; i < n; i++) {
+        recs[i].topic = r[i].topic;
+        recs[i].partition = r[i].partition;
+        recs[i].offset = r[i].until - 1;
+        recs[i].tstype = KW_TS_NOT_AVAILABLE;
+    }
+    if ((e = kw_sink_txn_begin(k, batch, err, errlen)) != KW_OK ||
+        (e = kw_sink_txn_write(k, recs, n, err, errlen)) != KW_OK)
+        return e;
+    for (size_t i = 0; i < n; i++)
+        if ((e = kw_sink_txn_put_range(k, r[i].topic, r[i].partition, r[i].from,
+                                       r[i].until, err, errlen)) != KW_OK)
+            return e;
+    return kw_sink_txn_commit(k, NULL, err, errlen);
+}
+
+static int64_t next_of(kw_sink_t *k, const char *topic, int32_t partition)
+{
+    int64_t next = -2;
+    char err[512];
+
+    if (kw_sink_range_next(k, topic, partition, &next, err, sizeof(err)) != KW_OK)
+        fail_msg("range_next %s/%d: %s", topic, (int)partition, err);
+    return next;
+}
+
+static uint64_t last_batch_of(kw_sink_t *k)
+{
+    uint64_t batch = 999;
+    char err[512];
+
+    if (kw_sink_ranges_last_batch(k, &batch, err, sizeof(err)) != KW_OK)
+        fail_msg("ranges_last_batch: %s", err);
+    return batch;
+}
+
+static kw_sink_t *open_sink(const char *spec)
+{
+    kw_sink_t *k = NULL;
+    char err[512];
+
+    if (kw_sink_open(spec, &k, err, sizeof(err)) != KW_OK)
+        fail_msg("open %s: %s", spec, err);
+    return k;
+}
+
+static void test_ranges_through_sink(void **state)
+{
+    static const rng_t b1[] = { { "t", 0, 0, 10 }, { "t", 1, 5, 9 } };
+    static const rng_t b2[] = { { "t", 0, 10, 25 } };
+    static const rng_t b3[] = { { "u", 0, 0, 4 } };
+    static const rng_t twice[] = { { "t", 0, 25, 30 }, { "t", 0, 30, 31 } };
+    char *dir = test_tmpdir_new("direct");
+    char spec[700], err[512];
+    kw_sink_t *k;
 
     (void)state;
-    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
-    assert_int_equal(kw_direct_ranges_init(db, err, sizeof(err)), KW_OK);
-    assert_int_equal(kw_direct_ranges_init(db, err, sizeof(err)), KW_OK);   /* again */
-    assert_int_equal(kw_direct_ranges_next(db, "t", 0, &next, err, sizeof(err)), KW_OK);
-    assert_int_equal(next, -1);
-    assert_int_equal(kw_direct_ranges_last_batch(db, &batch, err, sizeof(err)), KW_OK);
-    assert_int_equal(batch, 0);
-    assert_int_equal(sqlite3_exec(db, "INSERT INTO direct_ranges VALUES "
-                                      "(1, 't', 0, 0, 10), (1, 't', 1, 5, 9), "
-                                      "(2, 't', 0, 10, 25), (3, 'u', 0, 0, 4)",
-                                  NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(kw_direct_ranges_next(db, "t", 0, &next, err, sizeof(err)), KW_OK);
-    assert_int_equal(next, 25);
-    assert_int_equal(kw_direct_ranges_next(db, "t", 1, &next, err, sizeof(err)), KW_OK);
-    assert_int_equal(next, 9);
-    assert_int_equal(kw_direct_ranges_last_batch(db, &batch, err, sizeof(err)), KW_OK);
-    assert_int_equal(batch, 3);
-    /* one batch stores a partition once */
-    assert_int_not_equal(sqlite3_exec(db, "INSERT INTO direct_ranges VALUES (2, 't', 0, 25, 30)",
-                                      NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    assert_non_null(dir);
+    test_path(spec, sizeof(spec), "sqlite:%s/out.db", dir);
+    k = open_sink(spec);
+    assert_int_equal(kw_sink_ranges_supported(k), 1);
+    assert_int_equal(next_of(k, "t", 0), -1);           /* never read */
+    assert_int_equal(last_batch_of(k), 0);
+
+    assert_int_equal(store_batch(k, 1, b1, 2, err, sizeof(err)), KW_OK);
+    assert_int_equal(store_batch(k, 2, b2, 1, err, sizeof(err)), KW_OK);
+    assert_int_equal(store_batch(k, 3, b3, 1, err, sizeof(err)), KW_OK);
+    assert_int_equal(next_of(k, "t", 0), 25);            /* the highest until */
+    assert_int_equal(next_of(k, "t", 1), 9);
+    assert_int_equal(next_of(k, "u", 0), 4);
+    assert_int_equal(next_of(k, "u", 1), -1);
+    assert_int_equal(last_batch_of(k), 3);
+
+    /* One batch stores a partition once: the second range fails the key and
+     * the whole batch is rolled back, its record too (the retry takes a new
+     * id). */
+    assert_int_equal(store_batch(k, 4, twice, 2, err, sizeof(err)), KW_EIO);
+    assert_int_equal(next_of(k, "t", 0), 25);
+    assert_int_equal(last_batch_of(k), 3);
+    assert_int_equal(store_batch(k, 5, twice, 1, err, sizeof(err)), KW_OK);
+    assert_int_equal(next_of(k, "t", 0), 30);
+    {
+        kw_sink_totals_t tot;
+
+        kw_sink_get_totals(k, &tot);
+        assert_int_equal(tot.stored, 5);                 /* batch 4's record gone */
+        assert_int_equal(tot.failures, 1);
+    }
+
+    /* A restart goes on from what was committed. */
+    kw_sink_close(k);
+    k = open_sink(spec);
+    assert_int_equal(next_of(k, "t", 0), 30);
+    assert_int_equal(next_of(k, "t", 1), 9);
+    assert_int_equal(last_batch_of(k), 5);
+    kw_sink_close(k);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* kw_direct_new with these settings; returns its error and errstr. */
+static kw_err_t try_new(const char *sink, int at_least_once, char *err, size_t errlen)
+{
+    char arg[800];
+    const char *over[] = { "group.id=g", "topics=t", arg };
+    kw_direct_options_t o;
+    kw_direct_t *d = (kw_direct_t *)1;
+    kw_conf_t *conf = NULL;
+    kw_err_t e;
+
+    snprintf(arg, sizeof(arg), "sink=%s", sink);
+    assert_int_equal(kw_conf_load(NULL, over, 3, &conf, err, errlen), KW_OK);
+    memset(&o, 0, sizeof(o));
+    o.conf = conf;
+    o.at_least_once = at_least_once;
+    e = kw_direct_new(&o, &d, err, errlen);
+    assert_null(d);
+    kw_conf_destroy(conf);
+    return e;
+}
+
+static void test_new_refuses_sink(void **state)
+{
+    static const char *const norange[] = { "null", "jsonl", NULL };
+    char *dir = test_tmpdir_new("direct");
+    char spec[700], path[700], err[1024];
+
+    (void)state;
+    assert_non_null(dir);
+    test_path(spec, sizeof(spec), "file:%s/out", dir);
+    for (int i = 0; i < 3; i++) {
+        const char *sink = norange[i] != NULL ? norange[i] : spec;
+
+        assert_int_equal(try_new(sink, 0, err, sizeof(err)), KW_ECONFIG);
+        assert_non_null(strstr(err, sink));
+        assert_non_null(strstr(err, "needs sink=sqlite:PATH"));
+        assert_non_null(strstr(err, "--at-least-once takes any sink"));
+    }
+
+    /* A sink database of a schema version this kwal does not know (written
+     * into the SQLite header's user_version field, bytes 60..63, big-endian,
+     * of a database the sink created): the sink's error, before any
+     * connection is tried. */
+    test_path(path, sizeof(path), "%s/future.db", dir);
+    test_path(spec, sizeof(spec), "sqlite:%s", path);
+    kw_sink_close(open_sink(spec));
+    {
+        uint8_t *data;
+        size_t len;
+
+        assert_int_equal(test_read_file(path, &data, &len), 0);
+        assert_true(len >= 100);
+        assert_int_equal(data[63], KW_SINK_SQLITE_SCHEMA_VERSION);
+        data[63] = 9;
+        assert_int_equal(test_write_file(path, data, len), 0);
+        free(data);
+    }
+    assert_int_equal(try_new(spec, 0, err, sizeof(err)), KW_ECORRUPT);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "schema version 9"));
+    test_rmtree(dir);
+    free(dir);
 }
 
 int main(void)
@@ -175,7 +330,8 @@ int main(void)
         cmocka_unit_test(test_plan_source_loss),
         cmocka_unit_test(test_pid),
         cmocka_unit_test(test_start_offsets),
-        cmocka_unit_test(test_ranges_table),
+        cmocka_unit_test(test_ranges_through_sink),
+        cmocka_unit_test(test_new_refuses_sink),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

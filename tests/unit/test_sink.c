@@ -2,9 +2,13 @@
  * test_sink.c -- the sinks (sink/sink.h): spec parsing; the sqlite sink's
  * schema (exactly DESIGN.md's), its records read back with the sqlite3 API,
  * duplicate deliveries counted (invariant 3), replayed batches recognised,
- * reused batch ids stored record by record, and the direct-mode hook inside
- * the transaction; the file sink's atomic naming and replay; the JSON lines
- * envelope and its escaping; the jsonl sink on stdout; the null sink.
+ * reused batch ids stored record by record; the transactions of sink.h
+ * (T1-T4: begin / write / put_range / commit or abort, the order, errors
+ * ending the transaction, replays storing no range twice, the crash point
+ * sink.mid-txn before COMMIT) and the ranges read back; the schema version
+ * (set on a new database, an old one upgraded, a newer one refused); the
+ * file sink's atomic naming and replay; the JSON lines envelope and its
+ * escaping; the jsonl sink on stdout; the null sink.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,10 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
 
+#include "kw_fault.h"
 #include "sink.h"
 #include "test_util.h"
 
@@ -116,6 +122,22 @@ static int buf_nul(kw_sink_buf_t *b)
     return 0;
 }
 
+static char *read_text(const char *path)
+{
+    uint8_t *data;
+    size_t len;
+    char *t;
+
+    assert_int_equal(test_read_file(path, &data, &len), 0);
+    t = malloc(len + 1);
+    assert_non_null(t);
+    if (len > 0)
+        memcpy(t, data, len);
+    t[len] = '\0';
+    free(data);
+    return t;
+}
+
 /* ---- Specs ---- */
 
 static void test_specs(void **state)
@@ -138,18 +160,20 @@ static void test_specs(void **state)
     k = open_ok(spec);
     assert_int_equal(kw_sink_kind(k), KW_SINK_SQLITE);
     assert_string_equal(kw_sink_kind_name(k), "sqlite");
-    assert_non_null(kw_sink_sqlite_db(k));
+    assert_int_equal(kw_sink_ranges_supported(k), 1);
     kw_sink_close(k);
     test_path(spec, sizeof(spec), "file:%s/out", s->dir);
     k = open_ok(spec);
     assert_int_equal(kw_sink_kind(k), KW_SINK_FILE);
-    assert_null(kw_sink_sqlite_db(k));
+    assert_int_equal(kw_sink_ranges_supported(k), 0);
     kw_sink_close(k);
     k = open_ok("jsonl");
     assert_string_equal(kw_sink_kind_name(k), "jsonl");
+    assert_int_equal(kw_sink_ranges_supported(k), 0);
     kw_sink_close(k);
     k = open_ok("null");
     assert_int_equal(kw_sink_kind(k), KW_SINK_NULL);
+    assert_int_equal(kw_sink_ranges_supported(k), 0);
     kw_sink_close(k);
     kw_sink_close(NULL);
 
@@ -199,6 +223,34 @@ static void test_sqlite_schema_exact(void **state)
                             "offset))' AND sql NOT LIKE '%WITHOUT ROWID%'"), 1);
     assert_int_equal(db_int(db, "SELECT COUNT(*) FROM pragma_table_info('batches') "
                             "WHERE name = 'id' AND pk = 1"), 1);
+    /* direct_ranges as FORMAT.md gives it, created with the other tables. */
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT name, type, \"notnull\", pk FROM "
+                                        "pragma_table_info('direct_ranges') ORDER BY cid",
+                                        -1, &st, NULL), SQLITE_OK);
+    {
+        static const struct { const char *name; int pk; } dr[] = {
+            { "batch", 1 }, { "topic", 2 }, { "partition", 3 }, { "from_offset", 0 },
+            { "until_offset", 0 }
+        };
+
+        i = 0;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            assert_true(i < 5);
+            assert_string_equal((const char *)sqlite3_column_text(st, 0), dr[i].name);
+            assert_string_equal((const char *)sqlite3_column_text(st, 1),
+                                i == 1 ? "TEXT" : "INTEGER");
+            assert_int_equal(sqlite3_column_int(st, 2), 1);
+            assert_int_equal(sqlite3_column_int(st, 3), dr[i].pk);
+            i++;
+        }
+        sqlite3_finalize(st);
+        assert_int_equal(i, 5);
+    }
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
+                            "AND name = 'direct_ranges_tp' AND tbl_name = "
+                            "'direct_ranges'"), 1);
+    assert_int_equal(db_int(db, "PRAGMA user_version"), KW_SINK_SQLITE_SCHEMA_VERSION);
+    assert_int_equal(KW_SINK_SQLITE_SCHEMA_VERSION, 1);
     sqlite3_close(db);
 
     /* Reopening an existing output keeps it. */
@@ -333,80 +385,642 @@ static void test_sqlite_duplicates(void **state)
     sqlite3_close(db);
 }
 
-typedef struct hook_ctx {
-    int      fail;
-    int      calls;
-    uint64_t last_batch;
-} hook_ctx_t;
+/* ---- Transactions (sink.h T1-T4) and ranges ---- */
 
-static kw_err_t ranges_hook(struct sqlite3 *db, uint64_t batch, void *opaque,
-                            char *errstr, size_t errlen)
+static sqlite3 *db_open(const char *path)
 {
-    hook_ctx_t *h = opaque;
-    char sql[200];
+    sqlite3 *db = NULL;
 
-    h->calls++;
-    h->last_batch = batch;
-    snprintf(sql, sizeof(sql), "CREATE TABLE IF NOT EXISTS ranges(batch INTEGER); "
-             "INSERT INTO ranges VALUES(%llu)", (unsigned long long)batch);
-    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
-        return kw_seterr(errstr, errlen, KW_EIO, "hook: %s", sqlite3_errmsg(db));
-    if (h->fail)
-        return kw_seterr(errstr, errlen, KW_EIO, "hook failed on purpose");
-    return KW_OK;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    return db;
 }
 
-static void test_sqlite_hook(void **state)
+/* The one text value of sql ("" for none; a static buffer). */
+static const char *db_text(sqlite3 *db, const char *sql)
+{
+    static char out[512];
+    sqlite3_stmt *st;
+
+    out[0] = '\0';
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
+        snprintf(out, sizeof(out), "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return out;
+}
+
+/* Every stored range as "batch:topic/partition[from,until)" in key order. */
+#define RANGES_SQL "SELECT group_concat(r, ' ') FROM (SELECT batch || ':' || topic || " \
+                   "'/' || partition || '[' || from_offset || ',' || until_offset || " \
+                   "')' AS r FROM direct_ranges ORDER BY batch, topic, partition)"
+
+static void txn_open_ok(kw_sink_t *k, uint64_t batch, const kw_record_t *r, size_t n)
+{
+    char err[512];
+
+    if (kw_sink_txn_begin(k, batch, err, sizeof(err)) != KW_OK)
+        fail_msg("begin %llu: %s", (unsigned long long)batch, err);
+    if (kw_sink_txn_write(k, r, n, err, sizeof(err)) != KW_OK)
+        fail_msg("write %llu: %s", (unsigned long long)batch, err);
+}
+
+static void put_ok(kw_sink_t *k, const char *topic, int32_t part, int64_t from,
+                   int64_t until)
+{
+    char err[512];
+
+    if (kw_sink_txn_put_range(k, topic, part, from, until, err, sizeof(err)) != KW_OK)
+        fail_msg("put_range %s/%d: %s", topic, (int)part, err);
+}
+
+static kw_sink_stats_t commit_ok(kw_sink_t *k)
+{
+    kw_sink_stats_t st;
+    char err[512];
+
+    if (kw_sink_txn_commit(k, &st, err, sizeof(err)) != KW_OK)
+        fail_msg("commit: %s", err);
+    return st;
+}
+
+static int64_t next_of(kw_sink_t *k, const char *topic, int32_t part)
+{
+    int64_t next = -2;
+    char err[512];
+
+    if (kw_sink_range_next(k, topic, part, &next, err, sizeof(err)) != KW_OK)
+        fail_msg("range_next %s/%d: %s", topic, (int)part, err);
+    return next;
+}
+
+static uint64_t last_batch_of(kw_sink_t *k)
+{
+    uint64_t b = 12345;
+    char err[512];
+
+    if (kw_sink_ranges_last_batch(k, &b, err, sizeof(err)) != KW_OK)
+        fail_msg("ranges_last_batch: %s", err);
+    return b;
+}
+
+static void test_txn_commit(void **state)
 {
     tstate_t *s = *state;
-    hook_ctx_t h = { 1, 0, 0 };
+    kw_record_t r[3] = { rec("t", 0, 10, "a"), rec("t", 0, 11, "b"), rec("t", 1, 5, "c") };
+    kw_record_t r2[1] = { rec("t", 0, 12, "d") };
+    kw_sink_stats_t st;
+    kw_sink_totals_t tot;
+    char path[700], spec[710];
+    sqlite3 *db;
+
+    test_path(path, sizeof(path), "%s/out.db", s->dir);
+    test_path(spec, sizeof(spec), "sqlite:%s", path);
+    s->sink = open_ok(spec);
+    assert_int_equal(next_of(s->sink, "t", 0), -1);
+    assert_int_equal(last_batch_of(s->sink), 0);
+
+    txn_open_ok(s->sink, 4, r, 3);
+    put_ok(s->sink, "t", 0, 10, 12);
+    put_ok(s->sink, "t", 1, 5, 6);
+    /* T1: another connection sees nothing before commit. */
+    db = db_open(path);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 0);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM direct_ranges"), 0);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM batches"), 0);
+    st = commit_ok(s->sink);
+    assert_int_equal(st.delivered, 3);
+    assert_int_equal(st.stored, 3);
+    assert_int_equal(st.duplicates_delivered, 0);
+
+    /* Records, the batches row and the ranges, all of batch 4. */
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records WHERE batch = 4"), 3);
+    assert_int_equal(db_int(db, "SELECT records * 100 + stored * 10 + duplicates "
+                            "FROM batches WHERE id = 4"), 330);
+    assert_string_equal(db_text(db, "SELECT first_topic || first_partition || '/' || "
+                                "first_offset || ' ' || last_topic || last_partition || "
+                                "'/' || last_offset FROM batches WHERE id = 4"),
+                        "t0/10 t1/5");
+    assert_string_equal(db_text(db, RANGES_SQL), "4:t/0[10,12) 4:t/1[5,6)");
+
+    /* Read back: the highest until per partition, the highest batch. */
+    assert_int_equal(next_of(s->sink, "t", 0), 12);
+    assert_int_equal(next_of(s->sink, "t", 1), 6);
+    assert_int_equal(next_of(s->sink, "t", 2), -1);
+    assert_int_equal(next_of(s->sink, "u", 0), -1);
+    assert_int_equal(last_batch_of(s->sink), 4);
+
+    txn_open_ok(s->sink, 5, r2, 1);
+    put_ok(s->sink, "t", 0, 12, 13);
+    st = commit_ok(s->sink);
+    assert_int_equal(st.stored, 1);
+    assert_string_equal(db_text(db, RANGES_SQL), "4:t/0[10,12) 4:t/1[5,6) 5:t/0[12,13)");
+    assert_int_equal(next_of(s->sink, "t", 0), 13);
+    assert_int_equal(next_of(s->sink, "t", 1), 6);
+    assert_int_equal(last_batch_of(s->sink), 5);
+    kw_sink_get_totals(s->sink, &tot);
+    assert_int_equal(tot.batches, 2);
+    assert_int_equal(tot.stored, 4);
+    assert_int_equal(tot.failures, 0);
+
+    /* After a restart the same. */
+    kw_sink_close(s->sink);
+    s->sink = open_ok(spec);
+    assert_int_equal(next_of(s->sink, "t", 0), 13);
+    assert_int_equal(last_batch_of(s->sink), 5);
+    sqlite3_close(db);
+}
+
+static void test_txn_abort(void **state)
+{
+    tstate_t *s = *state;
     kw_record_t r[2] = { rec("t", 0, 0, "a"), rec("t", 0, 1, "b") };
     kw_sink_stats_t st;
-    kw_sink_t *j;
+    kw_sink_totals_t tot;
+    char path[700], spec[710];
+    sqlite3 *db;
+
+    test_path(path, sizeof(path), "%s/out.db", s->dir);
+    test_path(spec, sizeof(spec), "sqlite:%s", path);
+    s->sink = open_ok(spec);
+    kw_sink_txn_abort(s->sink);                 /* none open: a no-op */
+
+    txn_open_ok(s->sink, 1, r, 2);
+    put_ok(s->sink, "t", 0, 0, 2);
+    kw_sink_txn_abort(s->sink);
+    kw_sink_txn_abort(s->sink);                 /* again: a no-op */
+    db = db_open(path);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 0);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM batches"), 0);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM direct_ranges"), 0);
+    assert_int_equal(next_of(s->sink, "t", 0), -1);
+    assert_int_equal(last_batch_of(s->sink), 0);
+    kw_sink_get_totals(s->sink, &tot);
+    assert_int_equal(tot.batches, 0);
+    assert_int_equal(tot.failures, 0);          /* an abort is not a failure */
+
+    /* The same batch afterwards is new, not a replay. */
+    txn_open_ok(s->sink, 1, r, 2);
+    put_ok(s->sink, "t", 0, 0, 2);
+    st = commit_ok(s->sink);
+    assert_int_equal(st.stored, 2);
+    assert_int_equal(st.duplicates_delivered, 0);
+    assert_string_equal(db_text(db, RANGES_SQL), "1:t/0[0,2)");
+
+    /* Closing with a transaction open aborts it. */
+    r[0] = rec("t", 0, 2, "c");
+    txn_open_ok(s->sink, 2, r, 1);
+    put_ok(s->sink, "t", 0, 2, 3);
+    kw_sink_close(s->sink);
+    s->sink = NULL;
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 2);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM batches WHERE id = 2"), 0);
+    assert_string_equal(db_text(db, RANGES_SQL), "1:t/0[0,2)");
+    sqlite3_close(db);
+}
+
+static void test_txn_replay(void **state)
+{
+    tstate_t *s = *state;
+    kw_record_t r[2] = { rec("t", 0, 10, "a"), rec("t", 0, 11, "b") };
+    kw_record_t other[2] = { rec("t", 0, 11, "b"), rec("t", 0, 12, "c") };
+    kw_sink_stats_t st;
+    kw_sink_totals_t tot;
     char path[700], spec[710], err[512];
+    sqlite3 *db;
+    int64_t committed_ms;
+
+    test_path(path, sizeof(path), "%s/out.db", s->dir);
+    test_path(spec, sizeof(spec), "sqlite:%s", path);
+    s->sink = open_ok(spec);
+    txn_open_ok(s->sink, 4, r, 2);
+    put_ok(s->sink, "t", 0, 10, 12);
+    commit_ok(s->sink);
+    db = db_open(path);
+    committed_ms = db_int(db, "SELECT committed_ms FROM batches WHERE id = 4");
+
+    /* The same batch again, ranges and all (the caller never learned of the
+     * commit): recognised whole; put_range stores nothing (T3) -- were it
+     * stored, the ranges' key would refuse it. */
+    txn_open_ok(s->sink, 4, r, 2);
+    put_ok(s->sink, "t", 0, 10, 12);
+    st = commit_ok(s->sink);
+    assert_int_equal(st.delivered, 2);
+    assert_int_equal(st.stored, 0);
+    assert_int_equal(st.duplicates_delivered, 2);
+    assert_string_equal(db_text(db, RANGES_SQL), "4:t/0[10,12)");
+    assert_int_equal(db_int(db, "SELECT stored FROM batches WHERE id = 4"), 2);
+    assert_int_equal(db_int(db, "SELECT committed_ms FROM batches WHERE id = 4"),
+                     committed_ms);
+
+    /* Across a restart too, and through write_batch. */
+    kw_sink_close(s->sink);
+    s->sink = open_ok(spec);
+    txn_open_ok(s->sink, 4, r, 2);
+    put_ok(s->sink, "t", 0, 10, 12);
+    put_ok(s->sink, "t", 1, 0, 5);              /* not stored either */
+    st = commit_ok(s->sink);
+    assert_int_equal(st.duplicates_delivered, 2);
+    st = write_ok(s->sink, 4, r, 2);
+    assert_int_equal(st.duplicates_delivered, 2);
+    assert_string_equal(db_text(db, RANGES_SQL), "4:t/0[10,12)");
+    kw_sink_get_totals(s->sink, &tot);
+    assert_int_equal(tot.batches, 2);
+    assert_int_equal(tot.batches_replayed, 2);
+
+    /* The id with other records is not a replay: stored record by record,
+     * and its range for a partition batch 4 has already fails the key --
+     * the whole transaction is rolled back (T2), batch 4 stays as it was. */
+    test_log_capture_begin();
+    txn_open_ok(s->sink, 4, other, 2);
+    test_log_capture_end();
+    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, 11, 13, err, sizeof(err)),
+                     KW_EIO);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "t/0"));
+    assert_int_equal(kw_sink_txn_commit(s->sink, &st, err, sizeof(err)), KW_EINVAL);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 2);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records WHERE offset = 12"), 0);
+    assert_int_equal(db_int(db, "SELECT records * 100 + stored * 10 + duplicates "
+                            "FROM batches WHERE id = 4"), 220);
+    kw_sink_get_totals(s->sink, &tot);
+    assert_int_equal(tot.failures, 1);
+    sqlite3_close(db);
+}
+
+static void test_txn_errors(void **state)
+{
+    tstate_t *s = *state;
+    kw_record_t r[1] = { rec("t", 0, 0, "a") };
+    static const struct { const char *topic; int32_t part; int64_t from, until; } bad[] = {
+        { NULL, 0, 0, 1 }, { "t", -1, 0, 1 }, { "t", 0, -1, 1 }, { "t", 0, 5, 5 },
+        { "t", 0, 6, 5 }
+    };
+    kw_sink_stats_t st;
+    kw_sink_totals_t tot;
+    char path[700], spec[710], err[512];
+    uint64_t failures = 0, b;
+    int64_t next;
     sqlite3 *db;
 
     test_path(path, sizeof(path), "%s/out.db", s->dir);
     test_path(spec, sizeof(spec), "sqlite:%s", path);
     s->sink = open_ok(spec);
 
-    /* A failing hook rolls the whole batch back. */
-    assert_int_equal(kw_sink_write_batch_tx(s->sink, 4, r, 2, ranges_hook, &h, &st,
-                                            err, sizeof(err)), KW_EIO);
-    assert_string_equal(err, "hook failed on purpose");
-    assert_int_equal(h.calls, 1);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    /* Out of order with none open: KW_EINVAL, nothing to end. */
+    assert_int_equal(kw_sink_txn_write(s->sink, r, 1, err, sizeof(err)), KW_EINVAL);
+    assert_non_null(strstr(err, "no transaction"));
+    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, 0, 1, err, sizeof(err)),
+                     KW_EINVAL);
+    assert_int_equal(kw_sink_txn_commit(s->sink, &st, err, sizeof(err)), KW_EINVAL);
+    assert_int_equal(kw_sink_txn_begin(s->sink, 0, err, sizeof(err)), KW_EINVAL);
+    assert_int_equal(kw_sink_txn_begin(s->sink, (uint64_t)INT64_MAX + 1, err,
+                                       sizeof(err)), KW_EINVAL);
+    assert_int_equal(kw_sink_write_batch(s->sink, 0, r, 1, &st, err, sizeof(err)),
+                     KW_EINVAL);
+    assert_int_equal(kw_sink_write_batch(s->sink, 1, NULL, 1, &st, err, sizeof(err)),
+                     KW_EINVAL);
+
+    /* Out of order with one open: KW_EINVAL and the transaction is over. */
+    assert_int_equal(kw_sink_txn_begin(s->sink, 1, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, 0, 1, err, sizeof(err)),
+                     KW_EINVAL);
+    assert_non_null(strstr(err, "not written"));
+    failures++;
+    assert_int_equal(kw_sink_txn_write(s->sink, r, 1, err, sizeof(err)), KW_EINVAL);
+    assert_non_null(strstr(err, "no transaction"));
+
+    txn_open_ok(s->sink, 1, r, 1);
+    assert_int_equal(kw_sink_txn_write(s->sink, r, 1, err, sizeof(err)), KW_EINVAL);
+    assert_non_null(strstr(err, "written already"));
+    failures++;
+    assert_int_equal(kw_sink_txn_commit(s->sink, &st, err, sizeof(err)), KW_EINVAL);
+
+    assert_int_equal(kw_sink_txn_begin(s->sink, 1, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_sink_txn_begin(s->sink, 2, err, sizeof(err)), KW_EINVAL);
+    failures++;
+    assert_int_equal(kw_sink_txn_write(s->sink, r, 1, err, sizeof(err)), KW_EINVAL);
+
+    assert_int_equal(kw_sink_txn_begin(s->sink, 1, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_sink_txn_write(s->sink, NULL, 1, err, sizeof(err)), KW_EINVAL);
+    failures++;
+
+    /* Bad ranges. */
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        txn_open_ok(s->sink, 1, r, 1);
+        if (kw_sink_txn_put_range(s->sink, bad[i].topic, bad[i].part, bad[i].from,
+                                  bad[i].until, err, sizeof(err)) != KW_EINVAL)
+            fail_msg("bad range %zu accepted", i);
+        assert_non_null(strstr(err, "bad range"));
+        failures++;
+        assert_int_equal(kw_sink_txn_commit(s->sink, &st, err, sizeof(err)), KW_EINVAL);
+    }
+
+    /* One range per partition per batch: the second fails the key (KW_EIO)
+     * and takes the whole batch with it. */
+    txn_open_ok(s->sink, 1, r, 1);
+    put_ok(s->sink, "t", 0, 0, 1);
+    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, 1, 2, err, sizeof(err)),
+                     KW_EIO);
+    failures++;
+
+    /* Nothing of all that reached the database. */
+    db = db_open(path);
     assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 0);
     assert_int_equal(db_int(db, "SELECT COUNT(*) FROM batches"), 0);
-    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE name = "
-                            "'ranges'"), 0);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM direct_ranges"), 0);
 
-    /* Retried: records, batch row and the hook's rows commit together. */
-    h.fail = 0;
-    assert_int_equal(kw_sink_write_batch_tx(s->sink, 4, r, 2, ranges_hook, &h, &st,
-                                            err, sizeof(err)), KW_OK);
-    assert_int_equal(st.stored, 2);
-    assert_int_equal(h.calls, 2);
-    assert_int_equal(h.last_batch, 4);
-    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 2);
-    assert_int_equal(db_int(db, "SELECT batch FROM ranges"), 4);
-
-    /* A replay does not call the hook (its ranges committed with it). */
-    assert_int_equal(kw_sink_write_batch_tx(s->sink, 4, r, 2, ranges_hook, &h, &st,
-                                            err, sizeof(err)), KW_OK);
-    assert_int_equal(h.calls, 2);
-    assert_int_equal(st.duplicates_delivered, 2);
+    /* With a transaction open: no reading ranges (they would include
+     * uncommitted rows), no write_batch; the transaction goes on. */
+    txn_open_ok(s->sink, 1, r, 1);
+    put_ok(s->sink, "t", 0, 0, 1);
+    assert_int_equal(kw_sink_range_next(s->sink, "t", 0, &next, err, sizeof(err)),
+                     KW_EINVAL);
+    assert_int_equal(kw_sink_ranges_last_batch(s->sink, &b, err, sizeof(err)), KW_EINVAL);
+    assert_int_equal(kw_sink_write_batch(s->sink, 2, r, 1, &st, err, sizeof(err)),
+                     KW_EINVAL);
+    assert_int_equal(kw_sink_range_next(s->sink, NULL, 0, &next, err, sizeof(err)),
+                     KW_EINVAL);
+    st = commit_ok(s->sink);
+    assert_int_equal(st.stored, 1);
+    assert_string_equal(db_text(db, RANGES_SQL), "1:t/0[0,1)");
     sqlite3_close(db);
 
-    /* Only the sqlite sink takes a hook. */
-    j = open_ok("null");
-    assert_int_equal(kw_sink_write_batch_tx(j, 1, r, 2, ranges_hook, &h, &st,
-                                            err, sizeof(err)), KW_EINVAL);
-    kw_sink_close(j);
+    kw_sink_get_totals(s->sink, &tot);
+    assert_int_equal(tot.failures, failures);
+    assert_int_equal(tot.batches, 1);
+}
 
-    /* Bad batch ids. */
-    assert_int_equal(kw_sink_write_batch(s->sink, 0, r, 2, &st, err, sizeof(err)),
-                     KW_EINVAL);
+/* Other kinds: begin / write / commit / abort work; ranges do not. */
+static void test_txn_other_kinds(void **state)
+{
+    tstate_t *s = *state;
+    kw_record_t r[2] = { rec("t", 0, 0, "a"), rec("t", 0, 1, "b") };
+    kw_sink_stats_t st;
+    kw_sink_totals_t tot;
+    char dir[700], spec[710], path[800], err[512];
+    static const char *const kinds[] = { "file", "jsonl", "null" };
+    int64_t next;
+    uint64_t b;
+    int fd, saved;
+
+    test_path(dir, sizeof(dir), "%s/out", s->dir);
+    test_path(spec, sizeof(spec), "file:%s", dir);
+    test_path(path, sizeof(path), "%s/stdout", s->dir);
+    for (size_t i = 0; i < 3; i++) {
+        s->sink = open_ok(i == 0 ? spec : kinds[i]);
+        assert_string_equal(kw_sink_kind_name(s->sink), kinds[i]);
+        assert_int_equal(kw_sink_ranges_supported(s->sink), 0);
+        assert_int_equal(kw_sink_range_next(s->sink, "t", 0, &next, err, sizeof(err)),
+                         KW_EINVAL);
+        assert_non_null(strstr(err, "does not store offset ranges"));
+        assert_int_equal(next, -1);
+        assert_int_equal(kw_sink_ranges_last_batch(s->sink, &b, err, sizeof(err)),
+                         KW_EINVAL);
+        assert_int_equal(b, 0);
+
+        /* stdout to a file, for jsonl */
+        fflush(stdout);
+        saved = dup(STDOUT_FILENO);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        assert_true(saved >= 0 && fd >= 0);
+        assert_int_equal(dup2(fd, STDOUT_FILENO), STDOUT_FILENO);
+        close(fd);
+
+        /* put_range refused; the transaction rolled back (T2). */
+        txn_open_ok(s->sink, 3, r, 2);
+        assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, 0, 2, err, sizeof(err)),
+                         KW_EINVAL);
+        assert_non_null(strstr(err, kinds[i]));
+        assert_non_null(strstr(err, "only sqlite"));
+        assert_int_equal(kw_sink_txn_commit(s->sink, &st, err, sizeof(err)), KW_EINVAL);
+        /* abort after write: nothing out */
+        txn_open_ok(s->sink, 3, r, 2);
+        kw_sink_txn_abort(s->sink);
+        /* commit: the batch */
+        txn_open_ok(s->sink, 4, r, 2);
+        st = commit_ok(s->sink);
+        assert_int_equal(dup2(saved, STDOUT_FILENO), STDOUT_FILENO);
+        close(saved);
+        assert_int_equal(st.delivered, 2);
+        assert_int_equal(st.stored, i == 2 ? 0 : 2);
+
+        if (i == 0) {           /* only batch 4's file, no .tmp */
+            char **names;
+            size_t n;
+
+            assert_int_equal(test_list_dir(dir, NULL, &names, &n), 0);
+            assert_int_equal(n, 1);
+            assert_string_equal(names[0], "batch-0000000004.jsonl");
+            test_free_names(names, n);
+        } else if (i == 1) {    /* stdout: batch 4's two lines only */
+            char *text = read_text(path);
+            size_t lines = 0;
+
+            for (const char *c = text; *c != '\0'; c++)
+                lines += *c == '\n';
+            assert_int_equal(lines, 2);
+            free(text);
+        }
+        kw_sink_get_totals(s->sink, &tot);
+        assert_int_equal(tot.batches, 1);
+        assert_int_equal(tot.failures, 1);
+        kw_sink_close(s->sink);
+        s->sink = NULL;
+    }
+}
+
+/* ---- Schema version ---- */
+
+static void db_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = db_open(path);
+    char *msg = NULL;
+
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
+}
+
+/* The tables as kwal wrote them before the schema had a version: the
+ * sqlite sink's two, and direct mode's when with_ranges. */
+static void make_old_db(const char *path, int with_ranges)
+{
+    db_exec(path,
+            "CREATE TABLE records(topic TEXT, partition INTEGER, offset INTEGER, "
+            "ts INTEGER, key BLOB, payload BLOB, batch INTEGER, "
+            "PRIMARY KEY(topic, partition, offset));"
+            "CREATE TABLE batches(id INTEGER PRIMARY KEY, records INTEGER NOT NULL, "
+            "stored INTEGER NOT NULL, duplicates INTEGER NOT NULL, first_topic TEXT, "
+            "first_partition INTEGER, first_offset INTEGER, last_topic TEXT, "
+            "last_partition INTEGER, last_offset INTEGER, committed_ms INTEGER NOT NULL);"
+            "INSERT INTO records VALUES('t', 0, 7, 1, x'6b', x'76', 3);"
+            "INSERT INTO batches VALUES(3, 1, 1, 0, 't', 0, 7, 't', 0, 7, 1700000000000);");
+    if (with_ranges)
+        db_exec(path,
+                "CREATE TABLE direct_ranges(batch INTEGER NOT NULL, topic TEXT NOT NULL, "
+                "partition INTEGER NOT NULL, from_offset INTEGER NOT NULL, "
+                "until_offset INTEGER NOT NULL, PRIMARY KEY(batch, topic, partition));"
+                "CREATE INDEX direct_ranges_tp ON direct_ranges(topic, partition, "
+                "until_offset);"
+                "INSERT INTO direct_ranges VALUES(3, 't', 0, 7, 8);");
+}
+
+static void test_schema_version(void **state)
+{
+    tstate_t *s = *state;
+    kw_record_t r[1] = { rec("t", 0, 7, "v") };
+    kw_record_t r2[1] = { rec("t", 0, 8, "w") };
+    kw_sink_stats_t st;
+    kw_sink_t *k = (kw_sink_t *)1;
+    char path[700], spec[710], err[1024];
+    sqlite3 *db;
+
+    /* Direct mode's database from before versions: upgraded in place by
+     * setting the version; rows kept, read back, a replay still known. */
+    test_path(path, sizeof(path), "%s/direct.db", s->dir);
+    test_path(spec, sizeof(spec), "sqlite:%s", path);
+    make_old_db(path, 1);
+    test_log_capture_begin();
+    s->sink = open_ok(spec);
+    assert_int_equal(test_log_count(KW_LOG_INFO, "no schema version"), 1);
+    test_log_capture_end();
+    db = db_open(path);
+    assert_int_equal(db_int(db, "PRAGMA user_version"), 1);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 1);
+    assert_int_equal(next_of(s->sink, "t", 0), 8);
+    assert_int_equal(last_batch_of(s->sink), 3);
+    st = write_ok(s->sink, 3, r, 1);
+    assert_int_equal(st.duplicates_delivered, 1);
+    txn_open_ok(s->sink, 4, r2, 1);
+    put_ok(s->sink, "t", 0, 8, 9);
+    commit_ok(s->sink);
+    assert_string_equal(db_text(db, RANGES_SQL), "3:t/0[7,8) 4:t/0[8,9)");
+    sqlite3_close(db);
+    kw_sink_close(s->sink);
+    s->sink = NULL;
+
+    /* A receiver-mode database from before versions: also gets direct_ranges. */
+    test_path(path, sizeof(path), "%s/receiver.db", s->dir);
+    test_path(spec, sizeof(spec), "sqlite:%s", path);
+    make_old_db(path, 0);
+    s->sink = open_ok(spec);
+    db = db_open(path);
+    assert_int_equal(db_int(db, "PRAGMA user_version"), 1);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE name IN "
+                            "('direct_ranges', 'direct_ranges_tp')"), 2);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 1);
+    assert_int_equal(last_batch_of(s->sink), 0);
+    sqlite3_close(db);
+    kw_sink_close(s->sink);
+    s->sink = NULL;
+
+    /* A version this kwal does not know: refused, the file left alone. */
+    test_path(path, sizeof(path), "%s/future.db", s->dir);
+    test_path(spec, sizeof(spec), "sqlite:%s", path);
+    db_exec(path, "PRAGMA user_version = 2");
+    assert_int_equal(kw_sink_open(spec, &k, err, sizeof(err)), KW_ECORRUPT);
+    assert_null(k);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "schema version 2"));
+    assert_non_null(strstr(err, "knows 1"));
+    db = db_open(path);
+    assert_int_equal(db_int(db, "PRAGMA user_version"), 2);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM sqlite_master"), 0);
+    sqlite3_close(db);
+
+    /* Nor one that is not a kwal sink's at all. */
+    test_path(path, sizeof(path), "%s/other.db", s->dir);
+    test_path(spec, sizeof(spec), "sqlite:%s", path);
+    db_exec(path, "PRAGMA user_version = -3");
+    assert_int_equal(kw_sink_open(spec, &k, err, sizeof(err)), KW_ECORRUPT);
+    assert_non_null(strstr(err, "schema version -3"));
+}
+
+/* ---- The crash point (T4) ---- */
+
+/* In a child: batch 7 with a range, sink.mid-txn armed. Writes 'C' to fd
+ * just before commit; exits 0 if commit returned KW_OK, KW_CRASH_EXIT if the
+ * crash point fired, another status on any other failure. */
+static void crash_child(const char *spec, int fd, const kw_record_t *r, size_t n)
+{
+    kw_sink_t *k = NULL;
+    kw_sink_stats_t st;
+    char err[512];
+
+    if (kw_sink_open(spec, &k, err, sizeof(err)) != KW_OK)
+        _exit(10);
+    if (kw_crash_arm("sink.mid-txn", err, sizeof(err)) != KW_OK)
+        _exit(11);
+    if (kw_sink_txn_begin(k, 7, err, sizeof(err)) != KW_OK ||
+        kw_sink_txn_write(k, r, n, err, sizeof(err)) != KW_OK ||
+        kw_sink_txn_put_range(k, "t", 0, 0, 2, err, sizeof(err)) != KW_OK)
+        _exit(12);
+    if (write(fd, "C", 1) != 1)
+        _exit(13);
+    if (kw_sink_txn_commit(k, &st, err, sizeof(err)) != KW_OK)
+        _exit(14);
+    _exit(st.duplicates_delivered == n ? 0 : 15);
+}
+
+/* Run crash_child; returns its exit status, and whether it reached commit. */
+static int run_crash_child(const char *spec, const kw_record_t *r, size_t n,
+                           int *reached_commit)
+{
+    int fds[2], status = 0;
+    char c = 0;
+    pid_t pid;
+
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        crash_child(spec, fds[1], r, n);
+    }
+    close(fds[1]);
+    *reached_commit = read(fds[0], &c, 1) == 1 && c == 'C';
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void test_txn_crash_mid_txn(void **state)
+{
+    tstate_t *s = *state;
+    kw_record_t r[2] = { rec("t", 0, 0, "a"), rec("t", 0, 1, "b") };
+    kw_sink_stats_t st;
+    char path[700], spec[710];
+    int reached;
+    sqlite3 *db;
+
+    test_path(path, sizeof(path), "%s/out.db", s->dir);
+    test_path(spec, sizeof(spec), "sqlite:%s", path);
+
+    /* Dies in commit, after records and ranges: nothing of the batch stays. */
+    assert_int_equal(run_crash_child(spec, r, 2, &reached), KW_CRASH_EXIT);
+    assert_true(reached);
+    db = db_open(path);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 0);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM batches"), 0);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM direct_ranges"), 0);
+
+    /* Delivered again, it is new: all of it stored. */
+    s->sink = open_ok(spec);
+    txn_open_ok(s->sink, 7, r, 2);
+    put_ok(s->sink, "t", 0, 0, 2);
+    st = commit_ok(s->sink);
+    assert_int_equal(st.stored, 2);
+    kw_sink_close(s->sink);
+    s->sink = NULL;
+
+    /* A replay writes nothing and does not pass the crash point. */
+    assert_int_equal(run_crash_child(spec, r, 2, &reached), 0);
+    assert_true(reached);
+    assert_string_equal(db_text(db, RANGES_SQL), "7:t/0[0,2)");
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 2);
+    sqlite3_close(db);
 }
 
 /* ---- JSON ---- */
@@ -524,22 +1138,6 @@ static void test_json_escaping(void **state)
 }
 
 /* ---- file ---- */
-
-static char *read_text(const char *path)
-{
-    uint8_t *data;
-    size_t len;
-    char *t;
-
-    assert_int_equal(test_read_file(path, &data, &len), 0);
-    t = malloc(len + 1);
-    assert_non_null(t);
-    if (len > 0)
-        memcpy(t, data, len);
-    t[len] = '\0';
-    free(data);
-    return t;
-}
 
 static void test_file_sink(void **state)
 {
@@ -673,7 +1271,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sqlite_schema_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sqlite_store_and_read_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sqlite_duplicates, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sqlite_hook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_other_kinds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_crash_mid_txn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_envelope, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_escaping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_sink, setup, teardown),
