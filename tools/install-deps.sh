@@ -1,13 +1,16 @@
 #!/bin/sh
-# Installs every Debian package kwal needs to build and test. Safe to run
-# twice: it asks apt only for packages that are missing, and does nothing
-# when all are present.
+# Installs every Debian package kwal needs to build and test, then Apache
+# Kafka's jars for the integration tests (tools/testkit/fetch-kafka.sh, from
+# Maven Central into the git-ignored .deps/). Safe to run twice: it asks apt
+# only for packages that are missing and Maven only for jars that are
+# missing, and does nothing when all are present.
 set -eu
 
 PKGS="cmake gcc make pkg-config
 librdkafka-dev libzookeeper-mt-dev liblz4-dev libsqlite3-dev libcmocka-dev
 libxxhash-dev libfiu-dev fiu-utils
-zookeeper kcat sqlite3 jq gnuplot-nox"
+zookeeper kcat sqlite3 jq gnuplot-nox
+openjdk-17-jre-headless maven openssl"
 
 missing=""
 for p in $PKGS; do
@@ -16,16 +19,18 @@ for p in $PKGS; do
     fi
 done
 
-if [ -z "$missing" ]; then
-    exit 0
+if [ -n "$missing" ]; then
+    echo "install-deps: installing:$missing" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        SUDO="sudo"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-echo "install-deps: installing:$missing" >&2
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-# shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# Apache Kafka's jars (default version); a no-op, without mvn, once
+# .deps/kafka-VERSION/libs is there.
+"$(dirname "$0")/testkit/fetch-kafka.sh" >/dev/null

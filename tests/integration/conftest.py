@@ -1,0 +1,76 @@
+"""Shared pytest fixtures for kwal's Python integration tests.
+
+Puts <repo>/tools/harness on sys.path (for `import kwalh`) and offers real
+Apache Kafka clusters on loopback (kwalh.kafka.KafkaCluster):
+
+    kafka3          one shared 3-node cluster for the whole session (started
+                    on first use). After each test every node is running
+                    again (paused ones resumed, stopped ones restarted), so a
+                    test may stop, kill or pause nodes freely. Topics stay:
+                    give yours unique names.
+    kafka_factory   kafka_factory(nodes=1, start=True, **kwargs) -> a cluster
+                    of the test's own (kwargs go to KafkaCluster: ssl=,
+                    broker_props=, heap_mb=, ...), stopped after the test.
+    kafka_version   the Kafka release: $KWAL_KAFKA_VERSION, default 4.1.1
+                    (3.9.2 is the compatibility run).
+    repo            the repository root (pathlib.Path).
+
+The jars come from tools/testkit/fetch-kafka.sh (a no-op once fetched).
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools" / "harness"))
+
+from kwalh.kafka import DEFAULT_VERSION, KafkaCluster  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def kafka_version() -> str:
+    return os.environ.get("KWAL_KAFKA_VERSION", DEFAULT_VERSION)
+
+
+@pytest.fixture(scope="session")
+def _kafka3_session(tmp_path_factory, kafka_version):
+    kc = KafkaCluster(tmp_path_factory.mktemp("kafka3"), nodes=3, version=kafka_version)
+    kc.start()
+    yield kc
+    kc.stop()
+
+
+@pytest.fixture
+def kafka3(_kafka3_session):
+    kc = _kafka3_session
+    yield kc
+    for i in kc.node_ids:                       # leave it whole for the next test
+        if kc.node_state(i) == "paused":
+            kc.resume_node(i)
+    for i in kc.node_ids:
+        if kc.node_state(i) == "stopped":
+            kc.start_node(i)
+
+
+@pytest.fixture
+def kafka_factory(tmp_path, kafka_version):
+    made = []
+
+    def make(nodes: int = 1, start: bool = True, **kwargs) -> KafkaCluster:
+        kwargs.setdefault("version", kafka_version)
+        kc = KafkaCluster(tmp_path / f"kafka{len(made)}", nodes=nodes, **kwargs)
+        made.append(kc)
+        if start:
+            kc.start()
+        return kc
+
+    yield make
+    for kc in made:
+        kc.stop()
