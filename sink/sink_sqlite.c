@@ -44,6 +44,7 @@
 
 #include "kw_fault.h"
 #include "kw_log.h"
+#include "kw_time.h"
 #include "sink_int.h"
 
 typedef struct sqlite__sink {
@@ -245,14 +246,6 @@ fail:
     return err;
 }
 
-static int64_t sqlite__now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Bind a key or payload: NULL -> SQL NULL, empty -> zero-length BLOB. */
 static int sqlite__bind_bytes(sqlite3_stmt *st, int i, const void *p, size_t len)
 {
@@ -378,7 +371,7 @@ static kw_err_t sqlite__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t
         for (int c = 5; c <= 10; c++)
             sqlite3_bind_null(pb, c);
     }
-    sqlite3_bind_int64(pb, 11, sqlite__now_ms());
+    sqlite3_bind_int64(pb, 11, kw_wall_ms());
     rc = sqlite3_step(pb);
     sqlite3_reset(pb);
     sqlite3_clear_bindings(pb);
