@@ -20,7 +20,10 @@
  *    "recovery_classic":0|1,"wal_bytes":...,"wal_fsyncs":...,
  *    "wal_replicas_healthy":...,"zk_writes":...,"receiver_restarts":...,
  *    "partitions_owned":...,"first_assignment_ms":...,
- *    "first_stored_ms":...}
+ *    "first_stored_ms":...,"wal_segments_cleaned":...,
+ *    "partitions_assigned_stored":...,"partitions_assigned_reset":...,
+ *    "partitions_revoked":...,"blocks_offsets_stored":...,
+ *    "blocks_fenced":...,"pauses":...,"quorum_pauses":...}
  *
  * mode is "receive", "receive-no-wal", "direct", "direct-at-least-once" or
  * "recover". final is true only in the file written at exit. Times named
@@ -62,6 +65,14 @@ typedef struct kw_stats {
     uint64_t partitions_owned;
     int64_t  first_assignment_ms;  /* -1: none yet */
     int64_t  first_stored_ms;      /* -1: nothing stored yet */
+    uint64_t wal_segments_cleaned;
+    uint64_t partitions_assigned_stored; /* went on from a stored offset */
+    uint64_t partitions_assigned_reset;  /* had none: auto.offset.reset */
+    uint64_t partitions_revoked;
+    uint64_t blocks_offsets_stored;      /* blocks whose offsets reached ZooKeeper */
+    uint64_t blocks_fenced;              /* ... refused: no longer the owner (inv. 4) */
+    uint64_t pauses;                     /* consumption paused (invariant 5) */
+    uint64_t quorum_pauses;              /* the WAL fell below its write quorum */
 } kw_stats_t;
 
 /* Zero every counter, -1 every unknown time; mode as given. */

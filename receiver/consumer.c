@@ -271,6 +271,7 @@ static int on_assign(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *part
                           p->topic, (int)p->partition, errstr);
             return -1;
         }
+        atomic_fetch_add(err == KW_OK ? &svc->n.assigned_stored : &svc->n.assigned_reset, 1);
         KW_LOG_I(KW_RCV_MOD, "receiver-%u: assigned %s/%d at %s%" PRId64, c->id,
                  p->topic, (int)p->partition,
                  err == KW_OK ? "stored offset " :
@@ -295,9 +296,11 @@ static void on_revoke(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *par
                          errstr, sizeof(errstr)) != KW_OK)
             KW_LOG_W(KW_RCV_MOD, "receiver-%u: disown %s/%d: %s", c->id,
                      parts->elems[i].topic, (int)parts->elems[i].partition, errstr);
-        else
+        else {
+            atomic_fetch_add(&c->svc->n.revoked, 1);
             KW_LOG_I(KW_RCV_MOD, "receiver-%u: revoked %s/%d", c->id,
                      parts->elems[i].topic, (int)parts->elems[i].partition);
+        }
     }
 }
 

@@ -77,6 +77,10 @@ typedef struct kw_receiver_stats {
     int64_t  first_assignment_mono_ms; /* kw_mono_ms() of the first partition
                                     * assignment; 0: none yet */
     int64_t  first_stored_mono_ms; /* of the first batch that stored a record */
+    uint64_t assigned_stored;      /* partitions assigned that went on from the
+                                    * offset stored in ZooKeeper */
+    uint64_t assigned_reset;       /* ... that had none: auto.offset.reset */
+    uint64_t revoked;              /* partitions given up (flushed, disowned) */
 } kw_receiver_stats_t;
 
 /* How the service runs; kw_receiver_options_init() sets the defaults. */

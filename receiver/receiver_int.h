@@ -85,7 +85,7 @@ typedef struct kw_rcv_counters {
                      blocks_fenced, zk_retries, pauses, batches, records_delivered,
                      records_stored, duplicates_delivered, segments_cleaned,
                      source_loss_events, source_loss_records, receiver_restarts,
-                     quorum_pauses;
+                     quorum_pauses, assigned_stored, assigned_reset, revoked;
     _Atomic int64_t  first_assignment_mono_ms, first_stored_mono_ms;  /* 0: not yet */
 } kw_rcv_counters_t;
 

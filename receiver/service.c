@@ -225,6 +225,9 @@ void kw_receiver_stats(kw_receiver_t *svc, kw_receiver_stats_t *s)
     s->quorum_pauses = atomic_load(&n->quorum_pauses);
     s->first_assignment_mono_ms = atomic_load(&n->first_assignment_mono_ms);
     s->first_stored_mono_ms = atomic_load(&n->first_stored_mono_ms);
+    s->assigned_stored = atomic_load(&n->assigned_stored);
+    s->assigned_reset = atomic_load(&n->assigned_reset);
+    s->revoked = atomic_load(&n->revoked);
     s->wal_replicas_healthy = -1;
     if (!svc->no_wal) {
         pthread_rwlock_rdlock(&svc->wal_rw);

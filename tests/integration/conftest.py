@@ -15,6 +15,19 @@ Apache Kafka clusters on loopback (kwalh.kafka.KafkaCluster):
                     (3.9.2 is the compatibility run).
     repo            the repository root (pathlib.Path).
 
+and kwal's side (kwalh.proc, kwalh.services, kwalh.kwal):
+
+    bins            kwal's programs: $KWAL_BIN_DIR, else <repo>/build/tools
+                    (bins.kwal, bins.loadgen, bins.verify, bins.zk_local, ...).
+    zk              a ZooKeeper server of the test's own (kwalh.services.ZooKeeper,
+                    .connect is its connect string), stopped after the test.
+    kwal_factory    kwal_factory(args, settings, name="kwal", xargs=(), env=None)
+                    -> a kwalh.kwal.Kwal (not started) whose configuration file
+                    is written from the settings dict; every one is SIGKILLed
+                    after the test if still running.
+    names           names.topic(), names.group(): unique per test, so tests
+                    can share one Kafka cluster and one ZooKeeper layout.
+
 The jars come from tools/testkit/fetch-kafka.sh (a no-op once fetched).
 """
 import os
@@ -27,6 +40,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools" / "harness"))
 
 from kwalh.kafka import DEFAULT_VERSION, KafkaCluster  # noqa: E402
+from kwalh import proc, services  # noqa: E402
+from kwalh.kwal import Kwal, write_conf  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +89,57 @@ def kafka_factory(tmp_path, kafka_version):
     yield make
     for kc in made:
         kc.stop()
+
+
+@pytest.fixture(scope="session")
+def bins():
+    b = proc.Bins(proc.bin_dir())
+    b.check()
+    return b
+
+
+@pytest.fixture
+def zk(tmp_path, bins):
+    server = services.ZooKeeper(bins, str(tmp_path / "zk"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kwal_factory(tmp_path, bins):
+    made = []
+
+    def make(args, settings, name="kwal", xargs=(), env=None):
+        base = str(tmp_path / f"{name}{len(made)}")
+        conf = base + ".conf"
+        write_conf(conf, settings)
+        k = Kwal(bins, args, conf, base, xargs=xargs, env=env)
+        made.append(k)
+        return k
+
+    yield make
+    for k in made:
+        if k.alive():
+            k.kill()
+
+
+class _Names:
+    def __init__(self, test_name):
+        self.base = "".join(c if c.isalnum() else "-" for c in test_name)[:60]
+        self.n = 0
+
+    def _next(self, kind):
+        self.n += 1
+        return f"{self.base}-{kind}{self.n}"
+
+    def topic(self):
+        return self._next("t")
+
+    def group(self):
+        return self._next("g")
+
+
+@pytest.fixture
+def names(request):
+    return _Names(request.node.name)

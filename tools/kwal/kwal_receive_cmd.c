@@ -72,6 +72,7 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
         s->records_stored = x->rep.records_stored;
         s->duplicate_deliveries = x->rep.duplicates_delivered;
         s->batches = x->rep.batches_replayed;
+        s->wal_segments_cleaned = x->rep.segments_cleaned;
     }
     if (x->have_last) {
         const kw_receiver_stats_t *r = &x->last;
@@ -92,6 +93,14 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
         s->partitions_owned = r->partitions_owned;
         s->first_assignment_ms = since(r->first_assignment_mono_ms, start_mono);
         s->first_stored_ms = since(r->first_stored_mono_ms, start_mono);
+        s->wal_segments_cleaned += r->segments_cleaned;
+        s->partitions_assigned_stored = r->assigned_stored;
+        s->partitions_assigned_reset = r->assigned_reset;
+        s->partitions_revoked = r->revoked;
+        s->blocks_offsets_stored = r->blocks_offsets_stored;
+        s->blocks_fenced = r->blocks_fenced;
+        s->pauses = r->pauses;
+        s->quorum_pauses = r->quorum_pauses;
     }
     pthread_mutex_unlock(&x->mu);
 }
