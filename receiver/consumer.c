@@ -231,6 +231,129 @@ static void disown_first(kw_rcv_consumer_t *c, const rd_kafka_topic_partition_li
                      parts->elems[i].topic, (int)parts->elems[i].partition, errstr);
 }
 
+/* ---- gaps at the end: the end-of-partition advance ----
+ *
+ * A partition's last offsets may hold no record a consumer is given: the
+ * commit or abort marker of a transaction, the records of an aborted
+ * transaction (isolation.level=read_committed, librdkafka's default), or
+ * offsets compaction removed. Blocks end one past their last record, so
+ * without more, ZooKeeper would stay below the partition's end offset for
+ * good and monitoring would show a lag that is not there. So the receivers
+ * ask librdkafka for end-of-partition events, remember per owned partition
+ * one past the last record taken (next) and the last end offset seen (eof),
+ * and when eof > next while nothing of this receiver is in flight -- no
+ * record in the current block, no block cut or queued, every block put
+ * finished by the pipeline -- they store eof in ZooKeeper (fenced, as every
+ * offset update: invariant 4). Invariant 1 holds: every record below eof
+ * that the consumer was given is in a block whose offsets are stored, i.e.
+ * durable in the WAL, and the offsets between next and eof hold none. */
+
+static kw_rcv_pos_t *pos_find(kw_rcv_consumer_t *c, const char *topic, int32_t partition,
+                              int add)
+{
+    kw_rcv_pos_t *e;
+
+    if (c->pos_last < c->npos) {
+        e = &c->pos[c->pos_last];
+        if (e->partition == partition && strcmp(e->topic, topic) == 0)
+            return e;
+    }
+    for (size_t i = 0; i < c->npos; i++)
+        if (c->pos[i].partition == partition && strcmp(c->pos[i].topic, topic) == 0) {
+            c->pos_last = i;
+            return &c->pos[i];
+        }
+    if (!add)
+        return NULL;
+    if (c->npos == c->pos_cap) {
+        size_t ncap = c->pos_cap ? c->pos_cap * 2 : 16;
+        kw_rcv_pos_t *n = realloc(c->pos, ncap * sizeof(*n));
+
+        if (n == NULL)
+            return NULL;      /* only the advance is lost, not data */
+        c->pos = n;
+        c->pos_cap = ncap;
+    }
+    e = &c->pos[c->npos];
+    e->topic = strdup(topic);
+    if (e->topic == NULL)
+        return NULL;
+    e->partition = partition;
+    e->next = -1;
+    e->eof = -1;
+    c->pos_last = c->npos++;
+    return e;
+}
+
+static void pos_drop(kw_rcv_consumer_t *c, const char *topic, int32_t partition)
+{
+    kw_rcv_pos_t *e = pos_find(c, topic, partition, 0);
+
+    if (e == NULL)
+        return;
+    free((char *)e->topic);
+    *e = c->pos[--c->npos];
+    c->pos_last = 0;
+}
+
+static void pos_clear(kw_rcv_consumer_t *c)
+{
+    for (size_t i = 0; i < c->npos; i++)
+        free((char *)c->pos[i].topic);
+    free(c->pos);
+    c->pos = NULL;
+    c->npos = c->pos_cap = c->pos_last = 0;
+}
+
+/* Nothing of this receiver is on its way to ZooKeeper. Receiver thread. */
+static int receiver_quiet(kw_rcv_consumer_t *c)
+{
+    int quiet;
+
+    if (kw_blockgen_pending(c->gen, NULL) > 0 || kw_blockgen_ready(c->gen, NULL) > 0)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    quiet = c->done_seq >= c->put_seq;
+    pthread_mutex_unlock(&c->mu);
+    return quiet;
+}
+
+/* At most every 100 ms: store the end offsets past gaps (above). */
+static void end_advance(kw_rcv_consumer_t *c, int64_t now)
+{
+    int quiet = -1;
+
+    if (now - c->pos_check_ms < 100)
+        return;
+    c->pos_check_ms = now;
+    for (size_t i = 0; i < c->npos; i++) {
+        kw_rcv_pos_t *e = &c->pos[i];
+        kw_zk_offset_t o;
+        char errstr[512];
+        kw_err_t err;
+
+        if (e->eof < 0 || e->eof <= e->next)
+            continue;
+        if (quiet < 0)
+            quiet = receiver_quiet(c);
+        if (!quiet)
+            return;
+        o.topic = e->topic;
+        o.partition = e->partition;
+        o.next = e->eof;
+        err = kw_zk_commit(c->svc->zk, &o, 1, 0, errstr, sizeof(errstr));
+        if (err == KW_OK) {
+            KW_LOG_D(KW_RCV_MOD, "receiver-%u: %s/%d: offset %" PRId64 " past a gap at "
+                     "its end (no record at %" PRId64 "..%" PRId64 ")", c->id, e->topic,
+                     (int)e->partition, e->eof, e->next, e->eof - 1);
+            atomic_fetch_add(&c->svc->n.end_advances, 1);
+            e->next = e->eof;
+        } else if (err == KW_EFENCED) {
+            e->next = e->eof;   /* not ours any more: the revoke follows */
+        }                       /* else (ZooKeeper away): again later */
+    }
+}
+
 /* Own every partition and set its start offset. 0, or -1 (the receiver
  * failed, or the service: recorded; nothing stays owned). */
 static int on_assign(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
@@ -318,6 +441,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (parts->cnt > 0)
             kw_rcv_note_first(&c->svc->n.first_assignment_mono_ms);
         assignment_add(c, parts);
+        for (int i = 0; i < parts->cnt; i++)    /* a fresh start in each */
+            pos_drop(c, parts->elems[i].topic, parts->elems[i].partition);
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, parts);
         else
@@ -325,6 +450,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     } else {
         on_revoke(c, parts);
         assignment_remove(c, parts);
+        for (int i = 0; i < parts->cnt; i++)
+            pos_drop(c, parts->elems[i].topic, parts->elems[i].partition);
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, parts);
         else
@@ -470,6 +597,12 @@ static int add_message(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
                      (int)rec.partition, rec.offset, errstr);
         return -1;
     }
+    {
+        kw_rcv_pos_t *e = pos_find(c, rec.topic, rec.partition, 1);
+
+        if (e != NULL)
+            e->next = rec.offset + 1;
+    }
     atomic_fetch_add(&c->svc->n.records_received, 1);
     return 0;
 }
@@ -477,8 +610,14 @@ static int add_message(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
 static void handle_error(kw_rcv_consumer_t *c, const rd_kafka_message_t *m)
 {
     switch (m->err) {
-    case RD_KAFKA_RESP_ERR__PARTITION_EOF:
+    case RD_KAFKA_RESP_ERR__PARTITION_EOF: {
+        kw_rcv_pos_t *e = m->rkt != NULL ?
+            pos_find(c, rd_kafka_topic_name(m->rkt), m->partition, 1) : NULL;
+
+        if (e != NULL && m->offset >= 0)
+            e->eof = m->offset;
         return;
+    }
     case RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET:
     case RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE:
         on_out_of_range(c, m);
@@ -503,13 +642,14 @@ static int consumer_open(kw_rcv_consumer_t *c)
     kw_blockgen_config_t gcfg;
     rd_kafka_conf_t *kc = NULL;
     char errstr[512], cid[64];
-    const char *extra[3] = { "client.id", cid, NULL };
+    /* end-of-partition events: the end advance (gaps at the end, above) */
+    const char *extra[5] = { "enable.partition.eof", "true", "client.id", cid, NULL };
     rd_kafka_resp_err_t err;
 
     snprintf(cid, sizeof(cid), "kwal-receiver-%u", c->id);
     for (size_t i = 0; i < conf->nkafka; i++)
         if (strcmp(conf->kafka[i].key, "client.id") == 0)
-            extra[0] = NULL;    /* the user's client.id wins */
+            extra[2] = NULL;    /* the user's client.id wins */
     if (kw_source_consumer_conf(conf, svc->rc->group_id, extra, &kc, errstr,
                                 sizeof(errstr)) != KW_OK) {
         kw_rcv_fatal(svc, "%s", errstr);
@@ -586,6 +726,7 @@ static void consumer_close(kw_rcv_consumer_t *c)
     free(c->hdrs);
     c->hdrs = NULL;
     c->hdrs_cap = 0;
+    pos_clear(c);
 }
 
 void *kw_rcv_consumer_main(void *arg)
@@ -636,6 +777,7 @@ void *kw_rcv_consumer_main(void *arg)
         }
         if (put_ready(c) != 0)
             break;
+        end_advance(c, kw_mono_ms());
     }
     /* stop: last block durable and committed before the partitions go */
     if (c->gen != NULL && !kw_rcv_is_fatal(svc))

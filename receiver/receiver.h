@@ -81,6 +81,9 @@ typedef struct kw_receiver_stats {
                                     * offset stored in ZooKeeper */
     uint64_t assigned_reset;       /* ... that had none: auto.offset.reset */
     uint64_t revoked;              /* partitions given up (flushed, disowned) */
+    uint64_t end_advances;         /* offsets moved past a gap at a partition's
+                                    * end that holds no record (transaction
+                                    * markers, aborted or compacted records) */
 } kw_receiver_stats_t;
 
 /* How the service runs; kw_receiver_options_init() sets the defaults. */

@@ -39,6 +39,20 @@
 
 #define KW_RCV_MOD "receiver"
 
+/*
+ * Where a receiver is in one partition it owns, for the end-of-partition
+ * advance (consumer.c, "gaps at the end"): next is one past the last record
+ * taken (-1: none since the assignment, the stored or reset position
+ * applies), eof the offset of the last end-of-partition event (-1: none).
+ */
+typedef struct kw_rcv_pos {
+    const char *topic;        /* librdkafka's name of the topic: stable while
+                               * the consumer lives */
+    int32_t     partition;
+    int64_t     next;
+    int64_t     eof;
+} kw_rcv_pos_t;
+
 typedef struct kw_rcv_consumer {
     struct kw_receiver *svc;
     uint32_t            id;            /* 0..receivers-1; thread "receiver-<id>" */
@@ -51,6 +65,9 @@ typedef struct kw_rcv_consumer {
     rd_kafka_topic_partition_list_t *assignment;  /* what we own now */
     kw_record_header_t              *hdrs;        /* conversion scratch */
     size_t                           hdrs_cap;
+    kw_rcv_pos_t                    *pos;         /* per owned partition */
+    size_t                           npos, pos_cap, pos_last;
+    int64_t                          pos_check_ms; /* last end-advance check */
 
     /* receiver thread -> service thread: the thread failed and is exiting;
      * fail_msg is written before failed is set (and read after the join) */
@@ -85,7 +102,8 @@ typedef struct kw_rcv_counters {
                      blocks_fenced, zk_retries, pauses, batches, records_delivered,
                      records_stored, duplicates_delivered, segments_cleaned,
                      source_loss_events, source_loss_records, receiver_restarts,
-                     quorum_pauses, assigned_stored, assigned_reset, revoked;
+                     quorum_pauses, assigned_stored, assigned_reset, revoked,
+                     end_advances;
     _Atomic int64_t  first_assignment_mono_ms, first_stored_mono_ms;  /* 0: not yet */
 } kw_rcv_counters_t;
 

@@ -96,7 +96,8 @@ static void test_stats_json(void **state)
         "wal_bytes", "wal_fsyncs", "wal_replicas_healthy", "zk_writes", "receiver_restarts",
         "partitions_owned", "first_assignment_ms", "first_stored_ms", "wal_segments_cleaned",
         "partitions_assigned_stored", "partitions_assigned_reset", "partitions_revoked",
-        "blocks_offsets_stored", "blocks_fenced", "pauses", "quorum_pauses", NULL
+        "blocks_offsets_stored", "blocks_fenced", "pauses", "quorum_pauses", "end_advances",
+        NULL
     };
     char *dir = test_tmpdir_new("stats");
     char path[512], why[256], buf[2048], key[64];
@@ -129,7 +130,7 @@ static void test_stats_json(void **state)
     assert_non_null(strstr(buf, "\"duplicate_deliveries\":7,"));
     assert_non_null(strstr(buf, "\"recovery_ms\":-1,"));
     assert_non_null(strstr(buf, "\"first_stored_ms\":-1,"));
-    assert_non_null(strstr(buf, "\"quorum_pauses\":0}"));
+    assert_non_null(strstr(buf, "\"end_advances\":0}"));
     /* a buffer too small says how much it needs */
     assert_int_equal(kw_stats_format_json(&s, buf, 10), n);
 

@@ -101,6 +101,7 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
         s->blocks_fenced = r->blocks_fenced;
         s->pauses = r->pauses;
         s->quorum_pauses = r->quorum_pauses;
+        s->end_advances = r->end_advances;
     }
     pthread_mutex_unlock(&x->mu);
 }
