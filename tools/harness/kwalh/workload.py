@@ -1,0 +1,185 @@
+"""workload -- the sequence-numbered workload: kwal-loadgen produces it,
+kwal-verify checks an output against it (kwal-loadgen --help,
+kwal-verify --help have the record format and the summary line).
+
+kwal-verify's summary line is its documented result (the last line of
+its stdout): expected=N stored=S missing=M duplicates=D duplicate_offsets=O
+corrupt=C foreign=F out_of_range=R.
+"""
+
+import os
+import re
+import signal
+import sqlite3
+
+from . import proc
+
+SUMMARY_KEYS = ("expected", "stored", "missing", "duplicates", "duplicate_offsets", "corrupt",
+                "foreign", "out_of_range")
+
+
+class Loadgen:
+    """kwal-loadgen: run() in the foreground, or start() in the background
+    (--rate); its manifest (key=value lines) is written when it is done."""
+
+    def __init__(self, bins, brokers, topic, records, manifest, base, size=100, run_id=None,
+                 rate=None, timeout=None):
+        self.bins = bins
+        self.argv = [bins.loadgen, "--brokers", brokers, "--topic", topic, "--records",
+                     str(records), "--size", str(size), "--manifest", manifest]
+        if run_id:
+            self.argv += ["--run-id", run_id]
+        if rate:
+            self.argv += ["--rate", str(rate)]
+        if timeout:
+            self.argv += ["--timeout", str(timeout)]
+        self.manifest = manifest
+        self.base = base
+        self.p = None
+        self.rc = None
+        self.frozen = False
+
+    def run(self, timeout):
+        """Produce in the foreground, bounded; the exit status (124: hung)."""
+        self.start()
+        rc = proc.reap(self.p, timeout)
+        if rc is None:
+            rc = 124
+            proc.kill_wait(self.p)
+        self.rc = rc
+        return rc
+
+    def start(self):
+        self.p = proc.spawn(self.argv, stdout=self.base + ".out", stderr=self.base + ".err")
+        return self
+
+    def running(self):
+        return self.p is not None and self.rc is None and self.p.poll() is None
+
+    def done(self):
+        """True once the producer has ended (its status in rc)."""
+        if self.p is None:
+            return True
+        if self.rc is None:
+            if self.p.poll() is None:
+                return False
+            self.rc = proc.reap(self.p)
+        return True
+
+    def freeze(self):
+        if self.running():
+            self.p.send_signal(signal.SIGSTOP)
+            self.frozen = True
+        return self.frozen
+
+    def thaw(self):
+        if self.frozen and self.p.poll() is None:
+            self.p.send_signal(signal.SIGCONT)
+        self.frozen = False
+
+    def kill(self):
+        if self.p is not None and self.rc is None:
+            self.rc = proc.kill_wait(self.p)
+
+    def started(self):
+        return self.p is not None
+
+
+def read_manifest(path):
+    """{key: value} of a kwal-loadgen manifest, {} when there is none."""
+    res = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.rstrip("\n").split("=", 1)
+                    res[k] = v
+    except OSError:
+        pass
+    return res
+
+
+def parse_summary(line):
+    """{key: int} of kwal-verify's summary line ({} if it is not one)."""
+    res = {}
+    for k, v in re.findall(r"(?:^|\s)([a-z_]+)=(\d+)", line or ""):
+        res[k] = int(v)
+    return res if "stored" in res else {}
+
+
+class VerifyResult:
+    def __init__(self, rc, lines, err):
+        self.rc = rc
+        self.lines = lines
+        self.err = err
+        self.summary = parse_summary(lines[-1] if lines else "")
+
+    @property
+    def ok(self):
+        return bool(self.summary)
+
+    def __getitem__(self, k):
+        return self.summary.get(k, 0)
+
+    def as_dict(self):
+        return {"rc": self.rc, "summary": self.summary,
+                "detail": self.lines[:-1][:20], "err": self.err.strip()[-300:]}
+
+
+def verify(bins, manifest=None, expect=None, run_id=None, topic=None, sqlite=None, files=None,
+           save=None, timeout=300):
+    """kwal-verify against a manifest (or expect + run_id) and one output;
+    the result (save: a path for its stdout)."""
+    argv = [bins.verify]
+    if manifest:
+        argv += ["--manifest", manifest]
+    if expect is not None:
+        argv += ["--expect", str(expect)]
+    if run_id:
+        argv += ["--run-id", run_id]
+    if topic:
+        argv += ["--topic", topic]
+    if sqlite:
+        argv += ["--sqlite", sqlite]
+    if files:
+        argv += ["--files", files]
+    rc, out, err = proc.run(argv, timeout)
+    if save:
+        with open(save, "w") as f:
+            f.write(out)
+    return VerifyResult(rc, out.splitlines(), err)
+
+
+# --- the sqlite sink, read directly (cheap enough to poll) -------------------
+
+def _ro(path):
+    return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+
+
+def sqlite_count(path, topic):
+    """Rows of topic in a sqlite sink (0 before there is one)."""
+    if not os.path.exists(path):
+        return 0
+    try:
+        db = _ro(path)
+        try:
+            return db.execute("SELECT COUNT(*) FROM records WHERE topic=?",
+                              (topic,)).fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def sqlite_end_offsets(path, topic, partitions):
+    """{partition: MAX(offset)+1, 0 when none} of a sqlite sink."""
+    db = _ro(path)
+    try:
+        res = {}
+        for p in range(partitions):
+            v = db.execute("SELECT COALESCE(MAX(offset)+1, 0) FROM records WHERE topic=? AND "
+                           "partition=?", (topic, p)).fetchone()[0]
+            res[p] = int(v)
+        return res
+    finally:
+        db.close()
