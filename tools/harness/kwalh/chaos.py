@@ -786,7 +786,7 @@ def main(argv=None):
     except UsageError as e:
         sys.stderr.write("chaos: %s\nTry '%s --help'.\n" % (e, PROG))
         return 2
-    bins = services_bins(a)
+    bins = proc.Bins(proc.bin_dir(a.build))
     try:
         bins.check()
         proc.need_commands("fiu-ctrl")
@@ -823,7 +823,3 @@ def main(argv=None):
     finally:
         runner.cleanup()
         signal.signal(signal.SIGTERM, old)
-
-
-def services_bins(a):
-    return proc.Bins(proc.bin_dir(a.build))

@@ -597,7 +597,7 @@ def main(argv=None, prog_dir=None):
         return 0
     if a.build:
         bins = proc.Bins(proc.bin_dir(a.build))
-    elif prog_dir and os.access(os.path.join(prog_dir, "kwal"), os.X_OK):
+    elif prog_dir and proc.is_program(os.path.join(prog_dir, "kwal")):
         bins = proc.Bins(prog_dir)
     else:
         bins = proc.Bins(proc.bin_dir())

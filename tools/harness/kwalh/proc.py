@@ -34,9 +34,13 @@ def bin_dir(build=None, near=None):
     env = os.environ.get("KWAL_BIN_DIR")
     if env:
         return env
-    if near and os.access(os.path.join(near, "kwal"), os.X_OK):
+    if near and is_program(os.path.join(near, "kwal")):
         return near
     return os.path.join(REPO, "build", "tools")
+
+
+def is_program(path):
+    return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
 class Bins:
@@ -60,7 +64,7 @@ class Bins:
         that is not there."""
         for a in attrs or self.NAMES:
             p = getattr(self, a)
-            if not os.access(p, os.X_OK):
+            if not is_program(p):
                 raise HarnessError("%s not found; build first (cmake --build)" % p)
 
     def version(self):
