@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int kw_file_fsync_parent(const char *path)
@@ -31,6 +32,46 @@ int kw_file_fsync_parent(const char *path)
     close(fd);
     errno = saved;
     return rc;
+}
+
+int kw_file_mkdirs(const char *dir, unsigned mode, int *created)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(dir);
+    struct stat st;
+
+    if (created != NULL)
+        *created = 0;
+    if (len == 0 || len >= sizeof(buf)) {
+        errno = len == 0 ? ENOENT : ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, dir, len + 1);
+    while (len > 1 && buf[len - 1] == '/')
+        buf[--len] = '\0';
+    for (char *p = buf + 1; ; p++) {
+        int last = *p == '\0';
+
+        if (*p != '/' && !last)
+            continue;
+        *p = '\0';
+        if (mkdir(buf, (mode_t)mode) == 0) {
+            if (created != NULL)
+                *created = 1;
+            if (kw_file_fsync_parent(buf) != 0)
+                return -1;
+        } else if (errno != EEXIST) {
+            return -1;
+        } else if (stat(buf, &st) != 0) {
+            return -1;
+        } else if (!S_ISDIR(st.st_mode)) {
+            errno = ENOTDIR;
+            return -1;
+        }
+        if (last)
+            return 0;
+        *p = '/';
+    }
 }
 
 static int fail(char *errstr, size_t errlen, const char *what, const char *path)

@@ -24,6 +24,12 @@
 int kw_file_replace(const char *path, const void *data, size_t len, char *errstr,
                     size_t errlen);
 
+/* mkdir -p: create dir and its missing parents with mode, fsyncing the
+ * parent of each directory created, so the new entries are durable. 0 (also
+ * when dir exists as a directory), or -1 with errno (ENOTDIR when a part is
+ * not a directory). *created (may be NULL) says whether anything was made. */
+int kw_file_mkdirs(const char *dir, unsigned mode, int *created);
+
 /* fsync the directory that holds path ("." for a bare name): 0 or -1/errno. */
 int kw_file_fsync_parent(const char *path);
 

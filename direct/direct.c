@@ -503,6 +503,22 @@ static kw_err_t stored_next(kw_direct_t *d, dpart_t *p, char *errstr, size_t err
     return KW_OK;
 }
 
+/* The consumer's position in p when it is past high (the cached high
+ * watermark lags when the fetches after it returned no record: a marker, an
+ * aborted transaction); else high. */
+static int64_t position_past(kw_direct_t *d, dpart_t *p, int64_t high)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    int64_t pos = -1;
+
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+    if (rd_kafka_position(d->rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        l->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        pos = l->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    return pos > high ? pos : high;
+}
+
 /* Step 2 for every owned partition. KW_OK, KW_EOF when nothing is to be
  * read, else fatal (errstr). */
 static kw_err_t plan_batch(kw_direct_t *d, char *errstr, size_t errlen)
@@ -554,6 +570,8 @@ static kw_err_t plan_batch(kw_direct_t *d, char *errstr, size_t errlen)
                      (int)p->partition, rd_kafka_err2str(kerr));
             continue;
         }
+        if (high <= p->next && p->pos_ok && p->assigned)
+            high = position_past(d, p, high);
         if (p->next < 0 &&
             (err = kw_direct_start_offset(&rc->direct_start, p->topic, p->partition,
                                           &start, errstr, errlen)) != KW_OK)
@@ -765,6 +783,44 @@ static kw_err_t take(kw_direct_t *d, dpart_t *p, rd_kafka_message_t *m, size_t *
     return KW_OK;
 }
 
+/*
+ * Offsets that hold no record the consumer returns -- transaction markers,
+ * aborted records under read_committed, offsets compaction removed -- can
+ * end a range: its last offsets never come as records (Spark's direct
+ * stream waited for them, SPARK-17147). librdkafka moves the application's
+ * position past them as it consumes, so once the queue is empty (a poll
+ * returned nothing), a partition whose position reached its until has had
+ * every record below it returned: the range is complete.
+ */
+static void ends_by_position(kw_direct_t *d, size_t *pending)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+
+    for (size_t i = 0; i < d->nparts; i++) {
+        dpart_t *p = &d->parts[i];
+
+        if (p->active && !p->done && p->pos_ok) {
+            if (l == NULL)
+                l = rd_kafka_topic_partition_list_new(8);
+            rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->opaque = p;
+        }
+    }
+    if (l == NULL)
+        return;
+    if (rd_kafka_position(d->rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int i = 0; i < l->cnt; i++) {
+            dpart_t *p = l->elems[i].opaque;
+
+            if (l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                l->elems[i].offset >= p->until && p->read_until >= p->from) {
+                p->read_until = p->until;
+                p->done = 1;
+                (*pending)--;
+            }
+        }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 /* Step 3. KW_OK, or fatal (errstr). */
 static kw_err_t read_batch(kw_direct_t *d, char *errstr, size_t errlen)
 {
@@ -800,8 +856,10 @@ static kw_err_t read_batch(kw_direct_t *d, char *errstr, size_t errlen)
         rd_kafka_message_t *m = rd_kafka_consumer_poll(d->rk, 100);
         dpart_t *p;
 
-        if (m == NULL)
+        if (m == NULL) {
+            ends_by_position(d, &pending);
             continue;
+        }
         p = m->rkt != NULL ? msg_part(d, m) : NULL;
         if (p == NULL || !p->active) {
             if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "kw_fault.h"
+#include "kw_file.h"
 #include "kw_log.h"
 #include "sink_int.h"
 
@@ -41,23 +42,6 @@ typedef struct file__sink {
     int           tmp_pending;  /* this transaction's .tmp exists (write..commit) */
 } file__sink_t;
 
-/* fsync the directory holding path (after creating path). */
-static int file__fsync_parent(const char *path)
-{
-    char *copy = strdup(path);
-    int fd, rc = -1;
-
-    if (copy == NULL)
-        return -1;
-    fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        rc = fsync(fd);
-        close(fd);
-    }
-    free(copy);
-    return rc;
-}
-
 static kw_err_t file__open(kw_sink_t *s, const char *dir, char *errstr, size_t errlen)
 {
     file__sink_t *f = calloc(1, sizeof(*f));
@@ -68,17 +52,16 @@ static kw_err_t file__open(kw_sink_t *s, const char *dir, char *errstr, size_t e
         return kw_seterr(errstr, errlen, KW_ENOMEM, "sink file:%s: out of memory", dir);
     }
     f->dirfd = -1;
-    if (mkdir(dir, 0755) == 0) {
-        if (file__fsync_parent(dir) != 0) {
-            err = kw_seterr(errstr, errlen, KW_EIO, "sink file:%s: fsync parent "
-                            "directory: %s", dir, strerror(errno));
+    {
+        int made = 0;
+
+        if (kw_file_mkdirs(dir, 0755, &made) != 0) {
+            err = kw_seterr(errstr, errlen, KW_EIO, "sink file:%s: mkdir: %s", dir,
+                            strerror(errno));
             goto fail;
         }
-        KW_LOG_I("sink", "created sink directory %s", dir);
-    } else if (errno != EEXIST) {
-        err = kw_seterr(errstr, errlen, KW_EIO, "sink file:%s: mkdir: %s", dir,
-                        strerror(errno));
-        goto fail;
+        if (made)
+            KW_LOG_I("sink", "created sink directory %s", dir);
     }
     f->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (f->dirfd < 0) {

@@ -34,6 +34,7 @@
  * IMMEDIATE transaction with the CREATE TABLE IF NOT EXISTS of every table,
  * so two processes opening one new database at once do not race.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,7 @@
 #include <sqlite3.h>
 
 #include "kw_fault.h"
+#include "kw_file.h"
 #include "kw_log.h"
 #include "kw_time.h"
 #include "sink_int.h"
@@ -196,6 +198,24 @@ static kw_err_t sqlite__open(kw_sink_t *s, const char *path, char *errstr, size_
         return kw_seterr(errstr, errlen, KW_ENOMEM, "sink sqlite:%s: out of memory", path);
     }
     s->impl = q;
+    {
+        /* the database's directory, as the file sink makes its own */
+        char dir[4096];
+        const char *slash = strrchr(path, '/');
+
+        if (slash != NULL && slash != path && (size_t)(slash - path) < sizeof(dir)) {
+            int made = 0;
+
+            snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+            if (kw_file_mkdirs(dir, 0755, &made) != 0) {
+                err = kw_seterr(errstr, errlen, KW_EIO, "sink sqlite:%s: creating its "
+                                "directory %s: %s", path, dir, strerror(errno));
+                goto fail;
+            }
+            if (made)
+                KW_LOG_I("sink", "created sink directory %s", dir);
+        }
+    }
     if (sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                         SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         err = q->db != NULL ? sqlite__err(q, KW_EIO, errstr, errlen, "open")

@@ -86,6 +86,32 @@ static void test_file_replace(void **state)
 }
 
 /* Every key of the documented format, once, in order, with its value. */
+static void test_mkdirs(void **state)
+{
+    char *dir = test_tmpdir_new("mkdirs");
+    char path[600], file[700];
+    struct stat st;
+    int made = -1;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/a/b/c/", dir);
+    assert_int_equal(kw_file_mkdirs(path, 0755, &made), 0);
+    assert_int_equal(made, 1);
+    snprintf(path, sizeof(path), "%s/a/b/c", dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(kw_file_mkdirs(path, 0755, &made), 0);   /* exists */
+    assert_int_equal(made, 0);
+    snprintf(file, sizeof(file), "%s/f", path);
+    assert_int_equal(kw_file_replace(file, "x", 1, NULL, 0), 0);
+    snprintf(path, sizeof(path), "%s/a/b/c/f/d", dir);          /* under a file */
+    assert_int_equal(kw_file_mkdirs(path, 0755, NULL), -1);
+    assert_int_equal(errno, ENOTDIR);
+    assert_int_equal(kw_file_mkdirs("", 0755, NULL), -1);
+    test_rmtree(dir);
+    free(dir);
+}
+
 static void test_stats_json(void **state)
 {
     static const char *const keys[] = {
@@ -162,6 +188,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_file_replace),
+        cmocka_unit_test(test_mkdirs),
         cmocka_unit_test(test_stats_json),
         cmocka_unit_test(test_deadline),
     };

@@ -177,8 +177,12 @@ static void test_specs(void **state)
     kw_sink_close(k);
     kw_sink_close(NULL);
 
-    /* A database in a directory that does not exist: KW_EIO with the path. */
+    /* A database in a directory that does not exist: the directory is made. */
     test_path(spec, sizeof(spec), "sqlite:%s/no/such/out.db", s->dir);
+    k = open_ok(spec);
+    kw_sink_close(k);
+    /* One that cannot be made (a file on the way): KW_EIO with the path. */
+    test_path(spec, sizeof(spec), "sqlite:%s/no/such/out.db/x/out.db", s->dir);
     assert_int_equal(kw_sink_open(spec, &k, err, sizeof(err)), KW_EIO);
     assert_non_null(strstr(err, spec + 7));
 }

@@ -142,6 +142,13 @@ int main(int argc, char **argv)
                 goto out;
             }
         }
+        /* every record written before the end, aborted ones included, so
+         * that aborted records really take offsets in the log */
+        if (rd_kafka_flush(rk, TXN_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            fprintf(stderr, "%s: flush: timed out\n", PROG);
+            c = 1;
+            goto out;
+        }
         e = abort ? rd_kafka_abort_transaction(rk, TXN_TIMEOUT_MS)
                   : rd_kafka_commit_transaction(rk, TXN_TIMEOUT_MS);
         if (e != NULL) {
