@@ -195,6 +195,7 @@ struct kw_direct {
         atomic_uint_fast64_t batches, delivered, stored, dups, partitions, busy,
                              short_reads, zk_failures, loss_events, loss_records;
         _Atomic int64_t      first_stored_mono_ms;   /* 0: nothing stored yet */
+        _Atomic int64_t      first_owned_mono_ms;    /* 0: no partition owned yet */
     } n;
 };
 
@@ -367,6 +368,7 @@ void kw_direct_stats(kw_direct_t *d, kw_direct_stats_t *s)
     s->source_loss_events = atomic_load(&d->n.loss_events);
     s->source_loss_records = atomic_load(&d->n.loss_records);
     s->first_stored_mono_ms = atomic_load(&d->n.first_stored_mono_ms);
+    s->first_owned_mono_ms = atomic_load(&d->n.first_owned_mono_ms);
     s->zk_writes = 0;
     if (d->zk != NULL) {
         kw_zk_status_t zs;
@@ -464,6 +466,8 @@ static int own(kw_direct_t *d, dpart_t *p)
                      (int)p->partition);
         p->owned = 1;
         p->busy_logged = 0;
+        if (atomic_load(&d->n.first_owned_mono_ms) == 0)
+            atomic_store(&d->n.first_owned_mono_ms, kw_mono_ms());
         /* its ZooKeeper offset may lag the ranges stored (a crash after the
          * sink commit): bring it up with the next commit, moved or not */
         if (!d->at_least_once && d->zk_pending_since == 0)

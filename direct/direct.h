@@ -76,6 +76,8 @@ typedef struct kw_direct_stats {
     uint64_t zk_writes;             /* ZooKeeper offset updates that succeeded */
     int64_t  first_stored_mono_ms;  /* kw_mono_ms() of the first batch that
                                      * stored a record; 0: none yet */
+    int64_t  first_owned_mono_ms;   /* of the first partition owned (direct
+                                     * mode's assignment); 0: none yet */
 } kw_direct_stats_t;
 
 /*

@@ -64,6 +64,10 @@ typedef struct kwal_stats_writer kwal_stats_writer_t;
 int kwal_stats_start(const char *path, const char *mode, kwal_stats_fill_fn fill,
                      void *opaque, kwal_stats_writer_t **out);
 
+/* Write the file now (on the writer's thread, soon): after something a
+ * reader may wait for, such as the end of recovery. NULL is a no-op. */
+void kwal_stats_kick(kwal_stats_writer_t *w);
+
 /* Stop the thread and write the file once more with "final":true. NULL is a
  * no-op. The fill function must still be safe to call. */
 void kwal_stats_finish(kwal_stats_writer_t *w);

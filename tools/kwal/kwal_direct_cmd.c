@@ -48,6 +48,8 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
         s->partitions_owned = r->partitions;
         s->first_stored_ms = r->first_stored_mono_ms > 0 ?
             r->first_stored_mono_ms - start_mono : -1;
+        s->first_assignment_ms = r->first_owned_mono_ms > 0 ?
+            r->first_owned_mono_ms - start_mono : -1;
     }
     pthread_mutex_unlock(&x->mu);
 }

@@ -300,6 +300,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
         pthread_mutex_lock(&sx.mu);
         sx.have_rep = err == KW_OK;
         pthread_mutex_unlock(&sx.mu);
+        kwal_stats_kick(stats);     /* recovery_ms for whoever waits on it */
         if (err != KW_OK) {
             kw_cli_error("kwal", "%s: recovery: %s", topic, errstr);
             rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;

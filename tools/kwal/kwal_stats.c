@@ -92,6 +92,15 @@ int kwal_stats_start(const char *path, const char *mode, kwal_stats_fill_fn fill
     return 0;
 }
 
+void kwal_stats_kick(kwal_stats_writer_t *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
 void kwal_stats_finish(kwal_stats_writer_t *w)
 {
     if (w == NULL)
