@@ -2,8 +2,9 @@
 # The main job on local defaults: receiver mode end to end on this machine.
 #
 #   1. installs what is missing and builds;
-#   2. starts a local ZooKeeper server (kwal-zk-local) and a local Kafka
-#      cluster of 3 brokers with an 8-partition topic (kwal-kafka-mock);
+#   2. starts a local ZooKeeper server (kwal-zk-local) and a local Apache
+#      Kafka broker (kwal-kafka-local: one KRaft node on loopback, from the
+#      jars tools/install-deps.sh fetched) with an 8-partition topic;
 #   3. produces a keyed, checksummed workload (kwal-loadgen; 100,000 records,
 #      or KWAL_DEMO_RECORDS);
 #   4. runs `kwal receive` (3 WAL replicas, SQLite sink) until every record is
@@ -29,7 +30,10 @@ kafka_pid=""
 kwal_pid=""
 cleanup() {
     [ -n "$kwal_pid" ] && kill "$kwal_pid" 2>/dev/null || true
-    [ -n "$kafka_pid" ] && kill "$kafka_pid" 2>/dev/null || true
+    if [ -n "$kafka_pid" ]; then
+        kill "$kafka_pid" 2>/dev/null || true
+        wait "$kafka_pid" 2>/dev/null || true      # it stops its JVM first
+    fi
     "$bin/kwal-zk-local" stop --dir "$work/zk" >/dev/null 2>&1 || true
     if [ "${KWAL_DEMO_KEEP:-0}" = 1 ]; then
         echo "kept $work"
@@ -44,18 +48,21 @@ echo "==> local ZooKeeper"
 zk=$("$bin/kwal-zk-local" start --dir "$work/zk")
 echo "    $zk"
 
-echo "==> local Kafka cluster: 3 brokers, topic demo with 8 partitions"
-"$bin/kwal-kafka-mock" --brokers 3 --topic demo:8 --bootstrap-file "$work/bootstrap" \
-    --no-stdin >"$work/kafka.out" 2>"$work/kafka.log" &
+echo "==> local Apache Kafka: one broker, topic demo with 8 partitions"
+t0=$(date +%s%N)
+"$bin/kwal-kafka-local" --brokers 1 --topic demo:8 --dir "$work/kafka" \
+    --bootstrap-file "$work/bootstrap" --no-stdin >"$work/kafka.out" 2>"$work/kafka.log" &
 kafka_pid=$!
 i=0
 while [ ! -s "$work/bootstrap" ]; do
     i=$((i + 1))
-    [ "$i" -le 100 ] || { echo "kafka cluster did not start:"; cat "$work/kafka.log"; exit 1; }
+    kill -0 "$kafka_pid" 2>/dev/null || { echo "kafka did not start:"; cat "$work/kafka.log"; exit 1; }
+    [ "$i" -le 1200 ] || { echo "kafka did not start in 120 s:"; cat "$work/kafka.log"; exit 1; }
     sleep 0.1
 done
 bootstrap=$(cat "$work/bootstrap")
-echo "    $bootstrap"
+echo "    $bootstrap (up in $(( ($(date +%s%N) - t0) / 1000000 )) ms)"
+kcat -L -b "$bootstrap" -t demo | sed -n '1,3p' | sed 's/^/    /'
 
 echo "==> producing $records records (kwal-loadgen)"
 "$bin/kwal-loadgen" --brokers "$bootstrap" --topic demo --records "$records" \

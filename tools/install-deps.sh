@@ -10,7 +10,7 @@ PKGS="cmake gcc make pkg-config
 librdkafka-dev libzookeeper-mt-dev liblz4-dev libsqlite3-dev libcmocka-dev
 libxxhash-dev libfiu-dev fiu-utils
 zookeeper kcat sqlite3 jq gnuplot-nox
-openjdk-17-jre-headless maven openssl"
+openjdk-17-jre-headless maven openssl python3 python3-pip"
 
 missing=""
 for p in $PKGS; do
@@ -19,16 +19,23 @@ for p in $PKGS; do
     fi
 done
 
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
 if [ -n "$missing" ]; then
     echo "install-deps: installing:$missing" >&2
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then
-        SUDO="sudo"
-    fi
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     # shellcheck disable=SC2086
     $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# pytest, for the integration tests and runners (tests/integration/).
+if ! python3 -c 'import pytest' 2>/dev/null; then
+    echo "install-deps: installing pytest (pip)" >&2
+    python3 -m pip install -q pytest >/dev/null 2>&1 ||
+        { $SUDO apt-get install -y -qq --no-install-recommends python3-pytest >/dev/null; }
 fi
 
 # Apache Kafka's jars (default version); a no-op, without mvn, once

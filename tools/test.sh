@@ -1,9 +1,11 @@
 #!/bin/sh
 # The whole test suite, as CI runs it: installs what is missing, builds
-# kwal three ways and runs ctest in each:
-#   build/        plain                    every test (unit + integration)
-#   build-asan/   ASan + UBSan             every test
-#   build-tsan/   ThreadSanitizer          the threaded tests (label "threads")
+# kwal three ways and runs the tests of each:
+#   build/        plain                    unit tests (ctest) and integration
+#                                          tests (pytest, on a real ZooKeeper
+#                                          and real Apache Kafka clusters)
+#   build-asan/   ASan + UBSan             the same
+#   build-tsan/   ThreadSanitizer          the threaded unit tests (label "threads")
 # Build directories are reused when they exist. Exit status: non-zero if any
 # build or test fails.
 set -eu
@@ -28,13 +30,24 @@ run() {     # run DIR [ctest options...]
     (cd "$here/$dir" && ctest --output-on-failure -j "$jobs" "$@")
 }
 
+# One pytest session for tests/integration: the shared 3-node Kafka cluster
+# starts once. The programs under test are DIR's.
+integration() {   # integration DIR
+    echo "==> pytest tests/integration with $1/tools"
+    (cd "$here" && KWAL_BIN_DIR="$here/$1/tools" \
+        python3 -m pytest -q -rfE -p no:cacheprovider tests/integration)
+}
+
 build build
 run build
+integration build
 
 build build-asan -DKWAL_SANITIZE=ON
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    run build-asan
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+run build-asan
+integration build-asan
+unset ASAN_OPTIONS UBSAN_OPTIONS
 
 build build-tsan -DKWAL_TSAN=ON
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
