@@ -27,7 +27,8 @@
     X(KW_ETIMEDOUT,   "timed out")                                         \
     X(KW_EBUSY,       "held by another owner")                             \
     X(KW_EFENCED,     "not the owner")                                     \
-    X(KW_EAGAIN,      "temporarily unavailable, try again")
+    X(KW_EAGAIN,      "temporarily unavailable, try again")                \
+    X(KW_EAUTH,       "authentication or TLS failure")
 
 typedef enum {
 #define KW__ERR_ENUM(name, str) name,

@@ -329,6 +329,13 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
         (err = kw_zk_register(d->zk, errstr, errlen)) != KW_OK)
         goto fail;
 
+    /* a cluster that refuses us (TLS, SASL) stops the start; one that is
+     * down is waited for, as when it goes away later */
+    err = kw_source_probe(conf, KW_SOURCE_PROBE_MS, errstr, errlen);
+    if (err == KW_EAUTH)
+        goto fail;
+    if (err != KW_OK)
+        KW_LOG_W(MOD, "%s; starting anyway, batches wait for it", errstr);
     /* assigned, never subscribed: the group is not joined, nothing committed */
     if ((err = kw_source_consumer_conf(conf, rc->group_id, eof_on, &kc, errstr, errlen)) !=
         KW_OK)

@@ -129,6 +129,13 @@ kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal
     err = kw_source_check_conf(conf, errstr, errlen);
     if (err != KW_OK)
         return err;
+    /* a cluster that refuses us (TLS, SASL) stops the start; one that is
+     * down is waited for, as when it goes away later */
+    err = kw_source_probe(conf, KW_SOURCE_PROBE_MS, errstr, errlen);
+    if (err == KW_EAUTH)
+        return err;
+    if (err != KW_OK)
+        KW_LOG_W(KW_RCV_MOD, "%s; starting anyway, the receivers wait for it", errstr);
 
     svc = calloc(1, sizeof(*svc));
     if (svc == NULL)

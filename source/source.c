@@ -3,6 +3,7 @@
  */
 #include "source.h"
 
+#include <stdio.h>
 #include <string.h>
 
 _Static_assert(KW_SOURCE_OFFSET_BEGINNING == RD_KAFKA_OFFSET_BEGINNING &&
@@ -68,6 +69,63 @@ fail_kafka:
 fail_fixed:
     rd_kafka_conf_destroy(kc);
     return kw_seterr(errstr, errlen, KW_ECONFIG, "Kafka client: %s", why);
+}
+
+/* What the probe's client reported last (error_cb, librdkafka's thread). */
+typedef struct probe_state {
+    rd_kafka_resp_err_t auth_err;      /* first permanent one seen, or 0 */
+    char                auth_msg[512];
+    char                last_msg[512];
+} probe_state_t;
+
+static void probe_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    probe_state_t *ps = opaque;
+
+    (void)rk;
+    if ((err == RD_KAFKA_RESP_ERR__SSL || err == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
+         err == RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED) && ps->auth_err == 0) {
+        ps->auth_err = (rd_kafka_resp_err_t)err;
+        snprintf(ps->auth_msg, sizeof(ps->auth_msg), "%s", reason);
+    }
+    snprintf(ps->last_msg, sizeof(ps->last_msg), "%s", reason);
+}
+
+kw_err_t kw_source_probe(const kw_conf_t *conf, int timeout_ms, char *errstr, size_t errlen)
+{
+    static const char *const quiet[] = { "log_level", "0", NULL };
+    probe_state_t ps;
+    rd_kafka_conf_t *kc = NULL;
+    const struct rd_kafka_metadata *md = NULL;
+    char why[512];
+    rd_kafka_resp_err_t merr;
+    rd_kafka_t *rk;
+    kw_err_t err;
+
+    memset(&ps, 0, sizeof(ps));
+    if ((err = kw_source_consumer_conf(conf, "kwal-probe", quiet, &kc, errstr, errlen)) != KW_OK)
+        return err;
+    rd_kafka_conf_set_error_cb(kc, probe_error_cb);
+    rd_kafka_conf_set_opaque(kc, &ps);
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, why, sizeof(why));
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(kc);
+        return kw_seterr(errstr, errlen, KW_ECONFIG, "Kafka client: %s", why);
+    }
+    /* the metadata call returns at its timeout when no broker answers; the
+     * error callback runs from rd_kafka_poll */
+    merr = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+    rd_kafka_poll(rk, 0);
+    if (md != NULL)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_destroy(rk);
+    if (merr == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return KW_OK;
+    if (ps.auth_err != 0)
+        return kw_seterr(errstr, errlen, KW_EAUTH, "Kafka: %s", ps.auth_msg);
+    return kw_seterr(errstr, errlen, KW_ETIMEDOUT, "Kafka: no broker answered in %d ms (%s%s%s)",
+                     timeout_ms, rd_kafka_err2str(merr), ps.last_msg[0] ? ": " : "",
+                     ps.last_msg);
 }
 
 int64_t kw_source_reset_offset(int policy)

@@ -33,6 +33,9 @@
 #define KW_SOURCE_OFFSET_BEGINNING (-2)
 #define KW_SOURCE_OFFSET_END       (-1)
 
+/* How long the start-up probe (kw_source_probe) waits for a broker. */
+#define KW_SOURCE_PROBE_MS 10000
+
 /* ---- configuration ---- */
 
 /*
@@ -53,6 +56,18 @@ kw_err_t kw_source_check_conf(const kw_conf_t *conf, char *errstr, size_t errlen
 kw_err_t kw_source_consumer_conf(const kw_conf_t *conf, const char *group_id,
                                  const char *const *extra, rd_kafka_conf_t **out,
                                  char *errstr, size_t errlen);
+
+/*
+ * Reach the cluster once at start: a metadata request through a client built
+ * from conf's kafka.* keys, for at most timeout_ms. KW_OK when it answered.
+ * KW_EAUTH when it cannot answer for a reason that will not pass by itself
+ * -- the TLS handshake failed (a certificate that does not verify, a wrong
+ * CA) or SASL authentication failed: errstr says which, with librdkafka's
+ * words; the caller stops. KW_ETIMEDOUT when no broker answered (down,
+ * unreachable): errstr says so; the caller goes on and waits for it, as it
+ * does when the cluster goes away while it runs.
+ */
+kw_err_t kw_source_probe(const kw_conf_t *conf, int timeout_ms, char *errstr, size_t errlen);
 
 /* ---- offset policy (pure) ---- */
 
