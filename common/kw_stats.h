@@ -23,7 +23,8 @@
  *    "first_stored_ms":...,"wal_segments_cleaned":...,
  *    "partitions_assigned_stored":...,"partitions_assigned_reset":...,
  *    "partitions_revoked":...,"blocks_offsets_stored":...,
- *    "blocks_fenced":...,"pauses":...,"quorum_pauses":...,"end_advances":...}
+ *    "blocks_fenced":...,"pauses":...,"quorum_pauses":...,"end_advances":...,
+ *    "zk_retries":...}
  *
  * mode is "receive", "receive-no-wal", "direct", "direct-at-least-once" or
  * "recover". final is true only in the file written at exit. Times named
@@ -75,6 +76,7 @@ typedef struct kw_stats {
     uint64_t quorum_pauses;              /* the WAL fell below its write quorum */
     uint64_t end_advances;               /* offsets moved past a gap at a
                                           * partition's end (no record there) */
+    uint64_t zk_retries;                 /* offset updates retried (ZooKeeper away) */
 } kw_stats_t;
 
 /* Zero every counter, -1 every unknown time; mode as given. */

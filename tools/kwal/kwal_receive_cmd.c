@@ -102,6 +102,7 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
         s->pauses = r->pauses;
         s->quorum_pauses = r->quorum_pauses;
         s->end_advances = r->end_advances;
+        s->zk_retries = r->zk_retries;
     }
     pthread_mutex_unlock(&x->mu);
 }
