@@ -152,7 +152,7 @@ cleanup:
     return rc;
 }
 
-/* `kwal compare`: the runner is a script (tools/compare.sh), installed as
+/* `kwal compare`: the runner is a Python program (tools/compare), linked as
  * kwal-compare next to this binary; KWAL_COMPARE names another copy. */
 static int compare_main(int argc, char **argv)
 {
@@ -174,18 +174,17 @@ static int compare_main(int argc, char **argv)
     } else {
         path[0] = '\0';
     }
-    if (path[0] == '\0' || access(path, R_OK) != 0) {
+    if (path[0] == '\0' || access(path, X_OK) != 0) {
         kw_cli_error("kwal", "compare: the runner %s is missing (it is built next to kwal; "
                    "KWAL_COMPARE=PATH names another)", path[0] ? path : "kwal-compare");
         free(args);
         return KWAL_EXIT_FAIL;
     }
-    args[0] = "sh";
-    args[1] = path;
+    args[0] = path;
     for (int i = 1; i < argc; i++)
-        args[i + 1] = argv[i];
+        args[i] = argv[i];
     fflush(stdout);
-    execv("/bin/sh", args);
+    execv(path, args);
     kw_cli_error("kwal", "compare: cannot run %s: %s", path, strerror(errno));
     free(args);
     return KWAL_EXIT_FAIL;
