@@ -22,7 +22,8 @@
  * binds; a small race that a failed start reports). Not from the ephemeral
  * range: there any process binding port 0 (a Kafka mock broker, any
  * client) may take the port while the server is down for a `restart`,
- * which then cannot come back. It then runs
+ * which then cannot come back. Nor from the local Kafka launcher's range
+ * (kwalh/kafka.py: 26000-31999), for the same reason. It then runs
  *
  *   java -cp CLASSPATH org.apache.zookeeper.server.quorum.QuorumPeerMain DIR/zoo.cfg
  *
@@ -403,7 +404,7 @@ static int tcp_accepts(int port);
 
 /* Below Linux's default ephemeral range (32768..60999). */
 #define FREE_PORT_LO 20000
-#define FREE_PORT_HI 32000
+#define FREE_PORT_HI 26000
 
 static int free_port(void)
 {

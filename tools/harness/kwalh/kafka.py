@@ -22,7 +22,7 @@ Layout of a cluster's workdir (the caller owns it; nothing is deleted):
     workdir/nodeI/server.properties, nodeI/data/ (log.dirs), nodeI/server.log,
     workdir/nodeI/stdout, nodeI/stderr, nodeI/pid
 
-start(). It picks free loopback ports in 20000-31999 (below the kernel's
+start(). It picks free loopback ports in 26000-31999 (below the kernel's
 ephemeral range, so no client socket takes them while a node is down: a
 restarted node gets the same ports), one for the controller listener and one
 for the PLAINTEXT listener of each node (plus one for SSL). Each node's
@@ -107,7 +107,8 @@ from pathlib import Path
 DEFAULT_VERSION = "4.1.1"
 MAX_HEAP_MB = 512
 MAX_NODES = 9
-PORT_LO, PORT_HI = 20000, 32000          # [lo, hi): below ip_local_port_range
+PORT_LO, PORT_HI = 26000, 32000          # [lo, hi): below ip_local_port_range;
+                                         # kwal-zk-local takes 20000-25999
 
 __all__ = ["KafkaCluster", "KafkaError", "KafkaStartError", "make_test_ca",
            "kafka_libs", "free_port", "repo_root", "DEFAULT_VERSION"]
@@ -205,7 +206,7 @@ def _tcp_accepts(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bo
 
 
 def free_port() -> int:
-    """A loopback TCP port in 20000-31999 that nothing uses right now.
+    """A loopback TCP port in 26000-31999 that nothing uses right now.
 
     Not from the ephemeral range: there any client socket may take the port
     while a node is down for a restart. A small race remains (someone may bind
