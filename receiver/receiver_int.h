@@ -176,7 +176,7 @@ struct kw_receiver {
  */
 #define KW_RCV_PENDING_MAX_BYTES ((uint64_t)256 << 20)
 
-/* ---- service.c ---- */
+/* ---- state.c (fatal errors, first times; any thread) ---- */
 
 /* Record the first fatal error (printf-style) and ask everything to stop. */
 void kw_rcv_fatal(struct kw_receiver *svc, const char *fmt, ...)

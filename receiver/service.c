@@ -46,36 +46,6 @@
 /* ---- shared helpers ---- */
 
 
-void kw_rcv_fatal(kw_receiver_t *svc, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    pthread_mutex_lock(&svc->fatal_mu);
-    if (!atomic_load(&svc->fatal)) {
-        snprintf(svc->fatal_msg, sizeof(svc->fatal_msg), "%s", msg);
-        atomic_store(&svc->fatal, 1);
-        KW_LOG_E(KW_RCV_MOD, "%s", msg);
-    } else {
-        KW_LOG_D(KW_RCV_MOD, "after the first fatal error: %s", msg);
-    }
-    pthread_mutex_unlock(&svc->fatal_mu);
-}
-
-int kw_rcv_is_fatal(kw_receiver_t *svc)
-{
-    return atomic_load(&svc->fatal);
-}
-
-uint64_t kw_receiver_next_batch_id(uint64_t prev, int64_t now_ms)
-{
-    uint64_t now = now_ms > 0 ? (uint64_t)now_ms : 1;
-
-    return prev + 1 > now ? prev + 1 : now;
-}
 
 /* ---- handle ---- */
 
@@ -258,13 +228,6 @@ void kw_receiver_stats(kw_receiver_t *svc, kw_receiver_stats_t *s)
     }
 }
 
-void kw_rcv_note_first(_Atomic int64_t *when)
-{
-    int64_t none = 0;
-
-    if (atomic_load(when) == 0)
-        atomic_compare_exchange_strong(when, &none, kw_mono_ms());
-}
 
 int64_t kw_receiver_restart_delay_ms(uint32_t streak)
 {

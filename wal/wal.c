@@ -577,52 +577,25 @@ static void *io_thread(void *arg)
     return NULL;
 }
 
-/* ---- Open and close ---- */
+/* ---- Start and close ---- */
 
-kw_err_t kw_wal_open(const kw_wal_options_t *opts, kw_wal_t **wal,
-                     kw_wal_open_report_t *report, char *errstr, size_t errlen)
+kw_err_t kw__start_io(kw_wal_t *w, int start_threads, char *errstr, size_t errlen)
 {
-    return kw__open(opts, 1, wal, report, errstr, errlen);
-}
-
-kw_err_t kw__open(const kw_wal_options_t *opts, int start_threads, kw_wal_t **wal,
-                  kw_wal_open_report_t *report, char *errstr, size_t errlen)
-{
-    kw_wal_open_report_t dummy;
-    kw_wal_t *w;
-    kw_err_t err;
-
-    *wal = NULL;
-    if (report == NULL)
-        report = &dummy;
-    memset(report, 0, sizeof(*report));
-    err = kw__alloc_handle(opts, &w, errstr, errlen);
-    if (err != KW_OK)
-        return err;
-    err = kw__open_replicas(w, report, errstr, errlen);
-    if (err != KW_OK)
-        goto fail;
     pthread_mutex_lock(&w->mu);
     advance(w);
     pthread_mutex_unlock(&w->mu);
-    if (!w->opts.read_only && start_threads) {
-        for (int i = 0; i < w->nrep; i++) {
-            if (w->rep[i].failed)
-                continue;
-            if (pthread_create(&w->rep[i].thread, NULL, io_thread, &w->rep[i]) != 0) {
-                err = kw_seterr(errstr, errlen, KW_ENOMEM, "cannot start WAL I/O thread");
-                goto fail;
-            }
-            w->rep[i].thread_started = 1;
-        }
+    if (w->opts.read_only || !start_threads)
+        return KW_OK;
+    for (int i = 0; i < w->nrep; i++) {
+        if (w->rep[i].failed)
+            continue;
+        if (pthread_create(&w->rep[i].thread, NULL, io_thread, &w->rep[i]) != 0)
+            return kw_seterr(errstr, errlen, KW_ENOMEM, "cannot start WAL I/O thread");
+        w->rep[i].thread_started = 1;
     }
-    *wal = w;
     return KW_OK;
-
-fail:
-    kw_wal_close(w);
-    return err;
 }
+
 
 void kw_wal_close(kw_wal_t *w)
 {

@@ -347,3 +347,27 @@ int kw__lz4_check(const uint8_t *src, uint32_t len, uint32_t raw_len)
     free(out);
     return n >= 0 && (uint32_t)n == raw_len;
 }
+
+int kw__rec_check(const uint8_t *hdr, const uint8_t *payload, uint64_t avail,
+                     uint64_t expect_lsn, kw__rec_hdr_t *h, char *what, size_t whatlen)
+{
+    if (kw__rec_hdr_decode(hdr, h) < 0) {
+        snprintf(what, whatlen, "bad record header");
+        return -1;
+    }
+    if (h->length > avail) {
+        snprintf(what, whatlen, "record of %u bytes runs past the end of the file",
+                 h->length);
+        return -1;
+    }
+    if (!kw__rec_checksum_ok(hdr, payload, h->length)) {
+        snprintf(what, whatlen, "checksum mismatch (LSN %" PRIu64 " in header)", h->lsn);
+        return -1;
+    }
+    if (expect_lsn != 0 && h->lsn != expect_lsn) {
+        snprintf(what, whatlen, "LSN %" PRIu64 " where %" PRIu64 " was expected",
+                 h->lsn, expect_lsn);
+        return -1;
+    }
+    return 0;
+}

@@ -121,7 +121,13 @@ typedef struct kw__segscan {
 typedef void (*kw__problem_fn)(int replica, uint64_t segment, uint64_t offset,
                                const char *what, void *opaque);
 
-/* Read and check the record at (segment file fd, off) of replica r; on success
+/* The valid-record rule (FORMAT.md): the header decodes, the payload is all
+ * there (avail bytes after the header), the checksum holds, and the LSN is
+ * expect_lsn (0: any). 0, or -1 with what saying why (wal_format.c). */
+int kw__rec_check(const uint8_t *hdr, const uint8_t *payload, uint64_t avail,
+                  uint64_t expect_lsn, kw__rec_hdr_t *h, char *what, size_t whatlen);
+
+/* Read and check the record at (segment file fd, off) of replica r (wal_io.c); on success
  * returns 0 and fills *h and, if payload is non-NULL, a malloc'd copy of the
  * stored payload. expect_lsn 0 accepts any LSN. -1: invalid (what says why). */
 int kw__read_record(const kw_wal_io_t *io, int r, int fd, uint64_t off,
@@ -215,12 +221,14 @@ struct kw_wal {
     atomic_uint_fast64_t st_writes, st_fsyncs, st_rolls, st_read_fallbacks;
 };
 
-/* wal_open.c */
+/* wal_open.c: opening (FORMAT.md's recovery algorithm). The files call
+ * downwards only: wal_admin -> wal_open -> wal -> wal_io -> wal_format. */
 kw_err_t kw__open_replicas(kw_wal_t *w, kw_wal_open_report_t *rep,
                            char *errstr, size_t errlen);
 /* kw_wal_open, optionally without I/O threads (repair works alone). */
 kw_err_t kw__open(const kw_wal_options_t *opts, int start_threads, kw_wal_t **wal,
                   kw_wal_open_report_t *report, char *errstr, size_t errlen);
+/* wal_io.c: release the replicas' locks. */
 void kw__unlock_replicas(kw_wal_t *w);
 /* The failed set as STATE records it: ids and directory hashes. */
 typedef struct kw__failed_set {
@@ -229,12 +237,16 @@ typedef struct kw__failed_set {
     uint64_t dirs[KW_WAL_MAX_REPLICAS];
 } kw__failed_set_t;
 
-/* Write STATE with this generation and failed set to replica r. Without mu. */
+/* Write STATE with this generation and failed set to replica r (wal_io.c).
+ * Without mu. */
 int kw__write_state(kw_wal_t *w, int r, uint64_t generation, const kw__failed_set_t *fs);
 /* Collect the failed replicas (under mu or single-threaded). */
 void kw__failed_set(kw_wal_t *w, kw__failed_set_t *fs);
 
 /* wal.c */
+/* After the replicas are open: settle the sequence and start one I/O thread
+ * per healthy replica (unless read-only or !start_threads). */
+kw_err_t kw__start_io(kw_wal_t *w, int start_threads, char *errstr, size_t errlen);
 void kw__replica_fail(kw_wal_t *w, int r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));   /* holds mu */
 int kw__segs_push(kw_wal_t *w, const kw__seg_t *s);

@@ -277,3 +277,76 @@ uint64_t kw__now_ms(void)
 {
     return (uint64_t)kw_wall_ms();
 }
+
+int kw__read_record(const kw_wal_io_t *io, int r, int fd, uint64_t off,
+                    uint64_t file_size, uint64_t expect_lsn, kw__rec_hdr_t *h,
+                    uint8_t **payload, char *what, size_t whatlen)
+{
+    uint8_t hdr[KW__REC_HDR_SIZE], *buf;
+    ssize_t n;
+
+    n = kw__pread_full(io, r, fd, hdr, sizeof(hdr), (off_t)off);
+    if (n < 0) {
+        snprintf(what, whatlen, "read: %s", strerror(errno));
+        return -1;
+    }
+    if ((size_t)n < sizeof(hdr) || off + KW__REC_HDR_SIZE > file_size) {
+        snprintf(what, whatlen, "record header cut short");
+        return -1;
+    }
+    if (kw__rec_hdr_decode(hdr, h) < 0) {
+        snprintf(what, whatlen, "bad record header");
+        return -1;
+    }
+    buf = malloc(h->length ? h->length : 1);
+    if (buf == NULL) {
+        snprintf(what, whatlen, "out of memory");
+        return -1;
+    }
+    n = kw__pread_full(io, r, fd, buf, h->length, (off_t)(off + KW__REC_HDR_SIZE));
+    if (n < 0) {
+        snprintf(what, whatlen, "read: %s", strerror(errno));
+        free(buf);
+        return -1;
+    }
+    if (kw__rec_check(hdr, buf, (uint64_t)n, expect_lsn, h, what, whatlen) < 0) {
+        free(buf);
+        return -1;
+    }
+    if (payload != NULL)
+        *payload = buf;
+    else
+        free(buf);
+    return 0;
+}
+
+void kw__unlock_replicas(kw_wal_t *w)
+{
+    for (int i = 0; i < w->nrep; i++)
+        if (w->rep[i].lock_fd >= 0) {
+            close(w->rep[i].lock_fd);   /* releases the flock */
+            w->rep[i].lock_fd = -1;
+        }
+}
+
+int kw__write_state(kw_wal_t *w, int r, uint64_t generation, const kw__failed_set_t *fs)
+{
+    kw__state_t s;
+    char buf[2048];
+    int n;
+
+    memset(&s, 0, sizeof(s));
+    memcpy(s.wal_id, w->wal_id, KW__WAL_ID_LEN);
+    s.replica_id = w->rep[r].id;
+    s.generation = generation;
+    s.replicas = w->nrep;
+    s.nfailed = s.nfailed_dirs = fs->n;
+    memcpy(s.failed, fs->ids, (size_t)fs->n * sizeof(fs->ids[0]));
+    memcpy(s.failed_dirs, fs->dirs, (size_t)fs->n * sizeof(fs->dirs[0]));
+    n = kw__state_format(&s, buf, sizeof(buf));
+    if (n < 0) {
+        errno = EOVERFLOW;
+        return -1;
+    }
+    return kw__write_file_atomic(w->io, r, w->rep[r].dir, "STATE", buf, (size_t)n);
+}

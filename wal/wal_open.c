@@ -37,71 +37,7 @@
 
 /* FORMAT.md "Valid record" rules 1-4 for a record whose header is hdr and
  * whose stored payload would be payload[0..avail). */
-static int rec_check(const uint8_t *hdr, const uint8_t *payload, uint64_t avail,
-                     uint64_t expect_lsn, kw__rec_hdr_t *h, char *what, size_t whatlen)
-{
-    if (kw__rec_hdr_decode(hdr, h) < 0) {
-        snprintf(what, whatlen, "bad record header");
-        return -1;
-    }
-    if (h->length > avail) {
-        snprintf(what, whatlen, "record of %u bytes runs past the end of the file",
-                 h->length);
-        return -1;
-    }
-    if (!kw__rec_checksum_ok(hdr, payload, h->length)) {
-        snprintf(what, whatlen, "checksum mismatch (LSN %" PRIu64 " in header)", h->lsn);
-        return -1;
-    }
-    if (expect_lsn != 0 && h->lsn != expect_lsn) {
-        snprintf(what, whatlen, "LSN %" PRIu64 " where %" PRIu64 " was expected",
-                 h->lsn, expect_lsn);
-        return -1;
-    }
-    return 0;
-}
 
-int kw__read_record(const kw_wal_io_t *io, int r, int fd, uint64_t off,
-                    uint64_t file_size, uint64_t expect_lsn, kw__rec_hdr_t *h,
-                    uint8_t **payload, char *what, size_t whatlen)
-{
-    uint8_t hdr[KW__REC_HDR_SIZE], *buf;
-    ssize_t n;
-
-    n = kw__pread_full(io, r, fd, hdr, sizeof(hdr), (off_t)off);
-    if (n < 0) {
-        snprintf(what, whatlen, "read: %s", strerror(errno));
-        return -1;
-    }
-    if ((size_t)n < sizeof(hdr) || off + KW__REC_HDR_SIZE > file_size) {
-        snprintf(what, whatlen, "record header cut short");
-        return -1;
-    }
-    if (kw__rec_hdr_decode(hdr, h) < 0) {
-        snprintf(what, whatlen, "bad record header");
-        return -1;
-    }
-    buf = malloc(h->length ? h->length : 1);
-    if (buf == NULL) {
-        snprintf(what, whatlen, "out of memory");
-        return -1;
-    }
-    n = kw__pread_full(io, r, fd, buf, h->length, (off_t)(off + KW__REC_HDR_SIZE));
-    if (n < 0) {
-        snprintf(what, whatlen, "read: %s", strerror(errno));
-        free(buf);
-        return -1;
-    }
-    if (rec_check(hdr, buf, (uint64_t)n, expect_lsn, h, what, whatlen) < 0) {
-        free(buf);
-        return -1;
-    }
-    if (payload != NULL)
-        *payload = buf;
-    else
-        free(buf);
-    return 0;
-}
 
 /* ---- Scanning one replica (step 3) ---- */
 
@@ -175,7 +111,7 @@ static uint64_t resync(const uint8_t *buf, uint64_t len, uint64_t from, uint64_t
         off = (uint64_t)(p - buf);
         if (off + KW__REC_HDR_SIZE > len)
             break;
-        if (rec_check(buf + off, buf + off + KW__REC_HDR_SIZE,
+        if (kw__rec_check(buf + off, buf + off + KW__REC_HDR_SIZE,
                       len - off - KW__REC_HDR_SIZE, 0, h, what, sizeof(what)) == 0 &&
             h->lsn > after)
             return off;
@@ -252,7 +188,7 @@ static int scan_segment(kw__repscan_t *s, size_t j, const uint8_t *buf, uint64_t
     while (off < len) {
         kw__rec_hdr_t h;
         int ok = off + KW__REC_HDR_SIZE <= len &&
-                 rec_check(buf + off, buf + off + KW__REC_HDR_SIZE,
+                 kw__rec_check(buf + off, buf + off + KW__REC_HDR_SIZE,
                            len - off - KW__REC_HDR_SIZE, *expect, &h, what, sizeof(what)) == 0;
 
         if (!ok && off + KW__REC_HDR_SIZE > len)
@@ -449,38 +385,9 @@ static kw_err_t lock_replica(kw_wal_t *w, int i, char *errstr, size_t errlen)
     return KW_OK;
 }
 
-void kw__unlock_replicas(kw_wal_t *w)
-{
-    for (int i = 0; i < w->nrep; i++)
-        if (w->rep[i].lock_fd >= 0) {
-            close(w->rep[i].lock_fd);   /* releases the flock */
-            w->rep[i].lock_fd = -1;
-        }
-}
 
 /* ---- Step 2: STATE ---- */
 
-int kw__write_state(kw_wal_t *w, int r, uint64_t generation, const kw__failed_set_t *fs)
-{
-    kw__state_t s;
-    char buf[2048];
-    int n;
-
-    memset(&s, 0, sizeof(s));
-    memcpy(s.wal_id, w->wal_id, KW__WAL_ID_LEN);
-    s.replica_id = w->rep[r].id;
-    s.generation = generation;
-    s.replicas = w->nrep;
-    s.nfailed = s.nfailed_dirs = fs->n;
-    memcpy(s.failed, fs->ids, (size_t)fs->n * sizeof(fs->ids[0]));
-    memcpy(s.failed_dirs, fs->dirs, (size_t)fs->n * sizeof(fs->dirs[0]));
-    n = kw__state_format(&s, buf, sizeof(buf));
-    if (n < 0) {
-        errno = EOVERFLOW;
-        return -1;
-    }
-    return kw__write_file_atomic(w->io, r, w->rep[r].dir, "STATE", buf, (size_t)n);
-}
 
 static uint64_t random_u64(void)
 {
@@ -1234,5 +1141,41 @@ kw_err_t kw__open_replicas(kw_wal_t *w, kw_wal_open_report_t *rep,
 out:
     for (int i = 0; i < w->nrep; i++)
         kw__repscan_free(&scans[i]);
+    return err;
+}
+
+/* ---- kw_wal_open ---- */
+
+kw_err_t kw_wal_open(const kw_wal_options_t *opts, kw_wal_t **wal,
+                     kw_wal_open_report_t *report, char *errstr, size_t errlen)
+{
+    return kw__open(opts, 1, wal, report, errstr, errlen);
+}
+
+kw_err_t kw__open(const kw_wal_options_t *opts, int start_threads, kw_wal_t **wal,
+                  kw_wal_open_report_t *report, char *errstr, size_t errlen)
+{
+    kw_wal_open_report_t dummy;
+    kw_wal_t *w;
+    kw_err_t err;
+
+    *wal = NULL;
+    if (report == NULL)
+        report = &dummy;
+    memset(report, 0, sizeof(*report));
+    err = kw__alloc_handle(opts, &w, errstr, errlen);
+    if (err != KW_OK)
+        return err;
+    err = kw__open_replicas(w, report, errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    err = kw__start_io(w, start_threads, errstr, errlen);
+    if (err != KW_OK)
+        goto fail;
+    *wal = w;
+    return KW_OK;
+
+fail:
+    kw_wal_close(w);
     return err;
 }
