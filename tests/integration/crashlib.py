@@ -1,6 +1,6 @@
-"""crashlib -- helpers of the crash and fault tests (0030, 0032, 0033) on the
-shared real Kafka cluster: what tests/integration/lib_crash.sh gave the shell
-scripts.
+"""crashlib -- helpers of the crash and fault tests (0030, 0032, 0033; 0040
+uses zk_fast and wait_until) on the shared real Kafka cluster: what
+tests/integration/lib_crash.sh and lib_fault.sh gave the shell scripts.
 
 A trial produces a workload up front (kwal-loadgen, manifest), runs `kwal
 receive` until it dies at a crash point (crash_run: exit 99, CRASH_EXIT),
@@ -13,6 +13,9 @@ blocks and segments (segment rolls and cleanups happen), a sqlite sink, and
 short sessions -- ZooKeeper 2 s (the server runs with a 500 ms tick:
 zk_fast) and Kafka 3 s -- so that a dead process's owner nodes and group
 members go soon.
+
+`kwal wal ls` and `kwal wal verify` are read through wal_ls() and
+wal_verify_dirs() (their documented output, not kwal's log).
 
 Numbers come from kwal's --stats-json, kwal-verify, ZooKeeper and the sink;
 never from kwal's log (kept as a file for people: Kwal.log_tail()).
@@ -106,7 +109,8 @@ class Trial:
         return workload.sqlite_count(self.db, self.topic)
 
     def kwal(self, args=("receive",), xargs=(), env=None, **over):
-        """A Kwal (not started) with the trial's settings, `over` on top."""
+        """A Kwal (not started) with the trial's settings, `over` on top
+        (keyword names with '_' for '.': batch_interval_ms=60000)."""
         s = dict(self.settings)
         s.update({k.replace("_", "."): v for k, v in over.items()})
         self.runs += 1
