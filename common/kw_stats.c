@@ -38,7 +38,15 @@ size_t kw_stats_format_json(const kw_stats_t *s, char *buf, size_t cap)
         "\"partitions_assigned_reset\":%" PRIu64 ",\"partitions_revoked\":%" PRIu64 ","
         "\"blocks_offsets_stored\":%" PRIu64 ",\"blocks_fenced\":%" PRIu64 ","
         "\"pauses\":%" PRIu64 ",\"quorum_pauses\":%" PRIu64 ",\"end_advances\":%" PRIu64
-        ",\"zk_retries\":%" PRIu64 "}\n",
+        ",\"zk_retries\":%" PRIu64 ","
+        "\"recovery_blocks_registered\":%" PRIu64 ","
+        "\"recovery_tracker_rebuilt\":%" PRIu64 ","
+        "\"recovery_partitions_moved\":%" PRIu64 ","
+        "\"wal_torn_tails\":%" PRIu64 ","
+        "\"wal_corrupt_records\":%" PRIu64 ","
+        "\"partitions_busy\":%" PRIu64 ","
+        "\"short_reads\":%" PRIu64 ","
+        "\"zk_failures\":%" PRIu64 "}\n",
         KW_STATS_JSON_VERSION, s->mode != NULL ? s->mode : "", s->final ? "true" : "false",
         (long)getpid(), s->started_ms, s->uptime_ms, s->records_received,
         s->records_delivered, s->records_stored, s->duplicate_deliveries, s->batches,
@@ -48,7 +56,8 @@ size_t kw_stats_format_json(const kw_stats_t *s, char *buf, size_t cap)
         s->wal_replicas_healthy, s->zk_writes, s->receiver_restarts, s->partitions_owned,
         s->first_assignment_ms, s->first_stored_ms, s->wal_segments_cleaned,
         s->partitions_assigned_stored, s->partitions_assigned_reset, s->partitions_revoked,
-        s->blocks_offsets_stored, s->blocks_fenced, s->pauses, s->quorum_pauses, s->end_advances, s->zk_retries);
+        s->blocks_offsets_stored, s->blocks_fenced, s->pauses, s->quorum_pauses, s->end_advances, s->zk_retries,
+        s->recovery_blocks_registered, s->recovery_tracker_rebuilt, s->recovery_partitions_moved, s->wal_torn_tails, s->wal_corrupt_records, s->partitions_busy, s->short_reads, s->zk_failures);
 
     return n < 0 ? 0 : (size_t)n;
 }

@@ -24,7 +24,10 @@
  *    "partitions_assigned_stored":...,"partitions_assigned_reset":...,
  *    "partitions_revoked":...,"blocks_offsets_stored":...,
  *    "blocks_fenced":...,"pauses":...,"quorum_pauses":...,"end_advances":...,
- *    "zk_retries":...}
+ *    "zk_retries":...,"recovery_blocks_registered":...,
+ *    "recovery_tracker_rebuilt":0|1,"recovery_partitions_moved":...,
+ *    "wal_torn_tails":...,"wal_corrupt_records":...,"partitions_busy":...,
+ *    "short_reads":...,"zk_failures":...}
  *
  * mode is "receive", "receive-no-wal", "direct", "direct-at-least-once" or
  * "recover". final is true only in the file written at exit. Times named
@@ -77,6 +80,14 @@ typedef struct kw_stats {
     uint64_t end_advances;               /* offsets moved past a gap at a
                                           * partition's end (no record there) */
     uint64_t zk_retries;                 /* offset updates retried (ZooKeeper away) */
+    uint64_t recovery_blocks_registered;  /* blocks the tracker lacked and recovery found in the WAL */
+    uint64_t recovery_tracker_rebuilt;    /* 1: the tracker was missing or unreadable and was rebuilt from the WAL */
+    uint64_t recovery_partitions_moved;   /* ZooKeeper offsets recovery moved forward over the WAL */
+    uint64_t wal_torn_tails;              /* replicas whose torn tail the last WAL open cut */
+    uint64_t wal_corrupt_records;         /* mid-log records bad on one replica, served by another (last open) */
+    uint64_t partitions_busy;             /* direct: partitions skipped because another instance owns them */
+    uint64_t short_reads;                 /* direct: ranges cut short at the read deadline */
+    uint64_t zk_failures;                 /* direct: ZooKeeper offset updates that failed (redone later) */
 } kw_stats_t;
 
 /* Zero every counter, -1 every unknown time; mode as given. */

@@ -45,6 +45,9 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
         s->source_loss_events = r->source_loss_events;
         s->source_loss_records = r->source_loss_records;
         s->zk_writes = r->zk_writes;
+        s->partitions_busy = r->partitions_busy;
+        s->short_reads = r->short_reads;
+        s->zk_failures = r->zk_failures;
         s->partitions_owned = r->partitions;
         s->first_stored_ms = r->first_stored_mono_ms > 0 ?
             r->first_stored_mono_ms - start_mono : -1;

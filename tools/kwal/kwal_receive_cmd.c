@@ -73,6 +73,11 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
         s->duplicate_deliveries = x->rep.duplicates_delivered;
         s->batches = x->rep.batches_replayed;
         s->wal_segments_cleaned = x->rep.segments_cleaned;
+        s->recovery_blocks_registered = x->rep.blocks_registered;
+        s->recovery_tracker_rebuilt = x->rep.tracker_rebuilt || x->rep.tracker_created;
+        s->recovery_partitions_moved = x->rep.partitions_moved;
+        s->wal_torn_tails = x->rep.wal.torn_tails;
+        s->wal_corrupt_records = x->rep.wal.corrupt_records;
     }
     if (x->have_last) {
         const kw_receiver_stats_t *r = &x->last;
