@@ -1,10 +1,24 @@
 """kwalh -- kwal's Python test harness (stdlib only).
 
-Modules:
-    kafka   a real Apache Kafka cluster (1 or 3 KRaft nodes) on loopback,
-            with node faults (stop, SIGKILL, SIGSTOP, restart) and topic
-            administration through Kafka's own tools and kcat.
+Services and processes:
+    kafka     a real Apache Kafka cluster (1 or 3 KRaft nodes) on loopback,
+              with node faults (stop, SIGKILL, SIGSTOP, restart) and topic
+              administration through Kafka's own tools and kcat
+    services  ZooKeeper (kwal-zk-local) and one Kafka interface over the real
+              cluster and librdkafka's mock
+    proc      where the programs are; every process a runner starts, so that
+              it ends only its own
+    kwal      one kwal run: its configuration, signals, exit status and
+              --stats-json statistics (never its log)
+    workload  kwal-loadgen and kwal-verify
 
-Put <repo>/tools/harness on sys.path (tests/integration/conftest.py does) and
-`from kwalh.kafka import KafkaCluster`.
+Runners (each a main(argv); plan and history kept apart from the checkers):
+    plan, history, checkers   what a chaos trial does, what happened, and one
+                              checker per invariant
+    chaos     crash trials (tools/chaos)
+    compare   the semantics comparison (tools/compare, `kwal compare`)
+    bench     receive mode against kcat (tools/bench/bench-receive)
+
+Put <repo>/tools/harness on sys.path (tests/integration/conftest.py and the
+entry points do) and `from kwalh.kafka import KafkaCluster`.
 """
