@@ -31,11 +31,15 @@ run() {     # run DIR [ctest options...]
 }
 
 # One pytest session for tests/integration: the shared 3-node Kafka cluster
-# starts once. The programs under test are DIR's.
-integration() {   # integration DIR
-    echo "==> pytest tests/integration with $1/tools"
-    (cd "$here" && KWAL_BIN_DIR="$here/$1/tools" \
-        python3 -m pytest -q -rfE -p no:cacheprovider tests/integration)
+# starts once. The programs under test are DIR's; more pytest arguments may
+# follow (the sanitizer build leaves out the tests of the test kit and the
+# runners: marker "harness", tests/integration/conftest.py).
+integration() {   # integration DIR [pytest args...]
+    dir=$1
+    shift
+    echo "==> pytest tests/integration with $dir/tools $*"
+    (cd "$here" && KWAL_BIN_DIR="$here/$dir/tools" \
+        python3 -m pytest -q -rfE -p no:cacheprovider "$@" tests/integration)
 }
 
 build build
@@ -46,7 +50,7 @@ build build-asan -DKWAL_SANITIZE=ON
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run build-asan
-integration build-asan
+integration build-asan -m "not harness"
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 build build-tsan -DKWAL_TSAN=ON

@@ -21,12 +21,21 @@ and kwal's side (kwalh.proc, kwalh.services, kwalh.kwal):
                     (bins.kwal, bins.loadgen, bins.verify, bins.zk_local, ...).
     zk              a ZooKeeper server of the test's own (kwalh.services.ZooKeeper,
                     .connect is its connect string), stopped after the test.
+    zk_fast         a ZooKeeper server of the module's own with a 500 ms tick,
+                    so that sessions of 2 s are granted (ZooKeeper's minimum
+                    is 2 ticks; kwtest.FAST asks for them); its tests share
+                    it with unique group names.
     kwal_factory    kwal_factory(args, settings, name="kwal", xargs=(), env=None)
                     -> a kwalh.kwal.Kwal (not started) whose configuration file
                     is written from the settings dict; every one is SIGKILLed
                     after the test if still running.
     names           names.topic(), names.group(): unique per test, so tests
                     can share one Kafka cluster and one ZooKeeper layout.
+
+Marker `harness`: the tests of the test kit and the runners (the Kafka
+launcher, the mock cluster, kwal-zk-local, the chaos, compare and bench
+runners). tools/test.sh runs them with the plain build only; the sanitizer
+build runs everything else (`-m "not harness"`).
 
 The jars come from tools/testkit/fetch-kafka.sh (a no-op once fetched).
 """
@@ -106,6 +115,14 @@ def zk(tmp_path, bins):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def zk_fast(tmp_path_factory, bins):
+    server = services.ZooKeeper(bins, str(tmp_path_factory.mktemp("zk") / "zk"), tick_ms=500)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def kwal_factory(tmp_path, bins):
     made = []
@@ -143,3 +160,21 @@ class _Names:
 @pytest.fixture
 def names(request):
     return _Names(request.node.name)
+
+
+# The tests of the test kit and of the runners, by file: see the top.
+HARNESS_FILES = {
+    "test_0010_kafka_local.py", "test_0011_zk_local.py", "test_0013_kafka_mock.py",
+    "test_0035_chaos.py", "test_0050_compare.py", "test_0070_bench_receive.py",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "harness: a test of the test kit or a runner "
+                            "(plain build only in tools/test.sh)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in HARNESS_FILES:
+            item.add_marker(pytest.mark.harness)
