@@ -39,7 +39,7 @@ integration() {   # integration DIR [pytest args...]
     shift
     echo "==> pytest tests/integration with $dir/tools $*"
     (cd "$here" && KWAL_BIN_DIR="$here/$dir/tools" \
-        python3 -m pytest -q -rfE -p no:cacheprovider "$@" tests/integration)
+        python3 -m pytest -q -rfE --durations=12 -p no:cacheprovider "$@" tests/integration)
 }
 
 build build
