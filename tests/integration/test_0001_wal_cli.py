@@ -24,27 +24,15 @@ statistics in these offline commands.
 """
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from kwtest import run
+
 RECORDS = 64
 # one record row of `kwal wal dump`: lsn segment offset size flags length
 DUMP_ROW = re.compile(r"^\s*(\d+)\s+\d+\s+\d+\s+\d+\s+\S+\s+(\d+)\s*$")
-
-
-def run(*argv, timeout=120):
-    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
-    r.both = f"exit {r.returncode}\n--- stdout:\n{r.stdout}\n--- stderr:\n{r.stderr}"
-    return r
-
-
-def expect(rc, *argv, timeout=120):
-    r = run(*argv, timeout=timeout)
-    assert r.returncode == rc, f"{argv[1:]}: expected exit {rc}; {r.both}"
-    return r
 
 
 def dump_rows(out):
@@ -101,7 +89,7 @@ class Wal:
                              "wal.write.quorum=2\n")
 
     def __call__(self, rc, *args):
-        return expect(rc, self.kwal, *args)
+        return run([self.kwal, *args], rc=rc)
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +97,8 @@ def pristine(bins, tmp_path_factory):
     """A 3-replica WAL of 64 records of 64 KiB in 1 MiB segments."""
     base = tmp_path_factory.mktemp("bench")
     bench = Path(bins.dir) / "kwal-bench-wal"
-    r = run(bench, "--quick", "--keep", "--dir", base, "--sizes", "64K", "--replicas", "3",
-            "--appenders", "1", "--mb", "4", "--segment-bytes", "1M", timeout=300)
-    assert r.returncode == 0, r.both
+    run([bench, "--quick", "--keep", "--dir", base, "--sizes", "64K", "--replicas", "3",
+         "--appenders", "1", "--mb", "4", "--segment-bytes", "1M"], 300, rc=0)
     d = base / "64K-r3-a1"
     for i in range(3):
         assert (d / f"wal-{i}").is_dir(), f"kwal-bench-wal --keep left no {d}/wal-{i}"

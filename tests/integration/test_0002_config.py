@@ -20,22 +20,14 @@ itself a configuration file (its documented purpose); there are no
 statistics in this offline command.
 """
 import difflib
-import subprocess
 
 import pytest
 
-
-def run(*argv, timeout=60):
-    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
-    r.both = f"exit {r.returncode}\n--- stdout:\n{r.stdout}\n--- stderr:\n{r.stderr}"
-    return r
+from kwtest import run
 
 
 def config(bins, *args, rc=0):
-    r = run(bins.kwal, "config", *args)
-    assert r.returncode == rc, f"kwal config {args}: expected exit {rc}; {r.both}"
-    return r
+    return run([bins.kwal, "config", *args], 60, rc=rc)
 
 
 def origins(out):
@@ -159,8 +151,7 @@ def test_docs_are_generated_from_the_table(bins, repo):
                                         "CONFIGURATION.md", "kwal config --markdown"))
     assert not diff, ("CONFIGURATION.md is out of date; regenerate it with `cmake --build "
                       "<build> --target configuration-md`\n" + diff[:4000])
-    r = run(bins.kwal, "--help")
-    assert r.returncode == 0, r.both
+    r = run([bins.kwal, "--help"], 60, rc=0)
     for key in ["wal.dirs", "wal.write.quorum", "wal.segment.bytes", "wal.segment.ms",
                 "wal.max.pending.bytes", "wal.compress", "log.level"]:
         assert f"  {key}=" in r.stdout, f"--help does not document {key}"

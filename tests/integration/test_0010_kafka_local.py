@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from kwalh.kafka import DEFAULT_VERSION, KafkaError, make_test_ca
+from kwtest import kcat, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 KL = REPO / "tools" / "testkit" / "kwal-kafka-local"
@@ -37,10 +38,7 @@ KL = REPO / "tools" / "testkit" / "kwal-kafka-local"
 # --------------------------------------------------------------- helpers --
 
 def kcat_json(*args, timeout=30):
-    r = subprocess.run(["kcat", *args, "-J"], capture_output=True, text=True,
-                       timeout=timeout)
-    assert r.returncode == 0, f"kcat {args}: {r.stderr}"
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return json.loads(kcat(*args, "-J", timeout=timeout).strip().splitlines()[-1])
 
 
 def topic_md(bootstrap, topic):
@@ -50,36 +48,18 @@ def topic_md(bootstrap, topic):
     return {p["partition"]: p for p in t["partitions"]}
 
 
-def eventually(check, timeout, what):
-    """Poll CHECK() until it returns a true value; fail after TIMEOUT s."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    pytest.fail(f"{what}: not within {timeout} s (last: {last!r})")
-
-
 def produce(bootstrap, topic, lines, *extra):
-    r = subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", topic, *extra],
-                       input="".join(f"{x}\n" for x in lines), capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    kcat("-P", "-b", bootstrap, "-t", topic, *extra, input="".join(f"{x}\n" for x in lines))
 
 
 def consume_group(bootstrap, group, topic, timeout=90):
     """A kcat balanced consumer (-G) from the group's committed offsets (the
     beginning for a new group) until the end of every partition (-e):
     [(partition, offset, key, value)]."""
-    r = subprocess.run(["kcat", "-b", bootstrap, "-G", group, "-X",
-                        "auto.offset.reset=earliest", "-e", "-q", "-f",
-                        "%p %o %k %s\n", topic],
-                       capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, r.stderr
+    got = kcat("-b", bootstrap, "-G", group, "-X", "auto.offset.reset=earliest", "-e", "-q",
+               "-f", "%p %o %k %s\n", topic, timeout=timeout)
     out = []
-    for line in r.stdout.splitlines():
+    for line in got.splitlines():
         p, o, k, v = line.split(" ", 3)
         out.append((int(p), int(o), k, v))
     return out
@@ -254,14 +234,14 @@ def test_kill_the_leader_moves_leadership_then_restart(kl):
     victim = kl.leader("kt", 0)
     kl.ok(f"kill {victim}")
     assert f"{victim}:stopped" in kl.ok("status")
-    new = eventually(lambda: (lambda x: x if x not in (victim, -1) else None)(
+    new = wait_until(lambda: (lambda x: x if x not in (victim, -1) else None)(
         kl.leader("kt", 0)), 30, f"kt/0 led by another node than {victim}")
     assert new in (1, 2, 3)
     # acks=all still works with 2 of 3 replicas (min.insync.replicas=2).
     produce(kl.bootstrap, "kt", [f"x{i}" for i in range(100)], "-X", "acks=all", "-p", "0")
     kl.ok(f"broker up {victim}")
     assert kl.ok("status") == "1:running 2:running 3:running"
-    eventually(lambda: victim in [r["id"] for r in topic_md(kl.bootstrap, "kt")[0]["isrs"]],
+    wait_until(lambda: victim in [r["id"] for r in topic_md(kl.bootstrap, "kt")[0]["isrs"]],
                60, f"node {victim} back in kt/0's ISR")
     offs = dict(x.split(":") for x in kl.ok("offsets kt").split())
     assert sum(int(v) for v in offs.values()) == 1100
@@ -272,14 +252,14 @@ def test_pause_and_resume(kl):
     kl.ok(f"pause {victim}")
     assert f"{victim}:paused" in kl.ok("status")
     # Past broker.session.timeout.ms (4 s) the controller fences it.
-    eventually(lambda: kl.leader("kt", 1) not in (victim, -1), 30,
+    wait_until(lambda: kl.leader("kt", 1) not in (victim, -1), 30,
                f"kt/1 led by another node than paused {victim}")
     kl.ok(f"resume {victim}")
     assert f"{victim}:running" in kl.ok("status")
-    eventually(lambda: victim in [b["id"] for b in kcat_json(
+    wait_until(lambda: victim in [b["id"] for b in kcat_json(
         "-L", "-b", kl.bootstrap, "-m", "5")["brokers"]], 60,
         f"node {victim} listed again")
-    eventually(lambda: victim in [r["id"] for r in topic_md(kl.bootstrap, "kt")[1]["isrs"]],
+    wait_until(lambda: victim in [r["id"] for r in topic_md(kl.bootstrap, "kt")[1]["isrs"]],
                60, f"node {victim} back in kt/1's ISR")
 
 
@@ -300,11 +280,9 @@ def test_topic_partitions_delete_records(kl):
     assert sorted(parts) == [0, 1, 2, 3] and all(p["leader"] > 0 for p in parts.values())
     produce(kl.bootstrap, "t2", [f"m{i}" for i in range(10)], "-p", "0")
     assert kl.ok("delete-records t2 0 5") == "5"
-    r = subprocess.run(["kcat", "-C", "-b", kl.bootstrap, "-t", "t2", "-p", "0",
-                        "-o", "beginning", "-e", "-q", "-f", "%o %s\n"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:5] == [f"{i} m{i}" for i in range(5, 10)]
+    out = kcat("-C", "-b", kl.bootstrap, "-t", "t2", "-p", "0", "-o", "beginning", "-e", "-q",
+               "-f", "%o %s\n")
+    assert out.split("\n")[:5] == [f"{i} m{i}" for i in range(5, 10)]
     # the old program's `create` still works
     kl.ok("create old 1")
     assert len(topic_md(kl.bootstrap, "old")) == 1
@@ -347,9 +325,8 @@ def test_api_ssl_listener(kafka_factory, tmp_path):
     kc.create_topic("s", 1)
     ssl = ["-X", "security.protocol=ssl", "-X", f"ssl.ca.location={ca['ca_cert']}"]
     produce(kc.ssl_bootstrap, "s", ["over-tls"], *ssl)
-    r = subprocess.run(["kcat", "-C", "-b", kc.ssl_bootstrap, *ssl, "-t", "s", "-o",
-                        "beginning", "-e", "-q"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and r.stdout.strip() == "over-tls", r.stderr
+    out = kcat("-C", "-b", kc.ssl_bootstrap, *ssl, "-t", "s", "-o", "beginning", "-e", "-q")
+    assert out.strip() == "over-tls", out
     # A client that does not trust the test CA is refused.
     r = subprocess.run(["kcat", "-L", "-b", kc.ssl_bootstrap, "-X", "security.protocol=ssl",
                         "-m", "3"], capture_output=True, text=True, timeout=60)

@@ -22,9 +22,10 @@ Outcomes come from exit statuses, the program's stdout (its documented
 answers) and the process table; kwal is not involved.
 """
 import os
-import subprocess
 
 import pytest
+
+from kwtest import run
 
 
 class ZkLocal:
@@ -34,21 +35,13 @@ class ZkLocal:
         self.prog = bins.zk_local
         self.d = d
 
-    def run(self, *args, timeout=90):
-        argv = [self.prog] + [str(a) for a in args]
-        try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{argv}: still running after {timeout} s{self.log_tail()}")
-        r.both = (f"exit {r.returncode}\n--- stdout:\n{r.stdout}\n--- stderr:\n{r.stderr}"
-                  + self.log_tail())
-        return r
+    def run(self, *args, timeout=90, rc=None):
+        """kwal-zk-local ARGS (with rc: its exit status must be rc); the
+        server's log tail goes into the failure messages."""
+        return run([self.prog, *args], timeout, rc=rc, extra=self.log_tail)
 
     def expect(self, rc, *args, **kw):
-        r = self.run(*args, **kw)
-        assert r.returncode == rc, f"kwal-zk-local {args}: expected exit {rc}; {r.both}"
-        return r
+        return self.run(*args, rc=rc, **kw)
 
     def log_tail(self, n=30):
         try:

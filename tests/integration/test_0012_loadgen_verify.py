@@ -33,11 +33,11 @@ read; kwal itself does not run here.
 """
 import json
 import sqlite3
-import subprocess
 
 import pytest
 
 from kwalh import workload
+from kwtest import kcat, run
 
 RECORDS = 20_000
 PARTITIONS = 8
@@ -45,22 +45,9 @@ CLEAN = ("expected={n} stored={n} missing=0 duplicates=0 duplicate_offsets=0 cor
          "foreign=0 out_of_range=0")
 
 
-def run(argv, timeout, input=None):
-    argv = [str(a) for a in argv]
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                           input=input, stdin=None if input is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{argv}: still running after {timeout} s")
-    r.both = f"exit {r.returncode}\n--- stdout:\n{r.stdout[-6000:]}\n--- stderr:\n" \
-             f"{r.stderr[-3000:]}"
-    return r
-
-
 def verify(bins, rc, *args):
     """kwal-verify ARGS; require exit rc; (summary line, stdout)."""
-    r = run([bins.verify, *args], 300)
-    assert r.returncode == rc, f"kwal-verify {args}: expected exit {rc}; {r.both}"
+    r = run([bins.verify, *args], 300, rc=rc)
     lines = r.stdout.splitlines()
     assert lines and workload.parse_summary(lines[-1]), f"no summary line; {r.both}"
     return lines[-1], r.stdout
@@ -68,12 +55,11 @@ def verify(bins, rc, *args):
 
 def consume(bootstrap, topic, path):
     """All of topic as kcat -J lines into path (kcat stops at the end, -e)."""
-    r = run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-e", "-J", "-q", "-o", "beginning"],
-            240)
-    assert r.returncode == 0, f"kcat -C -t {topic}: {r.both}"
+    out = kcat("-C", "-b", bootstrap, "-t", topic, "-e", "-J", "-q", "-o", "beginning",
+               timeout=240)
     with open(path, "w") as f:
-        f.write(r.stdout)
-    return r.stdout.splitlines()
+        f.write(out)
+    return out.splitlines()
 
 
 def all_partitions(out, topic):
@@ -274,8 +260,7 @@ def test_kcat_producer(bins, kafka3, names, tmp_path):
     assert len(r.stdout.splitlines()) == 5000, "--print-kcat: not 5000 lines"
     lines = tmp_path / "kcat-lines"
     lines.write_text(r.stdout)
-    r = run(["kcat", "-P", "-b", kafka3.bootstrap, "-t", topic, "-K:", "-l", lines], 180)
-    assert r.returncode == 0, f"kcat -P: {r.both}"
+    kcat("-P", "-b", kafka3.bootstrap, "-t", topic, "-K:", "-l", lines, timeout=180)
     got = consume(kafka3.bootstrap, topic, tmp_path / "t2.jsonl")
     assert len(got) == 5000, f"kcat read {len(got)} records, expected 5000"
     summary, out = verify(bins, 0, "--manifest", m2, "--jsonl", tmp_path / "t2.jsonl")

@@ -31,36 +31,14 @@ import os
 import signal
 import stat
 import subprocess
-import time
 
 import pytest
 
 from kwalh import proc
+from kwtest import kcat, run, wait_until
 
 PARTITIONS = 4
 RECORDS = 1000
-
-
-def wait_for(pred, timeout, what, alive=None):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if alive is not None and not alive():
-            pytest.fail(f"{what}: kwal-kafka-mock died")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout} s")
-        time.sleep(0.1)
-
-
-def run(argv, timeout, input=None):
-    argv = [str(a) for a in argv]
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input,
-                           stdin=None if input is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{argv}: still running after {timeout} s")
-    r.both = f"exit {r.returncode}\n--- stdout:\n{r.stdout[-3000:]}\n--- stderr:\n" \
-             f"{r.stderr[-3000:]}"
-    return r
 
 
 class Mock:
@@ -82,12 +60,13 @@ class Mock:
                 [self.prog, "--brokers", "3", "--topic", f"kt:{PARTITIONS}", "--bootstrap-file",
                  str(self.bs_file), "--control", str(self.ctl)],
                 stdin=subprocess.PIPE, stdout=out, stderr=err, text=True)
-        wait_for(lambda: self.bs_file.exists() and self.bs_file.stat().st_size > 0, 30,
-                 "the bootstrap file", self.alive)
+        wait_until(lambda: self.bs_file.exists() and self.bs_file.stat().st_size > 0, 30,
+                   "the bootstrap file", self.alive, interval=0.1)
         self.bootstrap = self.bs_file.read_text().strip()
-        wait_for(lambda: self.out_lines(), 20, "the bootstrap line on stdout", self.alive)
-        wait_for(lambda: self.ctl.exists() and stat.S_ISSOCK(self.ctl.stat().st_mode), 20,
-                 "the control socket", self.alive)
+        wait_until(lambda: self.out_lines(), 20, "the bootstrap line on stdout", self.alive,
+                   interval=0.1)
+        wait_until(lambda: self.ctl.exists() and stat.S_ISSOCK(self.ctl.stat().st_mode), 20,
+                   "the control socket", self.alive, interval=0.1)
         return self
 
     def alive(self):
@@ -105,8 +84,8 @@ class Mock:
         before = len(self.out_lines())
         self.p.stdin.write(command + "\n")
         self.p.stdin.flush()
-        wait_for(lambda: len(self.out_lines()) > before, 30, f"the answer to {command!r}",
-                 self.alive)
+        wait_until(lambda: len(self.out_lines()) > before, 30, f"the answer to {command!r}",
+                   self.alive, interval=0.1)
         got = self.out_lines()[before]
         assert got.startswith(want), f"stdin {command!r}: {got!r}, expected {want!r}..." \
             + self.log_tail()
@@ -120,17 +99,15 @@ class Mock:
 
     def produce(self):
         lines = "".join(f"key{i}:value{i}\n" for i in range(1, RECORDS + 1))
-        r = run(["kcat", "-P", "-b", self.bootstrap, "-t", "kt", "-K:"], 120, input=lines)
-        assert r.returncode == 0, f"kcat -P: {r.both}"
+        kcat("-P", "-b", self.bootstrap, "-t", "kt", "-K:", input=lines, timeout=120)
 
     def consume(self, what):
         """All of kt as [(partition, key)]; exactly RECORDS of them."""
-        r = run(["kcat", "-C", "-b", self.bootstrap, "-t", "kt", "-e", "-q", "-o", "beginning",
-                 "-f", "%p %k\\n"], 120)
-        assert r.returncode == 0, f"kcat -C ({what}): {r.both}"
-        recs = [tuple(ln.split(" ", 1)) for ln in r.stdout.splitlines()]
+        out = kcat("-C", "-b", self.bootstrap, "-t", "kt", "-e", "-q", "-o", "beginning",
+                   "-f", "%p %k\\n", timeout=120)
+        recs = [tuple(ln.split(" ", 1)) for ln in out.splitlines()]
         assert len(recs) == RECORDS, f"kcat -C ({what}): {len(recs)} records, expected " \
-            f"{RECORDS}; {r.both}"
+            f"{RECORDS}; {out[-3000:]}"
         return recs
 
 
@@ -185,22 +162,22 @@ def test_consume_through_faults(mock):
     mock.stdin_cmd("create kt2 2", "error:")
 
 
-def test_sigterm(mock):
-    mock.p.send_signal(signal.SIGTERM)
+def exits_clean(mock, after):
+    """The mock exits 0 within 30 s, its bootstrap file removed."""
     try:
         rc = mock.p.wait(30)
     except subprocess.TimeoutExpired:
-        pytest.fail("still running 30 s after SIGTERM")
-    assert rc == 0, f"exit status {rc} after SIGTERM" + mock.log_tail()
+        pytest.fail(f"still running 30 s {after}")
+    assert rc == 0, f"exit status {rc} {after}" + mock.log_tail()
     assert not mock.bs_file.exists(), "bootstrap file left behind"
+
+
+def test_sigterm(mock):
+    mock.p.send_signal(signal.SIGTERM)
+    exits_clean(mock, "after SIGTERM")
     assert not os.path.exists(mock.ctl), "control socket left behind"
 
 
 def test_end_of_stdin(mock):
     mock.p.stdin.close()
-    try:
-        rc = mock.p.wait(30)
-    except subprocess.TimeoutExpired:
-        pytest.fail("still running 30 s after the end of stdin")
-    assert rc == 0, f"exit status {rc} at the end of stdin" + mock.log_tail()
-    assert not mock.bs_file.exists(), "bootstrap file left behind"
+    exits_clean(mock, "at the end of stdin")
