@@ -142,8 +142,13 @@ def kwal_factory(tmp_path, bins):
 
 
 class _Names:
-    def __init__(self, test_name):
-        self.base = "".join(c if c.isalnum() else "-" for c in test_name)[:60]
+    def __init__(self, test_file, test_name):
+        # the file's number too: two files may have tests of the same name,
+        # and they share one cluster (test_0012 and test_0023 both have
+        # test_kcat_producer)
+        num = test_file[5:9] if test_file[5:9].isdigit() else test_file
+        raw = f"{num}-{test_name}"
+        self.base = "".join(c if c.isalnum() else "-" for c in raw)[:64]
         self.n = 0
 
     def _next(self, kind):
@@ -159,7 +164,7 @@ class _Names:
 
 @pytest.fixture
 def names(request):
-    return _Names(request.node.name)
+    return _Names(request.node.path.stem, request.node.name)
 
 
 # The tests of the test kit and of the runners, by file: see the top.
