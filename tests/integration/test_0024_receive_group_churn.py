@@ -37,12 +37,12 @@ Numbers come from kwal's --stats-json, kwal-verify, ZooKeeper and Kafka's
 tools, never from kwal's log.
 """
 import socket
+import sqlite3
 import time
 
 import pytest
 
-from kwtest import (assert_verified, check_zk_at_end, loadgen, settings, stored, wait_loadgen,
-                    wait_until)
+from kwalh import proc, workload
 
 TOTAL = 100_000
 RATE = 2000
@@ -50,6 +50,24 @@ CYCLES = 3
 PARTITIONS = 8
 SETTLE_S = 180          # a generous bound: 2 cores shared with other clusters
 QUIET_S = 2.0
+
+
+def settings(zk, kafka, group, topic, d, client_id, extra):
+    s = {
+        "group.id": group,
+        "topics": topic,
+        "zookeeper.connect": zk.connect,
+        "kafka.bootstrap.servers": kafka.bootstrap,
+        "auto.offset.reset": "earliest",
+        "wal.dirs": f"{d}/wal",
+        "sink": f"sqlite:{d}/out.db",
+        "batch.interval.ms": 500,
+        "kafka.client.id": client_id,     # tells the instances apart in Kafka's tools
+        "kafka.session.timeout.ms": 10000,
+        "kafka.heartbeat.interval.ms": 1000,
+    }
+    s.update(extra)
+    return s
 
 
 def held(stats):
@@ -103,22 +121,20 @@ class Churn:
         kafka.create_topic(self.topic, PARTITIONS, rf=3)
         self.da, self.db_ = tmp / "a", tmp / "b"
         self.a_db, self.b_db = str(self.da / "out.db"), str(self.db_ / "out.db")
-        # kafka.client.id tells the instances apart in Kafka's tools
-        conf = {"kafka.session.timeout.ms": 10000, "kafka.heartbeat.interval.ms": 1000, **extra}
-        self.a_conf = settings(zk, kafka.bootstrap, self.group, self.topic, self.da,
-                               **{"kafka.client.id": "kwal-a", **conf})
+        self.a_conf = settings(zk, kafka, self.group, self.topic, self.da, "kwal-a", extra)
         self.a_conf["receivers"] = 2
-        self.b_conf = settings(zk, kafka.bootstrap, self.group, self.topic, self.db_,
-                               **{"kafka.client.id": "kwal-b", **conf})
-        self.lg = loadgen(bins, kafka.bootstrap, self.topic, TOTAL, tmp, rate=RATE)
-        self.manifest = self.lg.manifest
+        self.b_conf = settings(zk, kafka, self.group, self.topic, self.db_, "kwal-b", extra)
+        self.manifest = str(tmp / "m")
+        self.lg = workload.Loadgen(bins, kafka.bootstrap, self.topic, TOTAL, self.manifest,
+                                   str(tmp / "lg"), rate=RATE)
         self.a = None
         self.b = None
         self.b_runs = []
         self.host = socket.gethostname()
 
     def stored(self):
-        return stored(self.a_db, self.topic) + stored(self.b_db, self.topic)
+        return (workload.sqlite_count(self.a_db, self.topic)
+                + workload.sqlite_count(self.b_db, self.topic))
 
     def running(self):
         return [k for k in (self.a, self.b) if k is not None]
@@ -243,15 +259,53 @@ def test_group_churn(protocol, bins, zk, kafka3, tmp_path, names, kwal_factory):
         else:
             assert rev2 == rev1, f"leave {cycle}: cooperative, but A revoked {rev2 - rev1}"
 
-    wait_loadgen(c.lg, 300, "kwal-loadgen finishes")
-    wait_until(lambda: c.stored() >= TOTAL, 180, f"{TOTAL} stored (pooled)", c.a.alive,
-               interval=0.5)
+    deadline = time.monotonic() + 300
+    while not c.lg.done():
+        assert time.monotonic() < deadline, "kwal-loadgen did not finish"
+        time.sleep(0.5)
+    assert c.lg.rc == 0, "kwal-loadgen failed"
+    deadline = time.monotonic() + 180
+    while c.stored() < TOTAL:
+        assert c.a.alive(), f"A died ({c.a.log_tail(3)})"
+        assert time.monotonic() < deadline, f"only {c.stored()} of {TOTAL} stored (pooled)"
+        time.sleep(0.5)
     c.stop(c.a, "A")
 
-    assert_verified(bins, c.manifest, c.a_db, c.b_db, total=TOTAL)
-    sa, sb = stored(c.a_db, c.topic), stored(c.b_db, c.topic)
+    v = verify_pooled(bins, c.manifest, [c.a_db, c.b_db])
+    assert (v["expected"], v["stored"], v["missing"], v["duplicates"], v["duplicate_offsets"],
+            v["corrupt"]) == (TOTAL, TOTAL, 0, 0, 0, 0), v.summary
+    sa, sb = workload.sqlite_count(c.a_db, c.topic), workload.sqlite_count(c.b_db, c.topic)
     assert sa + sb == TOTAL, (sa, sb)
     assert sb > 0, "instance B stored nothing"
 
-    check_zk_at_end(c.zk, c.group, c.topic, db=[c.a_db, c.b_db], partitions=PARTITIONS,
-                    total=TOTAL)
+    zoff = {p: v or 0 for p, v in c.zk.offsets(c.group, c.topic, PARTITIONS).items()}
+    ends = pooled_end_offsets(c.a_db, c.b_db, c.topic)
+    assert zoff == ends, f"ZooKeeper {zoff} != end offsets over both sinks {ends}"
+    assert sum(zoff.values()) == TOTAL
+
+
+def verify_pooled(bins, manifest, dbs):
+    """kwal-verify over several sqlite sinks, pooled."""
+    argv = [bins.verify, "--manifest", manifest]
+    for db in dbs:
+        argv += ["--sqlite", db]
+    rc, out, err = proc.run(argv, 300)
+    r = workload.VerifyResult(rc, out.splitlines(), err)
+    assert r.ok, r.as_dict()
+    return r
+
+
+def pooled_end_offsets(a_db, b_db, topic):
+    """{partition: MAX(offset)+1 over both sinks, 0 when none}."""
+    db = sqlite3.connect(f"file:{a_db}?mode=ro", uri=True)
+    try:
+        db.execute("ATTACH ? AS b", (f"file:{b_db}?mode=ro",))
+        res = {}
+        for p in range(PARTITIONS):
+            res[p] = db.execute(
+                "SELECT COALESCE(MAX(o) + 1, 0) FROM (SELECT offset AS o FROM main.records "
+                "WHERE topic=? AND partition=? UNION ALL SELECT offset FROM b.records "
+                "WHERE topic=? AND partition=?)", (topic, p, topic, p)).fetchone()[0]
+        return res
+    finally:
+        db.close()

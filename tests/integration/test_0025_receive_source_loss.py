@@ -30,10 +30,13 @@ Numbers come from kwal's --stats-json, kwal-verify and kcat, never from
 kwal's log.
 """
 import re
+import sqlite3
+import subprocess
 import time
 
+import pytest
+
 from kwalh import workload
-from kwtest import kcat, produce, rows, settings, stored, wait_until
 
 RUN = "0025000000000001"
 FIRST = 1000          # stored before the loss
@@ -43,46 +46,79 @@ DELETE_BEFORE = 4321  # (a) DeleteRecords up to here
 TOTAL = FIRST + MORE + AFTER
 
 
-def produce_seq(bins, kafka, topic, tmp_path, first, records, size):
+def wait_until(pred, timeout, what, alive=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        if alive is not None and not alive():
+            pytest.fail(f"{what}: the process died")
+        time.sleep(0.25)
+    pytest.fail(f"{what}: not within {timeout} s")
+
+
+def produce(bins, kafka, topic, tmp_path, first, records, size):
     """Records first..first+records-1 of run RUN, in the foreground."""
-    produce(bins, kafka.bootstrap, topic, records, tmp_path, name=f"lg{first}",
-            manifest=tmp_path / f"m{first}", size=size, run_id=RUN, first=first)
+    lg = workload.Loadgen(bins, kafka.bootstrap, topic, records, str(tmp_path / f"m{first}"),
+                          str(tmp_path / f"lg{first}"), size=size, run_id=RUN)
+    lg.argv += ["--first", str(first)]
+    assert lg.run(timeout=300) == 0, open(lg.base + ".err").read()[-2000:]
 
 
 def watermark(kafka, topic, which):
     """TOPIC/0's low (-2) or high (-1) watermark, from kcat -Q."""
-    out = kcat("-Q", "-b", kafka.bootstrap, "-t", f"{topic}:0:{which}")
-    m = re.search(r"offset (\d+)\s*$", out)
-    assert m, out
+    r = subprocess.run(["kcat", "-Q", "-b", kafka.bootstrap, "-t", f"{topic}:0:{which}"],
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r"offset (\d+)\s*$", r.stdout)
+    assert r.returncode == 0 and m, r.stdout + r.stderr
     return int(m.group(1))
 
 
 def first_readable(kafka, topic):
     """The offset of the first record kcat reads from TOPIC/0."""
-    out = kcat("-C", "-b", kafka.bootstrap, "-t", topic, "-p", "0", "-o", "beginning", "-c", "1",
-               "-e", "-q", "-f", "%o\n")
-    return int(out.split()[0])
+    r = subprocess.run(["kcat", "-C", "-b", kafka.bootstrap, "-t", topic, "-p", "0",
+                        "-o", "beginning", "-c", "1", "-e", "-q", "-f", "%o\n"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout.split()[0])
 
 
 def sink_offsets(db, topic, at_least):
     """(count, distinct, min, max) of TOPIC/0's offsets >= at_least in the sink."""
-    return rows(db, "SELECT count(*), count(DISTINCT offset), MIN(offset), MAX(offset) "
-                    "FROM records WHERE topic=? AND partition=0 AND offset>=?",
-                topic, at_least)[0]
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute("SELECT count(*), count(DISTINCT offset), MIN(offset), MAX(offset) "
+                           "FROM records WHERE topic=? AND partition=0 AND offset>=?",
+                           (topic, at_least)).fetchone()
+    finally:
+        con.close()
+
+
+def settings(zk, kafka, group, topic, tmp_path):
+    return {
+        "group.id": group,
+        "topics": topic,
+        "zookeeper.connect": zk.connect,
+        "kafka.bootstrap.servers": kafka.bootstrap,
+        "auto.offset.reset": "earliest",
+        "wal.dirs": f"{tmp_path}/wal",
+        "sink": f"sqlite:{tmp_path}/out.db",
+        "batch.interval.ms": 500,
+    }
 
 
 def first_run(bins, zk, kafka, topic, group, tmp_path, kwal_factory, size):
     """Records 0..999 stored by a first kwal, stopped: ZooKeeper has 1000."""
     db = str(tmp_path / "out.db")
-    produce_seq(bins, kafka, topic, tmp_path, 0, FIRST, size)
-    k = kwal_factory(["receive"], settings(zk, kafka.bootstrap, group, topic, tmp_path),
-                     name="first")
+    produce(bins, kafka, topic, tmp_path, 0, FIRST, size)
+    k = kwal_factory(["receive"], settings(zk, kafka, group, topic, tmp_path), name="first")
     k.start()
-    wait_until(lambda: stored(db, topic) >= FIRST, 120, f"{FIRST} stored", k.alive)
+    wait_until(lambda: workload.sqlite_count(db, topic) >= FIRST, 120, f"{FIRST} stored",
+               k.alive)
     assert k.stop() == 0, k.log_tail(5)
     s = k.stats()
     assert s["records_stored"] == FIRST and s["source_loss_events"] == 0, s
-    assert stored(db, topic) == FIRST
+    assert workload.sqlite_count(db, topic) == FIRST
     assert zk.offsets(group, topic, 1) == {0: FIRST}
 
 
@@ -90,7 +126,7 @@ def after_loss(bins, zk, kafka, topic, group, tmp_path, kwal_factory, low, size)
     """Kafka has low..10999 now: reset=error refuses, reset=earliest counts
     the loss exactly and goes on."""
     db = str(tmp_path / "out.db")
-    conf = settings(zk, kafka.bootstrap, group, topic, tmp_path)
+    conf = settings(zk, kafka, group, topic, tmp_path)
 
     # auto.offset.reset=error: exit 1, one reason line, nothing moved
     k = kwal_factory(["receive"], conf, name="error", xargs=["-X", "auto.offset.reset=error"])
@@ -103,7 +139,7 @@ def after_loss(bins, zk, kafka, topic, group, tmp_path, kwal_factory, low, size)
     assert reasons[0].startswith("kwal: receive: ") and "data loss at the source" in \
         reasons[0] and f"{topic}/0" in reasons[0], reasons[0]
     assert zk.offsets(group, topic, 1) == {0: FIRST}, "reset=error moved the stored offset"
-    assert stored(db, topic) == FIRST, "reset=error changed the sink"
+    assert workload.sqlite_count(db, topic) == FIRST, "reset=error changed the sink"
 
     # auto.offset.reset=earliest: counted once, exactly, then on from low
     k = kwal_factory(["receive"], conf, name="earliest").start()
@@ -113,10 +149,10 @@ def after_loss(bins, zk, kafka, topic, group, tmp_path, kwal_factory, low, size)
     assert s and s["source_loss_events"] == 1, s
     assert s["source_loss_records"] == lost, s
     kept = FIRST + (FIRST + MORE - low)
-    wait_until(lambda: stored(db, topic) >= kept, 120, f"{kept} stored", k.alive)
-    produce_seq(bins, kafka, topic, tmp_path, FIRST + MORE, AFTER, size)   # it goes on
-    wait_until(lambda: stored(db, topic) >= kept + AFTER, 120, f"{kept + AFTER} stored",
-               k.alive)
+    wait_until(lambda: workload.sqlite_count(db, topic) >= kept, 120, f"{kept} stored", k.alive)
+    produce(bins, kafka, topic, tmp_path, FIRST + MORE, AFTER, size)   # it goes on
+    wait_until(lambda: workload.sqlite_count(db, topic) >= kept + AFTER, 120,
+               f"{kept + AFTER} stored", k.alive)
     assert k.stop() == 0, k.log_tail(5)
     s = k.stats()
     assert s["final"] is True
@@ -143,7 +179,7 @@ def test_deleted_records(bins, zk, kafka3, tmp_path, names, kwal_factory):
     kafka3.create_topic(topic, 1, rf=3)
     first_run(bins, zk, kafka3, topic, group, tmp_path, kwal_factory, size=100)
 
-    produce_seq(bins, kafka3, topic, tmp_path, FIRST, MORE, 100)
+    produce(bins, kafka3, topic, tmp_path, FIRST, MORE, 100)
     assert kafka3.delete_records(topic, 0, DELETE_BEFORE) == DELETE_BEFORE
     assert watermark(kafka3, topic, -2) == DELETE_BEFORE
     assert watermark(kafka3, topic, -1) == FIRST + MORE
@@ -157,7 +193,7 @@ def test_retention(bins, zk, kafka3, tmp_path, names, kwal_factory):
     kafka3.create_topic(topic, 1, rf=3, config={"segment.bytes": 1024 * 1024})
     first_run(bins, zk, kafka3, topic, group, tmp_path, kwal_factory, size=1000)
 
-    produce_seq(bins, kafka3, topic, tmp_path, FIRST, MORE, 1000)    # ~10 MB, ~10 segments
+    produce(bins, kafka3, topic, tmp_path, FIRST, MORE, 1000)    # ~10 MB, ~10 segments
     assert watermark(kafka3, topic, -2) == 0
     kafka3.alter_topic_config(topic, {"retention.bytes": 3 * 1024 * 1024})
     # log.retention.check.interval.ms is 10 s on the test cluster

@@ -27,34 +27,92 @@ c  bad arguments: --no-wal with --classic or --skip-corrupt exits 2 with one
 
 Numbers come from kwal's --stats-json and kwal-verify, never from its log.
 """
+import sqlite3
 import subprocess
+import time
 
-from kwalh import workload
+import pytest
+
+from kwalh import services, workload
 from kwalh.kwal import CRASH_EXIT
-from kwtest import (assert_verified, check_zk_at_end, fast_settings, produce, rows, stored,
-                    wait_until)
 
 N = 20_000
 NC = 6000
 PARTITIONS = 4
 
 
-def prepare(bins, zk, kafka, names, tmp_path, records, sub):
-    """A 4-partition topic (RF 3) with records produced, a group, and the
-    settings of a kwal with its files under tmp_path/sub: (topic, group,
-    manifest, sink database, settings)."""
-    topic, group = names.topic(), names.group()
-    kafka.create_topic(topic, PARTITIONS, rf=3)
-    manifest = produce(bins, kafka.bootstrap, topic, records, tmp_path, name=f"lg-{topic}")
-    d = tmp_path / sub
-    return topic, group, manifest, str(d / "out.db"), \
-        fast_settings(zk, kafka.bootstrap, group, topic, d)
+@pytest.fixture
+def zk_fast(tmp_path, bins):
+    """A ZooKeeper server with a 500 ms tick: sessions of 2 s are allowed
+    (min 2 ticks), so a crashed instance's owner nodes go soon."""
+    server = services.ZooKeeper(bins, str(tmp_path / "zk"), tick_ms=500)
+    server.start()
+    yield server
+    server.stop()
+
+
+def wait_until(pred, timeout, what, alive=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        if alive is not None and not alive():
+            pytest.fail(f"{what}: the process died")
+        time.sleep(0.25)
+    pytest.fail(f"{what}: not within {timeout} s")
+
+
+def settings(zk_connect, bootstrap, group, topic, d):
+    return {
+        "group.id": group,
+        "topics": topic,
+        "receivers": 2,
+        "zookeeper.connect": zk_connect,
+        "zookeeper.session.timeout.ms": 2000,
+        "kafka.bootstrap.servers": bootstrap,
+        "kafka.session.timeout.ms": 3000,
+        "kafka.heartbeat.interval.ms": 300,
+        "auto.offset.reset": "earliest",
+        "wal.dirs": f"{d}/wal",
+        "sink": f"sqlite:{d}/out.db",
+        "block.max.bytes": "16K",
+        "block.interval.ms": 50,
+        "batch.interval.ms": 500,
+    }
+
+
+def produce(bins, kafka, topic, records, tmp_path):
+    manifest = str(tmp_path / f"m-{topic}")
+    lg = workload.Loadgen(bins, kafka.bootstrap, topic, records, manifest,
+                          str(tmp_path / f"lg-{topic}"))
+    assert lg.run(timeout=300) == 0, open(lg.base + ".err").read()[-2000:]
+    assert workload.read_manifest(manifest).get("delivered") == str(records)
+    return manifest
+
+
+def zk_sum(zk, group, topic):
+    return sum(v or 0 for v in zk.offsets(group, topic, PARTITIONS).values())
+
+
+def assert_all_once(bins, manifest, db, total):
+    r = workload.verify(bins, manifest=manifest, sqlite=db)
+    assert r.rc == 0, r.as_dict()
+    assert r.summary == {"expected": total, "stored": total, "missing": 0, "duplicates": 0,
+                         "duplicate_offsets": 0, "corrupt": 0, "foreign": 0,
+                         "out_of_range": 0}, r.as_dict()
+
+
+def assert_offsets_at_end(zk, kafka, group, topic, db, total):
+    zoff = zk.offsets(group, topic, PARTITIONS)
+    assert zoff == workload.sqlite_end_offsets(db, topic, PARTITIONS)
+    assert zoff == kafka.end_offsets(topic)
+    assert sum(zoff.values()) == total
 
 
 def test_bad_arguments(bins, tmp_path, names, kwal_factory):
     d = tmp_path / "c"
-    k = kwal_factory(["receive"], fast_settings("127.0.0.1:1", "127.0.0.1:1", names.group(),
-                                                names.topic(), d))
+    k = kwal_factory(["receive"], settings("127.0.0.1:1", "127.0.0.1:1", names.group(),
+                                           names.topic(), d))
     cases = [
         (["receive", "--no-wal", "--classic"],
          "kwal: receive: --no-wal cannot be combined with --classic"),
@@ -79,9 +137,14 @@ def test_bad_arguments(bins, tmp_path, names, kwal_factory):
 
 
 def test_all_records(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
-    topic, group, manifest, db, conf = prepare(bins, zk_fast, kafka3, names, tmp_path, N, "a")
-    k = kwal_factory(["receive", "--no-wal"], conf).start()
-    wait_until(lambda: stored(db, topic) >= N, 180, f"{N} stored", k.alive)
+    topic, group = names.topic(), names.group()
+    kafka3.create_topic(topic, PARTITIONS, rf=3)
+    manifest = produce(bins, kafka3, topic, N, tmp_path)
+    d = tmp_path / "a"
+    db = str(d / "out.db")
+    k = kwal_factory(["receive", "--no-wal"],
+                     settings(zk_fast.connect, kafka3.bootstrap, group, topic, d)).start()
+    wait_until(lambda: workload.sqlite_count(db, topic) >= N, 180, f"{N} stored", k.alive)
     assert k.stop() == 0, k.log_tail(5)
     s = k.stats()
     assert s["final"] is True
@@ -92,32 +155,46 @@ def test_all_records(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
     assert s["records_received"] == N and s["records_stored"] == N, s
     assert s["duplicate_deliveries"] == 0, s
     assert s["blocks_offsets_stored"] > 0 and s["zk_writes"] > 0, s
-    assert_verified(bins, manifest, db, total=N)
-    check_zk_at_end(zk_fast, group, topic, kafka3.end_offsets(topic), db=db, total=N)
-    assert not (tmp_path / "a" / "wal").exists(), "--no-wal created the WAL directory"
+    assert_all_once(bins, manifest, db, N)
+    assert_offsets_at_end(zk_fast, kafka3, group, topic, db, N)
+    assert not (d / "wal").exists(), "--no-wal created the WAL directory"
     assert not [f for f in tmp_path.rglob("tracker.db*")], "--no-wal made a tracker"
 
 
 def test_graceful_stop_delivers_pending(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
-    topic, group, manifest, db, conf = prepare(bins, zk_fast, kafka3, names, tmp_path, N, "a2")
-    k = kwal_factory(["receive", "--no-wal"], conf,
+    topic, group = names.topic(), names.group()
+    kafka3.create_topic(topic, PARTITIONS, rf=3)
+    manifest = produce(bins, kafka3, topic, N, tmp_path)
+    d = tmp_path / "a2"
+    db = str(d / "out.db")
+    k = kwal_factory(["receive", "--no-wal"],
+                     settings(zk_fast.connect, kafka3.bootstrap, group, topic, d),
                      xargs=["-X", "batch.interval.ms=60000"]).start()
-    wait_until(lambda: zk_fast.offsets_sum(group, topic, PARTITIONS) >= N, 120,
+    wait_until(lambda: zk_sum(zk_fast, group, topic) >= N, 120,
                "ZooKeeper offsets cover every record", k.alive)
-    assert stored(db, topic) == 0, "the sink holds records already"
+    assert workload.sqlite_count(db, topic) == 0, "the sink holds records already"
     assert k.stats()["records_stored"] == 0
     assert k.stop() == 0, k.log_tail(5)
     s = k.stats()
     assert s["records_stored"] == N and s["batches"] == 1, s
     assert s["duplicate_deliveries"] == 0, s
-    assert_verified(bins, manifest, db, total=N)
-    check_zk_at_end(zk_fast, group, topic, kafka3.end_offsets(topic), db=db, total=N)
-    assert rows(db, "SELECT count(*) FROM batches") == [(1,)]
+    assert_all_once(bins, manifest, db, N)
+    assert_offsets_at_end(zk_fast, kafka3, group, topic, db, N)
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        assert con.execute("SELECT count(*) FROM batches").fetchone()[0] == 1
+    finally:
+        con.close()
 
 
 def test_crash_loses_committed_undelivered(bins, zk_fast, kafka3, tmp_path, names,
                                            kwal_factory):
-    topic, group, manifest, db, conf = prepare(bins, zk_fast, kafka3, names, tmp_path, NC, "b")
+    topic, group = names.topic(), names.group()
+    kafka3.create_topic(topic, PARTITIONS, rf=3)
+    manifest = produce(bins, kafka3, topic, NC, tmp_path)
+    d = tmp_path / "b"
+    db = str(d / "out.db")
+    conf = settings(zk_fast.connect, kafka3.bootstrap, group, topic, d)
     k = kwal_factory(["receive", "--no-wal"], conf, name="crash",
                      xargs=["-X", "batch.interval.ms=60000"],
                      env={"KWAL_CRASH_AT": "pipeline.committed:5"}).start()
@@ -125,12 +202,12 @@ def test_crash_loses_committed_undelivered(bins, zk_fast, kafka3, tmp_path, name
     assert rc == CRASH_EXIT, f"exit {rc}, not the crash point's: {k.log_tail(5)}"
     crash = {p: v or 0 for p, v in zk_fast.offsets(group, topic, PARTITIONS).items()}
     committed = sum(crash.values())
-    held = stored(db, topic)
+    held = workload.sqlite_count(db, topic)
     lost = committed - held
     assert 0 < lost < NC, f"committed {committed}, held {held}"
 
     k2 = kwal_factory(["receive", "--no-wal"], conf, name="after").start()
-    wait_until(lambda: stored(db, topic) >= NC - lost, 180,
+    wait_until(lambda: workload.sqlite_count(db, topic) >= NC - lost, 180,
                f"{NC - lost} stored", k2.alive)
     assert k2.stop() == 0, k2.log_tail(5)
     s = k2.stats()
@@ -141,11 +218,16 @@ def test_crash_loses_committed_undelivered(bins, zk_fast, kafka3, tmp_path, name
     assert r.summary == {"expected": NC, "stored": NC - lost, "missing": lost, "duplicates": 0,
                          "duplicate_offsets": 0, "corrupt": 0, "foreign": 0,
                          "out_of_range": 0}, r.as_dict()
-    end = check_zk_at_end(zk_fast, group, topic, kafka3.end_offsets(topic), total=NC)
-    for p in range(PARTITIONS):
-        got = rows(db, "SELECT count(*), MIN(offset), MAX(offset) FROM records "
-                       "WHERE topic=? AND partition=?", topic, p)[0]
-        want = (end[p] - crash[p], crash[p], end[p] - 1) if end[p] > crash[p] \
-            else (0, None, None)
-        assert got == want, f"{topic}/{p}: sink has {got}, expected offsets " \
-            f"{crash[p]}..{end[p] - 1}"
+    end = zk_fast.offsets(group, topic, PARTITIONS)
+    assert end == kafka3.end_offsets(topic) and sum(end.values()) == NC, end
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        for p in range(PARTITIONS):
+            got = con.execute("SELECT count(*), MIN(offset), MAX(offset) FROM records "
+                              "WHERE topic=? AND partition=?", (topic, p)).fetchone()
+            want = (end[p] - crash[p], crash[p], end[p] - 1) if end[p] > crash[p] \
+                else (0, None, None)
+            assert got == want, f"{topic}/{p}: sink has {got}, expected offsets " \
+                f"{crash[p]}..{end[p] - 1}"
+    finally:
+        con.close()
