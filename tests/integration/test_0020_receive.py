@@ -17,17 +17,66 @@ d  a second instance joins the group and leaves it: pooled, every record
 Numbers come from kwal's --stats-json and kwal-verify, never from its log.
 """
 import subprocess
+import time
 
-from crashlib import wal_ls
-from kwtest import (assert_verified, check_zk_at_end, produce, settings, start_loadgen, stored,
-                    wait_loadgen, wait_until)
+import pytest
+
+from kwalh import workload
 
 RECORDS = 100_000
 PARTITIONS = 8
 
 
+def receive_settings(zk, kafka, group, topic, d):
+    return {
+        "group.id": group,
+        "topics": topic,
+        "zookeeper.connect": zk.connect,
+        "kafka.bootstrap.servers": kafka.bootstrap,
+        "auto.offset.reset": "earliest",
+        "wal.dirs": f"{d}/wal",
+        "sink": f"sqlite:{d}/out.db",
+        "batch.interval.ms": 500,
+    }
+
+
+def wait_until(pred, timeout, what, alive=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        if alive is not None and not alive():
+            pytest.fail(f"{what}: the process died")
+        time.sleep(0.25)
+    pytest.fail(f"{what}: not within {timeout} s")
+
+
+def stored(db, topic):
+    return workload.sqlite_count(db, topic)
+
+
+def check_offsets(zk, group, topic, db, total):
+    """Every partition's ZooKeeper offset is its end offset in the sink, and
+    they add up to total (invariant 1)."""
+    zoff = zk.offsets(group, topic, PARTITIONS)
+    ends = workload.sqlite_end_offsets(db, topic, PARTITIONS)
+    assert zoff == ends, f"ZooKeeper {zoff} != sink end offsets {ends}"
+    assert sum(zoff.values()) == total
+
+
+def assert_verified(bins, manifest, *dbs):
+    argv = [bins.verify, "--manifest", manifest]
+    for db in dbs:
+        argv += ["--sqlite", db]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = workload.parse_summary(r.stdout.splitlines()[-1])
+    assert s["stored"] == s["expected"] and s["missing"] == 0 and s["duplicates"] == 0 \
+        and s["duplicate_offsets"] == 0 and s["corrupt"] == 0, s
+
+
 def test_bad_configuration(bins, zk, kafka3, tmp_path, names, kwal_factory):
-    conf = settings(zk, kafka3.bootstrap, names.group(), "t", tmp_path)
+    conf = receive_settings(zk, kafka3, names.group(), "t", tmp_path)
     cases = [
         (["-X", "group.id="], 2, "kwal: receive: group.id: required by kwal receive"),
         (["-X", "auto.offset.reset=sometimes"], 2,
@@ -52,9 +101,12 @@ def test_bad_configuration(bins, zk, kafka3, tmp_path, names, kwal_factory):
 def test_all_records_then_stop(bins, zk, kafka3, tmp_path, names, kwal_factory):
     topic, group = names.topic(), names.group()
     kafka3.create_topic(topic, PARTITIONS, rf=3)
-    manifest = produce(bins, kafka3.bootstrap, topic, RECORDS, tmp_path)
+    manifest = str(tmp_path / "m")
+    lg = workload.Loadgen(bins, kafka3.bootstrap, topic, RECORDS, manifest,
+                          str(tmp_path / "lg"))
+    assert lg.run(timeout=300) == 0
     d = tmp_path / "s1"
-    conf = settings(zk, kafka3.bootstrap, group, topic, d)
+    conf = receive_settings(zk, kafka3, group, topic, d)
     # small blocks and segments, so that the run makes segments to clean
     conf.update({"block.max.bytes": "256K", "wal.segment.bytes": "512K"})
     k = kwal_factory(["receive"], conf).start()
@@ -69,18 +121,24 @@ def test_all_records_then_stop(bins, zk, kafka3, tmp_path, names, kwal_factory):
     assert s["source_loss_records"] == 0
     assert s["wal_segments_cleaned"] >= 5, s
     assert_verified(bins, manifest, db)
-    check_zk_at_end(zk, group, topic, db=db, partitions=PARTITIONS, total=RECORDS)
-    ls = wal_ls(bins, [d / "wal"])
-    assert ls["segments"] <= 1, ls["text"]
+    check_offsets(zk, group, topic, db, RECORDS)
+    ls = subprocess.run([bins.kwal, "wal", "ls", "--dir", str(d / "wal")],
+                        capture_output=True, text=True, timeout=60)
+    assert ls.returncode == 0, ls.stderr
+    total = [ln for ln in ls.stdout.splitlines() if ln.startswith("total: ")]
+    assert total and int(total[0].split()[1]) <= 1, ls.stdout
 
 
 def test_stop_and_restart_mid_stream(bins, zk, kafka3, tmp_path, names, kwal_factory):
     topic, group = names.topic(), names.group()
     kafka3.create_topic(topic, PARTITIONS, rf=3)
-    lg = start_loadgen(bins, kafka3.bootstrap, topic, RECORDS, tmp_path, rate=4000)
+    manifest = str(tmp_path / "m")
+    lg = workload.Loadgen(bins, kafka3.bootstrap, topic, RECORDS, manifest,
+                          str(tmp_path / "lg"), rate=4000)
+    lg.start()
     d = tmp_path / "s2"
     db = str(d / "out.db")
-    conf = settings(zk, kafka3.bootstrap, group, topic, d)
+    conf = receive_settings(zk, kafka3, group, topic, d)
     k1 = kwal_factory(["receive"], conf).start()
     wait_until(lambda: stored(db, topic) >= 30_000, 120, "30,000 stored", k1.alive)
     assert k1.stop() == 0
@@ -88,7 +146,8 @@ def test_stop_and_restart_mid_stream(bins, zk, kafka3, tmp_path, names, kwal_fac
     assert first < 90_000, f"not mid-stream: {first} stored at the first stop"
 
     k2 = kwal_factory(["receive"], conf).start()
-    wait_loadgen(lg)
+    wait_until(lg.done, 180, "the producer finishes")
+    assert lg.rc == 0, "kwal-loadgen failed"
     wait_until(lambda: stored(db, topic) >= RECORDS, 120, "100,000 stored", k2.alive)
     assert k2.stop() == 0
     s = k2.stats()
@@ -96,28 +155,32 @@ def test_stop_and_restart_mid_stream(bins, zk, kafka3, tmp_path, names, kwal_fac
         "from the offsets stored in ZooKeeper"
     assert s["partitions_assigned_reset"] == 0
     assert s["duplicate_deliveries"] == 0, "the restart delivered records twice"
-    assert_verified(bins, lg.manifest, db)
-    check_zk_at_end(zk, group, topic, db=db, partitions=PARTITIONS, total=RECORDS)
+    assert_verified(bins, manifest, db)
+    check_offsets(zk, group, topic, db, RECORDS)
 
 
 def test_instance_joins_and_leaves(bins, zk, kafka3, tmp_path, names, kwal_factory):
     topic, group = names.topic(), names.group()
     kafka3.create_topic(topic, PARTITIONS, rf=3)
-    lg = start_loadgen(bins, kafka3.bootstrap, topic, RECORDS, tmp_path, rate=4000)
+    manifest = str(tmp_path / "m")
+    lg = workload.Loadgen(bins, kafka3.bootstrap, topic, RECORDS, manifest,
+                          str(tmp_path / "lg"), rate=4000)
+    lg.start()
     da, dbb = tmp_path / "a", tmp_path / "b"
-    a_conf = settings(zk, kafka3.bootstrap, group, topic, da)
+    a_conf = receive_settings(zk, kafka3, group, topic, da)
     a_conf["receivers"] = 2
     a = kwal_factory(["receive"], a_conf, name="a").start()
     wait_until(lambda: stored(str(da / "out.db"), topic) >= 20_000, 120, "A stores 20,000",
                a.alive)
-    b = kwal_factory(["receive"], settings(zk, kafka3.bootstrap, group, topic, dbb),
+    b = kwal_factory(["receive"], receive_settings(zk, kafka3, group, topic, dbb),
                      name="b").start()
     wait_until(lambda: stored(str(dbb / "out.db"), topic) > 0, 120, "B stores records",
                b.alive)
     assert b.stop() == 0, "instance B exited non-zero"
-    wait_loadgen(lg)
+    wait_until(lg.done, 180, "the producer finishes")
+    assert lg.rc == 0, "kwal-loadgen failed"
     wait_until(lambda: stored(str(da / "out.db"), topic) + stored(str(dbb / "out.db"), topic)
                >= RECORDS, 120, "100,000 stored over both", a.alive)
     assert a.stop() == 0
     assert a.stats()["partitions_revoked"] > 0, "A gave no partition up on the rebalance"
-    assert_verified(bins, lg.manifest, str(da / "out.db"), str(dbb / "out.db"))
+    assert_verified(bins, manifest, str(da / "out.db"), str(dbb / "out.db"))

@@ -16,24 +16,59 @@ b  the run ends with every record stored exactly once (kwal-verify: 0
 
 Numbers come from kwal's --stats-json and kwal-verify, never from its log.
 """
+import subprocess
 import time
 
-from kwtest import (assert_verified, check_zk_at_end, settings, start_loadgen, stored,
-                    wait_loadgen, wait_until)
+import pytest
+
+from kwalh import workload
 
 TOTAL = 60_000
 PARTITIONS = 8
 OUTAGE_S = 10
 
 
+def wait_until(pred, timeout, what, alive=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        if alive is not None and not alive():
+            pytest.fail(f"{what}: the process died")
+        time.sleep(0.25)
+    pytest.fail(f"{what}: not within {timeout} s")
+
+
+def assert_verified(bins, manifest, db, total):
+    r = subprocess.run([bins.verify, "--manifest", manifest, "--sqlite", db],
+                       capture_output=True, text=True, timeout=300)
+    s = workload.parse_summary(r.stdout.splitlines()[-1] if r.stdout else "")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert s == {"expected": total, "stored": total, "missing": 0, "duplicates": 0,
+                 "duplicate_offsets": 0, "corrupt": 0, "foreign": 0,
+                 "out_of_range": 0}, s
+
+
 def test_zookeeper_outage(bins, zk, kafka3, tmp_path, names, kwal_factory):
     topic, group = names.topic(), names.group()
     kafka3.create_topic(topic, PARTITIONS, rf=3)
+    manifest = str(tmp_path / "m")
     db = str(tmp_path / "out.db")
-    k = kwal_factory(["receive"], settings(zk, kafka3.bootstrap, group, topic, tmp_path))
-    lg = start_loadgen(bins, kafka3.bootstrap, topic, TOTAL, tmp_path, rate=3000)
+    lg = workload.Loadgen(bins, kafka3.bootstrap, topic, TOTAL, manifest,
+                          str(tmp_path / "lg"), rate=3000)
+    k = kwal_factory(["receive"], {
+        "group.id": group,
+        "topics": topic,
+        "zookeeper.connect": zk.connect,
+        "kafka.bootstrap.servers": kafka3.bootstrap,
+        "auto.offset.reset": "earliest",
+        "wal.dirs": f"{tmp_path}/wal",
+        "sink": f"sqlite:{db}",
+        "batch.interval.ms": 500,
+    })
+    lg.start()
     k.start()
-    wait_until(lambda: stored(db, topic) >= 3000, 120, "3,000 stored", k.alive)
+    wait_until(lambda: workload.sqlite_count(db, topic) >= 3000, 120, "3,000 stored", k.alive)
     assert not lg.done(), "the producer is done already: not mid-stream"
 
     # --- a: the outage
@@ -48,12 +83,15 @@ def test_zookeeper_outage(bins, zk, kafka3, tmp_path, names, kwal_factory):
     during = k.stats()
     assert during["zk_writes"] == before["zk_writes"], \
         "offsets were stored while ZooKeeper was down"
-    assert stored(db, topic) < TOTAL, "not mid-stream: all stored in the outage"
+    assert workload.sqlite_count(db, topic) < TOTAL, "not mid-stream: all stored in the outage"
     assert zk.start() == connect, "ZooKeeper came back on another port"
 
     # --- b: the rest of the run
-    assert wait_loadgen(lg).get("delivered") == str(TOTAL)
-    wait_until(lambda: stored(db, topic) >= TOTAL, 180, f"{TOTAL} stored", k.alive)
+    wait_until(lg.done, 180, "the producer finishes")
+    assert lg.rc == 0, "kwal-loadgen failed"
+    assert workload.read_manifest(manifest).get("delivered") == str(TOTAL)
+    wait_until(lambda: workload.sqlite_count(db, topic) >= TOTAL, 180, f"{TOTAL} stored",
+               k.alive)
     s_live = k.stats()
     assert s_live["zk_writes"] > during["zk_writes"], "no offset stored after the outage"
     assert k.stop() == 0, k.log_tail(5)
@@ -64,5 +102,8 @@ def test_zookeeper_outage(bins, zk, kafka3, tmp_path, names, kwal_factory):
     assert s["duplicate_deliveries"] == 0
     assert s["receiver_restarts"] == 0
     assert s["pauses"] >= 1, "receiving never paused while ZooKeeper was away"
-    assert_verified(bins, lg.manifest, db, total=TOTAL)
-    check_zk_at_end(zk, group, topic, kafka3.end_offsets(topic), db=db, total=TOTAL)
+    assert_verified(bins, manifest, db, TOTAL)
+    zoff = zk.offsets(group, topic, PARTITIONS)
+    assert zoff == workload.sqlite_end_offsets(db, topic, PARTITIONS)
+    assert zoff == kafka3.end_offsets(topic)
+    assert sum(zoff.values()) == TOTAL

@@ -52,7 +52,6 @@ import time
 import pytest
 
 from kwalh import workload
-from kwtest import check_zk_at_end, settings, start_loadgen, stored, wait_loadgen, wait_until
 
 RUN = "0022000000000001"
 RATE = 2000
@@ -61,6 +60,17 @@ CHUNK = 40_000                      # 20 s at RATE, one per fault
 TOTAL = FIRST_CHUNK + 3 * CHUNK
 PARTITIONS = 8
 LEADERS = {p: p % 3 + 1 for p in range(PARTITIONS)}      # 1: 0 3 6, 2: 1 4 7, 3: 2 5
+
+
+def wait_until(pred, timeout, what, alive=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        if alive is not None and not alive():
+            pytest.fail(f"{what}: the process died")
+        time.sleep(0.25)
+    pytest.fail(f"{what}: not within {timeout} s")
 
 
 def create_led_topic(kc, topic):
@@ -114,16 +124,21 @@ class Chunks:
         self.all = []
 
     def start(self, records):
-        lg = start_loadgen(*self.args, records, self.tmp, rate=RATE, name=f"lg{self.first}",
-                           manifest=self.tmp / f"m{self.first}", run_id=RUN, first=self.first)
+        bins, bootstrap, topic = self.args
+        lg = workload.Loadgen(bins, bootstrap, topic, records,
+                              str(self.tmp / f"m{self.first}"), str(self.tmp / f"lg{self.first}"),
+                              rate=RATE, run_id=RUN)
+        lg.argv += ["--first", str(self.first)]
+        lg.records = records
         self.first += records
-        self.all.append(lg)
+        self.all.append(lg.start())
         return lg
 
     def finish(self, lg, timeout=240):
         """Wait for LG; it must have delivered every record of its chunk."""
-        m = wait_loadgen(lg, timeout, f"the producer of {lg.manifest} finishes")
-        assert m.get("delivered") == str(lg.records)
+        wait_until(lg.done, timeout, f"the producer of {lg.manifest} finishes")
+        assert lg.rc == 0, open(lg.base + ".err").read()[-2000:]
+        assert workload.read_manifest(lg.manifest).get("delivered") == str(lg.records)
 
     def kill_all(self):
         for lg in self.all:
@@ -162,22 +177,6 @@ def make_whole(kc, topic, node):
     kc.wait_topic(topic, PARTITIONS, timeout=180, full_isr=True)
 
 
-def node_down(kc, k, chunks, db, topic, node, down, what):
-    """Faults 1 and 2: a chunk starts, 1 s later node NODE goes down (down:
-    kc.stop_node or kc.kill_node) and every partition gets a leader
-    elsewhere; outage() for at least 6 s; then make_whole() and the chunk
-    must be delivered."""
-    lg = chunks.start(CHUNK)
-    time.sleep(1)
-    t = time.monotonic()
-    down(node)
-    for p in range(PARTITIONS):
-        kc.wait_leader(topic, p, timeout=60, not_in=(node,))
-    outage(kc, k, lg, db, topic, what, 6, t)
-    make_whole(kc, topic, node)
-    chunks.finish(lg)
-
-
 def diagnose(bins, kc, topic, db, tmp_path):
     """Whether Kafka itself holds what the sink holds: kwal-verify on the sink
     and on the whole topic read back with kcat -J."""
@@ -198,23 +197,49 @@ def test_brokers_down_and_back(bins, zk, kafka_factory, tmp_path, names, kwal_fa
     topic, group = names.topic(), names.group()
     create_led_topic(kc, topic)
     db = str(tmp_path / "out.db")
-    k = kwal_factory(["receive"], settings(zk, kc.bootstrap, group, topic, tmp_path))
+    k = kwal_factory(["receive"], {
+        "group.id": group,
+        "topics": topic,
+        "zookeeper.connect": zk.connect,
+        "kafka.bootstrap.servers": kc.bootstrap,
+        "auto.offset.reset": "earliest",
+        "wal.dirs": f"{tmp_path}/wal",
+        "sink": f"sqlite:{db}",
+        "batch.interval.ms": 500,
+    })
     chunks = Chunks(bins, kc.bootstrap, topic, tmp_path)
     try:
         lg = chunks.start(FIRST_CHUNK)
         k.start()
-        wait_until(lambda: stored(db, topic) >= 5000, 120, "5,000 stored", k.alive)
+        wait_until(lambda: workload.sqlite_count(db, topic) >= 5000, 120, "5,000 stored",
+                   k.alive)
         chunks.finish(lg)
 
         # --- 1. node 2 stops (controlled shutdown)
-        node_down(kc, k, chunks, db, topic, 2, kc.stop_node, "node 2 stopped")
+        lg = chunks.start(CHUNK)
+        time.sleep(1)
+        t = time.monotonic()
+        kc.stop_node(2)
+        for p in range(PARTITIONS):
+            kc.wait_leader(topic, p, timeout=60, not_in=(2,))
+        outage(kc, k, lg, db, topic, "node 2 stopped", 6, t)
+        make_whole(kc, topic, 2)
+        chunks.finish(lg)
 
         # --- 2. leaders of 2 and 5 move to node 1, node 3 is killed
         kc.move_leader(topic, 2, 1)
         kc.move_leader(topic, 5, 1)
         now = leaders(kc, topic)
         assert now[2] == 1 and now[5] == 1, now
-        node_down(kc, k, chunks, db, topic, 3, kc.kill_node, "node 3 killed")
+        lg = chunks.start(CHUNK)
+        time.sleep(1)
+        t = time.monotonic()
+        kc.kill_node(3)
+        for p in range(PARTITIONS):
+            kc.wait_leader(topic, p, timeout=60, not_in=(3,))
+        outage(kc, k, lg, db, topic, "node 3 killed", 6, t)
+        make_whole(kc, topic, 3)
+        chunks.finish(lg)
 
         # --- 3. the busiest leader hangs for at least 10 s
         now = leaders(kc, topic)
@@ -237,15 +262,19 @@ def test_brokers_down_and_back(bins, zk, kafka_factory, tmp_path, names, kwal_fa
 
     # --- the end
     assert chunks.first == TOTAL
-    wait_until(lambda: stored(db, topic) >= TOTAL, 180, f"{TOTAL} stored", k.alive)
+    wait_until(lambda: workload.sqlite_count(db, topic) >= TOTAL, 180, f"{TOTAL} stored",
+               k.alive)
     assert k.stop() == 0, k.log_tail(5)
     s = k.stats()
     r = workload.verify(bins, expect=TOTAL, run_id=RUN, topic=topic, sqlite=db)
     ok = {"expected": TOTAL, "stored": TOTAL, "missing": 0, "duplicates": 0,
           "duplicate_offsets": 0, "corrupt": 0, "foreign": 0, "out_of_range": 0}
     assert r.rc == 0 and r.summary == ok, diagnose(bins, kc, topic, db, tmp_path)
-    assert stored(db, topic) == TOTAL
+    assert workload.sqlite_count(db, topic) == TOTAL
     assert s["final"] is True
     assert s["records_received"] == TOTAL and s["records_stored"] == TOTAL, s
     assert s["duplicate_deliveries"] == 0, s
-    check_zk_at_end(zk, group, topic, kc.end_offsets(topic), db=db, total=TOTAL)
+    zoff = zk.offsets(group, topic, PARTITIONS)
+    assert zoff == workload.sqlite_end_offsets(db, topic, PARTITIONS)
+    assert zoff == kc.end_offsets(topic)
+    assert sum(zoff.values()) == TOTAL

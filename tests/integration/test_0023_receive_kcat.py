@@ -33,16 +33,53 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
 from kwalh import proc, workload
-from kwtest import assert_verified, check_zk_at_end, kcat, settings, stored, wait_until
 
 RUN = "0023000000000001"
 TOTAL = 100_000
 
 pytestmark = pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
+
+
+def wait_until(pred, timeout, what, alive=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        if alive is not None and not alive():
+            pytest.fail(f"{what}: the process died")
+        time.sleep(0.25)
+    pytest.fail(f"{what}: not within {timeout} s")
+
+
+def settings(zk, kafka, group, topic, d, sink):
+    return {
+        "group.id": group,
+        "topics": topic,
+        "zookeeper.connect": zk.connect,
+        "kafka.bootstrap.servers": kafka.bootstrap,
+        "auto.offset.reset": "earliest",
+        "wal.dirs": f"{d}/wal",
+        "sink": sink,
+        "batch.interval.ms": 500,
+    }
+
+
+def kcat(*args, input=None, timeout=60):
+    r = subprocess.run(["kcat", *args], input=input, capture_output=True, timeout=timeout)
+    assert r.returncode == 0, f"kcat {' '.join(map(str, args))}: exit {r.returncode}: " \
+        f"{r.stderr.decode(errors='replace')[-2000:]}"
+    return r.stdout
+
+
+def assert_zk_at_end(zk, kafka, group, topic, partitions, total):
+    zoff = zk.offsets(group, topic, partitions)
+    assert zoff == kafka.end_offsets(topic), f"group {group}: ZooKeeper {zoff}"
+    assert sum(zoff.values()) == total
 
 
 def test_kcat_producer(bins, zk, kafka3, tmp_path, names, kwal_factory):
@@ -51,7 +88,7 @@ def test_kcat_producer(bins, zk, kafka3, tmp_path, names, kwal_factory):
     d = tmp_path / "s1"
     db = str(d / "out.db")
     manifest = str(tmp_path / "m")
-    k = kwal_factory(["receive"], settings(zk, kafka3.bootstrap, group, topic, d)).start()
+    k = kwal_factory(["receive"], settings(zk, kafka3, group, topic, d, f"sqlite:{db}")).start()
     lg = kc = None
     try:
         lg = proc.spawn([bins.loadgen, "--print-kcat", "--records", str(TOTAL), "--size", "100",
@@ -61,7 +98,8 @@ def test_kcat_producer(bins, zk, kafka3, tmp_path, names, kwal_factory):
         kc = proc.spawn(["kcat", "-P", "-b", kafka3.bootstrap, "-t", topic, "-K:"],
                         stdin=lg.stdout, stderr=str(tmp_path / "kcat.err"))
         lg.stdout.close()                  # kcat holds the read end
-        wait_until(lambda: stored(db, topic) >= 10_000, 120, "10,000 stored", k.alive)
+        wait_until(lambda: workload.sqlite_count(db, topic) >= 10_000, 120, "10,000 stored",
+                   k.alive)
         assert proc.reap(lg, 180) == 0, "kwal-loadgen --print-kcat failed"
         assert proc.reap(kc, 180) == 0, "kcat -P failed (a delivery failed?)"
     finally:
@@ -69,14 +107,21 @@ def test_kcat_producer(bins, zk, kafka3, tmp_path, names, kwal_factory):
             if p is not None:
                 proc.kill_wait(p)
     assert workload.read_manifest(manifest).get("records") == str(TOTAL)
-    wait_until(lambda: stored(db, topic) >= TOTAL, 180, f"{TOTAL} stored", k.alive)
+    wait_until(lambda: workload.sqlite_count(db, topic) >= TOTAL, 180, f"{TOTAL} stored",
+               k.alive)
     assert k.stop() == 0, k.log_tail(5)
     s = k.stats()
     assert s["records_received"] == TOTAL and s["records_stored"] == TOTAL, s
     assert s["duplicate_deliveries"] == 0, s
-    assert_verified(bins, manifest, db, total=TOTAL)
-    assert stored(db, topic) == TOTAL
-    check_zk_at_end(zk, group, topic, kafka3.end_offsets(topic), db=db, total=TOTAL)
+    r = workload.verify(bins, manifest=manifest, sqlite=db)
+    assert r.rc == 0, r.as_dict()
+    assert r.summary == {"expected": TOTAL, "stored": TOTAL, "missing": 0, "duplicates": 0,
+                         "duplicate_offsets": 0, "corrupt": 0, "foreign": 0,
+                         "out_of_range": 0}, r.as_dict()
+    assert workload.sqlite_count(db, topic) == TOTAL
+    zoff = zk.offsets(group, topic, 8)
+    assert zoff == workload.sqlite_end_offsets(db, topic, 8)
+    assert_zk_at_end(zk, kafka3, group, topic, 8, TOTAL)
 
 
 # -K: splits at the first ':'; -H applies to every record of one kcat run.
@@ -102,11 +147,10 @@ def test_kcat_envelope(bins, zk, kafka3, tmp_path, names, kwal_factory):
     kafka3.create_topic(topic, 4, rf=3)
     bs = kafka3.bootstrap
     (tmp_path / "kh.1").write_bytes(KEYED)
-    kcat("-P", "-b", bs, "-t", topic, "-K:", "-l", *HEADERS, str(tmp_path / "kh.1"), text=False)
-    kcat("-P", "-b", bs, "-t", topic, "-p", "2", input=b"no key, no headers\n", text=False)
-    kcat("-P", "-b", bs, "-t", topic, "-p", "3", "-K:", "-Z", "-H", "only=one", input=b"k5:\n",
-         text=False)
-    out = kcat("-C", "-b", bs, "-t", topic, "-e", "-q", "-o", "beginning", "-J", text=False)
+    kcat("-P", "-b", bs, "-t", topic, "-K:", "-l", *HEADERS, str(tmp_path / "kh.1"))
+    kcat("-P", "-b", bs, "-t", topic, "-p", "2", input=b"no key, no headers\n")
+    kcat("-P", "-b", bs, "-t", topic, "-p", "3", "-K:", "-Z", "-H", "only=one", input=b"k5:\n")
+    out = kcat("-C", "-b", bs, "-t", topic, "-e", "-q", "-o", "beginning", "-J")
     (tmp_path / "kcat.json").write_bytes(out)
     theirs = read_json_lines(tmp_path / "kcat.json")
     assert len(theirs) == 8, theirs
@@ -119,9 +163,9 @@ def test_kcat_envelope(bins, zk, kafka3, tmp_path, names, kwal_factory):
     f_dir, j_dir = tmp_path / "f", tmp_path / "j"
     (f_dir / "out").mkdir(parents=True)
     gf, gj = names.group(), names.group()
-    kf = kwal_factory(["receive"], settings(zk, kafka3.bootstrap, gf, topic, f_dir,
-                                            sink=f"file:{f_dir}/out"), name="file").start()
-    kj = kwal_factory(["receive"], settings(zk, kafka3.bootstrap, gj, topic, j_dir, sink="jsonl"),
+    kf = kwal_factory(["receive"], settings(zk, kafka3, gf, topic, f_dir, f"file:{f_dir}/out"),
+                      name="file").start()
+    kj = kwal_factory(["receive"], settings(zk, kafka3, gj, topic, j_dir, "jsonl"),
                       name="jsonl").start()
     jsonl_out = kj.base + ".out"
 
@@ -170,5 +214,5 @@ def test_kcat_envelope(bins, zk, kafka3, tmp_path, names, kwal_factory):
             assert g == w_fields, f"sink {sink} {pos}: kwal {g} != kcat {w_fields}"
             assert list(g) == list(w_fields), \
                 f"sink {sink} {pos}: fields {list(g)}, kcat's order {list(w_fields)}"
-    check_zk_at_end(zk, gf, topic, kafka3.end_offsets(topic), total=8)
-    check_zk_at_end(zk, gj, topic, kafka3.end_offsets(topic), total=8)
+    assert_zk_at_end(zk, kafka3, gf, topic, 4, 8)
+    assert_zk_at_end(zk, kafka3, gj, topic, 4, 8)
