@@ -119,6 +119,12 @@ static const kw_conf_prop_t props[] = {
       FIELD(receiver.batch_interval_ms),
       "Every this many milliseconds the durable blocks not yet delivered form "
       "one batch, written to the sink." },
+    { "batch.first.early", KW_CONF_BOOL, "true", 0, 0, NULL,
+      FIELD(receiver.batch_first_early),
+      "kwal receive: the first batch after a start goes as soon as the first "
+      "new block is durable, so that a restart stores records again at once; "
+      "the batches after it keep the batch.interval.ms schedule. false: the "
+      "first batch waits a whole interval, as Spark Streaming's did." },
     { "sink", KW_CONF_STRING, "sqlite:./kwal-out.db", 0, 0, NULL,
       FIELD(receiver.sink),
       "Where batches go: sqlite:PATH, file:DIR, jsonl (stdout) or null." },
@@ -129,8 +135,18 @@ static const kw_conf_prop_t props[] = {
     { "instance.id", KW_CONF_STRING, "", 0, 0, NULL,
       FIELD(receiver.instance_id),
       "This instance's name in ZooKeeper (/consumers/<group.id>/ids/<name>, "
-      "and the data of the owner nodes it holds); empty means <host>-<pid>. "
-      "Two running instances of one group must not share it." },
+      "and the data of the owner nodes it holds) and the stem of its "
+      "receivers' Kafka group.instance.id. Empty means <host>-<hash>, the "
+      "hash of the real path of the instance's state (receive: the first of "
+      "wal.dirs; direct: the sqlite sink's database), the same on every "
+      "restart. Two running instances of one group must not share it: the "
+      "second is refused." },
+    { "receiver.static.membership", KW_CONF_BOOL, "true", 0, 0, NULL,
+      FIELD(receiver.static_membership),
+      "Receivers join the consumer group as static members (Kafka's "
+      "group.instance.id = <instance.id>-r<N>), so a restart within "
+      "kafka.session.timeout.ms gets the same partitions back without a "
+      "rebalance. A clean stop still leaves the group at once." },
     { "zookeeper.connect", KW_CONF_STRING, "127.0.0.1:2181", 0, 0, NULL,
       FIELD(zk.connect),
       "ZooKeeper servers, host:port[,host:port...][/chroot], where offsets and "

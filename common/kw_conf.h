@@ -92,9 +92,11 @@ typedef struct kw_conf_receiver {
     int64_t        block_interval_ms; /* block.interval.ms */
     uint64_t       block_max_bytes;   /* block.max.bytes */
     int64_t        batch_interval_ms; /* batch.interval.ms */
+    int            batch_first_early; /* batch.first.early */
     char          *sink;              /* sink */
     char          *tracker_path;      /* tracker.path; "": <first wal dir>/tracker.db */
-    char          *instance_id;       /* instance.id; "": <host>-<pid> */
+    char          *instance_id;       /* instance.id; "": from host and state dir */
+    int            static_membership; /* receiver.static.membership */
     int64_t        max_rate_per_partition; /* max.rate.per.partition (direct); 0: none */
     kw_conf_list_t direct_start;      /* direct.start.offsets: topic:partition:offset */
     int            backpressure;      /* backpressure.enabled (direct) */

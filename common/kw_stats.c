@@ -16,6 +16,11 @@ void kw_stats_init(kw_stats_t *s, const char *mode)
     s->wal_replicas_healthy = -1;
     s->first_assignment_ms = -1;
     s->first_stored_ms = -1;
+    s->zk_session_ms = -1;
+    s->recovery_wal_open_ms = -1;
+    s->recovery_tracker_ms = -1;
+    s->recovery_replay_ms = -1;
+    s->recovery_zk_ms = -1;
 }
 
 size_t kw_stats_format_json(const kw_stats_t *s, char *buf, size_t cap)
@@ -46,7 +51,7 @@ size_t kw_stats_format_json(const kw_stats_t *s, char *buf, size_t cap)
         "\"wal_corrupt_records\":%" PRIu64 ","
         "\"partitions_busy\":%" PRIu64 ","
         "\"short_reads\":%" PRIu64 ","
-        "\"zk_failures\":%" PRIu64 "}\n",
+        "\"zk_failures\":%" PRIu64 ",",
         KW_STATS_JSON_VERSION, s->mode != NULL ? s->mode : "", s->final ? "true" : "false",
         (long)getpid(), s->started_ms, s->uptime_ms, s->records_received,
         s->records_delivered, s->records_stored, s->duplicate_deliveries, s->batches,
@@ -59,12 +64,24 @@ size_t kw_stats_format_json(const kw_stats_t *s, char *buf, size_t cap)
         s->blocks_offsets_stored, s->blocks_fenced, s->pauses, s->quorum_pauses, s->end_advances, s->zk_retries,
         s->recovery_blocks_registered, s->recovery_tracker_rebuilt, s->recovery_partitions_moved, s->wal_torn_tails, s->wal_corrupt_records, s->partitions_busy, s->short_reads, s->zk_failures);
 
-    return n < 0 ? 0 : (size_t)n;
+    if (n < 0)
+        return 0;
+    size_t used = (size_t)n;
+    /* the start-up phases (DESIGN.md, "Resuming after a crash") */
+    n = snprintf(used < cap ? buf + used : NULL, used < cap ? cap - used : 0,
+        "\"zk_session_resumed\":%d,\"zk_session_ms\":%" PRId64 ","
+        "\"zk_owner_nodes_inherited\":%" PRIu64 ",\"zk_owner_nodes_released\":%" PRIu64 ","
+        "\"recovery_wal_open_ms\":%" PRId64 ",\"recovery_tracker_ms\":%" PRId64 ","
+        "\"recovery_replay_ms\":%" PRId64 ",\"recovery_zk_ms\":%" PRId64 "}\n",
+        s->zk_session_resumed ? 1 : 0, s->zk_session_ms, s->zk_owner_nodes_inherited,
+        s->zk_owner_nodes_released, s->recovery_wal_open_ms, s->recovery_tracker_ms,
+        s->recovery_replay_ms, s->recovery_zk_ms);
+    return n < 0 ? 0 : used + (size_t)n;
 }
 
 int kw_stats_write_json(const kw_stats_t *s, const char *path, char *errstr, size_t errlen)
 {
-    char buf[2048];
+    char buf[4096];
     size_t n = kw_stats_format_json(s, buf, sizeof(buf));
 
     if (n >= sizeof(buf)) {

@@ -27,11 +27,16 @@
  *    "zk_retries":...,"recovery_blocks_registered":...,
  *    "recovery_tracker_rebuilt":0|1,"recovery_partitions_moved":...,
  *    "wal_torn_tails":...,"wal_corrupt_records":...,"partitions_busy":...,
- *    "short_reads":...,"zk_failures":...}
+ *    "short_reads":...,"zk_failures":...,"zk_session_resumed":0|1,
+ *    "zk_session_ms":...,"zk_owner_nodes_inherited":...,
+ *    "zk_owner_nodes_released":...,"recovery_wal_open_ms":...,
+ *    "recovery_tracker_ms":...,"recovery_replay_ms":...,"recovery_zk_ms":...}
  *
  * mode is "receive", "receive-no-wal", "direct", "direct-at-least-once" or
- * "recover". final is true only in the file written at exit. Times named
- * *_ms after "uptime_ms" are milliseconds since the process started.
+ * "recover". final is true only in the file written at exit.
+ * first_assignment_ms, first_stored_ms and zk_session_ms are milliseconds
+ * since the process started; the other *_ms after "uptime_ms" are
+ * durations.
  * The file is replaced atomically (kw_file.h): a reader sees a whole object.
  */
 #ifndef KW_STATS_H
@@ -88,6 +93,14 @@ typedef struct kw_stats {
     uint64_t partitions_busy;             /* direct: partitions skipped because another instance owns them */
     uint64_t short_reads;                 /* direct: ranges cut short at the read deadline */
     uint64_t zk_failures;                 /* direct: ZooKeeper offset updates that failed (redone later) */
+    int      zk_session_resumed;          /* 1: the crashed predecessor's ZooKeeper session was resumed */
+    int64_t  zk_session_ms;               /* start to ZooKeeper session ready (instance registered) */
+    uint64_t zk_owner_nodes_inherited;    /* owner nodes the resumed session held */
+    uint64_t zk_owner_nodes_released;     /* ... given up because they were not taken back */
+    int64_t  recovery_wal_open_ms;        /* recovery's phases (recovery.h steps 1-4), -1: none */
+    int64_t  recovery_tracker_ms;
+    int64_t  recovery_replay_ms;
+    int64_t  recovery_zk_ms;
 } kw_stats_t;
 
 /* Zero every counter, -1 every unknown time; mode as given. */

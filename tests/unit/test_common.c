@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "kw_file.h"
+#include "kw_instance.h"
 #include "kw_stats.h"
 #include "kw_time.h"
 #include "test_util.h"
@@ -123,10 +124,13 @@ static void test_stats_json(void **state)
         "partitions_owned", "first_assignment_ms", "first_stored_ms", "wal_segments_cleaned",
         "partitions_assigned_stored", "partitions_assigned_reset", "partitions_revoked",
         "blocks_offsets_stored", "blocks_fenced", "pauses", "quorum_pauses", "end_advances",
-        "zk_retries", "recovery_blocks_registered", "recovery_tracker_rebuilt", "recovery_partitions_moved", "wal_torn_tails", "wal_corrupt_records", "partitions_busy", "short_reads", "zk_failures", NULL
+        "zk_retries", "recovery_blocks_registered", "recovery_tracker_rebuilt", "recovery_partitions_moved", "wal_torn_tails", "wal_corrupt_records", "partitions_busy", "short_reads", "zk_failures",
+        "zk_session_resumed", "zk_session_ms", "zk_owner_nodes_inherited",
+        "zk_owner_nodes_released", "recovery_wal_open_ms", "recovery_tracker_ms",
+        "recovery_replay_ms", "recovery_zk_ms", NULL
     };
     char *dir = test_tmpdir_new("stats");
-    char path[512], why[256], buf[2048], key[64];
+    char path[512], why[256], buf[4096], key[64];
     const char *p;
     kw_stats_t s;
     size_t n;
@@ -156,14 +160,82 @@ static void test_stats_json(void **state)
     assert_non_null(strstr(buf, "\"duplicate_deliveries\":7,"));
     assert_non_null(strstr(buf, "\"recovery_ms\":-1,"));
     assert_non_null(strstr(buf, "\"first_stored_ms\":-1,"));
-    assert_non_null(strstr(buf, "\"zk_failures\":0}"));
-    /* a buffer too small says how much it needs */
+    assert_non_null(strstr(buf, "\"zk_failures\":0,"));
+    assert_non_null(strstr(buf, "\"zk_session_ms\":-1,"));
+    assert_non_null(strstr(buf, "\"recovery_zk_ms\":-1}"));
+    /* a buffer too small says how much it needs, wherever it is cut */
     assert_int_equal(kw_stats_format_json(&s, buf, 10), n);
+    assert_int_equal(kw_stats_format_json(&s, buf, n - 20), n);
 
     snprintf(path, sizeof(path), "%s/stats.json", dir);
     assert_int_equal(kw_stats_write_json(&s, path, why, sizeof(why)), 0);
     kw_stats_format_json(&s, buf, sizeof(buf));
     assert_string_equal(slurp(path), buf);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* kw_instance: one process (here: one open file) per state; the default
+ * name is stable across spellings of the path and before/after creation. */
+static void test_instance(void **state)
+{
+    char *dir = test_tmpdir_new("instance");
+    char wal[256], other[256], db[256], why[1024], pid[64], a[256], b[256], c[256];
+    kw_instance_t *one = NULL, *two = NULL;
+    FILE *f;
+
+    (void)state;
+    snprintf(wal, sizeof(wal), "%s/wal", dir);
+    snprintf(other, sizeof(other), "%s/wal2", dir);
+    snprintf(db, sizeof(db), "%s/out.db", dir);
+
+    /* the name first (the directory does not exist yet), then again */
+    kw_instance_default_name(wal, a, sizeof(a));
+    assert_int_equal(kw_instance_lock(wal, "instance", "wal.dirs", &one, why, sizeof(why)),
+                     KW_OK);
+    kw_instance_default_name(wal, b, sizeof(b));
+    assert_string_equal(a, b);
+    snprintf(why, sizeof(why), "%s/", wal);
+    kw_instance_default_name(why, b, sizeof(b));
+    assert_string_equal(a, b);
+    kw_instance_default_name(other, c, sizeof(c));
+    assert_string_not_equal(a, c);
+    assert_non_null(strchr(a, '-'));
+    assert_int_equal(strlen(strrchr(a, '-') + 1), 16);
+
+    snprintf(why, sizeof(why), "%s/instance.zk-session", wal);
+    assert_string_equal(kw_instance_session_file(one), why);
+
+    /* a second holder is refused, naming the first one's pid */
+    assert_int_equal(kw_instance_lock(wal, "instance", "wal.dirs", &two, why, sizeof(why)),
+                     KW_ELOCKED);
+    assert_null(two);
+    snprintf(pid, sizeof(pid), "pid %ld", (long)getpid());
+    assert_non_null(strstr(why, pid));
+    assert_non_null(strstr(why, "wal.dirs"));
+    /* another stem in the same directory is another instance */
+    assert_int_equal(kw_instance_lock(wal, "other", "sink", &two, why, sizeof(why)), KW_OK);
+    kw_instance_unlock(two);
+    kw_instance_unlock(one);
+    assert_int_equal(kw_instance_lock(wal, "instance", "wal.dirs", &two, why, sizeof(why)),
+                     KW_OK);
+    kw_instance_unlock(two);
+    kw_instance_unlock(NULL);
+
+    /* a database: the same name before and after it exists */
+    kw_instance_default_name(db, a, sizeof(a));
+    f = fopen(db, "w");
+    assert_non_null(f);
+    fclose(f);
+    kw_instance_default_name(db, b, sizeof(b));
+    assert_string_equal(a, b);
+
+    /* a directory that cannot be made */
+    snprintf(other, sizeof(other), "%s/out.db/sub", dir);
+    assert_int_equal(kw_instance_lock(other, "instance", "wal.dirs", &one, why, sizeof(why)),
+                     KW_EIO);
+    assert_null(one);
+    assert_non_null(strstr(why, "cannot create"));
     test_rmtree(dir);
     free(dir);
 }
@@ -190,6 +262,7 @@ int main(void)
         cmocka_unit_test(test_file_replace),
         cmocka_unit_test(test_mkdirs),
         cmocka_unit_test(test_stats_json),
+        cmocka_unit_test(test_instance),
         cmocka_unit_test(test_deadline),
     };
 
