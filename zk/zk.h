@@ -62,6 +62,20 @@
  * anyone else. Other instances of the group must use the same digest.
  * Without one, nodes are created world-writable (ZOO_OPEN_ACL_UNSAFE).
  *
+ * Resuming. With options.session_file, every session this handle opens is
+ * saved there (id and password, kw_file_replace), and kw_zk_new first tries
+ * to resume the session the file names: a process restarted after a crash
+ * gets its predecessor's session back while the server still holds it, and
+ * with it the ids node and the owner nodes, so it waits for no expiry. The
+ * instance lock guarantees that only one process ever uses the file, so a
+ * resumed session is the same owner, never a second one (invariant 4). If
+ * the saved session has expired (or belongs to another ensemble), a new one
+ * is opened as without the file. Owner nodes the resumed session holds are
+ * "inherited": kw_zk_own takes one back without waiting; whatever the
+ * instance does not take back is deleted by kw_zk_release_inherited, so
+ * that another instance can have it. kw_zk_destroy closes the session and
+ * removes the file (nothing is left to resume).
+ *
  * Chroot. A "/chroot" suffix of zookeeper.connect is handled here rather
  * than by the client library: the session is opened on the hosts, the chroot
  * path is created when missing, and every path is prefixed with it.
@@ -87,6 +101,10 @@ typedef struct kw_zk_options {
     int         session_timeout_ms; /* zookeeper.session.timeout.ms; 0: 30000 */
     int         connect_timeout_ms; /* wait for the first session in kw_zk_new; 0: 15000 */
     int         op_timeout_ms;      /* deadline of one call across retries; 0: 30000 */
+    const char *session_file;       /* where the session is kept for a restart to
+                                     * resume (see "Resuming"); NULL: never resumed.
+                                     * The caller holds the instance lock
+                                     * (kw_instance.h) for as long as the handle lives. */
 } kw_zk_options_t;
 
 /* Sets defaults; connect and group stay to be filled in. */
@@ -112,10 +130,14 @@ kw_err_t kw_zk_new(const kw_zk_options_t *opts, kw_zk_t **zk,
  * stops the zk-session thread, frees everything. NULL is a no-op. */
 void kw_zk_destroy(kw_zk_t *zk);
 
-/* Create /consumers/<group>/ids/<instance>. KW_EBUSY if another live session
- * holds that instance name. Required before kw_zk_own() (every commit checks
- * this node). Re-done by the zk-session thread after expiry; if another
- * session took the name meanwhile, commits are refused with KW_EFENCED. */
+/* Create /consumers/<group>/ids/<instance> (data "host:pid"). Required
+ * before kw_zk_own() (every commit checks this node). If another session
+ * holds the name: KW_EBUSY at once when that session's process runs on this
+ * host (a second kwal with the same instance.id), else wait up to the
+ * session timeout + 2 s for it to expire (a crashed predecessor that left no
+ * session to resume), then KW_EBUSY. Re-done by the zk-session thread after
+ * expiry; if another session took the name meanwhile, commits are refused
+ * with KW_EFENCED. */
 kw_err_t kw_zk_register(kw_zk_t *zk, char *errstr, size_t errlen);
 
 /*
@@ -200,6 +222,9 @@ typedef struct kw_zk_status {
     uint64_t commit_retries;   /* multis re-sent after connection loss */
     uint64_t stale_skipped;    /* offsets left alone because they would move back */
     int64_t  session_id;
+    int      resumed;          /* the first session was resumed from session_file */
+    uint64_t inherited;        /* owner nodes the resumed session held */
+    uint64_t inherited_released; /* ... deleted by kw_zk_release_inherited */
 } kw_zk_status_t;
 
 void kw_zk_status(kw_zk_t *zk, kw_zk_status_t *st);
@@ -207,6 +232,15 @@ void kw_zk_status(kw_zk_t *zk, kw_zk_status_t *st);
 /* The current session's id and 16-byte password: diagnostics, and tests that
  * force an expiry by opening and closing a second client on the session. */
 void kw_zk_session_credentials(kw_zk_t *zk, int64_t *id, char passwd[16]);
+
+/* Delete the owner nodes inherited from a resumed session that have not been
+ * taken back with kw_zk_own (see "Resuming"); returns how many were
+ * deleted. Call once the instance knows what it owns (a receiver service:
+ * when every receiver has had its first assignment). Any thread. */
+size_t kw_zk_release_inherited(kw_zk_t *zk);
+
+/* The instance name (the ids node's name). Any thread. */
+const char *kw_zk_instance(const kw_zk_t *zk);
 
 /* Block until the state is KW_ZK_ACTIVE, for at most timeout_ms: KW_OK or
  * KW_ETIMEDOUT. Any thread. */

@@ -101,6 +101,7 @@ struct kw_zk {
     char *chroot;             /* "" or "/x/y" */
     char *instance;
     char *digest;             /* NULL: open ACLs */
+    char *session_file;       /* NULL: sessions are not saved (zk.h, "Resuming") */
     int   session_ms, connect_ms, op_ms;
     struct ACL_vector *acl;
 
@@ -119,6 +120,12 @@ struct kw_zk {
     size_t          nowned, capowned;
     kw_zk_partition_t *lost;
     size_t          nlost, caplost;
+    kw_zk_partition_t *inherited; /* owner nodes of a resumed session not taken back */
+    size_t          ninherited;
+    int             inherit_pending; /* kw_zk_release_inherited not yet done */
+    pthread_mutex_t inherit_mu;   /* kw_zk_own's adoption vs the release's deletes;
+                                   * held across ZooKeeper calls, so taken before mu
+                                   * and never while holding it */
     kw_zk_status_t  stats;    /* counters; state and session_id computed */
     pthread_t       session_thread;
     int             thread_started;
@@ -268,6 +275,11 @@ void kw__zk_owned_lose(kw_zk_t *zk, kw__zk_owned_t *e, const char *why);
  * owner node of a valid entry, mark the entry suspect (invalid) and ask the
  * session thread to verify. mu held (watcher thread). */
 void kw__zk_owner_deleted(kw_zk_t *zk, const char *path);
+
+/* A resumed session (kw_zk_new): list the owner nodes of the group that the
+ * session holds into zk->inherited (zk.h, "Resuming"). Not under mu. */
+kw_err_t kw__zk_inherit_scan(kw_zk_t *zk, kw__zk_conn_t *c, int64_t deadline,
+                             char *errstr, size_t errlen);
 
 /* Re-own one partition on the new session c (session thread, not under mu):
  * 0 done (owned, lost or forgotten), -1 the session died meanwhile (start

@@ -171,6 +171,17 @@ static void owned_remove(kw_zk_t *zk, kw__zk_owned_t *e)
     zk->nowned--;
 }
 
+/* An inherited owner node was taken back: no longer to be released. mu held. */
+static void inherited_forget(kw_zk_t *zk, const char *topic, int32_t p)
+{
+    for (size_t i = 0; i < zk->ninherited; i++) {
+        if (zk->inherited[i].partition == p && strcmp(zk->inherited[i].topic, topic) == 0) {
+            zk->inherited[i] = zk->inherited[--zk->ninherited];
+            return;
+        }
+    }
+}
+
 /* The partition is no longer ours: drop it and report it through kw_zk_lost. */
 void kw__zk_owned_lose(kw_zk_t *zk, kw__zk_owned_t *e, const char *why)
 {
@@ -320,6 +331,13 @@ kw_err_t kw_zk_own(kw_zk_t *zk, const char *topic, int32_t partition,
         }
         int version = 0, zrc = ZOK, exists = 0, offver = -1, corrupt = 0;
         int64_t off = -1;
+        /* while inherited nodes may still be released, adopting one and
+         * deleting it must not interleave */
+        pthread_mutex_lock(&zk->mu);
+        int guard = zk->inherit_pending;
+        pthread_mutex_unlock(&zk->mu);
+        if (guard)
+            pthread_mutex_lock(&zk->inherit_mu);
         own_rc_t orc = own_once(zk, c->zh, opath, &version, holder, sizeof(holder), &zrc);
         if (orc == OWN_OK) {
             /* read the stored offset into the cache (retried) */
@@ -333,6 +351,8 @@ kw_err_t kw_zk_own(kw_zk_t *zk, const char *topic, int32_t partition,
                 /* give the node up again: the receiver must not consume
                  * this partition without knowing where to start */
                 zoo_delete(c->zh, opath, -1);
+                if (guard)
+                    pthread_mutex_unlock(&zk->inherit_mu);
                 kw__zk_conn_put(zk, c);
                 return kw_seterr(errstr, errlen, KW_ECORRUPT,
                                  "ZooKeeper %s: %s does not hold an ASCII decimal offset",
@@ -354,9 +374,12 @@ kw_err_t kw_zk_own(kw_zk_t *zk, const char *topic, int32_t partition,
                     n->offset = off;
                     n->offset_version = offver;
                     added = 1;
+                    inherited_forget(zk, topic, partition);
                 }
             }
             pthread_mutex_unlock(&zk->mu);
+            if (guard)
+                pthread_mutex_unlock(&zk->inherit_mu);
             kw__zk_conn_put(zk, c);
             if (added) {
                 KW_LOG_D(MOD, "owns %s/%" PRId32, topic, partition);
@@ -364,6 +387,8 @@ kw_err_t kw_zk_own(kw_zk_t *zk, const char *topic, int32_t partition,
             }
             continue;                            /* session changed meanwhile: again */
         }
+        if (guard)
+            pthread_mutex_unlock(&zk->inherit_mu);
         kw__zk_conn_put(zk, c);
         if (orc == OWN_ERR)
             return kw_seterr(errstr, errlen, KW_EIO, "ZooKeeper %s: owning %s: %s",
@@ -478,6 +503,13 @@ int kw__zk_reown(kw_zk_t *zk, kw__zk_conn_t *c, const kw_zk_partition_t *p)
             return -1;
         int version = 0, zrc = ZOK, exists = 0, offver = -1, corrupt = 0;
         int64_t off = -1;
+        /* while inherited nodes may still be released, adopting one and
+         * deleting it must not interleave */
+        pthread_mutex_lock(&zk->mu);
+        int guard = zk->inherit_pending;
+        pthread_mutex_unlock(&zk->mu);
+        if (guard)
+            pthread_mutex_lock(&zk->inherit_mu);
         own_rc_t orc = own_once(zk, c->zh, opath, &version, holder, sizeof(holder), &zrc);
         if (orc == OWN_OK) {
             zrc = kw__zk_read_offset(c->zh, fpath, &exists, &off, &offver, &corrupt);
@@ -518,4 +550,143 @@ int kw__zk_reown(kw_zk_t *zk, kw__zk_conn_t *c, const kw_zk_partition_t *p)
             zoo_delete(c->zh, opath, version);
         return 0;
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* owner nodes inherited from a resumed session                       */
+/* ------------------------------------------------------------------ */
+
+/* get_children retried across connection loss until the deadline. */
+static int children_retry(zhandle_t *zh, const char *path, int64_t deadline,
+                          struct String_vector *out)
+{
+    int delay = KW__ZK_BACKOFF_MIN_MS, rc;
+    while ((rc = zoo_get_children(zh, path, 0, out)) != ZOK && kw__zk_is_conn_loss(rc) &&
+           kw__zk_backoff(deadline, &delay))
+        ;
+    return rc;
+}
+
+kw_err_t kw__zk_inherit_scan(kw_zk_t *zk, kw__zk_conn_t *c, int64_t deadline,
+                             char *errstr, size_t errlen)
+{
+    char path[KW__ZK_PATH_MAX];
+    struct String_vector topics = { 0, NULL };
+    int64_t sid = zoo_client_id(c->zh)->client_id;
+    kw_err_t err = KW_OK;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/owners", zk->base);
+    rc = children_retry(c->zh, path, deadline, &topics);
+    if (rc == ZNONODE)
+        return KW_OK;
+    if (rc != ZOK)
+        return kw_seterr(errstr, errlen, KW_EAGAIN, "ZooKeeper %s: listing %s: %s",
+                         zk->connect, path, zerror(rc));
+    for (int32_t t = 0; t < topics.count && err == KW_OK; t++) {
+        struct String_vector parts = { 0, NULL };
+        const char *topic = topics.data[t];
+
+        if (!kw__zk_valid_name(topic, KW_ZK_TOPIC_MAX))
+            continue;
+        snprintf(path, sizeof(path), "%s/owners/%s", zk->base, topic);
+        rc = children_retry(c->zh, path, deadline, &parts);
+        if (rc == ZNONODE)
+            continue;
+        if (rc != ZOK) {
+            err = kw_seterr(errstr, errlen, KW_EAGAIN, "ZooKeeper %s: listing %s: %s",
+                            zk->connect, path, zerror(rc));
+            break;
+        }
+        for (int32_t i = 0; i < parts.count; i++) {
+            int64_t p;
+            struct Stat st;
+            int delay = KW__ZK_BACKOFF_MIN_MS;
+
+            if (parse_offset(parts.data[i], (int)strlen(parts.data[i]), &p) != 0 ||
+                p > INT32_MAX)
+                continue;
+            snprintf(path, sizeof(path), "%s/owners/%s/%s", zk->base, topic, parts.data[i]);
+            while ((rc = zoo_exists(c->zh, path, 0, &st)) != ZOK && kw__zk_is_conn_loss(rc) &&
+                   kw__zk_backoff(deadline, &delay))
+                ;
+            if (rc == ZNONODE || (rc == ZOK && st.ephemeralOwner != sid))
+                continue;
+            if (rc != ZOK) {
+                err = kw_seterr(errstr, errlen, KW_EAGAIN, "ZooKeeper %s: reading %s: %s",
+                                zk->connect, path, zerror(rc));
+                break;
+            }
+            pthread_mutex_lock(&zk->mu);
+            kw_zk_partition_t *n = realloc(zk->inherited,
+                                           (zk->ninherited + 1) * sizeof(*n));
+            if (n != NULL) {
+                zk->inherited = n;
+                snprintf(n[zk->ninherited].topic, KW_ZK_TOPIC_MAX, "%s", topic);
+                n[zk->ninherited].partition = (int32_t)p;
+                zk->ninherited++;
+                zk->stats.inherited++;
+                zk->inherit_pending = 1;
+            }
+            pthread_mutex_unlock(&zk->mu);
+            if (n == NULL)
+                err = kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
+        }
+        deallocate_String_vector(&parts);
+    }
+    deallocate_String_vector(&topics);
+    return err;
+}
+
+size_t kw_zk_release_inherited(kw_zk_t *zk)
+{
+    char opath[KW__ZK_PATH_MAX];
+    size_t released = 0;
+
+    pthread_mutex_lock(&zk->inherit_mu);
+    kw__zk_conn_t *c = kw__zk_conn_get(zk, 0);
+    pthread_mutex_lock(&zk->mu);
+    /* a session that expired since took its nodes along: nothing to do */
+    size_t n = c != NULL ? zk->ninherited : 0;
+    kw_zk_partition_t *list = zk->inherited;
+    zk->inherited = NULL;
+    zk->ninherited = 0;
+    zk->inherit_pending = 0;
+    pthread_mutex_unlock(&zk->mu);
+    for (size_t i = 0; i < n; i++) {
+        int64_t deadline = kw_mono_ms() + zk->op_ms;
+        int delay = KW__ZK_BACKOFF_MIN_MS, rc;
+
+        struct Stat st;
+
+        kw__zk_owner_path(zk, list[i].topic, list[i].partition, opath);
+        /* only a node of this session: after an expiry the path may be
+         * another instance's (our delete would fail on an expired handle,
+         * but a re-established one is a new session) */
+        while ((rc = zoo_exists(c->zh, opath, 0, &st)) != ZOK && kw__zk_is_conn_loss(rc) &&
+               kw__zk_backoff(deadline, &delay))
+            ;
+        if (rc == ZOK && st.ephemeralOwner != zoo_client_id(c->zh)->client_id)
+            rc = ZNONODE;
+        while (rc == ZOK && (rc = zoo_delete(c->zh, opath, st.version)) != ZOK &&
+               kw__zk_is_conn_loss(rc) && kw__zk_backoff(deadline, &delay))
+            rc = ZOK;
+        if (rc == ZOK) {
+            released++;
+            KW_LOG_I(MOD, "%s/%" PRId32 ": released (owned by this instance before the "
+                     "restart, not taken back)", list[i].topic, list[i].partition);
+        } else if (rc != ZNONODE) {
+            KW_LOG_W(MOD, "%s/%" PRId32 ": cannot release the owner node inherited from "
+                     "the resumed session (%s); it goes when the session ends",
+                     list[i].topic, list[i].partition, zerror(rc));
+        }
+    }
+    if (c != NULL)
+        kw__zk_conn_put(zk, c);
+    pthread_mutex_lock(&zk->mu);
+    zk->stats.inherited_released += released;
+    pthread_mutex_unlock(&zk->mu);
+    pthread_mutex_unlock(&zk->inherit_mu);
+    free(list);
+    return released;
 }

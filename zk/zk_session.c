@@ -47,7 +47,10 @@
 
 #include "zk_int.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include "kw_file.h"
 
 /* ------------------------------------------------------------------ */
 /* the client handle                                                  */
@@ -100,14 +103,14 @@ static void zk_watcher(zhandle_t *zh, int type, int state, const char *path, voi
  * Open a session on zk->hosts and wait until it is connected (timeout_ms),
  * giving up early when the handle is stopping. Not under mu.
  */
-static kw_err_t conn_open(kw_zk_t *zk, int timeout_ms, kw__zk_conn_t **out,
-                          char *errstr, size_t errlen)
+static kw_err_t conn_open(kw_zk_t *zk, int timeout_ms, const clientid_t *resume,
+                          kw__zk_conn_t **out, char *errstr, size_t errlen)
 {
     kw__zk_conn_t *conn = calloc(1, sizeof(*conn));
     if (conn == NULL)
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
     conn->zk = zk;
-    conn->zh = zookeeper_init(zk->hosts, zk_watcher, zk->session_ms, NULL, conn, 0);
+    conn->zh = zookeeper_init(zk->hosts, zk_watcher, zk->session_ms, resume, conn, 0);
     if (conn->zh == NULL) {
         int e = errno;
         free(conn);
@@ -129,12 +132,15 @@ static kw_err_t conn_open(kw_zk_t *zk, int timeout_ms, kw__zk_conn_t **out,
     while (!conn->connected && !conn->dead && !zk->stopping && kw_mono_ms() < deadline)
         kw__zk_cond_wait_until(zk, deadline);
     int ok = conn->connected && !conn->dead;
-    int stopping = zk->stopping;
+    int stopping = zk->stopping, dead = conn->dead;
     pthread_mutex_unlock(&zk->mu);
     if (!ok) {
         kw__zk_conn_close(conn);
         if (stopping)
             return kw_seterr(errstr, errlen, KW_ECLOSED, "closing");
+        if (resume != NULL && dead)
+            return kw_seterr(errstr, errlen, KW_ENOTFOUND, "session 0x%" PRIx64 " expired",
+                             (uint64_t)resume->client_id);
         return kw_seterr(errstr, errlen, KW_ETIMEDOUT,
                          "cannot connect to ZooKeeper at '%s' within %d ms",
                          zk->connect, timeout_ms);
@@ -144,35 +150,145 @@ static kw_err_t conn_open(kw_zk_t *zk, int timeout_ms, kw__zk_conn_t **out,
 }
 
 /* ------------------------------------------------------------------ */
+/* the session file (zk.h, "Resuming")                                */
+/* ------------------------------------------------------------------ */
+
+/* Line format: "kwal-zk-session 1 <hosts> <id, hex> <password, 32 hex>\n". */
+#define SESSION_MAGIC "kwal-zk-session 1"
+
+/* The session saved in zk->session_file for this ensemble: 0 and *cid, or -1
+ * (no file, another ensemble's, unreadable: logged). */
+static int session_file_read(kw_zk_t *zk, clientid_t *cid)
+{
+    char line[2048], hosts[1024], pw[40];
+    unsigned long long id;
+    FILE *f = fopen(zk->session_file, "re");
+
+    if (f == NULL) {
+        if (errno != ENOENT)
+            KW_LOG_W(MOD, "cannot read %s: %s; opening a new session", zk->session_file,
+                     strerror(errno));
+        return -1;
+    }
+    int got = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    memset(cid, 0, sizeof(*cid));
+    if (!got || strncmp(line, SESSION_MAGIC " ", sizeof(SESSION_MAGIC)) != 0 ||
+        sscanf(line + sizeof(SESSION_MAGIC), "%1023s %llx %32s", hosts, &id, pw) != 3 ||
+        strlen(pw) != 32) {
+        KW_LOG_W(MOD, "%s is not a saved session; opening a new session", zk->session_file);
+        return -1;
+    }
+    if (strcmp(hosts, zk->hosts) != 0) {
+        KW_LOG_I(MOD, "%s names a session of ZooKeeper %s, not %s: opening a new session",
+                 zk->session_file, hosts, zk->hosts);
+        return -1;
+    }
+    for (int i = 0; i < 16; i++) {
+        unsigned b;
+        if (sscanf(pw + 2 * i, "%2x", &b) != 1)
+            return -1;
+        cid->passwd[i] = (char)b;
+    }
+    cid->client_id = (int64_t)id;
+    return 0;
+}
+
+/* Save zh's session in zk->session_file. A failure is logged: the next start
+ * then waits for this session to expire instead of resuming it. */
+static void session_file_write(kw_zk_t *zk, zhandle_t *zh)
+{
+    const clientid_t *cid = zoo_client_id(zh);
+    char line[2048], err[512];
+    int n = snprintf(line, sizeof(line), SESSION_MAGIC " %s %" PRIx64 " ", zk->hosts,
+                     (uint64_t)cid->client_id);
+
+    for (int i = 0; i < 16 && n > 0 && (size_t)n < sizeof(line) - 3; i++)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "%02x", (unsigned char)cid->passwd[i]);
+    if (n > 0 && (size_t)n < sizeof(line) - 1) {
+        line[n++] = '\n';
+        if (kw_file_replace(zk->session_file, line, (size_t)n, err, sizeof(err)) == 0)
+            return;
+    } else {
+        snprintf(err, sizeof(err), "%s: connect string too long", zk->session_file);
+    }
+    KW_LOG_W(MOD, "cannot save the ZooKeeper session (%s): a restart will wait for it "
+             "to expire", err);
+}
+
+/* ------------------------------------------------------------------ */
 /* the ids node                                                       */
 /* ------------------------------------------------------------------ */
 
-/* Create our ids node on zh (raw rc; ZOK also when it is ours already);
- * *version gets its version. */
-static int register_once(kw_zk_t *zk, zhandle_t *zh, int *version)
+/* Our ids node's data: "host:pid". */
+static void ids_data(char *buf, size_t len)
 {
-    char data[300], host[256] = "unknown";
-    struct Stat st;
+    char host[256] = "unknown";
     gethostname(host, sizeof(host) - 1);
-    snprintf(data, sizeof(data), "%s:%ld", host, (long)getpid());
+    snprintf(buf, len, "%s:%ld", host, (long)getpid());
+}
+
+/* Create our ids node on zh (raw rc; ZOK also when it is ours already, e.g.
+ * in a resumed session: then its data is made ours); *version gets its
+ * version. ZNODEEXISTS: another session holds it, its data in holder. */
+static int register_once(kw_zk_t *zk, zhandle_t *zh, int *version, char *holder,
+                         size_t holderlen)
+{
+    char data[300], buf[300];
+    int len = (int)sizeof(buf) - 1;
+    struct Stat st;
+    ids_data(data, sizeof(data));
     int rc = zoo_create2(zh, zk->ids_path, data, (int)strlen(data), zk->acl, ZOO_EPHEMERAL,
                          NULL, 0, &st);
     if (rc == ZNODEEXISTS) {
-        rc = zoo_exists(zh, zk->ids_path, 0, &st);
-        if (rc == ZOK && st.ephemeralOwner != zoo_client_id(zh)->client_id)
-            return ZNODEEXISTS;
+        rc = zoo_get(zh, zk->ids_path, 0, buf, &len, &st);
         if (rc == ZNONODE)
             return ZCONNECTIONLOSS;              /* vanished: try again */
+        if (rc != ZOK)
+            return rc;
+        buf[len < 0 ? 0 : len] = '\0';
+        if (st.ephemeralOwner != zoo_client_id(zh)->client_id) {
+            snprintf(holder, holderlen, "%s", buf);
+            return ZNODEEXISTS;
+        }
+        if (strcmp(buf, data) != 0 &&
+            (rc = zoo_set2(zh, zk->ids_path, data, (int)strlen(data), st.version, &st)) != ZOK)
+            return rc == ZBADVERSION ? ZCONNECTIONLOSS : rc;
     }
     if (rc == ZOK)
         *version = st.version;
     return rc;
 }
 
+/* Does holder ("host:pid", an ids node's data) name a running kwal process
+ * on this host other than us? */
+static int holder_runs_here(const char *holder)
+{
+    char host[256] = "", comm[64] = "", path[64];
+    const char *colon = strrchr(holder, ':');
+    long pid;
+    FILE *f;
+
+    gethostname(host, sizeof(host) - 1);
+    if (colon == NULL || (size_t)(colon - holder) != strlen(host) ||
+        strncmp(holder, host, strlen(host)) != 0)
+        return 0;
+    pid = strtol(colon + 1, NULL, 10);
+    if (pid <= 0 || pid == (long)getpid() || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+    if ((f = fopen(path, "re")) == NULL)
+        return 1;                                /* no /proc: assume it is one */
+    int got = fgets(comm, sizeof(comm), f) != NULL;
+    fclose(f);
+    return got && strncmp(comm, "kwal", 4) == 0;
+}
+
 kw_err_t kw_zk_register(kw_zk_t *zk, char *errstr, size_t errlen)
 {
-    int64_t deadline = kw_mono_ms() + zk->op_ms;
+    int64_t deadline = kw_mono_ms() + zk->op_ms, held_until = 0;
     int delay = KW__ZK_BACKOFF_MIN_MS, rc = ZOK;
+    char holder[300] = "";
     for (;;) {
         if (kw__zk_wait_active_until(zk, deadline) != KW_OK)
             return kw_seterr(errstr, errlen, KW_EAGAIN,
@@ -181,7 +297,8 @@ kw_err_t kw_zk_register(kw_zk_t *zk, char *errstr, size_t errlen)
         if (c == NULL)
             continue;
         int version = -1;
-        rc = register_once(zk, c->zh, &version);
+        rc = register_once(zk, c->zh, &version, holder, sizeof(holder));
+        int timeout = zoo_recv_timeout(c->zh);
         if (rc == ZOK) {
             pthread_mutex_lock(&zk->mu);
             if (zk->conn == c && !c->dead) {
@@ -195,10 +312,30 @@ kw_err_t kw_zk_register(kw_zk_t *zk, char *errstr, size_t errlen)
         kw__zk_conn_put(zk, c);
         if (rc == ZOK)
             return KW_OK;
-        if (rc == ZNODEEXISTS)
-            return kw_seterr(errstr, errlen, KW_EBUSY,
-                             "instance '%s' is already registered in group by another session",
-                             zk->instance);
+        if (rc == ZNODEEXISTS) {
+            if (holder_runs_here(holder))
+                return kw_seterr(errstr, errlen, KW_EBUSY,
+                                 "instance '%s' is in use by a running kwal process (%s): "
+                                 "two processes of group '%s' cannot share an instance.id",
+                                 zk->instance, holder, strrchr(zk->base, '/') + 1);
+            /* a predecessor whose session we could not resume: its session
+             * ends within the session timeout */
+            if (held_until == 0) {
+                held_until = kw_mono_ms() + (timeout > 0 ? timeout : zk->session_ms) + 2000;
+                if (held_until > deadline)
+                    deadline = held_until;
+                KW_LOG_I(MOD, "instance '%s' is still registered by an earlier session "
+                         "(%s); waiting up to %" PRId64 " ms for it to expire", zk->instance,
+                         holder, held_until - kw_mono_ms());
+            }
+            if (kw_mono_ms() >= held_until)
+                return kw_seterr(errstr, errlen, KW_EBUSY,
+                                 "instance '%s' is registered by another live session (%s) "
+                                 "that did not expire: is another kwal process running with "
+                                 "this instance.id?", zk->instance, holder);
+            kw_sleep_ms(200);
+            continue;
+        }
         if (!kw__zk_is_conn_loss(rc) && !kw__zk_is_session_gone(rc))
             return kw_seterr(errstr, errlen, KW_EIO, "ZooKeeper %s: registering: %s",
                              zk->connect, zerror(rc));
@@ -285,12 +422,14 @@ static void *session_main(void *arg)
         int delay = KW__ZK_BACKOFF_MIN_MS;
         char err[256];
         for (;;) {
-            kw_err_t e = conn_open(zk, zk->connect_ms, &c, err, sizeof(err));
+            kw_err_t e = conn_open(zk, zk->connect_ms, NULL, &c, err, sizeof(err));
             if (e == KW_OK || e == KW_ECLOSED)
                 break;
             KW_LOG_W(MOD, "%s; retrying", err);
             kw__zk_backoff(kw_mono_ms() + delay, &delay);
         }
+        if (c != NULL && zk->session_file != NULL)
+            session_file_write(zk, c->zh);
         pthread_mutex_lock(&zk->mu);
         if (c == NULL)
             continue;                            /* stopping */
@@ -314,7 +453,8 @@ static void *session_main(void *arg)
         delay = KW__ZK_BACKOFF_MIN_MS;
         while (registered) {
             int version = -1;
-            int rc = register_once(zk, c->zh, &version);
+            char holder[300];
+            int rc = register_once(zk, c->zh, &version, holder, sizeof(holder));
             if (rc == ZOK) {
                 pthread_mutex_lock(&zk->mu);
                 zk->ids_version = version;
@@ -327,8 +467,8 @@ static void *session_main(void *arg)
                 break;
             }
             if (rc == ZNODEEXISTS) {
-                KW_LOG_E(MOD, "instance '%s' is registered by another session; "
-                         "not re-registered, commits are refused", zk->instance);
+                KW_LOG_E(MOD, "instance '%s' is registered by another session (%s); "
+                         "not re-registered, commits are refused", zk->instance, holder);
                 pthread_mutex_lock(&zk->mu);
                 zk->ids_taken = 1;
                 pthread_mutex_unlock(&zk->mu);
@@ -349,6 +489,9 @@ static void *session_main(void *arg)
             continue;
         zk->reestablishing = 0;
         zk->stats.epoch++;
+        /* the resumed session's nodes went with it: nothing left to release */
+        zk->ninherited = 0;
+        zk->inherit_pending = 0;
         KW_LOG_I(MOD, "ZooKeeper session re-established (epoch %" PRIu64 ", %zu partitions owned)",
                  zk->stats.epoch, zk->nowned);
         pthread_cond_broadcast(&zk->cond);
@@ -407,6 +550,11 @@ void kw_zk_session_credentials(kw_zk_t *zk, int64_t *id, char passwd[16])
     kw__zk_conn_put(zk, c);
 }
 
+const char *kw_zk_instance(const kw_zk_t *zk)
+{
+    return zk->instance;
+}
+
 kw_err_t kw_zk_wait_active(kw_zk_t *zk, int timeout_ms)
 {
     return kw__zk_wait_active_until(zk, kw_mono_ms() + timeout_ms);
@@ -422,6 +570,8 @@ static void free_handle(kw_zk_t *zk)
 {
     free(zk->owned);
     free(zk->lost);
+    free(zk->inherited);
+    free(zk->session_file);
     free(zk->ids_path);
     free(zk->base);
     free(zk->chroot);
@@ -468,6 +618,7 @@ kw_err_t kw_zk_new(const kw_zk_options_t *opts, kw_zk_t **out,
     zk->connect = dupstr(opts->connect);
     zk->hosts = dupstr(opts->connect);
     zk->digest = dupstr(opts->digest);
+    zk->session_file = dupstr(opts->session_file);
     if (opts->instance != NULL) {
         zk->instance = dupstr(opts->instance);
     } else {
@@ -478,7 +629,8 @@ kw_err_t kw_zk_new(const kw_zk_options_t *opts, kw_zk_t **out,
         zk->instance = dupstr(buf);
     }
     if (zk->connect == NULL || zk->hosts == NULL || zk->instance == NULL ||
-        (opts->digest != NULL && zk->digest == NULL)) {
+        (opts->digest != NULL && zk->digest == NULL) ||
+        (opts->session_file != NULL && zk->session_file == NULL)) {
         err = kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
         goto fail;
     }
@@ -513,6 +665,11 @@ kw_err_t kw_zk_new(const kw_zk_options_t *opts, kw_zk_t **out,
         err = kw_seterr(errstr, errlen, KW_ENOMEM, "pthread_mutex_init failed");
         goto fail;
     }
+    if (pthread_mutex_init(&zk->inherit_mu, NULL) != 0) {
+        pthread_mutex_destroy(&zk->mu);
+        err = kw_seterr(errstr, errlen, KW_ENOMEM, "pthread_mutex_init failed");
+        goto fail;
+    }
     mu_ok = 1;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -524,9 +681,31 @@ kw_err_t kw_zk_new(const kw_zk_options_t *opts, kw_zk_t **out,
         goto fail;
     }
 
-    err = conn_open(zk, zk->connect_ms, &zk->conn, errstr, errlen);
-    if (err != KW_OK)
-        goto fail;
+    clientid_t saved;
+    int resumed = 0;
+    if (zk->session_file != NULL && session_file_read(zk, &saved) == 0) {
+        err = conn_open(zk, zk->connect_ms, &saved, &zk->conn, errstr, errlen);
+        if (err == KW_OK && zoo_client_id(zk->conn->zh)->client_id == saved.client_id) {
+            resumed = 1;
+        } else if (err == KW_OK || err == KW_ENOTFOUND) {
+            KW_LOG_I(MOD, "the saved ZooKeeper session 0x%" PRIx64 " has expired: opening "
+                     "a new one", (uint64_t)saved.client_id);
+            if (zk->conn != NULL) {
+                kw__zk_conn_close(zk->conn);
+                zk->conn = NULL;
+            }
+        } else {
+            goto fail;
+        }
+    }
+    if (!resumed) {
+        err = conn_open(zk, zk->connect_ms, NULL, &zk->conn, errstr, errlen);
+        if (err != KW_OK)
+            goto fail;
+        if (zk->session_file != NULL)
+            session_file_write(zk, zk->conn->zh);
+    }
+    zk->stats.resumed = resumed;
     int64_t deadline = kw_mono_ms() + zk->op_ms;
     static const char *const subs[] = { "ids", "owners", "offsets" };
     for (size_t i = 0; i < 3; i++) {
@@ -535,13 +714,21 @@ kw_err_t kw_zk_new(const kw_zk_options_t *opts, kw_zk_t **out,
         if (err != KW_OK)
             goto fail;
     }
+    if (resumed) {
+        err = kw__zk_inherit_scan(zk, zk->conn, deadline, errstr, errlen);
+        if (err != KW_OK)
+            goto fail;
+    }
     if (pthread_create(&zk->session_thread, NULL, session_main, zk) != 0) {
         err = kw_seterr(errstr, errlen, KW_ENOMEM, "cannot start the zk-session thread");
         goto fail;
     }
     zk->thread_started = 1;
-    KW_LOG_I(MOD, "connected to ZooKeeper at %s as '%s' (session 0x%" PRIx64 ")",
-             zk->connect, zk->instance, (uint64_t)zoo_client_id(zk->conn->zh)->client_id);
+    KW_LOG_I(MOD, "connected to ZooKeeper at %s as '%s' (session 0x%" PRIx64 "%s%s, "
+             "%zu owner nodes held)", zk->connect, zk->instance,
+             (uint64_t)zoo_client_id(zk->conn->zh)->client_id,
+             resumed ? ", resumed from " : "", resumed ? zk->session_file : "",
+             zk->ninherited);
     *out = zk;
     return KW_OK;
 
@@ -550,8 +737,10 @@ fail:
         kw__zk_conn_close(zk->conn);
     if (cond_ok)
         pthread_cond_destroy(&zk->cond);
-    if (mu_ok)
+    if (mu_ok) {
+        pthread_mutex_destroy(&zk->inherit_mu);
         pthread_mutex_destroy(&zk->mu);
+    }
     free_handle(zk);
     return err;
 }
@@ -567,7 +756,10 @@ void kw_zk_destroy(kw_zk_t *zk)
     if (zk->thread_started)
         pthread_join(zk->session_thread, NULL);
     kw__zk_conn_close(zk->conn);                        /* ends the session: ephemerals go */
+    if (zk->session_file != NULL && unlink(zk->session_file) != 0 && errno != ENOENT)
+        KW_LOG_W(MOD, "cannot remove %s: %s", zk->session_file, strerror(errno));
     pthread_cond_destroy(&zk->cond);
+    pthread_mutex_destroy(&zk->inherit_mu);
     pthread_mutex_destroy(&zk->mu);
     free_handle(zk);
 }

@@ -29,7 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -542,6 +544,230 @@ static void test_connection_loss(void **state)
     kw_zk_destroy(b);
 }
 
+/* ------------------------------------------------------------------ */
+/* resuming (zk.h, "Resuming")                                         */
+/* ------------------------------------------------------------------ */
+
+static kw_zk_t *open_resumable(const char *group, const char *instance, const char *file)
+{
+    kw_zk_options_t o;
+    kw_zk_t *zk = NULL;
+    char err[512] = "";
+
+    kw_zk_options_init(&o);
+    o.connect = g.zk.connect;
+    o.group = group;
+    o.instance = instance;
+    o.session_timeout_ms = SESSION_MS;
+    o.connect_timeout_ms = 10000;
+    o.op_timeout_ms = 10000;
+    o.session_file = file;
+    expect_ok(kw_zk_new(&o, &zk, err, sizeof(err)), "kw_zk_new", err);
+    expect_ok(kw_zk_register(zk, err, sizeof(err)), "kw_zk_register", err);
+    return zk;
+}
+
+/* A crashed process: a child opens a resumable session, owns partitions 0
+ * and 1 of t, commits, reports its session id on a pipe, and is SIGKILLed
+ * with its session still open. Returns the session id. */
+static int64_t crashed_owner(const char *group, const char *instance, const char *file)
+{
+    int fds[2];
+    int64_t id = 0;
+    pid_t pid;
+    int status;
+
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        kw_zk_options_t o;
+        kw_zk_t *zk = NULL;
+        char err[512], pw[16];
+        kw_zk_offset_t offs[2] = { { "t", 0, 40 }, { "t", 1, 50 } };
+
+        close(fds[0]);
+        kw_zk_options_init(&o);
+        o.connect = g.zk.connect;
+        o.group = group;
+        o.instance = instance;
+        o.session_timeout_ms = SESSION_MS;
+        o.session_file = file;
+        if (kw_zk_new(&o, &zk, err, sizeof(err)) != KW_OK ||
+            kw_zk_register(zk, err, sizeof(err)) != KW_OK ||
+            kw_zk_own(zk, "t", 0, 3000, err, sizeof(err)) != KW_OK ||
+            kw_zk_own(zk, "t", 1, 3000, err, sizeof(err)) != KW_OK ||
+            kw_zk_commit(zk, offs, 2, 0, err, sizeof(err)) != KW_OK)
+            _exit(3);
+        kw_zk_session_credentials(zk, &id, pw);
+        if (write(fds[1], &id, sizeof(id)) != (ssize_t)sizeof(id))
+            _exit(4);
+        for (;;)
+            pause();                    /* the parent kills it, session open */
+    }
+    close(fds[1]);
+    ssize_t n = read(fds[0], &id, sizeof(id));
+    close(fds[0]);
+    kill(pid, SIGKILL);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (n != (ssize_t)sizeof(id))
+        fail_msg("the crashing child did not get its partitions (exit %d)",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    return id;
+}
+
+/* The restart resumes the crashed process's session: the same session id,
+ * its owner nodes inherited; what it takes back it has at once, the rest is
+ * released for others; a clean stop removes the session file. */
+static void test_resume(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_ZK();
+    char *dir = test_tmpdir_new("zk-resume");
+    char file[600], err[512] = "", buf[64];
+    struct Stat st;
+    kw_zk_status_t zs;
+    zhandle_t *raw = raw_connect();
+
+    snprintf(file, sizeof(file), "%s/instance.zk-session", dir);
+    int64_t id = crashed_owner("g-rs", "inst-r", file);
+    assert_int_equal(access(file, F_OK), 0);
+
+    int64_t t0 = now_ms();
+    kw_zk_t *zk = open_resumable("g-rs", "inst-r", file);
+    kw_zk_status(zk, &zs);
+    assert_int_equal(zs.resumed, 1);
+    assert_true(zs.session_id == id);
+    assert_int_equal(zs.inherited, 2);
+    /* taken back without waiting for anything to expire */
+    expect_ok(kw_zk_own(zk, "t", 0, 0, err, sizeof(err)), "own inherited 0", err);
+    assert_true(now_ms() - t0 < SESSION_MS);
+    int64_t next = -1;
+    expect_ok(kw_zk_get_offset(zk, "t", 0, &next, err, sizeof(err)), "offset", err);
+    assert_int_equal(next, 40);
+    /* partition 1 is not wanted any more: released for others */
+    assert_int_equal(kw_zk_release_inherited(zk), 1);
+    assert_int_equal(kw_zk_release_inherited(zk), 0);
+    kw_zk_status(zk, &zs);
+    assert_int_equal(zs.inherited_released, 1);
+    raw_expect(raw, "/consumers/g-rs/owners/t/1", NULL);
+    assert_int_equal(raw_get(raw, "/consumers/g-rs/owners/t/0", buf, sizeof(buf), &st), ZOK);
+    assert_string_equal(buf, "inst-r");
+    assert_true(st.ephemeralOwner == id);
+    /* the ids node says who runs the instance now */
+    assert_int_equal(raw_get(raw, "/consumers/g-rs/ids/inst-r", buf, sizeof(buf), &st), ZOK);
+    snprintf(err, sizeof(err), ":%ld", (long)getpid());
+    assert_non_null(strstr(buf, err));
+    /* still fenced like any owner: only what it owns is committed */
+    expect_ok(commit1(zk, "t", 0, 41, 0, err, sizeof(err)), "commit 0", err);
+    assert_int_equal(commit1(zk, "t", 1, 51, 0, err, sizeof(err)), KW_EFENCED);
+    raw_expect(raw, "/consumers/g-rs/offsets/t/1", "50");
+
+    kw_zk_destroy(zk);                  /* a clean stop: nothing left to resume */
+    assert_int_equal(access(file, F_OK), -1);
+    raw_expect(raw, "/consumers/g-rs/owners/t/0", NULL);
+    zookeeper_close(raw);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* The saved session is gone (expired, or the file is garbage): a new
+ * session is opened as without the file, the dead one's nodes are not ours,
+ * and the file names the new session afterwards. */
+static void test_resume_fallback(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_ZK();
+    char *dir = test_tmpdir_new("zk-resume-fb");
+    char file[600], err[512] = "";
+    kw_zk_status_t zs;
+    clientid_t cid;
+    FILE *f;
+
+    snprintf(file, sizeof(file), "%s/instance.zk-session", dir);
+    int64_t id = crashed_owner("g-rf", "inst-f", file);
+    /* the server ends the dead session (as if the restart came too late) */
+    cid.client_id = id;
+    {
+        char line[512], hosts[256], pw[33];
+        long long sid;
+
+        f = fopen(file, "r");
+        assert_non_null(f);
+        assert_non_null(fgets(line, sizeof(line), f));
+        fclose(f);
+        assert_int_equal(sscanf(line, "kwal-zk-session 1 %255s %llx %32s", hosts, &sid, pw), 3);
+        assert_true((int64_t)sid == id);
+        for (int i = 0; i < 16; i++) {
+            unsigned v;
+
+            assert_int_equal(sscanf(pw + 2 * i, "%2x", &v), 1);
+            cid.passwd[i] = (char)v;
+        }
+    }
+    zookeeper_close(raw_connect_as(g.zk.connect, &cid));
+
+    kw_zk_t *zk = open_resumable("g-rf", "inst-f", file);
+    kw_zk_status(zk, &zs);
+    assert_int_equal(zs.resumed, 0);
+    assert_int_equal(zs.inherited, 0);
+    assert_true(zs.session_id != id);
+    expect_ok(kw_zk_own(zk, "t", 1, 3000, err, sizeof(err)), "own after expiry", err);
+    kw_zk_destroy(zk);
+
+    /* garbage in the file: refused as a session, never fatal */
+    f = fopen(file, "w");
+    assert_non_null(f);
+    fputs("kwal-zk-session 1 nonsense\n", f);
+    fclose(f);
+    zk = open_resumable("g-rf", "inst-f", file);
+    kw_zk_status(zk, &zs);
+    assert_int_equal(zs.resumed, 0);
+    /* the new session is saved for the next restart */
+    f = fopen(file, "r");
+    assert_non_null(f);
+    {
+        char line[512];
+
+        assert_non_null(fgets(line, sizeof(line), f));
+        snprintf(err, sizeof(err), "%llx", (unsigned long long)zs.session_id);
+        assert_non_null(strstr(line, err));
+    }
+    fclose(f);
+    kw_zk_destroy(zk);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* Two live sessions cannot register one instance name: the second is
+ * refused with KW_EBUSY naming the holder (invariant 4's guard against a
+ * second process with the same instance.id). */
+static void test_register_conflict(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_ZK();
+    char err[512] = "";
+    kw_zk_options_t o;
+    kw_zk_t *b = NULL;
+    kw_zk_t *a = open_zk(g.zk.connect, "g-rc", "inst-same", NULL, 10000);
+
+    kw_zk_options_init(&o);
+    o.connect = g.zk.connect;
+    o.group = "g-rc";
+    o.instance = "inst-same";
+    o.session_timeout_ms = SESSION_MS;
+    expect_ok(kw_zk_new(&o, &b, err, sizeof(err)), "kw_zk_new", err);
+    int64_t t0 = now_ms();
+    assert_int_equal(kw_zk_register(b, err, sizeof(err)), KW_EBUSY);
+    assert_true(now_ms() - t0 < SESSION_MS + 6000);
+    assert_non_null(strstr(err, "inst-same"));
+    assert_int_equal(kw_zk_own(b, "t", 0, 0, err, sizeof(err)), KW_EINVAL);
+    expect_ok(kw_zk_own(a, "t", 0, 0, err, sizeof(err)), "the first keeps going", err);
+    kw_zk_destroy(b);
+    kw_zk_destroy(a);
+}
+
 /* Nothing listens: a clear error naming the connect string, in bounded time. */
 static void test_unreachable(void **state)
 {
@@ -587,6 +813,9 @@ int main(void)
         cmocka_unit_test(test_session_expiry),
         cmocka_unit_test(test_connection_loss),
         cmocka_unit_test(test_unreachable),
+        cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_resume_fallback),
+        cmocka_unit_test(test_register_conflict),
     };
     if (getenv("KWAL_TEST_FILTER") != NULL)              /* one test, when debugging */
         cmocka_set_test_filter(getenv("KWAL_TEST_FILTER"));
