@@ -176,6 +176,8 @@ struct kw_direct {
     int                 at_least_once;
     kw_sink_t          *sink;           /* the output (exactly-once: and the ranges) */
     kw_zk_t            *zk;
+    int                 zk_borrowed;     /* kw_direct_options_t.zk: not ours to close */
+    int                 inherited_done;  /* kw_zk_release_inherited ran */
     rd_kafka_t         *rk;
     dpart_t            *parts;
     size_t              nparts, capparts;
@@ -275,6 +277,23 @@ static dpart_t *part_add(kw_direct_t *d, const char *topic, int32_t partition)
     return p;
 }
 
+kw_err_t kw_direct_check_conf(const kw_conf_t *conf, char *errstr, size_t errlen)
+{
+    const kw_conf_receiver_t *rc = &conf->receiver;
+    int64_t off;
+
+    if (rc->group_id == NULL || rc->group_id[0] == '\0')
+        return kw_seterr(errstr, errlen, KW_ECONFIG, "group.id: required by kwal direct");
+    if (rc->topics.count == 0)
+        return kw_seterr(errstr, errlen, KW_ECONFIG, "topics: required by kwal direct");
+    for (int i = 0; i < rc->topics.count; i++)
+        if (rc->topics.items[i][0] == '^')
+            return kw_seterr(errstr, errlen, KW_ECONFIG, "topics: '%s': kwal direct takes "
+                             "topic names, not patterns", rc->topics.items[i]);
+    /* checks every item */
+    return kw_direct_start_offset(&rc->direct_start, "", 0, &off, errstr, errlen);
+}
+
 kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
                        char *errstr, size_t errlen)
 {
@@ -288,21 +307,8 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
     kw_err_t err;
 
     *out = NULL;
-    if (rc->group_id == NULL || rc->group_id[0] == '\0')
-        return kw_seterr(errstr, errlen, KW_ECONFIG, "group.id: required by kwal direct");
-    if (rc->topics.count == 0)
-        return kw_seterr(errstr, errlen, KW_ECONFIG, "topics: required by kwal direct");
-    for (int i = 0; i < rc->topics.count; i++)
-        if (rc->topics.items[i][0] == '^')
-            return kw_seterr(errstr, errlen, KW_ECONFIG, "topics: '%s': kwal direct takes "
-                             "topic names, not patterns", rc->topics.items[i]);
-    {
-        int64_t off;            /* checks every item */
-
-        err = kw_direct_start_offset(&rc->direct_start, "", 0, &off, errstr, errlen);
-        if (err != KW_OK)
-            return err;
-    }
+    if ((err = kw_direct_check_conf(conf, errstr, errlen)) != KW_OK)
+        return err;
     if ((d = calloc(1, sizeof(*d))) == NULL)
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
     d->conf = conf;
@@ -324,10 +330,15 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
             goto fail;
     }
 
-    kw_zk_options_from_conf(&zopts, conf);
-    if ((err = kw_zk_new(&zopts, &d->zk, errstr, errlen)) != KW_OK ||
-        (err = kw_zk_register(d->zk, errstr, errlen)) != KW_OK)
-        goto fail;
+    if (o->zk != NULL) {
+        d->zk = o->zk;
+        d->zk_borrowed = 1;
+    } else {
+        kw_zk_options_from_conf(&zopts, conf);
+        if ((err = kw_zk_new(&zopts, &d->zk, errstr, errlen)) != KW_OK ||
+            (err = kw_zk_register(d->zk, errstr, errlen)) != KW_OK)
+            goto fail;
+    }
 
     /* a cluster that refuses us (TLS, SASL) stops the start; one that is
      * down is waited for, as when it goes away later */
@@ -409,7 +420,8 @@ void kw_direct_destroy(kw_direct_t *d)
             kw_zk_disown(d->zk, d->parts[i].topic, d->parts[i].partition, NULL, 0);
         free(d->parts[i].topic);
     }
-    kw_zk_destroy(d->zk);
+    if (!d->zk_borrowed)
+        kw_zk_destroy(d->zk);
     kw_sink_close(d->sink);
     free(d->parts);
     free(d->msgs);
@@ -619,6 +631,12 @@ static kw_err_t plan_batch(kw_direct_t *d, char *errstr, size_t errlen)
         nread++;
     }
     atomic_store(&d->n.partitions, nread);
+    if (!d->inherited_done) {
+        /* every partition had its chance to take its node back: the rest of
+         * what a resumed session inherited goes to whoever wants it */
+        kw_zk_release_inherited(d->zk);
+        d->inherited_done = 1;
+    }
     return any ? KW_OK : KW_EOF;
 }
 

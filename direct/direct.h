@@ -54,12 +54,18 @@
 
 #include "kw_conf.h"
 #include "kw_err.h"
+#include "zk.h"
 
 typedef struct kw_direct kw_direct_t;
 
 typedef struct kw_direct_options {
     const kw_conf_t *conf;          /* must outlive the handle */
     int              at_least_once; /* offsets in ZooKeeper after the sink write */
+    kw_zk_t         *zk;            /* the instance's session, registered, borrowed
+                                     * (must outlive the handle); NULL: open one.
+                                     * Owner nodes a resumed session inherited and
+                                     * the first batch does not take back are
+                                     * released after it (zk.h, "Resuming"). */
 } kw_direct_options_t;
 
 typedef struct kw_direct_stats {
@@ -80,10 +86,14 @@ typedef struct kw_direct_stats {
                                      * mode's assignment); 0: none yet */
 } kw_direct_stats_t;
 
+/* The settings kwal direct needs, checked before anything is opened:
+ * group.id and topics given, topics names (no patterns), every
+ * direct.start.offsets item well formed. KW_ECONFIG naming the key. */
+kw_err_t kw_direct_check_conf(const kw_conf_t *conf, char *errstr, size_t errlen);
+
 /*
- * Check the settings (group.id and topics required, topics must be names;
- * the sink must store offset ranges -- sqlite -- unless at_least_once),
- * open the sink (and read its last batch id), the ZooKeeper session
+ * Check the settings (kw_direct_check_conf; the sink must store offset
+ * ranges -- sqlite -- unless at_least_once), open the sink (and read its last batch id), the ZooKeeper session
  * (registered) and the Kafka client. KW_ECONFIG for bad settings, else the
  * error of the part that failed (e.g. KW_ECORRUPT for a sink database of
  * an unknown schema version).

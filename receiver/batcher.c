@@ -7,6 +7,11 @@
  * below what the sink acknowledged (invariant 1). A block may be allocated
  * before ZooKeeper has its offsets: the sink's order does not depend on it.
  *
+ * With batch.first.early, one more round, off the schedule, as soon as the
+ * first block since the start is durable and its offsets are in ZooKeeper
+ * (a pipeline sets deliver_now once): a restart stores records again at
+ * once, not a whole interval after it started; the schedule does not move.
+ *
  * A sink failure leaves the batch OPEN and is retried at the next interval.
  * WAL read or decode failures are fatal (the data is needed and unreadable).
  * Logs one line per batch at debug and a summary at info every ~10 s.

@@ -55,6 +55,9 @@
 #include "receiver_int.h"
 #include "source.h"
 
+/* How long a clean stop waits for the revoke before it closes anyway. */
+#define KW_RCV_LEAVE_MS 10000
+
 /* ---- failure (the service restarts the thread) ---- */
 
 /* Record why this receiver fails; its loop ends at the next turn. The first
@@ -440,6 +443,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             return;     /* fatal: the service stops */
         if (parts->cnt > 0)
             kw_rcv_note_first(&c->svc->n.first_assignment_mono_ms);
+        atomic_store(&c->assigned_once, 1);
         assignment_add(c, parts);
         for (int i = 0; i < parts->cnt; i++)    /* a fresh start in each */
             pos_drop(c, parts->elems[i].topic, parts->elems[i].partition);
@@ -643,13 +647,25 @@ static int consumer_open(kw_rcv_consumer_t *c)
     rd_kafka_conf_t *kc = NULL;
     char errstr[512], cid[64];
     /* end-of-partition events: the end advance (gaps at the end, above) */
-    const char *extra[5] = { "enable.partition.eof", "true", "client.id", cid, NULL };
+    const char *extra[7] = { "enable.partition.eof", "true", NULL, NULL, NULL, NULL, NULL };
+    char gid[300];
+    size_t nx = 2;
     rd_kafka_resp_err_t err;
 
     snprintf(cid, sizeof(cid), "kwal-receiver-%u", c->id);
+    extra[nx++] = "client.id";
+    extra[nx++] = cid;
     for (size_t i = 0; i < conf->nkafka; i++)
         if (strcmp(conf->kafka[i].key, "client.id") == 0)
-            extra[2] = NULL;    /* the user's client.id wins */
+            nx -= 2;    /* the user's client.id wins */
+    if (svc->rc->static_membership) {
+        /* static membership: a restart within kafka.session.timeout.ms gets
+         * the same partitions back without a rebalance */
+        snprintf(gid, sizeof(gid), "%s-r%u", kw_zk_instance(svc->zk), c->id);
+        extra[nx++] = "group.instance.id";
+        extra[nx++] = gid;
+    }
+    extra[nx] = NULL;
     if (kw_source_consumer_conf(conf, svc->rc->group_id, extra, &kc, errstr,
                                 sizeof(errstr)) != KW_OK) {
         kw_rcv_fatal(svc, "%s", errstr);
@@ -701,6 +717,25 @@ fail:
 
 static void consumer_close(kw_rcv_consumer_t *c)
 {
+    /* A static member does not leave the group when it closes (KIP-345):
+     * its partitions would wait kafka.session.timeout.ms for it. On a clean
+     * stop leave explicitly: unsubscribe, serve the revoke (which flushes
+     * and disowns), and librdkafka sends the LeaveGroup before the close. */
+    if (c->rk != NULL && c->svc->rc->static_membership && !atomic_load(&c->failed) &&
+        !kw_rcv_is_fatal(c->svc) &&
+        rd_kafka_fatal_error(c->rk, NULL, 0) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_unsubscribe(c->rk) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        int64_t until = kw_mono_ms() + KW_RCV_LEAVE_MS;
+
+        while (kw_mono_ms() < until && !kw_rcv_is_fatal(c->svc)) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 50);
+
+            if (m != NULL)
+                rd_kafka_message_destroy(m);    /* nothing is taken after the flush */
+            if (c->assignment == NULL || c->assignment->cnt == 0)
+                break;
+        }
+    }
     if (c->rk != NULL) {
         /* the revoke callback flushes and disowns */
         rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);

@@ -272,6 +272,14 @@ static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b
      * its offsets are in ZooKeeper) */
     atomic_store(&c->inflight_floor, 0);
     kw_rcv_mark_done(c, kw_block_seq(b));
+    /* the first block since the start: its batch goes now rather than a
+     * whole batch.interval.ms after the start (batcher.c) */
+    if (svc->rc->batch_first_early && !atomic_exchange(&svc->first_batch_asked, 1)) {
+        pthread_mutex_lock(&svc->batch_mu);
+        svc->deliver_now = 1;
+        pthread_cond_broadcast(&svc->batch_cv);
+        pthread_mutex_unlock(&svc->batch_mu);
+    }
     return 0;
 }
 

@@ -46,6 +46,7 @@
 #include "kw_conf.h"
 #include "kw_err.h"
 #include "wal.h"
+#include "zk.h"
 
 typedef struct kw_receiver kw_receiver_t;
 
@@ -93,6 +94,15 @@ typedef struct kw_receiver_options {
                      * no WAL, no tracker, offsets committed on receipt,
                      * blocks pending in memory until their batch; loses
                      * them on a crash. The caller does not run recovery. */
+    kw_zk_t *zk;    /* NULL (default): the service opens its own ZooKeeper
+                     * session and registers. Else the caller's session,
+                     * registered (kw_zk_register), possibly resumed from a
+                     * crashed predecessor (zk.h, "Resuming"); the service
+                     * uses it and leaves it open, and once every receiver
+                     * has had its first assignment (or after 10 s) releases
+                     * the owner nodes it inherited and did not take back
+                     * (kw_zk_release_inherited). The caller destroys it
+                     * after kw_receiver_destroy(). */
 } kw_receiver_options_t;
 
 void kw_receiver_options_init(kw_receiver_options_t *opts);

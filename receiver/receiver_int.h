@@ -72,6 +72,7 @@ typedef struct kw_rcv_consumer {
     /* receiver thread -> service thread: the thread failed and is exiting;
      * fail_msg is written before failed is set (and read after the join) */
     atomic_int failed;
+    atomic_int assigned_once;   /* its consumer had a first assignment (service reads) */
     char       fail_msg[512];
 
     /* service thread only: restarts with backoff */
@@ -107,6 +108,9 @@ typedef struct kw_rcv_counters {
     _Atomic int64_t  first_assignment_mono_ms, first_stored_mono_ms;  /* 0: not yet */
 } kw_rcv_counters_t;
 
+/* release_inherited's bound: see service.c */
+#define KW_RECEIVER_INHERIT_MS 10000
+
 struct kw_receiver {
     const kw_conf_t          *conf;
     const kw_conf_receiver_t *rc;
@@ -121,6 +125,8 @@ struct kw_receiver {
     pthread_mutex_t  quorum_mu;     /* one pipeline at a time waits for the quorum */
     kw_tracker_t *tracker;
     kw_zk_t      *zk;
+    int           zk_borrowed;     /* the caller's (options.zk): not destroyed here */
+    int           inherited_done;  /* kw_zk_release_inherited called (service thread) */
     kw_sink_t    *sink;
 
     kw_rcv_consumer_t *consumers;
@@ -136,11 +142,14 @@ struct kw_receiver {
     char            fatal_msg[1024];
 
     /* batcher wake-up: stop_batcher set by the service after the pipeline
-     * drained; deliver_now set by a --no-wal pipeline at the pending bound */
+     * drained; deliver_now set by a --no-wal pipeline at the pending bound,
+     * and by the pipeline of the first durable block since the start
+     * (first_batch_asked: once) */
     pthread_mutex_t batch_mu;
     pthread_cond_t  batch_cv;
     int             stop_batcher;
     int             deliver_now;
+    atomic_int      first_batch_asked;
 
     /* --no-wal (kw_receiver_options_t.no_wal): wal and tracker stay NULL.
      * The pipelines append each block, once its offsets are in ZooKeeper

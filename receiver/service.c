@@ -85,6 +85,10 @@ kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal
     for (size_t i = 0; i < conf->nkafka; i++) {
         const char *k = conf->kafka[i].key;
 
+        if (strcmp(k, "group.instance.id") == 0)
+            return kw_seterr(errstr, errlen, KW_ECONFIG,
+                             "kafka.group.instance.id: set by kwal receive itself, one per "
+                             "receiver (use instance.id; see receiver.static.membership)");
         if (strcmp(k, "group.id") == 0 || strcmp(k, "enable.auto.commit") == 0 ||
             strcmp(k, "enable.auto.offset.store") == 0 ||
             strcmp(k, "auto.offset.reset") == 0)
@@ -137,13 +141,18 @@ kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal
     if (err != KW_OK)
         goto fail;
 
-    kw_zk_options_from_conf(&zopts, conf);
-    err = kw_zk_new(&zopts, &svc->zk, errstr, errlen);
-    if (err != KW_OK)
-        goto fail;
-    err = kw_zk_register(svc->zk, errstr, errlen);
-    if (err != KW_OK)
-        goto fail;
+    if (opts->zk != NULL) {
+        svc->zk = opts->zk;
+        svc->zk_borrowed = 1;
+    } else {
+        kw_zk_options_from_conf(&zopts, conf);
+        err = kw_zk_new(&zopts, &svc->zk, errstr, errlen);
+        if (err != KW_OK)
+            goto fail;
+        err = kw_zk_register(svc->zk, errstr, errlen);
+        if (err != KW_OK)
+            goto fail;
+    }
 
     svc->nconsumers = (uint32_t)rc->receivers;
     svc->consumers = calloc(svc->nconsumers, sizeof(*svc->consumers));
@@ -242,6 +251,28 @@ static void supervise_receivers(kw_receiver_t *svc)
     }
 }
 
+/* Service thread, every turn: once every receiver has had its first
+ * assignment (or KW_RECEIVER_INHERIT_MS after the start), give up the owner
+ * nodes a resumed ZooKeeper session held that no receiver took back, so
+ * that the instances Kafka gave them to can have them (zk.h, "Resuming"). */
+static void release_inherited(kw_receiver_t *svc, int64_t run_start)
+{
+    uint32_t assigned = 0;
+    size_t n;
+
+    if (svc->inherited_done)
+        return;
+    for (uint32_t i = 0; i < svc->nconsumers; i++)
+        assigned += atomic_load(&svc->consumers[i].assigned_once) != 0;
+    if (assigned < svc->nconsumers && kw_mono_ms() - run_start < KW_RECEIVER_INHERIT_MS)
+        return;
+    svc->inherited_done = 1;
+    n = kw_zk_release_inherited(svc->zk);
+    if (n > 0)
+        KW_LOG_I(KW_RCV_MOD, "released %zu partition%s this instance owned before its "
+                 "restart and was not assigned again", n, n == 1 ? "" : "s");
+}
+
 /* --no-wal, after the batcher was joined: every block still pending has its
  * offsets in ZooKeeper (or was fenced) and is not in the sink -- lost. Say
  * so, block by block, and fail the run (a requested stop must lose nothing). */
@@ -318,8 +349,10 @@ kw_err_t kw_receiver_run(kw_receiver_t *svc, char *errstr, size_t errlen)
              svc->rc->sink, svc->no_wal ? "no WAL (--no-wal)" : "tracker ",
              svc->no_wal ? "" : svc->tracker_path);
 
+    int64_t run_start = kw_mono_ms();
     while (!atomic_load(&svc->stop_requested) && !kw_rcv_is_fatal(svc)) {
         supervise_receivers(svc);
+        release_inherited(svc, run_start);
         kw_sleep_ms(50);
     }
     if (!kw_rcv_is_fatal(svc))
@@ -375,8 +408,10 @@ void kw_receiver_destroy(kw_receiver_t *svc)
 {
     if (svc == NULL)
         return;
-    /* the ZooKeeper session first: our ephemeral nodes go at once */
-    kw_zk_destroy(svc->zk);
+    /* the ZooKeeper session first: our ephemeral nodes go at once (a
+     * borrowed session: its owner closes it after this) */
+    if (!svc->zk_borrowed)
+        kw_zk_destroy(svc->zk);
     kw_sink_close(svc->sink);
     kw_tracker_close(svc->tracker);
     kw_wal_close(svc->wal);

@@ -231,7 +231,7 @@ static kw_err_t replay(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
 
 /* ---- step 4: ZooKeeper ---- */
 
-static kw_err_t repair_zookeeper(kw_tracker_t *t, const kw_conf_t *conf,
+static kw_err_t repair_zookeeper(kw_tracker_t *t, const kw_conf_t *conf, kw_zk_t *shared,
                                  kw_recovery_report_t *r, char *errstr, size_t errlen)
 {
     kw_tracker_partition_t *parts = NULL;
@@ -249,10 +249,15 @@ static kw_err_t repair_zookeeper(kw_tracker_t *t, const kw_conf_t *conf,
     r->partitions_checked = n;
     if (n == 0)
         return KW_OK;
-    kw_zk_options_from_conf(&zo, conf);
-    err = kw_zk_new(&zo, &zk, why, sizeof(why));
-    if (err == KW_OK)
-        err = kw_zk_register(zk, why, sizeof(why));
+    if (shared != NULL) {
+        zk = shared;
+        err = KW_OK;
+    } else {
+        kw_zk_options_from_conf(&zo, conf);
+        err = kw_zk_new(&zo, &zk, why, sizeof(why));
+        if (err == KW_OK)
+            err = kw_zk_register(zk, why, sizeof(why));
+    }
     if (err != KW_OK) {
         kw_seterr(errstr, errlen, err, "ZooKeeper: %s", why);
         goto out;
@@ -303,7 +308,8 @@ static kw_err_t repair_zookeeper(kw_tracker_t *t, const kw_conf_t *conf,
     }
     err = KW_OK;
 out:
-    kw_zk_destroy(zk);
+    if (zk != shared)
+        kw_zk_destroy(zk);
     kw_tracker_partitions_free(parts, n);
     return err;
 }
@@ -315,7 +321,7 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
 {
     kw_recovery_report_t local, *r = report != NULL ? report : &local;
     const kw_conf_t *conf = o->conf;
-    int64_t start = kw_mono_ms();
+    int64_t start = kw_mono_ms(), phase = start;
     kw_tracker_t *t = NULL;
     kw_sink_t *sink = NULL;
     kw_wal_t *wal = NULL;
@@ -356,6 +362,8 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
         }
         err = kw_wal_open(&wo, &wal, &r->wal, why, sizeof(why));
     }
+    r->wal_open_ms = kw_mono_ms() - start;
+    phase = kw_mono_ms();
     if (err == KW_ECORRUPT && r->wal.corrupt_lsn != 0) {
         /* say which Kafka records that block held, if the tracker knows */
         char ranges[1024] = "records the tracker does not know";
@@ -389,6 +397,8 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
                             errlen);
     if (err != KW_OK)
         goto out;
+    r->tracker_ms = kw_mono_ms() - phase;
+    phase = kw_mono_ms();
     /* 3 */
     err = kw_sink_open(conf->receiver.sink, &sink, why, sizeof(why));
     if (err != KW_OK) {
@@ -398,12 +408,15 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
     err = replay(wal, t, sink, o, r, errstr, errlen);
     if (err != KW_OK)
         goto out;
+    r->replay_ms = kw_mono_ms() - phase;
+    phase = kw_mono_ms();
     /* 4 */
     if (!o->classic) {
-        err = repair_zookeeper(t, conf, r, errstr, errlen);
+        err = repair_zookeeper(t, conf, o->zk, r, errstr, errlen);
         if (err != KW_OK)
             goto out;
     }
+    r->zk_ms = kw_mono_ms() - phase;
     r->elapsed_ms = kw_mono_ms() - start;
     KW_LOG_I(MOD, "done in %" PRId64 " ms%s: WAL %" PRIu64 " records (%" PRIu64
              " torn tails cut); %" PRIu64 " blocks registered in the tracker; %" PRIu64

@@ -58,7 +58,8 @@
  *
  * Threads: one call at a time, from the program's main thread. Nothing else
  * may have the WAL, tracker or sink open (the WAL's lock refuses a second
- * opener). The ZooKeeper session is opened and closed inside the call.
+ * opener). The ZooKeeper session is the caller's (options.zk) or opened and
+ * closed inside the call.
  */
 #ifndef KW_RECOVERY_H
 #define KW_RECOVERY_H
@@ -69,6 +70,7 @@
 #include "kw_conf.h"
 #include "kw_err.h"
 #include "wal.h"
+#include "zk.h"
 
 typedef struct kw_recovery_progress {
     uint64_t blocks_done;           /* blocks replayed so far */
@@ -85,6 +87,12 @@ typedef struct kw_recovery_options {
     int                     skip_corrupt; /* give up blocks bad on every replica */
     kw_recovery_progress_cb progress;    /* may be NULL; called after each batch */
     void                   *opaque;
+    kw_zk_t                *zk;          /* NULL: step 4 opens and closes a session of
+                                          * its own. Else the caller's, registered,
+                                          * left open: a session resumed from a crashed
+                                          * predecessor already owns its partitions, so
+                                          * step 4 waits for no expiry (zk.h,
+                                          * "Resuming"). */
 } kw_recovery_options_t;
 
 typedef struct kw_recovery_report {
@@ -105,6 +113,10 @@ typedef struct kw_recovery_report {
     uint64_t partitions_checked;    /* partitions the tracker knows */
     uint64_t partitions_moved;      /* ZooKeeper offsets moved forward */
     uint64_t partitions_held;       /* left alone: another instance owns them */
+    int64_t  wal_open_ms;           /* step 1 (with the tracker's first look) */
+    int64_t  tracker_ms;            /* step 2 */
+    int64_t  replay_ms;             /* step 3, the sink's opening included */
+    int64_t  zk_ms;                 /* step 4 (0 with classic) */
     int64_t  elapsed_ms;
 } kw_recovery_report_t;
 

@@ -19,7 +19,7 @@ group (crashlib.Trial):
    finds nothing wrong with the stopped WAL.
 
 recovery.replay needs a backlog: its trial first dies at
-pipeline.committed:30 with a 60 s batch interval (30 blocks durable, none in
+pipeline.committed:30 with a 60 s batch interval, no early first batch (30 blocks durable, none in
 a batch; recovery replays at most 8 blocks per batch), then at
 recovery.replay:<pass> inside the next recovery, and a third run finishes
 after replaying the rest (blocks_replayed > 0).
@@ -67,7 +67,7 @@ def test_crash_point(point, nth, bins, zk_fast, kafka3, tmp_path, names, kwal_fa
     t = Trial(bins, zk_fast, kafka3, kwal_factory, names, str(tmp_path / "t"))
     t.produce()
     if point == "recovery.replay":
-        t.crash_run("pipeline.committed:30", batch_interval_ms=60000)
+        t.crash_run("pipeline.committed:30", batch_interval_ms=60000, batch_first_early="false")
         assert t.stored() == 0, "a batch was delivered within the 60 s batch interval"
         t.crash_run(f"recovery.replay:{nth}")
     else:

@@ -16,7 +16,7 @@ a  tracker deleted: kwal receive, slowed by receiver.max.rate, gets SIGKILL
    wal ls` counted them; blocks the sink had are delivered again, never
    stored twice) and a tracker database exists again.
 b  tracker replaced by garbage: kwal dies at pipeline.committed:20 with a
-   60 s batch interval (20 blocks durable and in ZooKeeper, none delivered);
+   60 s batch interval, no early first batch (20 blocks durable and in ZooKeeper, none delivered);
    tracker.db is overwritten with 24 KiB of random bytes (its -wal and -shm
    files left as the crash left them). Recovery must move it aside to
    tracker.db.unreadable-<ms> as it was (bytes unchanged, its -wal and -shm
@@ -75,7 +75,7 @@ def test_tracker_deleted(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
 def test_tracker_garbage(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
     t = Trial(bins, zk_fast, kafka3, kwal_factory, names, str(tmp_path / "t"))
     t.produce()
-    t.crash_run("pipeline.committed:20", batch_interval_ms=60000)
+    t.crash_run("pipeline.committed:20", batch_interval_ms=60000, batch_first_early="false")
     assert t.stored() == 0, "records were delivered within the 60 s batch interval"
     w0 = t.wal_dirs[0]
     tracker = os.path.join(w0, "tracker.db")
@@ -117,7 +117,7 @@ def test_tracker_garbage(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
 def test_recover_alone(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
     t = Trial(bins, zk_fast, kafka3, kwal_factory, names, str(tmp_path / "t"))
     t.produce()
-    t.crash_run("pipeline.wal-acked:20", batch_interval_ms=60000)
+    t.crash_run("pipeline.wal-acked:20", batch_interval_ms=60000, batch_first_early="false")
     assert t.stored() == 0, "records were delivered within the 60 s batch interval"
     wal = wal_ls(bins, t.wal_dirs)
     # 20 blocks, or 21: the other receiver's pipeline may have appended its

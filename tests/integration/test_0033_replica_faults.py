@@ -166,8 +166,8 @@ def ten_blocks(t):
     """Die at pipeline.committed:10 with one receiver and 4 KiB segments:
     10 blocks in the WAL, one segment each, in ZooKeeper, none delivered."""
     t.produce()
-    t.crash_run("pipeline.committed:10", batch_interval_ms=60000, wal_segment_bytes="4K",
-                receivers=1)
+    t.crash_run("pipeline.committed:10", batch_interval_ms=60000, batch_first_early="false",
+                wal_segment_bytes="4K", receivers=1)
     ls = wal_ls(t.bins, t.wal_dirs)
     assert ls["records"] == 10 and ls["lsn"] == (1, 10) and ls["segments"] == 10, ls["text"]
     assert t.stored() == 0

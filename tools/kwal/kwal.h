@@ -16,8 +16,10 @@
 #include "cli.h"
 #include "kw_conf.h"
 #include "kw_err.h"
+#include "kw_instance.h"
 #include "kw_stats.h"
 #include "wal.h"
+#include "zk.h"
 
 #define KWAL_EXIT_OK     0
 #define KWAL_EXIT_FAIL   1
@@ -47,6 +49,41 @@ int kwal_direct_main(int argc, char **argv);
 kw_err_t kwal_wal_options_from_conf(const kw_conf_t *conf, const char *const *dirs,
                                     int ndirs, kw_wal_options_t *opts,
                                     char *errstr, size_t errlen);
+
+/* ---- the instance (kwal_instance.c) ---- */
+
+/* One running instance: the lock on its state directory (kw_instance.h),
+ * its name, its ZooKeeper session (zk.h), registered. */
+typedef struct kwal_instance {
+    kw_instance_t *lock;        /* NULL: no state directory (--no-wal) */
+    kw_zk_t       *zk;
+    char           name[256];
+    int64_t        zk_ms;       /* how long lock + session + register took */
+    int64_t        ready_mono;  /* kw_mono_ms() when it was ready */
+} kwal_instance_t;
+
+/*
+ * Name the instance (instance.id, else from state, else the ZooKeeper
+ * default), lock its state (kw_instance.h: a directory -- the first WAL
+ * directory -- when state_is_dir, else a database file the lock and session
+ * files go beside; NULL: no lock, no session file; `what` names the setting
+ * it comes from, for the refusal), open the ZooKeeper session -- resuming
+ * the one saved beside the state when the server still holds it -- and
+ * register.
+ * KW_ELOCKED when another process has dir; KW_EBUSY when another running
+ * process uses the instance name; else the ZooKeeper error. *inst is zeroed
+ * first and released on failure.
+ */
+kw_err_t kwal_instance_open(const kw_conf_t *conf, const char *state, int state_is_dir,
+                            const char *what, kwal_instance_t *inst, char *errstr,
+                            size_t errlen);
+
+/* The instance's start-up figures into s (zk_session_*). */
+void kwal_instance_stats(const kwal_instance_t *inst, int64_t start_mono, kw_stats_t *s);
+
+/* Close the session (its ephemeral nodes and saved session go) and unlock.
+ * A zeroed *inst is a no-op. */
+void kwal_instance_close(kwal_instance_t *inst);
 
 /* ---- --stats-json FILE (kwal_stats.c) ---- */
 

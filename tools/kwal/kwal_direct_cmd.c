@@ -23,6 +23,7 @@ typedef struct direct_stats_ctx {
     kw_direct_t       *d;
     kw_direct_stats_t  last;
     int                have_last;
+    kwal_instance_t   *inst;        /* while open */
 } direct_stats_ctx_t;
 
 static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
@@ -30,6 +31,8 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
     direct_stats_ctx_t *x = opaque;
 
     pthread_mutex_lock(&x->mu);
+    if (x->inst != NULL)
+        kwal_instance_stats(x->inst, start_mono, s);
     if (x->d != NULL) {
         kw_direct_stats(x->d, &x->last);
         x->have_last = 1;
@@ -98,7 +101,8 @@ int kwal_direct_main(int argc, char **argv)
 {
     const char **overrides = calloc((size_t)argc, sizeof(*overrides));
     kw_direct_options_t opts;
-    const char *path = NULL, *stats_path = NULL, *v;
+    kwal_instance_t inst;
+    const char *path = NULL, *stats_path = NULL, *v, *db = NULL;
     kwal_stats_writer_t *stats = NULL;
     direct_stats_ctx_t sx;
     kw_direct_t *d = NULL;
@@ -109,6 +113,7 @@ int kwal_direct_main(int argc, char **argv)
     kw_err_t err;
 
     memset(&sx, 0, sizeof(sx));
+    memset(&inst, 0, sizeof(inst));
     pthread_mutex_init(&sx.mu, NULL);
     if (overrides == NULL) {
         kw_cli_error("kwal", "out of memory");
@@ -151,9 +156,36 @@ int kwal_direct_main(int argc, char **argv)
         kw_log_set_level((kw_log_level_t)conf->log.level);
     kw_cli_on_stop_signals(on_signal);
 
+    if ((err = kw_direct_check_conf(conf, errstr, sizeof(errstr))) != KW_OK) {
+        kw_cli_error("kwal", "direct: %s", errstr);
+        rc = KWAL_EXIT_USAGE;
+        goto cleanup;
+    }
+    if (kwal_stats_start(stats_path, at_least_once ? "direct-at-least-once" : "direct",
+                         fill_stats, &sx, &stats) != 0) {
+        kw_cli_error("kwal", "direct: --stats-json: cannot start its thread");
+        rc = KWAL_EXIT_FAIL;
+        goto cleanup;
+    }
+    /* one process per instance of a sqlite database, whose lock and saved
+     * ZooKeeper session live beside it; other sinks keep no state here */
+    if (conf->receiver.sink != NULL && strncmp(conf->receiver.sink, "sqlite:", 7) == 0 &&
+        conf->receiver.sink[7] != '\0')
+        db = conf->receiver.sink + 7;
+    err = kwal_instance_open(conf, db, 0, "sink", &inst, errstr, sizeof(errstr));
+    if (err != KW_OK) {
+        kw_cli_error("kwal", "direct: %s", errstr);
+        rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;
+        goto cleanup;
+    }
+    pthread_mutex_lock(&sx.mu);
+    sx.inst = &inst;
+    pthread_mutex_unlock(&sx.mu);
+
     memset(&opts, 0, sizeof(opts));
     opts.conf = conf;
     opts.at_least_once = at_least_once;
+    opts.zk = inst.zk;
     err = kw_direct_new(&opts, &d, errstr, sizeof(errstr));
     if (err != KW_OK) {
         kw_cli_error("kwal", "direct: %s", errstr);
@@ -163,12 +195,6 @@ int kwal_direct_main(int argc, char **argv)
     pthread_mutex_lock(&sx.mu);
     sx.d = d;
     pthread_mutex_unlock(&sx.mu);
-    if (kwal_stats_start(stats_path, at_least_once ? "direct-at-least-once" : "direct",
-                         fill_stats, &sx, &stats) != 0) {
-        kw_cli_error("kwal", "direct: --stats-json: cannot start its thread");
-        rc = KWAL_EXIT_FAIL;
-        goto cleanup;
-    }
     running = d;
     if (stop_early)
         kw_direct_stop(d);
@@ -189,9 +215,13 @@ cleanup:
         sx.d = NULL;
     }
     pthread_mutex_unlock(&sx.mu);
-    kwal_stats_finish(stats);
-    pthread_mutex_destroy(&sx.mu);
     kw_direct_destroy(d);
+    kwal_stats_finish(stats);
+    pthread_mutex_lock(&sx.mu);
+    sx.inst = NULL;
+    pthread_mutex_unlock(&sx.mu);
+    kwal_instance_close(&inst);
+    pthread_mutex_destroy(&sx.mu);
     kw_conf_destroy(conf);
     free(overrides);
     return rc;

@@ -45,6 +45,7 @@ typedef struct rcv_stats_ctx {
     kw_recovery_report_t rep;
     int                  have_rep;
     int                  classic;
+    kwal_instance_t     *inst;      /* while open */
 } rcv_stats_ctx_t;
 
 static int64_t since(int64_t mono, int64_t start_mono)
@@ -61,7 +62,13 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
         kw_receiver_stats(x->rcv, &x->last);
         x->have_last = 1;
     }
+    if (x->inst != NULL)
+        kwal_instance_stats(x->inst, start_mono, s);
     if (x->have_rep) {
+        s->recovery_wal_open_ms = x->rep.wal_open_ms;
+        s->recovery_tracker_ms = x->rep.tracker_ms;
+        s->recovery_replay_ms = x->rep.replay_ms;
+        s->recovery_zk_ms = x->rep.zk_ms;
         s->blocks_replayed = x->rep.blocks_replayed;
         s->records_replayed = x->rep.records_replayed;
         s->blocks_lost = x->rep.blocks_lost;
@@ -203,6 +210,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     kwal_stats_writer_t *stats = NULL;
     rcv_stats_ctx_t sx;
     kw_receiver_t *rcv = NULL;
+    kwal_instance_t inst;
     kw_wal_options_t wopts;
     char errstr[1024];
     kw_conf_t *conf = NULL;
@@ -211,6 +219,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     kw_err_t err;
 
     memset(&sx, 0, sizeof(sx));
+    memset(&inst, 0, sizeof(inst));
     pthread_mutex_init(&sx.mu, NULL);
     overrides = calloc((size_t)argc, sizeof(*overrides));
     if (overrides == NULL) {
@@ -291,6 +300,18 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
         rc = KWAL_EXIT_FAIL;
         goto cleanup;
     }
+    /* one process per WAL; the ZooKeeper session of a crashed predecessor
+     * resumed, so that nothing below waits for it to expire */
+    err = kwal_instance_open(conf, no_wal ? NULL : wopts.dirs[0], 1, "wal.dirs", &inst,
+                             errstr, sizeof(errstr));
+    if (err != KW_OK) {
+        kw_cli_error("kwal", "%s: %s", topic, errstr);
+        rc = err == KW_ECONFIG ? KWAL_EXIT_USAGE : KWAL_EXIT_FAIL;
+        goto cleanup;
+    }
+    pthread_mutex_lock(&sx.mu);
+    sx.inst = &inst;
+    pthread_mutex_unlock(&sx.mu);
     if (no_wal) {
         KW_LOG_W("receive", "--no-wal: no WAL, no recovery; records received but not "
                  "yet delivered are lost on a crash");
@@ -302,6 +323,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
         ropts.skip_corrupt = skip_corrupt;
         ropts.progress = show_progress;
         ropts.opaque = &tty;
+        ropts.zk = inst.zk;
         err = kw_recovery_run(&ropts, &sx.rep, errstr, sizeof(errstr));
         pthread_mutex_lock(&sx.mu);
         sx.have_rep = err == KW_OK;
@@ -320,6 +342,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
 
     kw_receiver_options_init(&rcvopts);
     rcvopts.no_wal = no_wal;
+    rcvopts.zk = inst.zk;
     err = kw_receiver_new_opts(conf, no_wal ? NULL : &wopts, &rcvopts, &rcv, errstr,
                                sizeof(errstr));
     if (err != KW_OK) {
@@ -359,6 +382,7 @@ cleanup:
     kwal_stats_finish(stats);
     pthread_mutex_destroy(&sx.mu);
     kw_receiver_destroy(rcv);
+    kwal_instance_close(&inst);
     kw_conf_destroy(conf);
     free(overrides);
     return rc;
