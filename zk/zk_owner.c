@@ -241,15 +241,32 @@ typedef enum { OWN_OK, OWN_HELD, OWN_RETRY, OWN_GONE, OWN_ERR } own_rc_t;
  * One attempt to create (or recognise) our owner node on zh. OWN_OK with
  * *version; OWN_HELD with holder (another session's node); OWN_RETRY after
  * connection loss; OWN_GONE when the session is gone; OWN_ERR otherwise
- * (*zrc tells). If watch, a watch is left on the node.
+ * (*zrc tells). A watch is left on the node. adopt: this session may hold
+ * the node already (inherited nodes not yet released): look first.
  */
-static own_rc_t own_once(kw_zk_t *zk, zhandle_t *zh, const char *path, int *version,
-                         char *holder, size_t holderlen, int *zrc)
+static own_rc_t own_once(kw_zk_t *zk, zhandle_t *zh, const char *path, int adopt,
+                         int *version, char *holder, size_t holderlen, int *zrc)
 {
     struct Stat st;
     int64_t sid = zoo_client_id(zh)->client_id;
-    int rc = zoo_create2(zh, path, zk->instance, (int)strlen(zk->instance), zk->acl,
-                         ZOO_EPHEMERAL, NULL, 0, &st);
+    char buf[256];
+    int len = (int)sizeof(buf) - 1;
+    int rc;
+
+    /* a node this session holds already (inherited from a resumed session,
+     * or a create whose reply was lost) is adopted by a read: a create, even
+     * one that fails, is a transaction the server syncs to its log */
+    if (adopt) {
+        rc = zoo_get(zh, path, 1, buf, &len, &st);
+        if (rc == ZOK && st.ephemeralOwner == sid) {
+            *zrc = rc;
+            *version = st.version;
+            return OWN_OK;
+        }
+        len = (int)sizeof(buf) - 1;
+    }
+    rc = zoo_create2(zh, path, zk->instance, (int)strlen(zk->instance), zk->acl,
+                     ZOO_EPHEMERAL, NULL, 0, &st);
     *zrc = rc;
     if (rc == ZOK) {
         *version = st.version;
@@ -260,8 +277,6 @@ static own_rc_t own_once(kw_zk_t *zk, zhandle_t *zh, const char *path, int *vers
             return OWN_OK;
         /* deleted already? then the next attempt re-creates it */
     } else if (rc == ZNODEEXISTS) {
-        char buf[256];
-        int len = (int)sizeof(buf) - 1;
         rc = zoo_get(zh, path, 1, buf, &len, &st);
         *zrc = rc;
         if (rc == ZOK) {
@@ -338,7 +353,8 @@ kw_err_t kw_zk_own(kw_zk_t *zk, const char *topic, int32_t partition,
         pthread_mutex_unlock(&zk->mu);
         if (guard)
             pthread_mutex_lock(&zk->inherit_mu);
-        own_rc_t orc = own_once(zk, c->zh, opath, &version, holder, sizeof(holder), &zrc);
+        own_rc_t orc = own_once(zk, c->zh, opath, guard, &version, holder,
+                                   sizeof(holder), &zrc);
         if (orc == OWN_OK) {
             /* read the stored offset into the cache (retried) */
             while ((zrc = kw__zk_read_offset(c->zh, fpath, &exists, &off, &offver,
@@ -510,7 +526,8 @@ int kw__zk_reown(kw_zk_t *zk, kw__zk_conn_t *c, const kw_zk_partition_t *p)
         pthread_mutex_unlock(&zk->mu);
         if (guard)
             pthread_mutex_lock(&zk->inherit_mu);
-        own_rc_t orc = own_once(zk, c->zh, opath, &version, holder, sizeof(holder), &zrc);
+        own_rc_t orc = own_once(zk, c->zh, opath, guard, &version, holder,
+                                   sizeof(holder), &zrc);
         if (orc == OWN_OK) {
             zrc = kw__zk_read_offset(c->zh, fpath, &exists, &off, &offver, &corrupt);
             if (zrc != ZOK)
