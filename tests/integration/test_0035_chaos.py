@@ -54,3 +54,8 @@ def test_chaos_seed_35(tmp_path, repo, bins):
         r.returncode, r.stdout[-3000:], failed_trial_tails(r.stdout))
     assert re.search(r"^chaos: .* trials=20 passed=20 failed=0 .* missing=0 .* dup_stored=0 .*"
                      r"status=ok", r.stdout, re.M), "no passing total line:\n" + r.stdout[-3000:]
+    # the recovery times over every restart: ordered percentiles up to the max
+    total = re.search(r"^chaos: .*", r.stdout, re.M).group(0)
+    rec = {k: int(v) for k, v in re.findall(r"recovery_ms_(max|p50|p90|p99)=(\d+)", total)}
+    assert set(rec) == {"max", "p50", "p90", "p99"}, total
+    assert rec["p50"] <= rec["p90"] <= rec["p99"] <= rec["max"], total

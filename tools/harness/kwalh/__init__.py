@@ -18,6 +18,8 @@ Runners (each a main(argv); plan and history kept apart from the checkers):
     chaos     crash trials (tools/chaos)
     compare   the semantics comparison (tools/compare, `kwal compare`)
     bench     receive mode against kcat (tools/bench/bench-receive)
+    resume    time from a restart after SIGKILL to the first record stored
+              (tools/bench/bench-resume)
 
 Put <repo>/tools/harness on sys.path (tests/integration/conftest.py and the
 entry points do) and `from kwalh.kafka import KafkaCluster`.

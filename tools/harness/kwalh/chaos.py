@@ -45,7 +45,8 @@ import time
 from . import checkers, plan as planmod, proc, services
 from .history import History
 from .kwal import Kwal, wal_repair, wal_verify, write_conf
-from .workload import Loadgen, read_manifest, sqlite_count, sqlite_end_offsets, verify
+from .workload import (Loadgen, nearest_rank, read_manifest, sqlite_count,
+                       sqlite_end_offsets, verify)
 
 PROG = "tools/chaos"
 
@@ -57,7 +58,10 @@ Per trial one line:
 statistics; dup_delivered: records the sink received again and did not store
 twice, summed over the runs' statistics), and at the end:
   chaos: seed=S trials=T passed=T failed=0 produced=... stored=... missing=0
-  dup_delivered=... dup_stored=0 recovery_ms_max=... ... status=ok
+  dup_delivered=... dup_stored=0 recovery_ms_max=... recovery_ms_mean=...
+  recovery_ms_p50=... recovery_ms_p90=... recovery_ms_p99=... ... status=ok
+(the recovery figures over every restart of every trial: recovery_ms of the
+runs' statistics, percentiles by nearest rank)
 A failed trial prints how to re-run it: tools/chaos --seed S --trial K --keep
 (same plan; timing is the machine's). Soak: tools/chaos --trials 500 --jobs 2.
 
@@ -751,11 +755,14 @@ class Runner:
         status = "ok" if not failed else "FAILED"
         print("chaos: seed=%d trials=%d passed=%d failed=%d produced=%d stored=%d missing=%d "
               "dup_delivered=%d dup_stored=%d kafka_dups=%d recovery_ms_max=%d "
-              "recovery_ms_mean=%d restarts=%d kills=%d crash_points_reached=%d faults=%d "
+              "recovery_ms_mean=%d recovery_ms_p50=%d recovery_ms_p90=%d recovery_ms_p99=%d "
+              "restarts=%d kills=%d crash_points_reached=%d faults=%d "
               "applied=%d mode=%s kafka=%s jobs=%d slot_restarts=%d time=%ds status=%s%s"
               % (a.seed, n, n_pass, len(failed), tot["produced"], tot["stored"], tot["missing"],
                  tot["dup_delivered"], tot["dup_stored"], tot["kafka_dups"],
-                 max(recs) if recs else 0, sum(recs) // len(recs) if recs else 0, len(recs),
+                 max(recs) if recs else 0, sum(recs) // len(recs) if recs else 0,
+                 nearest_rank(recs, 0.50), nearest_rank(recs, 0.90), nearest_rank(recs, 0.99),
+                 len(recs),
                  tot["kills"], tot["reached"], tot["faults"], tot["applied"], mode_word,
                  self.kafka_kind, a.jobs, sum(s.restarts for s in self.slots),
                  int(time.monotonic() - t_start), status,

@@ -45,7 +45,7 @@ import time
 
 from . import proc, services
 from .kwal import CRASH_EXIT, MODES, Kwal, consuming, read_conf, write_conf
-from .workload import Loadgen, read_manifest, verify
+from .workload import Loadgen, nearest_rank, read_manifest, verify
 
 ALL_MODES = ("no-wal", "classic", "receive", "direct", "direct-alo")
 
@@ -191,13 +191,9 @@ def window_point(mode):
 
 def percentiles(values):
     """(p50, p99) as the shell runner took them, or ("-", "-")."""
-    v = sorted(values)
-    n = len(v)
-    if n == 0:
+    if not values:
         return "-", "-"
-    i50 = max(1, int(n * 0.50 + 0.5))
-    i99 = min(n, max(1, int(n * 0.99 + 0.5)))
-    return v[i50 - 1], v[i99 - 1]
+    return nearest_rank(values, 0.50), nearest_rank(values, 0.99)
 
 
 def latencies(d, mode):

@@ -81,6 +81,18 @@ class Loadgen:
         if self.p is not None and self.rc is None:
             self.rc = proc.kill_wait(self.p)
 
+    def stop(self, timeout=120):
+        """SIGTERM: it stops producing, waits for what is in flight and
+        writes its manifest (what was delivered); its exit status."""
+        if self.p is not None and self.rc is None:
+            self.thaw()
+            if self.p.poll() is None:
+                self.p.send_signal(signal.SIGTERM)
+            self.rc = proc.reap(self.p, timeout)
+            if self.rc is None:
+                self.rc = proc.kill_wait(self.p)
+        return self.rc
+
     def started(self):
         return self.p is not None
 
@@ -97,6 +109,15 @@ def read_manifest(path):
     except OSError:
         pass
     return res
+
+
+def nearest_rank(values, q):
+    """The q-quantile (0 < q <= 1) of values by nearest rank (the value at
+    rank round(n*q), at least the first); 0 when there are none."""
+    v = sorted(values)
+    if not v:
+        return 0
+    return v[min(len(v), max(1, int(len(v) * q + 0.5))) - 1]
 
 
 def parse_summary(line):
