@@ -237,6 +237,19 @@ void kw__zk_owner_deleted(kw_zk_t *zk, const char *path)
 
 typedef enum { OWN_OK, OWN_HELD, OWN_RETRY, OWN_GONE, OWN_ERR } own_rc_t;
 
+/* While inherited nodes may still be released, adopting one and deleting
+ * it must not interleave: 1 with inherit_mu taken (the caller unlocks it
+ * after own_once and its bookkeeping), 0 when nothing is left to release. */
+static int inherit_guard(kw_zk_t *zk)
+{
+    pthread_mutex_lock(&zk->mu);
+    int guard = zk->inherit_pending;
+    pthread_mutex_unlock(&zk->mu);
+    if (guard)
+        pthread_mutex_lock(&zk->inherit_mu);
+    return guard;
+}
+
 /*
  * One attempt to create (or recognise) our owner node on zh. OWN_OK with
  * *version; OWN_HELD with holder (another session's node); OWN_RETRY after
@@ -346,13 +359,7 @@ kw_err_t kw_zk_own(kw_zk_t *zk, const char *topic, int32_t partition,
         }
         int version = 0, zrc = ZOK, exists = 0, offver = -1, corrupt = 0;
         int64_t off = -1;
-        /* while inherited nodes may still be released, adopting one and
-         * deleting it must not interleave */
-        pthread_mutex_lock(&zk->mu);
-        int guard = zk->inherit_pending;
-        pthread_mutex_unlock(&zk->mu);
-        if (guard)
-            pthread_mutex_lock(&zk->inherit_mu);
+        int guard = inherit_guard(zk);
         own_rc_t orc = own_once(zk, c->zh, opath, guard, &version, holder,
                                    sizeof(holder), &zrc);
         if (orc == OWN_OK) {
@@ -519,13 +526,7 @@ int kw__zk_reown(kw_zk_t *zk, kw__zk_conn_t *c, const kw_zk_partition_t *p)
             return -1;
         int version = 0, zrc = ZOK, exists = 0, offver = -1, corrupt = 0;
         int64_t off = -1;
-        /* while inherited nodes may still be released, adopting one and
-         * deleting it must not interleave */
-        pthread_mutex_lock(&zk->mu);
-        int guard = zk->inherit_pending;
-        pthread_mutex_unlock(&zk->mu);
-        if (guard)
-            pthread_mutex_lock(&zk->inherit_mu);
+        int guard = inherit_guard(zk);
         own_rc_t orc = own_once(zk, c->zh, opath, guard, &version, holder,
                                    sizeof(holder), &zrc);
         if (orc == OWN_OK) {
