@@ -166,8 +166,9 @@ class Schedule:
             "sink": "sqlite:" + self.db,
         }
         write_conf(self.conf, settings, comment="bench-resume %s" % self.name)
-        seconds = 30 + a.kills * 4 + a.quick_kills * 3
-        lg = Loadgen(self.bins, b.bs, self.topic, a.rate * seconds * 4,
+        # more than the schedule can take (a baseline waits up to --restart-timeout
+        # per restart): it is stopped at the end
+        lg = Loadgen(self.bins, b.bs, self.topic, a.rate * 3600,
                      os.path.join(self.d, "m"), os.path.join(self.d, "lg"), size=a.size,
                      rate=a.rate).start()
         b.progress("%s: producing %d records/s; %d kills, %d quick kills"
