@@ -90,6 +90,15 @@ def run(argv, timeout=120, input=None, rc=None, text=True, extra=None):
     return r
 
 
+def run_runner(repo, bins, name, *args, timeout=600):
+    """tools/NAME (a runner, e.g. "bench/bench-resume") with ARGS and this
+    build's programs ($KWAL_BIN_DIR = bins.dir), stdin empty; the
+    CompletedProcess (text)."""
+    env = dict(os.environ, KWAL_BIN_DIR=bins.dir)
+    return subprocess.run([str(repo / "tools" / name), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
 def kcat(*args, input=None, timeout=60, text=True):
     """kcat ARGS, which must exit 0; its stdout (bytes unless text)."""
     return run(["kcat", *args], timeout, input=input, rc=0, text=text).stdout

@@ -15,10 +15,10 @@ Run: KWAL_BIN_DIR=<build>/tools python3 -m pytest -q tests/integration/test_0070
 """
 import csv
 import os
-import subprocess
 
 import pytest
 
+import kwtest
 from kwalh import services
 
 KAFKA = services.resolve_kafka_kind(os.environ.get("KWAL_TEST_KAFKA", "auto"))
@@ -29,10 +29,7 @@ def bench(repo, bins):
     """bench(*args, timeout=600): run tools/bench/bench-receive with this
     build's programs (conftest's bins)."""
     def run(*args, timeout=600):
-        env = dict(os.environ, KWAL_BIN_DIR=bins.dir)
-        return subprocess.run([str(repo / "tools" / "bench" / "bench-receive"), *args],
-                              capture_output=True, text=True, timeout=timeout, env=env,
-                              stdin=subprocess.DEVNULL)
+        return kwtest.run_runner(repo, bins, "bench/bench-receive", *args, timeout=timeout)
     return run
 
 

@@ -13,18 +13,16 @@ correctness, never its timings.
 """
 import csv
 import os
-import subprocess
 
 import pytest
+
+import kwtest
 
 
 @pytest.fixture
 def bench(repo, bins):
     def run(*args, timeout=600):
-        env = dict(os.environ, KWAL_BIN_DIR=bins.dir)
-        return subprocess.run([str(repo / "tools" / "bench" / "bench-resume"), *args],
-                              capture_output=True, text=True, timeout=timeout, env=env,
-                              stdin=subprocess.DEVNULL)
+        return kwtest.run_runner(repo, bins, "bench/bench-resume", *args, timeout=timeout)
     return run
 
 
