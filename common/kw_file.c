@@ -9,21 +9,29 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+const char *kw_file_parent(const char *path, char *dir, size_t len)
+{
+    const char *slash = strrchr(path, '/');
+
+    if (slash == NULL)
+        snprintf(dir, len, ".");
+    else if (slash == path)
+        snprintf(dir, len, "/");
+    else if ((size_t)(slash - path) >= len) {
+        errno = ENAMETOOLONG;
+        return NULL;
+    } else
+        snprintf(dir, len, "%.*s", (int)(slash - path), path);
+    return slash != NULL ? slash + 1 : path;
+}
+
 int kw_file_fsync_parent(const char *path)
 {
     char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
     int fd, rc, saved;
 
-    if (slash == NULL)
-        snprintf(dir, sizeof(dir), ".");
-    else if (slash == path)
-        snprintf(dir, sizeof(dir), "/");
-    else if ((size_t)(slash - path) >= sizeof(dir)) {
-        errno = ENAMETOOLONG;
+    if (kw_file_parent(path, dir, sizeof(dir)) == NULL)
         return -1;
-    } else
-        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
     fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -1;

@@ -30,6 +30,11 @@ int kw_file_replace(const char *path, const void *data, size_t len, char *errstr
  * not a directory). *created (may be NULL) says whether anything was made. */
 int kw_file_mkdirs(const char *dir, unsigned mode, int *created);
 
+/* The directory that holds path into dir[len]: "." for a bare name, "/"
+ * for a name in the root. Returns the last component (inside path), or NULL
+ * with errno ENAMETOOLONG when dir is too small. */
+const char *kw_file_parent(const char *path, char *dir, size_t len);
+
 /* fsync the directory that holds path ("." for a bare name): 0 or -1/errno. */
 int kw_file_fsync_parent(const char *path);
 

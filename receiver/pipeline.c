@@ -273,8 +273,10 @@ static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b
     atomic_store(&c->inflight_floor, 0);
     kw_rcv_mark_done(c, kw_block_seq(b));
     /* the first block since the start: its batch goes now rather than a
-     * whole batch.interval.ms after the start (batcher.c) */
-    if (svc->rc->batch_first_early && !atomic_exchange(&svc->first_batch_asked, 1)) {
+     * whole batch.interval.ms after the start (batcher.c); later blocks only
+     * read the flag (no write to a shared line per block) */
+    if (svc->rc->batch_first_early && !atomic_load(&svc->first_batch_asked) &&
+        !atomic_exchange(&svc->first_batch_asked, 1)) {
         pthread_mutex_lock(&svc->batch_mu);
         svc->deliver_now = 1;
         pthread_cond_broadcast(&svc->batch_cv);

@@ -82,6 +82,17 @@ static void test_file_replace(void **state)
     assert_int_equal(entries(dir), 2);        /* f and d, no temporary */
     assert_int_equal(kw_file_fsync_parent(path), 0);
     assert_int_equal(kw_file_fsync_parent("relative-name"), 0);
+    {
+        char parent[8];
+
+        assert_string_equal(kw_file_parent("a/b/out.db", parent, sizeof(parent)), "out.db");
+        assert_string_equal(parent, "a/b");
+        assert_string_equal(kw_file_parent("out.db", parent, sizeof(parent)), "out.db");
+        assert_string_equal(parent, ".");
+        assert_string_equal(kw_file_parent("/out.db", parent, sizeof(parent)), "out.db");
+        assert_string_equal(parent, "/");
+        assert_null(kw_file_parent("abcdefgh/x", parent, sizeof(parent)));
+    }
     test_rmtree(dir);
     free(dir);
 }

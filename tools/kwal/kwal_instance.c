@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kw_file.h"
 #include "kw_log.h"
 #include "kw_time.h"
 
@@ -35,14 +36,12 @@ kw_err_t kwal_instance_open(const kw_conf_t *conf, const char *state, int state_
             snprintf(stem, sizeof(stem), "instance");
         } else {
             /* instances may share one database: DB.<name>.lock beside it */
-            const char *slash = strrchr(state, '/');
+            const char *base = kw_file_parent(state, dir, sizeof(dir));
 
-            if (slash == NULL)
-                snprintf(dir, sizeof(dir), ".");
-            else
-                snprintf(dir, sizeof(dir), "%.*s", slash == state ? 1 : (int)(slash - state),
-                         state);
-            snprintf(stem, sizeof(stem), "%s.%s", slash ? slash + 1 : state, inst->name);
+            if (base == NULL)
+                return kw_seterr(errstr, errlen, KW_EINVAL, "%s: path too long: %s", what,
+                                 state);
+            snprintf(stem, sizeof(stem), "%s.%s", base, inst->name);
         }
         err = kw_instance_lock(dir, stem, what, &inst->lock, errstr, errlen);
         if (err != KW_OK)
