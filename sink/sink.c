@@ -291,4 +291,18 @@ void kw_sink_get_totals(const kw_sink_t *s, kw_sink_totals_t *totals)
     *totals = s->totals;
 }
 
+uint64_t kw_sink_latency_add(kw_hist_local_t *h, const kw_record_t *recs, size_t n,
+                             int64_t now_ms)
+{
+    uint64_t added = 0;
 
+    for (size_t i = 0; i < n; i++) {
+        int64_t ts = recs[i].timestamp;
+
+        if (ts < 0)
+            continue;
+        kw_hist_local_add(h, now_ms - ts, 1);   /* < 0 (clocks apart): 0 */
+        added++;
+    }
+    return added;
+}

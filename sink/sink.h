@@ -79,6 +79,7 @@
 
 #include "blockgen.h"
 #include "kw_err.h"
+#include "kw_hist.h"
 
 typedef struct kw_sink kw_sink_t;
 
@@ -258,6 +259,27 @@ kw_err_t kw_sink_ranges_last_batch(kw_sink_t *sink, uint64_t *batch,
                                    char *errstr, size_t errlen);
 
 void kw_sink_get_totals(const kw_sink_t *sink, kw_sink_totals_t *totals);
+
+/* ---- End-to-end latency (kw_stats.h, "latency_*") ----
+ *
+ * The latency of a stored record is the wall clock when the sink
+ * acknowledged its batch (kw_sink_write_batch or kw_sink_txn_commit returned
+ * KW_OK) minus the record's Kafka timestamp, whatever its type (create or
+ * log-append time), in ms. A record without a timestamp (timestamp < 0) has
+ * none; a negative difference (producer and kwal clocks apart) counts as 0.
+ * Every record of an acknowledged batch counts, duplicate deliveries
+ * included: the sink holds each of them then.
+ */
+
+/*
+ * Add the latency of recs[0..n-1], acknowledged at now_ms (kw_wall_ms()
+ * right after the acknowledgement), to h: one kw_hist_local_add per record
+ * with a timestamp. h is the caller's (one batch's), merged into a shared
+ * kw_hist_t afterwards. Returns how many were added. Any thread; recs only
+ * read.
+ */
+uint64_t kw_sink_latency_add(kw_hist_local_t *h, const kw_record_t *recs, size_t n,
+                             int64_t now_ms);
 
 /* ---- JSON lines (used by file and jsonl; public for tools and tests) ---- */
 

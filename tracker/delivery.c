@@ -14,6 +14,7 @@
 
 #include "kw_fault.h"
 #include "kw_log.h"
+#include "kw_time.h"
 
 #define MOD "delivery"
 
@@ -127,6 +128,7 @@ static kw_err_t deliver(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink, uint64_
     kw_sink_stats_t ss;
     char why[512];
     uint64_t below = 0, limit;
+    int64_t acked_ms;
     int deleted = 0;
     kw_err_t err;
 
@@ -137,14 +139,22 @@ static kw_err_t deliver(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink, uint64_
         return err;
     }
     err = kw_sink_write_batch(sink, batch_id, bb.fb.recs, bb.fb.n, &ss, why, sizeof(why));
-    batch_buf_free(&bb);
-    if (err != KW_OK)
+    acked_ms = kw_wall_ms();
+    if (err != KW_OK) {
+        batch_buf_free(&bb);
         return kw_seterr(errstr, errlen, KW_EAGAIN, "batch %" PRIu64 ": sink: %s",
                          batch_id, why);
+    }
     kw_crash(KW_CRASH_SINK_COMMITTED);
     err = kw_tracker_mark_batch_processed(t, batch_id, why, sizeof(why));
-    if (err != KW_OK)
+    if (err != KW_OK) {
+        batch_buf_free(&bb);
         return kw_seterr(errstr, errlen, err, "tracker: %s", why);
+    }
+    /* counted with the batch below: each record's end-to-end latency at
+     * the sink's acknowledgement */
+    kw_sink_latency_add(&st->latency, bb.fb.recs, bb.fb.n, acked_ms);
+    batch_buf_free(&bb);
     st->batches++;
     st->blocks += list->n;
     st->records_delivered += ss.delivered;

@@ -60,6 +60,7 @@
 
 #include "blockgen.h"
 #include "kw_err.h"
+#include "kw_hist.h"
 #include "sink.h"
 #include "wal.h"
 
@@ -276,7 +277,9 @@ kw_err_t kw_tracker_batch_ids_from(kw_tracker_t *t, uint64_t first_id,
  *      LSN order, become one new batch;
  *   3. each block is read back from the WAL, decoded, and all records go to
  *      the sink as ONE batch (kw_sink_write_batch: one transaction);
- *   4. once the sink has committed: kw_tracker_mark_batch_processed, then
+ *   4. once the sink has committed: kw_tracker_mark_batch_processed (then
+ *      the batch counts in stats, each record's end-to-end latency at the
+ *      commit in stats->latency), then
  *      kw_wal_cleanup below kw_tracker_cleanable_below() and kw_tracker_prune --
  *      the WAL is never cleaned of a block the sink has not acknowledged
  *      (invariant 1).
@@ -288,7 +291,8 @@ kw_err_t kw_tracker_batch_ids_from(kw_tracker_t *t, uint64_t first_id,
  * handles may be shared with other threads.
  */
 
-/* Added to by every round (plain counters: the caller's own). */
+/* Added to by every round (plain counters: the caller's own; all zero bytes
+ * is a fresh one). */
 typedef struct kw_delivery_stats {
     uint64_t batches;               /* batches the sink acknowledged */
     uint64_t blocks;                /* blocks in those batches */
@@ -298,6 +302,11 @@ typedef struct kw_delivery_stats {
     uint64_t segments_cleaned;
     uint64_t blocks_lost;           /* LOST placeholders met (kw_wal_options_t.skip_lost) */
     uint64_t records_lost;          /* the records the tracker says they held */
+    kw_hist_local_t latency;        /* every record of those batches with a
+                                     * timestamp: its end-to-end latency at the
+                                     * sink's acknowledgement (sink.h,
+                                     * kw_sink_latency_add); the caller merges
+                                     * it into its kw_hist_t */
 } kw_delivery_stats_t;
 
 /*

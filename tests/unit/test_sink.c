@@ -8,7 +8,8 @@
  * sink.mid-txn before COMMIT) and the ranges read back; the schema version
  * (set on a new database, an old one upgraded, a newer one refused); the
  * file sink's atomic naming and replay; the JSON lines envelope and its
- * escaping; the jsonl sink on stdout; the null sink.
+ * escaping; the jsonl sink on stdout; the null sink; the end-to-end
+ * latency of an acknowledged batch (kw_sink_latency_add).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1268,6 +1269,39 @@ static void test_jsonl_and_null(void **state)
     assert_int_equal(tot.delivered, 4);
 }
 
+/* now - timestamp per record; none without a timestamp; 0 for a timestamp
+ * in the future. */
+static void test_latency(void **state)
+{
+    kw_record_t r[5];
+    kw_hist_local_t *h = calloc(1, sizeof(*h));
+    kw_hist_summary_t sum;
+
+    (void)state;
+    assert_non_null(h);
+    memset(r, 0, sizeof(r));
+    r[0].tstype = KW_TS_CREATE_TIME;
+    r[0].timestamp = 1000000;           /* 250 ms before now */
+    r[1].tstype = KW_TS_LOG_APPEND;
+    r[1].timestamp = 1000240;           /* 10 ms */
+    r[2].tstype = KW_TS_NOT_AVAILABLE;
+    r[2].timestamp = -1;                /* none: left out */
+    r[3].tstype = KW_TS_CREATE_TIME;
+    r[3].timestamp = 1000900;           /* ahead of kwal's clock: 0 */
+    r[4].tstype = KW_TS_CREATE_TIME;
+    r[4].timestamp = 0;                 /* the epoch: old, not missing */
+    assert_int_equal(kw_sink_latency_add(h, r, 5, 1000250), 4);
+    assert_int_equal(kw_sink_latency_add(h, r, 0, 1000250), 0);
+    kw_hist_local_summarize(h, &sum);
+    assert_int_equal(sum.count, 4);
+    assert_int_equal(kw_hist_local_quantile(h, 0.25), 0);
+    assert_int_equal(kw_hist_local_quantile(h, 0.5), 10);
+    assert_true(kw_hist_local_quantile(h, 0.75) >= 250 &&
+                kw_hist_local_quantile(h, 0.75) <= 250 + 250 / 32);
+    assert_int_equal(sum.max, 1000250);
+    free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1286,6 +1320,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_json_escaping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_sink, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jsonl_and_null, setup, teardown),
+        cmocka_unit_test(test_latency),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
