@@ -199,6 +199,8 @@ struct kw_direct {
         _Atomic int64_t      first_stored_mono_ms;   /* 0: nothing stored yet */
         _Atomic int64_t      first_owned_mono_ms;    /* 0: no partition owned yet */
     } n;
+    kw_hist_t           latency;        /* of the records stored; any thread reads */
+    kw_hist_local_t     batch_latency;  /* this batch's, merged into latency */
 };
 
 static int carry_push(dpart_t *p, rd_kafka_message_t *m)
@@ -313,6 +315,7 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
     d->conf = conf;
     d->at_least_once = o->at_least_once;
+    kw_hist_init(&d->latency);
     kw_direct_pid_init(&d->pid, (double)rc->backpressure_min_rate);
 
     err = kw_sink_open(rc->sink, &d->sink, errstr, errlen);
@@ -387,6 +390,7 @@ void kw_direct_stats(kw_direct_t *d, kw_direct_stats_t *s)
     s->source_loss_records = atomic_load(&d->n.loss_records);
     s->first_stored_mono_ms = atomic_load(&d->n.first_stored_mono_ms);
     s->first_owned_mono_ms = atomic_load(&d->n.first_owned_mono_ms);
+    kw_hist_summarize(&d->latency, &s->latency);
     s->zk_writes = 0;
     if (d->zk != NULL) {
         kw_zk_status_t zs;
@@ -1080,6 +1084,10 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
                  why, backoff);
         kw_sleep_ms(backoff);
     }
+    if (err == KW_OK) {     /* committed now: each record's end-to-end latency */
+        kw_hist_local_init(&d->batch_latency);
+        kw_sink_latency_add(&d->batch_latency, d->recs, d->nmsgs, kw_wall_ms());
+    }
     free_msgs(d);
     if (err != KW_OK)
         return kw_seterr(errstr, errlen, err, "batch %" PRIu64 ": sink: %s", batch, why);
@@ -1105,6 +1113,7 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
     if (ss.stored > 0 && atomic_load(&d->n.first_stored_mono_ms) == 0)
         atomic_store(&d->n.first_stored_mono_ms, kw_mono_ms());
     atomic_fetch_add(&d->n.dups, ss.duplicates_delivered);
+    kw_hist_merge(&d->latency, &d->batch_latency);
     if (ss.duplicates_delivered > 0)
         KW_LOG_W(MOD, "batch %" PRIu64 ": %" PRIu64 " duplicate deliveries (stored once)",
                  batch, ss.duplicates_delivered);
@@ -1132,8 +1141,10 @@ static void log_summary(kw_direct_t *d)
     kw_direct_stats(d, &s);
     KW_LOG_I(MOD, "%" PRIu64 " batches, %" PRIu64 " records delivered, %" PRIu64
              " stored, %" PRIu64 " duplicate deliveries, %" PRIu64 " partitions, %" PRIu64
-             " source-loss events", s.batches, s.records_delivered, s.records_stored,
-             s.duplicates_delivered, s.partitions, s.source_loss_events);
+             " source-loss events, latency p50 %" PRId64 " p99 %" PRId64 " max %" PRId64
+             " ms", s.batches, s.records_delivered, s.records_stored,
+             s.duplicates_delivered, s.partitions, s.source_loss_events, s.latency.p50,
+             s.latency.p99, s.latency.max);
 }
 
 kw_err_t kw_direct_run(kw_direct_t *d, char *errstr, size_t errlen)

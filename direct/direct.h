@@ -29,7 +29,9 @@
  *      before the commit leaves neither the records nor the ranges, a
  *      crash after leaves both. Crash points sink.mid-txn inside,
  *      direct.stored after. Only a sink that stores ranges
- *      (kw_sink_ranges_supported: sqlite) can do this.
+ *      (kw_sink_ranges_supported: sqlite) can do this. When the commit
+ *      returns, each record's end-to-end latency is taken
+ *      (kw_direct_stats_t.latency).
  *   5. Move the ZooKeeper offsets to each until (ownership-guarded), so
  *      ZooKeeper-based monitoring sees progress. In exactly-once mode
  *      ZooKeeper is only a mirror: a failed update is logged and redone with
@@ -54,6 +56,7 @@
 
 #include "kw_conf.h"
 #include "kw_err.h"
+#include "kw_hist.h"
 #include "zk.h"
 
 typedef struct kw_direct kw_direct_t;
@@ -84,6 +87,10 @@ typedef struct kw_direct_stats {
                                      * stored a record; 0: none yet */
     int64_t  first_owned_mono_ms;   /* of the first partition owned (direct
                                      * mode's assignment); 0: none yet */
+    kw_hist_summary_t latency;      /* end-to-end latency (sink.h,
+                                     * kw_sink_latency_add) of every record with
+                                     * a timestamp in the batches whose
+                                     * transaction committed, in ms */
 } kw_direct_stats_t;
 
 /* The settings kwal direct needs, checked before anything is opened:

@@ -85,6 +85,7 @@ static int run_round(kw_receiver_t *svc)
         kw_rcv_note_first(&svc->n.first_stored_mono_ms);
     atomic_fetch_add(&svc->n.duplicates_delivered, st.duplicates_delivered);
     atomic_fetch_add(&svc->n.segments_cleaned, st.segments_cleaned);
+    kw_hist_merge(svc->latency, &st.latency);
     if (err == KW_EAGAIN) {
         KW_LOG_E(BATCH_MOD, "%s; delivering it again at the next interval", errstr);
         return 0;
@@ -108,6 +109,7 @@ static int run_round_no_wal(kw_receiver_t *svc)
     kw_block_t **blocks = NULL;
     kw_flat_batch_t nb;
     kw_sink_stats_t ss;
+    kw_hist_local_t latency;
     uint64_t id, bytes = 0;
     char errstr[512];
     size_t n;
@@ -140,6 +142,10 @@ static int run_round_no_wal(kw_receiver_t *svc)
     svc->last_batch_id = id;
     err = kw_sink_write_batch(svc->sink, id, nb.recs, nb.n, &ss, errstr,
                               sizeof(errstr));
+    if (err == KW_OK) {     /* acknowledged now: each record's end-to-end latency */
+        kw_hist_local_init(&latency);
+        kw_sink_latency_add(&latency, nb.recs, nb.n, kw_wall_ms());
+    }
     kw_flat_batch_free(&nb);
     if (err != KW_OK) {
         KW_LOG_E(BATCH_MOD, "batch %" PRIu64 ": sink: %s; its %zu blocks stay pending "
@@ -155,6 +161,7 @@ static int run_round_no_wal(kw_receiver_t *svc)
     if (ss.stored > 0)
         kw_rcv_note_first(&svc->n.first_stored_mono_ms);
     atomic_fetch_add(&svc->n.duplicates_delivered, ss.duplicates_delivered);
+    kw_hist_merge(svc->latency, &latency);
     if (ss.duplicates_delivered > 0)
         KW_LOG_W(BATCH_MOD, "batch %" PRIu64 ": %" PRIu64 " duplicate deliveries "
                  "(already stored; invariant 3)", id, ss.duplicates_delivered);
@@ -204,9 +211,10 @@ static void log_summary(kw_receiver_t *svc)
     KW_LOG_I(BATCH_MOD, "received %" PRIu64 " records, %" PRIu64 " blocks durable, %"
              PRIu64 " committed, %" PRIu64 " batches, %" PRIu64 " stored, %" PRIu64
              " duplicate deliveries, %" PRIu64 " pauses, %" PRIu64
-             " source-loss events", s.records_received, s.blocks_durable,
+             " source-loss events, latency p50 %" PRId64 " p99 %" PRId64 " max %" PRId64
+             " ms", s.records_received, s.blocks_durable,
              s.blocks_offsets_stored, s.batches, s.records_stored, s.duplicates_delivered,
-             s.pauses, s.source_loss_events);
+             s.pauses, s.source_loss_events, s.latency.p50, s.latency.p99, s.latency.max);
 }
 
 void *kw_rcv_batcher_main(void *arg)

@@ -45,6 +45,7 @@
 
 #include "kw_conf.h"
 #include "kw_err.h"
+#include "kw_hist.h"
 #include "wal.h"
 #include "zk.h"
 
@@ -85,6 +86,12 @@ typedef struct kw_receiver_stats {
     uint64_t end_advances;         /* offsets moved past a gap at a partition's
                                     * end that holds no record (transaction
                                     * markers, aborted or compacted records) */
+    kw_hist_summary_t latency;     /* end-to-end latency (sink.h,
+                                    * kw_sink_latency_add) of every record with a
+                                    * timestamp in the batches the sink
+                                    * acknowledged, in ms; of the caller's
+                                    * histogram when options.latency was given
+                                    * (then with what it held before) */
 } kw_receiver_stats_t;
 
 /* How the service runs; kw_receiver_options_init() sets the defaults. */
@@ -103,6 +110,11 @@ typedef struct kw_receiver_options {
                      * the owner nodes it inherited and did not take back
                      * (kw_zk_release_inherited). The caller destroys it
                      * after kw_receiver_destroy(). */
+    kw_hist_t *latency; /* NULL (default): the service keeps its own
+                     * latency histogram. Else the caller's, which the
+                     * batcher adds to (e.g. after recovery's replay added its
+                     * records, so that one histogram covers the process);
+                     * it must outlive the handle. */
 } kw_receiver_options_t;
 
 void kw_receiver_options_init(kw_receiver_options_t *opts);

@@ -15,7 +15,7 @@
  *                        receivers append to the WAL at once (group commit).
  *                        put_seq/done_seq are shared with its pipeline
  *                        thread under mu (cv signals done_seq changes).
- *   counters             atomics, any thread.
+ *   counters             atomics, any thread (the latency histogram too).
  *   fatal                first fatal error wins (fatal_mu); everyone polls
  *                        the atomic flag.
  */
@@ -29,6 +29,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "blockgen.h"
+#include "kw_hist.h"
 #include "kw_time.h"
 #include "kw_conf.h"
 #include "receiver.h"
@@ -169,6 +170,11 @@ struct kw_receiver {
     uint64_t         last_batch_id;    /* batcher thread only */
 
     kw_rcv_counters_t n;
+    /* end-to-end latency of the records in acknowledged batches: the
+     * batcher merges each round's into *latency (own_latency, or the
+     * caller's: kw_receiver_options_t.latency); any thread reads it */
+    kw_hist_t        *latency;
+    kw_hist_t         own_latency;
 };
 
 /*

@@ -117,6 +117,8 @@ kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal
     svc->conf = conf;
     svc->rc = rc;
     svc->no_wal = opts->no_wal != 0;
+    kw_hist_init(&svc->own_latency);
+    svc->latency = opts->latency != NULL ? opts->latency : &svc->own_latency;
     if (wal_opts != NULL)
         svc->wal_opts = *wal_opts;
     pthread_mutex_init(&svc->fatal_mu, NULL);

@@ -77,6 +77,7 @@ void kw_receiver_stats(kw_receiver_t *svc, kw_receiver_stats_t *s)
     s->assigned_reset = atomic_load(&n->assigned_reset);
     s->revoked = atomic_load(&n->revoked);
     s->end_advances = atomic_load(&n->end_advances);
+    kw_hist_summarize(svc->latency, &s->latency);
     s->wal_replicas_healthy = -1;
     if (!svc->no_wal) {
         pthread_rwlock_rdlock(&svc->wal_rw);

@@ -203,6 +203,8 @@ static kw_err_t replay(kw_wal_t *wal, kw_tracker_t *t, kw_sink_t *sink,
         r->segments_cleaned += st.segments_cleaned;
         r->blocks_lost += st.blocks_lost;
         r->records_lost += st.records_lost;
+        if (o->latency != NULL)
+            kw_hist_merge(o->latency, &st.latency);
         p.blocks_done += st.blocks;
         p.records_done += st.records_delivered;
         if (st.blocks > 0) {

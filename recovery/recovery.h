@@ -69,6 +69,7 @@
 
 #include "kw_conf.h"
 #include "kw_err.h"
+#include "kw_hist.h"
 #include "wal.h"
 #include "zk.h"
 
@@ -93,6 +94,11 @@ typedef struct kw_recovery_options {
                                           * predecessor already owns its partitions, so
                                           * step 4 waits for no expiry (zk.h,
                                           * "Resuming"). */
+    kw_hist_t              *latency;     /* NULL, or where step 3 adds the end-to-end
+                                          * latency (sink.h, kw_sink_latency_add) of
+                                          * every record it replays: for a record
+                                          * replayed after a crash, the time since it
+                                          * was produced, downtime included. */
 } kw_recovery_options_t;
 
 typedef struct kw_recovery_report {

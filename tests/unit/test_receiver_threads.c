@@ -17,7 +17,9 @@
  * partitions back and is stopped once both sinks hold every record. Checks: the two
  * sqlite sinks together hold every (partition, offset) exactly once, each
  * partition's ZooKeeper offset equals its end offset, no duplicate
- * deliveries, no fenced blocks on A, and both run() calls returned KW_OK.
+ * deliveries, no fenced blocks on A, and both run() calls returned KW_OK;
+ * every record delivered had its end-to-end latency measured (also with
+ * --no-wal).
  * test_receiver_restart: one receiver of a running service fails once
  * (libfiu point receiver/fail, FIU_ONETIME) and is restarted; every record
  * is still stored exactly once.
@@ -372,6 +374,18 @@ static void check_exactly_once(const instance_t *a, const instance_t *b, int64_t
     assert_int_equal(sum, total);
 }
 
+/* Every record delivered had its end-to-end latency measured (the mock
+ * cluster's records carry their create time), and the summary is ordered. */
+static void check_latency(const kw_receiver_stats_t *s)
+{
+    const kw_hist_summary_t *l = &s->latency;
+
+    assert_int_equal(l->count, s->records_delivered);
+    assert_true(l->count > 0);
+    assert_true(0 <= l->p50 && l->p50 <= l->p90 && l->p90 <= l->p99 && l->p99 <= l->max);
+    assert_true(l->max < 10 * 60 * 1000);
+}
+
 /* ---- the test ---- */
 
 static void test_two_instances_rebalance(void **state)
@@ -418,6 +432,8 @@ static void test_two_instances_rebalance(void **state)
     assert_int_equal(sa.records_stored + sb.records_stored, produced);
     assert_int_equal(sa.blocks_fenced, 0);
     assert_true(sb.records_stored > 0);
+    check_latency(&sa);
+    check_latency(&sb);
 }
 
 /* A receiver that fails (libfiu point receiver/fail, once) is restarted by
@@ -482,6 +498,7 @@ static void test_no_wal(void **state)
     assert_int_equal(sa.duplicates_delivered, 0);
     assert_int_equal(sa.records_stored, 2 * NREC);
     assert_int_equal(sa.blocks_durable, 0);             /* no WAL */
+    check_latency(&sa);
 }
 
 int main(void)

@@ -27,6 +27,8 @@
 #include "blockgen.h"
 #include "sink.h"
 #include "kw_conf.h"
+#include "kw_hist.h"
+#include "kw_time.h"
 #include "recovery.h"
 #include "test_util.h"
 #include "tracker.h"
@@ -41,6 +43,7 @@ typedef struct rstate {
     char              tracker[1100];
     kw_conf_t        *conf;
     kw_wal_options_t  wo;
+    kw_hist_t        *latency;   /* kw_recovery_options_t.latency (NULL: none) */
 } rstate_t;
 
 static void set(kw_conf_t *c, const char *k, const char *v)
@@ -87,7 +90,8 @@ static int teardown(void **state)
 }
 
 /* Append nblocks blocks of RECS_PER_BLOCK records of topic t, partition
- * (block % 2), offsets continuing per partition, to the WAL. With track the
+ * (block % 2), offsets continuing per partition, to the WAL. Partition 0's
+ * records were created 5 s ago, partition 1's have no timestamp. With track the
  * tracker registers each (as the pipeline does) and nothing else happens (a
  * crash before delivery); without, nothing else hears of them (a crash right
  * after the WAL ack). Returns the last LSN. */
@@ -119,7 +123,8 @@ static uint64_t append_blocks(rstate_t *s, int nblocks, int track)
             r.topic = "t";
             r.partition = p;
             r.offset = next[p]++;
-            r.timestamp = -1;
+            r.tstype = p == 0 ? KW_TS_CREATE_TIME : KW_TS_NOT_AVAILABLE;
+            r.timestamp = p == 0 ? kw_wall_ms() - 5000 : -1;
             r.value = val;
             r.value_len = (size_t)snprintf(val, sizeof(val), "v%d-%lld", p,
                                            (long long)r.offset);
@@ -197,6 +202,7 @@ static kw_err_t recover_with(rstate_t *s, int skip_corrupt, kw_recovery_report_t
     o.wal_opts = &s->wo;
     o.classic = 1;
     o.skip_corrupt = skip_corrupt;
+    o.latency = s->latency;
     return kw_recovery_run(&o, r, err, len);
 }
 
@@ -233,16 +239,25 @@ static void check_given_up(rstate_t *s, const kw_recovery_report_t *r, uint64_t 
 }
 
 /* A crash after the WAL ack, before the tracker insert: recovery registers
- * the blocks and replays them (in batches of at most 8 blocks); a second
- * recovery finds nothing to do. */
+ * the blocks and replays them (in batches of at most 8 blocks), each record
+ * with a timestamp adding its end-to-end latency (5 s and the time since);
+ * a second recovery finds nothing to do. */
 static void test_registers_and_replays(void **state)
 {
     rstate_t *s = *state;
     kw_recovery_report_t r;
+    kw_hist_summary_t l;
     char err[1024];
+    int64_t started = kw_wall_ms();
 
+    s->latency = calloc(1, sizeof(*s->latency));
+    assert_non_null(s->latency);
     append_blocks(s, 20, 0);
     assert_int_equal(recover(s, &r, err, sizeof(err)), KW_OK);
+    kw_hist_summarize(s->latency, &l);
+    assert_int_equal(l.count, 10 * RECS_PER_BLOCK);     /* partition 0's */
+    assert_true(l.p50 >= 5000 && l.p50 <= l.p99 && l.p99 <= l.max);
+    assert_true(l.max <= 5000 + (kw_wall_ms() - started));
     assert_int_equal(r.blocks_registered, 20);
     assert_int_equal(r.blocks_replayed, 20);
     assert_true(r.batches_replayed >= 3);           /* 20 blocks, <= 8 per batch */
@@ -254,6 +269,9 @@ static void test_registers_and_replays(void **state)
     assert_int_equal(r.blocks_registered, 0);
     assert_int_equal(r.blocks_replayed, 0);
     assert_int_equal(sink_rows(s), 20 * RECS_PER_BLOCK);
+    assert_int_equal(kw_hist_count(s->latency), 10 * RECS_PER_BLOCK);
+    free(s->latency);
+    s->latency = NULL;
 }
 
 /* The tracker deleted after everything was delivered: rebuilt from the WAL,
