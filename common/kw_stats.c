@@ -21,6 +21,19 @@ void kw_stats_init(kw_stats_t *s, const char *mode)
     s->recovery_tracker_ms = -1;
     s->recovery_replay_ms = -1;
     s->recovery_zk_ms = -1;
+    s->latency_ms_p50 = -1;
+    s->latency_ms_p90 = -1;
+    s->latency_ms_p99 = -1;
+    s->latency_ms_max = -1;
+}
+
+void kw_stats_set_latency(kw_stats_t *s, const kw_hist_summary_t *l)
+{
+    s->latency_records = l->count;
+    s->latency_ms_p50 = l->p50;
+    s->latency_ms_p90 = l->p90;
+    s->latency_ms_p99 = l->p99;
+    s->latency_ms_max = l->max;
 }
 
 size_t kw_stats_format_json(const kw_stats_t *s, char *buf, size_t cap)
@@ -72,10 +85,20 @@ size_t kw_stats_format_json(const kw_stats_t *s, char *buf, size_t cap)
         "\"zk_session_resumed\":%d,\"zk_session_ms\":%" PRId64 ","
         "\"zk_owner_nodes_inherited\":%" PRIu64 ",\"zk_owner_nodes_released\":%" PRIu64 ","
         "\"recovery_wal_open_ms\":%" PRId64 ",\"recovery_tracker_ms\":%" PRId64 ","
-        "\"recovery_replay_ms\":%" PRId64 ",\"recovery_zk_ms\":%" PRId64 "}\n",
+        "\"recovery_replay_ms\":%" PRId64 ",\"recovery_zk_ms\":%" PRId64 ",",
         s->zk_session_resumed ? 1 : 0, s->zk_session_ms, s->zk_owner_nodes_inherited,
         s->zk_owner_nodes_released, s->recovery_wal_open_ms, s->recovery_tracker_ms,
         s->recovery_replay_ms, s->recovery_zk_ms);
+    if (n < 0)
+        return 0;
+    used += (size_t)n;
+    /* end-to-end latency (kw_stats.h) */
+    n = snprintf(used < cap ? buf + used : NULL, used < cap ? cap - used : 0,
+        "\"latency_records\":%" PRIu64 ",\"latency_ms_p50\":%" PRId64 ","
+        "\"latency_ms_p90\":%" PRId64 ",\"latency_ms_p99\":%" PRId64 ","
+        "\"latency_ms_max\":%" PRId64 "}\n",
+        s->latency_records, s->latency_ms_p50, s->latency_ms_p90, s->latency_ms_p99,
+        s->latency_ms_max);
     return n < 0 ? 0 : used + (size_t)n;
 }
 

@@ -30,13 +30,33 @@
  *    "short_reads":...,"zk_failures":...,"zk_session_resumed":0|1,
  *    "zk_session_ms":...,"zk_owner_nodes_inherited":...,
  *    "zk_owner_nodes_released":...,"recovery_wal_open_ms":...,
- *    "recovery_tracker_ms":...,"recovery_replay_ms":...,"recovery_zk_ms":...}
+ *    "recovery_tracker_ms":...,"recovery_replay_ms":...,"recovery_zk_ms":...,
+ *    "latency_records":...,"latency_ms_p50":...,"latency_ms_p90":...,
+ *    "latency_ms_p99":...,"latency_ms_max":...}
  *
  * mode is "receive", "receive-no-wal", "direct", "direct-at-least-once" or
  * "recover". final is true only in the file written at exit.
  * first_assignment_ms, first_stored_ms and zk_session_ms are milliseconds
  * since the process started; the other *_ms after "uptime_ms" are
  * durations.
+ *
+ * latency_*: the end-to-end latency of stored records. A record's latency
+ * is the wall clock when the sink acknowledged the batch that holds it --
+ * receive mode: the batch's kw_sink_write_batch returned (the WAL's blocks
+ * read back, or --no-wal's pending blocks); direct mode: the batch's
+ * transaction committed -- minus its Kafka timestamp (create or log-append
+ * time, whichever the topic keeps), in ms (sink.h, kw_sink_latency_add).
+ * It spans producer to output: time in Kafka before kwal read the record
+ * (a backlog at start included), the WAL, and the wait for the batch.
+ * latency_records counts the records measured: every record of every
+ * acknowledged batch this process delivered (records_delivered, duplicate
+ * deliveries included), less those without a timestamp; recovery's replay
+ * counts too (its records' latency includes the downtime before the
+ * restart). A timestamp ahead of kwal's clock counts as 0. The quantiles
+ * are nearest-rank over all records measured since the start, read from a
+ * histogram (common/kw_hist.h): less than 1/32 above the exact value,
+ * exact below 64 ms, never above latency_ms_max, which is exact. Each is
+ * -1 while latency_records is 0.
  * The file is replaced atomically (kw_file.h): a reader sees a whole object.
  */
 #ifndef KW_STATS_H
@@ -44,6 +64,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kw_hist.h"
 
 #define KW_STATS_JSON_VERSION 1
 
@@ -101,10 +123,18 @@ typedef struct kw_stats {
     int64_t  recovery_tracker_ms;
     int64_t  recovery_replay_ms;
     int64_t  recovery_zk_ms;
+    uint64_t latency_records;             /* records whose end-to-end latency was measured */
+    int64_t  latency_ms_p50;              /* its quantiles and maximum, -1: none measured */
+    int64_t  latency_ms_p90;
+    int64_t  latency_ms_p99;
+    int64_t  latency_ms_max;
 } kw_stats_t;
 
 /* Zero every counter, -1 every unknown time; mode as given. */
 void kw_stats_init(kw_stats_t *s, const char *mode);
+
+/* The latency_* fields from a histogram's summary. */
+void kw_stats_set_latency(kw_stats_t *s, const kw_hist_summary_t *latency);
 
 /* The JSON object above (with a trailing newline) into buf; returns the
  * length it needs (as snprintf: a result >= cap means it was cut). */

@@ -1,6 +1,7 @@
 /*
  * test_common.c -- common/'s small helpers: durable file replacement
- * (kw_file.h), statistics as JSON (kw_stats.h) and the clock's deadlines
+ * (kw_file.h), statistics as JSON (kw_stats.h; the latency fields filled
+ * from a histogram, which has test_hist.c) and the clock's deadlines
  * (kw_time.h). The configuration table has its own test_conf.c.
  */
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "kw_file.h"
+#include "kw_hist.h"
 #include "kw_instance.h"
 #include "kw_stats.h"
 #include "kw_time.h"
@@ -138,18 +140,41 @@ static void test_stats_json(void **state)
         "zk_retries", "recovery_blocks_registered", "recovery_tracker_rebuilt", "recovery_partitions_moved", "wal_torn_tails", "wal_corrupt_records", "partitions_busy", "short_reads", "zk_failures",
         "zk_session_resumed", "zk_session_ms", "zk_owner_nodes_inherited",
         "zk_owner_nodes_released", "recovery_wal_open_ms", "recovery_tracker_ms",
-        "recovery_replay_ms", "recovery_zk_ms", NULL
+        "recovery_replay_ms", "recovery_zk_ms", "latency_records", "latency_ms_p50",
+        "latency_ms_p90", "latency_ms_p99", "latency_ms_max", NULL
     };
     char *dir = test_tmpdir_new("stats");
     char path[512], why[256], buf[4096], key[64];
     const char *p;
     kw_stats_t s;
+    kw_hist_t *h = calloc(1, sizeof(*h));
+    kw_hist_summary_t sum;
     size_t n;
 
     (void)state;
+    assert_non_null(h);
     kw_stats_init(&s, "receive");
     assert_int_equal(s.recovery_ms, -1);
     assert_int_equal(s.first_stored_ms, -1);
+    /* nothing measured: 0 records, -1 for every time */
+    n = kw_stats_format_json(&s, buf, sizeof(buf));
+    assert_true(n < sizeof(buf));
+    assert_non_null(strstr(buf, "\"recovery_zk_ms\":-1,\"latency_records\":0,"
+                                "\"latency_ms_p50\":-1,\"latency_ms_p90\":-1,"
+                                "\"latency_ms_p99\":-1,\"latency_ms_max\":-1}\n"));
+    kw_hist_init(h);
+    kw_hist_summarize(h, &sum);
+    kw_stats_set_latency(&s, &sum);
+    assert_int_equal(s.latency_records, 0);
+    assert_int_equal(s.latency_ms_p50, -1);
+    assert_int_equal(s.latency_ms_max, -1);
+    /* 100 records: 1..98 ms, one of 700 ms and one of 123456 ms */
+    for (int64_t v = 1; v <= 98; v++)
+        kw_hist_add(h, v, 1);
+    kw_hist_add(h, 700, 1);
+    kw_hist_add(h, 123456, 1);
+    kw_hist_summarize(h, &sum);
+    kw_stats_set_latency(&s, &sum);
     s.records_stored = 18446744073709551615ull;    /* the largest counter */
     s.duplicate_deliveries = 7;
     s.final = 1;
@@ -173,7 +198,12 @@ static void test_stats_json(void **state)
     assert_non_null(strstr(buf, "\"first_stored_ms\":-1,"));
     assert_non_null(strstr(buf, "\"zk_failures\":0,"));
     assert_non_null(strstr(buf, "\"zk_session_ms\":-1,"));
-    assert_non_null(strstr(buf, "\"recovery_zk_ms\":-1}"));
+    assert_non_null(strstr(buf, "\"recovery_zk_ms\":-1,"));
+    /* p50 exact (below 64 ms); p90 and p99 the upper ends of the buckets of
+     * 90 (90..91) and 700 (688..703) */
+    assert_non_null(strstr(buf, "\"latency_records\":100,\"latency_ms_p50\":50,"
+                                "\"latency_ms_p90\":91,\"latency_ms_p99\":703,"
+                                "\"latency_ms_max\":123456}\n"));
     /* a buffer too small says how much it needs, wherever it is cut */
     assert_int_equal(kw_stats_format_json(&s, buf, 10), n);
     assert_int_equal(kw_stats_format_json(&s, buf, n - 20), n);
@@ -184,6 +214,7 @@ static void test_stats_json(void **state)
     assert_string_equal(slurp(path), buf);
     test_rmtree(dir);
     free(dir);
+    free(h);
 }
 
 /* kw_instance: one process (here: one open file) per state; the default

@@ -56,6 +56,7 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
             r->first_stored_mono_ms - start_mono : -1;
         s->first_assignment_ms = r->first_owned_mono_ms > 0 ?
             r->first_owned_mono_ms - start_mono : -1;
+        kw_stats_set_latency(s, &r->latency);
     }
     pthread_mutex_unlock(&x->mu);
 }

@@ -36,7 +36,9 @@
 
 /* What --stats-json reports: the recovery report, then the service's live
  * counters (mu guards rcv, which the main thread clears before destroying
- * the service; last keeps its final numbers). */
+ * the service; last keeps its final numbers). latency is the one
+ * histogram recovery's replay and then the service's batcher add to
+ * (atomic: read without mu). */
 typedef struct rcv_stats_ctx {
     pthread_mutex_t      mu;
     kw_receiver_t       *rcv;
@@ -46,6 +48,7 @@ typedef struct rcv_stats_ctx {
     int                  have_rep;
     int                  classic;
     kwal_instance_t     *inst;      /* while open */
+    kw_hist_t            latency;
 } rcv_stats_ctx_t;
 
 static int64_t since(int64_t mono, int64_t start_mono)
@@ -56,7 +59,10 @@ static int64_t since(int64_t mono, int64_t start_mono)
 static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
 {
     rcv_stats_ctx_t *x = opaque;
+    kw_hist_summary_t latency;
 
+    kw_hist_summarize(&x->latency, &latency);
+    kw_stats_set_latency(s, &latency);
     pthread_mutex_lock(&x->mu);
     if (x->rcv != NULL) {
         kw_receiver_stats(x->rcv, &x->last);
@@ -221,6 +227,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     memset(&sx, 0, sizeof(sx));
     memset(&inst, 0, sizeof(inst));
     pthread_mutex_init(&sx.mu, NULL);
+    kw_hist_init(&sx.latency);
     overrides = calloc((size_t)argc, sizeof(*overrides));
     if (overrides == NULL) {
         kw_cli_error("kwal", "out of memory");
@@ -324,6 +331,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
         ropts.progress = show_progress;
         ropts.opaque = &tty;
         ropts.zk = inst.zk;
+        ropts.latency = &sx.latency;
         err = kw_recovery_run(&ropts, &sx.rep, errstr, sizeof(errstr));
         pthread_mutex_lock(&sx.mu);
         sx.have_rep = err == KW_OK;
@@ -343,6 +351,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     kw_receiver_options_init(&rcvopts);
     rcvopts.no_wal = no_wal;
     rcvopts.zk = inst.zk;
+    rcvopts.latency = &sx.latency;      /* on from recovery's */
     err = kw_receiver_new_opts(conf, no_wal ? NULL : &wopts, &rcvopts, &rcv, errstr,
                                sizeof(errstr));
     if (err != KW_OK) {
