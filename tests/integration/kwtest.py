@@ -146,6 +146,20 @@ def assert_verified(bins, manifest, *dbs, total=None):
     return s
 
 
+def check_latency(stats, records, since):
+    """The end-to-end latency in kwal's --stats-json (common/kw_stats.h): every
+    one of records measured (each record written by kwal-loadgen has a
+    timestamp), ordered quantiles, and none longer than the time since since
+    (time.monotonic() before the records were produced) plus a second of
+    clock granularity."""
+    s = stats
+    assert s["latency_records"] == records, s
+    assert 0 <= s["latency_ms_p50"] <= s["latency_ms_p90"] <= s["latency_ms_p99"] \
+        <= s["latency_ms_max"], s
+    bound = (time.monotonic() - since) * 1000 + 1000
+    assert s["latency_ms_max"] <= bound, f"latency max {s['latency_ms_max']} ms > {bound:.0f}"
+
+
 def zk_offsets(zk, group, topic, partitions):
     """{partition: the group's ZooKeeper offset}, 0 where none is stored."""
     return {p: v or 0 for p, v in zk.offsets(group, topic, partitions).items()}

@@ -7,7 +7,8 @@ b  100,000 keyed records of 100 B over 8 partitions are consumed
    (auto.offset.reset=earliest, sqlite sink, small blocks and segments);
    SIGTERM stops kwal with exit 0; kwal-verify finds every record once; every
    partition's ZooKeeper offset is its end offset (invariant 1) and the WAL
-   is cleaned down to its last segment.
+   is cleaned down to its last segment; every record's end-to-end latency
+   was measured, none longer than the test.
 c  stop and restart mid-stream while records arrive: every record stored
    once (invariant 3), the restart goes on from the stored offsets and
    delivers nothing twice.
@@ -22,6 +23,7 @@ import time
 import pytest
 
 from kwalh import workload
+from kwtest import check_latency
 
 RECORDS = 100_000
 PARTITIONS = 8
@@ -99,6 +101,7 @@ def test_bad_configuration(bins, zk, kafka3, tmp_path, names, kwal_factory):
 
 
 def test_all_records_then_stop(bins, zk, kafka3, tmp_path, names, kwal_factory):
+    since = time.monotonic()
     topic, group = names.topic(), names.group()
     kafka3.create_topic(topic, PARTITIONS, rf=3)
     manifest = str(tmp_path / "m")
@@ -120,6 +123,7 @@ def test_all_records_then_stop(bins, zk, kafka3, tmp_path, names, kwal_factory):
     assert s["duplicate_deliveries"] == 0
     assert s["source_loss_records"] == 0
     assert s["wal_segments_cleaned"] >= 5, s
+    check_latency(s, RECORDS, since)
     assert_verified(bins, manifest, db)
     check_offsets(zk, group, topic, db, RECORDS)
     ls = subprocess.run([bins.kwal, "wal", "ls", "--dir", str(d / "wal")],

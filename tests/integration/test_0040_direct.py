@@ -9,7 +9,8 @@ b  100,000 records over 8 partitions, auto.offset.reset=earliest: all stored
    batches table), SIGTERM exits 0, ZooKeeper offsets = end offsets, and per
    partition the stored ranges (sink/FORMAT.md, direct_ranges) are
    contiguous -- each batch's from is the previous batch's until -- and end
-   at the end offset.
+   at the end offset; every record's end-to-end latency was measured, none
+   longer than the test.
 c  SIGKILL mid-run and restart: records produced at 4,000/s while kwal direct
    runs; SIGKILL once 8,000 are stored, start again: every record stored
    once, no duplicate deliveries (the ranges committed with the output say
@@ -49,6 +50,7 @@ import pytest
 from crashlib import wait_until, zk_fast  # noqa: F401 (fixture)
 from kwalh import proc, workload
 from kwalh.kwal import CRASH_EXIT, consuming
+from kwtest import check_latency
 
 
 def _direct_points():
@@ -181,12 +183,14 @@ def test_bad_input(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
 # --- b. 100,000 records --------------------------------------------------------------
 
 def test_100k_records(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
+    since = time.monotonic()
     x = Direct(bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "a", 8)
     x.produce(100_000)
     k = x.kwal().start()
     wait_until(lambda: x.stored() >= 100_000, 300, "100,000 stored", k.alive)
     s = x.stop(k)
     assert s["records_stored"] == 100_000 and s["source_loss_records"] == 0, s
+    check_latency(s, 100_000, since)
     x.verify_once(100_000)
     x.check_offsets(100_000)
     x.ranges_contiguous()
