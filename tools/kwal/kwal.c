@@ -41,6 +41,9 @@ static void print_usage(FILE *out)
           "                              with the output in one transaction (kwal direct --help)\n"
           "  compare [options]           the same workload and faults through every mode: a\n"
           "                              report, CSV and chart (kwal compare --help)\n"
+          "  bench [options]             kwal's modes next to kcat and Spark Streaming on\n"
+          "                              a real Kafka cluster: a report, CSV and chart\n"
+          "                              (kwal bench --help)\n"
           "  wal ls|dump|verify|repair   inspect, check and repair the write-ahead log\n"
           "                              (kwal wal --help)\n"
           "  config                      print the effective configuration, or its\n"
@@ -152,12 +155,13 @@ cleanup:
     return rc;
 }
 
-/* `kwal compare`: the runner is a Python program (tools/compare), linked as
- * kwal-compare next to this binary; KWAL_COMPARE names another copy. */
-static int compare_main(int argc, char **argv)
+/* `kwal compare` and `kwal bench`: the runners are Python programs
+ * (tools/compare, tools/bench/bench), linked as kwal-NAME next to this
+ * binary; $env (KWAL_COMPARE, KWAL_BENCH) names another copy. */
+static int runner_main(const char *name, const char *env_name, int argc, char **argv)
 {
     char self[4096], path[4200];
-    const char *env = getenv("KWAL_COMPARE");
+    const char *env = getenv(env_name);
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     char **args = calloc((size_t)argc + 2, sizeof(*args));
 
@@ -170,13 +174,13 @@ static int compare_main(int argc, char **argv)
     } else if (n > 0) {
         self[n] = '\0';
         *strrchr(self, '/') = '\0';
-        snprintf(path, sizeof(path), "%s/kwal-compare", self);
+        snprintf(path, sizeof(path), "%s/kwal-%s", self, name);
     } else {
         path[0] = '\0';
     }
     if (path[0] == '\0' || access(path, X_OK) != 0) {
-        kw_cli_error("kwal", "compare: the runner %s is missing (it is built next to kwal; "
-                   "KWAL_COMPARE=PATH names another)", path[0] ? path : "kwal-compare");
+        kw_cli_error("kwal", "%s: the runner %s is missing (it is built next to kwal; "
+                   "%s=PATH names another)", name, path[0] ? path : "kwal-<command>", env_name);
         free(args);
         return KWAL_EXIT_FAIL;
     }
@@ -185,7 +189,7 @@ static int compare_main(int argc, char **argv)
         args[i] = argv[i];
     fflush(stdout);
     execv(path, args);
-    kw_cli_error("kwal", "compare: cannot run %s: %s", path, strerror(errno));
+    kw_cli_error("kwal", "%s: cannot run %s: %s", name, path, strerror(errno));
     free(args);
     return KWAL_EXIT_FAIL;
 }
@@ -223,7 +227,9 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "direct") == 0) {
         rc = kwal_direct_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "compare") == 0) {
-        rc = compare_main(argc - 1, argv + 1);
+        rc = runner_main("compare", "KWAL_COMPARE", argc - 1, argv + 1);
+    } else if (strcmp(cmd, "bench") == 0) {
+        rc = runner_main("bench", "KWAL_BENCH", argc - 1, argv + 1);
     } else if (strcmp(cmd, "config") == 0) {
         rc = config_main(argc - 1, argv + 1);
     } else if (cmd[0] == '-') {

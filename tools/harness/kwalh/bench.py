@@ -1,66 +1,63 @@
-"""bench -- receiver mode's end-to-end throughput next to kcat
-(tools/bench/bench-receive; `--help` has the options).
+"""bench -- `kwal bench`: kwal next to kcat and Spark Streaming on the same
+records, on a real Apache Kafka cluster (`kwal bench --help` has the options).
 
-Records/s ingested end to end by `kwal receive` (WAL on, 1 replica, `null`
-sink) next to `kcat -G` consuming the same topic to /dev/null, in the same
-invocation, as a ratio:
+Contenders, each reading the same pre-filled topic with a fresh consumer
+group:
 
-  1. starts a local ZooKeeper (kwal-zk-local) and a local Kafka cluster: a
-     real Apache Kafka KRaft cluster (kwalh.kafka.KafkaCluster through
-     kwalh.services; 1 node, or --brokers 3: RF 3, min.insync.replicas 2),
-     or with --kafka mock the librdkafka mock cluster, with one topic of P
-     partitions;
-  2. produces the workload once, flat out, with kwal-loadgen (keyed, so the
-     partitions fill evenly), then reads the whole topic once with `kcat -C`
-     to learn and check it: N records, every partition from offset 0 without
-     gaps (the mock keeps ~5 MiB per partition and silently drops older
-     data; this catches that);
-  3. K times, alternating so that machine noise hits both alike:
-     a. kcat: `kcat -G <fresh group> -b BS -o beginning -e TOPIC >/dev/null`,
-        timed from start to exit. kcat 1.7.1 in -G mode with -e exits once
-        every assigned partition has reached its end; its stderr says so per
-        partition ("Reached end of topic T [p] at offset X"), and "Group G
-        rebalanced ... assigned: ..." when it got its partitions (the time
-        "after assignment" starts when that line is read);
-     b. kwal: `kwal receive --stats-json` with a fresh group.id, a fresh
-        1-replica WAL, sink=null, auto.offset.reset=earliest, timed from
-        start until every partition's offset in ZooKeeper
-        (/consumers/<group>/offsets/<topic>/<p>) equals the partition's
-        record count. The runner polls those znodes every 0.1 s over one
-        ZooKeeper session of its own (ZkReader, a few lines of the wire
-        protocol) and takes the end time from their Stat: the largest mtime,
-        i.e. when ZooKeeper stored the last of them -- kwal's commit time,
-        to the millisecond, whatever the polling interval. "After
-        assignment" starts at the statistics' first_assignment_ms. kwal then
-        gets SIGTERM.
-  4. checks each run (below), prints per run the wall time, records/s, MB/s
-     (payload bytes, MB = 10^6 B), the CPU seconds (user + system) and the
-     peak RSS of the process (os.wait4's resource usage: ru_utime, ru_stime,
-     ru_maxrss; kwal's include its stop after SIGTERM; each program is
-     started through a small shell so that ru_maxrss is its own, see
-     spawn_measured()), the ratio kwal/kcat per pair, then the medians and
-     one summary line starting with "bench_receive:".
+  kcat            `kcat -G GROUP -o beginning -e -f '%T\\n' TOPIC`, its stdout
+                  read by the runner (the floor: a consumer and nothing else)
+  spark           Spark Streaming's direct stream (spark-streaming-kafka-0-10,
+                  tools/bench/spark), local[2], batch interval = kwal's
+                  batch.interval.ms: each batch's records written to files,
+                  then commitAsync -- the pattern of Spark's Kafka guide
+  receive         `kwal receive`, WAL of 1 replica
+  receive-3       `kwal receive`, WAL of 3 replicas, wal.write.quorum=2
+  receive-no-wal  `kwal receive --no-wal`
+  direct          `kwal direct` (exactly once: ranges in the sqlite sink)
+  direct-alo      `kwal direct --at-least-once`
 
-Numbers about kwal come from its --stats-json only (records_received,
-first_assignment_ms, final); its log is kept for people, never read.
+kwal's contenders write to --sink (default sqlite, kwal's default: the
+records stored, as Spark's files are); direct always to sqlite.
 
-The pieces, kept apart as in the other runners:
+Workloads (--workloads; --scale multiplies every record count):
 
-  plan          Plan: the workload, the cluster, and the steps in the order
-                they run (kcat 1, kwal 1, kcat 2, ...), each with its
-                consumer group; written to plan.json before anything runs
-  measurements  Measurement: what one step did and observed (times, the
-                process's resource usage, exit status, kcat's end offsets,
-                kwal's ZooKeeper offsets and final statistics), appended to
-                measurements.jsonl; nothing in it is a verdict
-  checks        check_workload(), check_topic(), check_kcat(), check_kwal():
-                each reads the plan and measurements and returns a Check
-                (kwalh.checkers) with its problems; written to checks.json.
-                A pair counts in the medians only when both its checks pass.
+  100b   2,000,000 records of 100 B over 32 partitions, produced once before
+  1k     500,000 records of 1,024 B, the same way
+  rate   --rate records/s (default 50,000) of 100 B for --duration seconds
+         (default 60), produced while the contender runs, into a fresh topic
+         per run; for the end-to-end latency
 
-Exit status: 0 when every run completed and was verified, 1 otherwise, 2
-for bad arguments; 130/143 after SIGINT/SIGTERM (everything started is
-stopped first). The work directory is removed unless --keep.
+Per run (one contender, one workload), from the process launch (t0):
+
+  ready    the contender can read: kcat's "assigned" line, kwal's
+           first_assignment_ms, Spark's "started" line (its streaming
+           context running)
+  end      the last record stored: kcat's exit (-e) or its Nth line; kwal's
+           ZooKeeper offsets all at the end, the time ZooKeeper stored the
+           last of them (the znodes' mtime); Spark's last batch done
+  start-up = ready - t0; steady = end - ready; records/s and MB/s are over
+  the steady time (payload bytes, MB = 10^6 B)
+
+and from os.wait4() of the process (kwalh.measure): CPU user + sys (per
+million records), peak RSS, bytes written to storage (ru_oublock) per
+payload byte. Latency (rate workload): per record, the time it was stored
+minus its Kafka timestamp (the producer's CreateTime): kwal's statistics
+(latency_ms_*), kcat's per line as the runner reads it, Spark's per record
+when its batch file was closed. Each throughput workload runs every
+contender --repeat times, interleaved (A B C, A B C, ...), and the rate
+workload --rate-repeat times; the report gives medians of verified runs and
+each contender's ratios to kcat and Spark in the same run.
+
+Each run is verified: kcat read every partition to its end and printed N
+lines; kwal's offsets in ZooKeeper are the end offsets, it exited 0 on
+SIGTERM and its final statistics say N records stored, none twice; Spark
+exited 0 having counted N records and its files hold every (partition,
+offset) once.
+
+Outputs in --out (default ./kwal-bench-<date-time>): bench.md (the table and
+the targets), bench.csv (one row per run), bench.png (gnuplot), plan.json,
+measurements.jsonl, checks.json; per run its logs and statistics under
+runs/. Exit 0 when every run was verified, 1 otherwise, 2 for bad arguments.
 """
 
 import argparse
@@ -70,53 +67,62 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 
 from . import proc, services
 from .checkers import Check
-from .kwal import Kwal, write_conf
-from .workload import Loadgen, read_manifest
+from .kwal import Kwal, read_conf, read_stats, write_conf
+from .measure import Child, ZkError, ZkReader, kill_live, spawn_measured
+from .workload import Loadgen, nearest_rank, read_manifest
 
-PROG = "tools/bench/bench-receive"
-NAME = "bench-receive"
-SUMMARY = "bench_receive"
-TOPIC = "bench"
-MOCK_RETENTION = 5 * 1024 * 1024      # bytes the mock keeps per partition, about
+PROG = "kwal bench"
+SUMMARY = "bench"
 POLL_S = 0.1                          # ZooKeeper poll while kwal runs
-STOP_GRACE_S = 60                     # SIGTERM -> SIGKILL for kwal
+STOP_GRACE_S = 60                     # SIGTERM -> SIGKILL
+READY_TIMEOUT_S = 120                 # rate workload: launch -> ready
+SPARK_VERSION = "4.2.0"
 
-CSV_HEADER = ("run,side,group,ok,exit,wall_s,records_per_s,mb_per_s,after_assign_s,"
-              "records_per_s_after_assign,cpu_user_s,cpu_sys_s,cpu_s,max_rss_kib,problems")
+CONTENDERS = ("kcat", "spark", "receive", "receive-3", "receive-no-wal", "direct", "direct-alo")
+KWAL_ARGS = {
+    "receive": ["receive"],
+    "receive-3": ["receive"],
+    "receive-no-wal": ["receive", "--no-wal"],
+    "direct": ["direct"],
+    "direct-alo": ["direct", "--at-least-once"],
+}
+# name -> (records, payload bytes); "rate" is made from --rate and --duration
+WORKLOADS = {"100b": (2000000, 100), "1k": (500000, 1024)}
+WORKLOAD_NAMES = ("100b", "1k", "rate")
+RATE_SIZE = 100
+
+CSV_HEADER = ("workload,contender,run,ok,exit,records,size,wall_s,startup_s,steady_s,"
+              "records_per_s,mb_per_s,cpu_user_s,cpu_sys_s,cpu_s_per_m,max_rss_kib,"
+              "write_bytes,write_per_byte,latency_p50_ms,latency_p99_ms,latency_max_ms,problems")
 
 EPILOG = """\
-Each run is verified: kcat must exit 0 having reached the end of every
-partition from offset 0 (its "Reached end of topic ... at offset X" lines, X =
-the partition's record count); kwal's offsets in ZooKeeper must equal every
-partition's record count, and after SIGTERM it must exit 0 with final
-statistics saying records_received = N. Per run it prints wall time,
-records/s, MB/s, CPU seconds (user+sys) and peak RSS of the process; the last
-line is one summary (rps and ratios are medians over the verified pairs):
+Contenders: kcat, spark, receive (WAL 1 replica), receive-3 (3 replicas,
+write quorum 2), receive-no-wal, direct (exactly once), direct-alo.
+Workloads: 100b (2M x 100 B), 1k (500k x 1 KiB), rate (--rate records/s for
+--duration s, latency). Records/s are steady-state: from the moment a
+contender can read (partitions assigned, Spark's context started) to the last
+record stored; start-up (launch to that moment) is given apart. CPU is user +
+sys of the process (and its children), per million records; RSS the peak;
+"written" the bytes it wrote to storage per payload byte.
 
-  bench_receive: records=1000000 size=100 partitions=32 receivers=1 repeat=3
-  pairs=3 kcat_rps=... kcat_mbs=... kwal_rps=... kwal_mbs=... ratio=...
-  ratio_after_assign=... status=ok
+The last line is one summary:
 
-(one line; rdkafka=... and kwal_settings=... follow pairs= when given).
-ratio = kwal's records/s over kcat's. Both times include process start and
-the group's join; "after assignment" leaves those out. librdkafka's
-queued.min.messages (100,000) makes a consumer pause whenever its queue holds
-that many records, which scatters both sides' times; `--rdkafka
-queued.min.messages=10000000` lifts that for both. Work directory: plan.json,
-measurements.jsonl, checks.json, bench.csv, and per run kcat's stderr, kwal's
-configuration, log and statistics (--keep keeps it).
+  bench: workloads=100b,1k,rate contenders=... repeat=3 runs=... verified=...
+  100b_kcat_rps=... 100b_receive-3_rps=... ... status=ok
+
+Spark's jars and program come from Maven Central through
+tools/bench/fetch-spark.sh (tools/install-deps.sh runs it); --spark DIR names
+another copy. Spark runs with -Xmx (--spark-heap, default 1g), local[2].
 
 Exit 0 when every run was verified, 1 otherwise, 2 for bad arguments.
 """
@@ -142,6 +148,19 @@ def positive(name):
     return conv
 
 
+def positive_float(name):
+    def conv(s):
+        try:
+            v = float(s)
+        except ValueError:
+            v = 0.0
+        if not v > 0 or v != v or v == float("inf"):
+            raise argparse.ArgumentTypeError("--%s must be a positive number, got '%s'"
+                                             % (name, s))
+        return v
+    return conv
+
+
 def kv_arg(opt):
     def conv(s):
         if "=" not in s or s.startswith("="):
@@ -152,102 +171,145 @@ def kv_arg(opt):
     return conv
 
 
+def names_arg(opt, allowed):
+    def conv(s):
+        got = [w for w in s.split(",") if w]
+        bad = [w for w in got if w not in allowed]
+        if bad or not got:
+            raise argparse.ArgumentTypeError("%s: unknown '%s' (one or more of %s)"
+                                             % (opt, ",".join(bad) or s, ",".join(allowed)))
+        return list(dict.fromkeys(got))
+    return conv
+
+
 def parse_args(argv):
     p = Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-               description="Receiver mode's end-to-end throughput: N records of B bytes over P "
-               "partitions ingested by `kwal receive` (WAL on, 1 replica, sink=null) from "
-               "start until every offset is committed in ZooKeeper, next to `kcat -G GROUP -o "
-               "beginning -e` consuming the same topic to /dev/null, alternating kcat, kwal, "
-               "kcat, kwal, ... K times on a local ZooKeeper and a local Apache Kafka cluster "
-               "(KRaft). Prints per run wall time, records/s, MB/s, CPU seconds and peak RSS, "
-               "the ratio kwal/kcat per pair and the medians.", epilog=EPILOG)
-    p.add_argument("-n", "--records", type=positive("records"), default=1000000,
-                   help="records to produce (default 1000000)")
-    p.add_argument("-s", "--size", type=positive("size"), default=100,
-                   help="payload bytes per record, >= 69 (default 100)")
-    p.add_argument("-p", "--partitions", type=positive("partitions"), default=32,
-                   help="partitions of the topic (default 32)")
-    p.add_argument("-r", "--receivers", type=positive("receivers"), default=1,
-                   help="kwal receiver threads, receivers=R (default 1)")
+               description="kwal's modes next to kcat and Spark Streaming's direct stream on the "
+               "same pre-filled topics of a real Apache Kafka cluster (started here, or -c FILE's): "
+               "steady-state records/s and MB/s, start-up, CPU seconds per million records, peak "
+               "RSS, bytes written per byte, and end-to-end latency at a fixed rate. Runs are "
+               "interleaved and repeated; the report (Markdown, CSV, chart) gives medians.",
+               epilog=EPILOG)
+    p.add_argument("-c", dest="conf", metavar="FILE",
+                   help="use the cluster of this kwal configuration (kafka.bootstrap.servers, "
+                   "zookeeper.connect) instead of starting one; topics are created there")
+    p.add_argument("--contenders", type=names_arg("--contenders", CONTENDERS),
+                   default=list(CONTENDERS), metavar="LIST",
+                   help="comma-separated, in run order (default %s)" % ",".join(CONTENDERS))
+    p.add_argument("--workloads", type=names_arg("--workloads", WORKLOAD_NAMES),
+                   default=list(WORKLOAD_NAMES), metavar="LIST",
+                   help="comma-separated (default %s)" % ",".join(WORKLOAD_NAMES))
     p.add_argument("-k", "--repeat", type=positive("repeat"), default=3,
-                   help="kcat/kwal pairs (default 3)")
+                   help="runs of each contender per throughput workload (default 3)")
+    p.add_argument("--rate-repeat", type=positive("rate-repeat"), default=1,
+                   help="runs of each contender on the rate workload (default 1)")
+    p.add_argument("--scale", type=positive_float("scale"), default=1.0,
+                   help="multiply every workload's record count (and --duration) by this "
+                   "(default 1; e.g. 0.01 for a quick look)")
+    p.add_argument("--rate", type=positive("rate"), default=50000,
+                   help="records/s of the rate workload (default 50000)")
+    p.add_argument("--duration", type=positive("duration"), default=60,
+                   help="seconds of the rate workload (default 60)")
+    p.add_argument("-p", "--partitions", type=positive("partitions"), default=32,
+                   help="partitions of every topic (default 32)")
     p.add_argument("--brokers", type=int, choices=(1, 3), default=1,
-                   help="nodes of the local Kafka cluster (default 1; 3: topic RF 3, "
+                   help="nodes of the local Kafka cluster (default 1; 3: RF 3, "
                    "min.insync.replicas 2)")
-    p.add_argument("--kafka", choices=("real", "mock"), default="real",
-                   help="real (default): an Apache Kafka KRaft cluster (kwalh.kafka); mock: "
-                   "librdkafka's mock cluster (kwal-kafka-mock; keeps ~5 MiB per partition)")
-    p.add_argument("--build", metavar="DIR",
-                   help="build directory, relative to the repository or absolute (binaries "
-                   "in DIR/tools; default $KWAL_BIN_DIR, else build)")
-    p.add_argument("--dir", metavar="DIR",
-                   help="where the work directory (WALs, logs) is created, as a new "
-                   "kwal-bench-receive.XXXXXX inside (default ${TMPDIR:-/tmp})")
-    p.add_argument("--timeout", type=positive("timeout"), default=600, metavar="S",
-                   help="bound, in seconds, for each run, the production and the topic check "
-                   "(default 600)")
+    p.add_argument("--sink", choices=("sqlite", "null"), default="sqlite",
+                   help="sink of receive, receive-3, receive-no-wal and direct-alo (default "
+                   "sqlite; direct always uses sqlite)")
+    p.add_argument("--batch-ms", type=positive("batch-ms"), default=2000,
+                   help="kwal's batch.interval.ms and Spark's batch interval (default 2000, "
+                   "kwal's default)")
     p.add_argument("-X", dest="xconf", action="append", type=kv_arg("-X"), default=[],
-                   metavar="KEY=VALUE", help="extra kwal setting (repeatable), e.g. -X "
-                   "block.interval.ms=50 -X batch.interval.ms=10000")
+                   metavar="KEY=VALUE", help="extra kwal setting for every kwal contender "
+                   "(repeatable)")
     p.add_argument("--rdkafka", dest="rdconf", action="append", type=kv_arg("--rdkafka"),
                    default=[], metavar="KEY=VALUE",
-                   help="librdkafka consumer property for both sides (repeatable): kcat -X "
-                   "KEY=VALUE and kwal kafka.KEY=VALUE, e.g. --rdkafka "
-                   "queued.min.messages=10000000")
-    p.add_argument("--csv", metavar="FILE", help="also write the per-run CSV (bench.csv) to "
-                   "FILE")
+                   help="librdkafka consumer property for kcat and kwal (repeatable)")
+    p.add_argument("--spark", metavar="DIR", help="Spark's jars and the program (default: "
+                   "what tools/bench/fetch-spark.sh prints, fetching it when missing)")
+    p.add_argument("--spark-heap", default="1g", metavar="SIZE",
+                   help="Spark's JVM -Xmx (default 1g)")
+    p.add_argument("-o", "--out", metavar="DIR",
+                   help="report directory (default ./kwal-bench-<date-time>)")
+    p.add_argument("--build", metavar="DIR",
+                   help="build directory whose tools/ has kwal (default: the kwal that runs "
+                   "this, else $KWAL_BIN_DIR, else build)")
+    p.add_argument("--timeout", type=positive("timeout"), default=900, metavar="S",
+                   help="bound, in seconds, for each run and each production (default 900)")
     p.add_argument("--keep", action="store_true",
-                   help="keep the work directory (logs, WALs, configurations, plan, "
-                   "measurements, checks)")
+                   help="keep the runs' WALs, sink databases and Spark's files")
     a = p.parse_args(argv)
-    if a.size < 69:
-        raise UsageError("--size must be at least 69 (kwal-loadgen's record format)")
+    if not re.fullmatch(r"[0-9]+[kKmMgG]?", a.spark_heap):
+        raise UsageError("--spark-heap must be a JVM size like 1g or 768m, got '%s'"
+                         % a.spark_heap)
     return a
 
 
 # --- the plan ----------------------------------------------------------------------
 
 @dataclass
+class Workload:
+    name: str
+    records: int
+    size: int
+    rate: int = 0             # records/s while the contender runs; 0: produced before
+    topic: str = ""           # throughput workloads: the one pre-filled topic
+
+
+@dataclass
 class Step:
-    side: str                 # kcat | kwal
-    run: int                  # 1..repeat
-    group: str                # a fresh consumer group
+    workload: str
+    contender: str
+    run: int
+    group: str
+    topic: str
 
 
 @dataclass
 class Plan:
-    records: int
-    size: int
-    partitions: int
-    receivers: int
+    contenders: list
+    workloads: list
     repeat: int
-    kafka: str
+    rate_repeat: int
+    partitions: int
     brokers: int
-    topic: str
-    timeout_s: int
-    rdkafka: list
+    sink: str
+    batch_ms: int
     kwal_settings: list
+    rdkafka: list
+    spark_heap: str
+    timeout_s: int
     steps: list = field(default_factory=list)
 
-    def settings_words(self):
-        """The summary's words for the settings that shape both sides."""
-        w = []
-        if self.rdkafka:
-            w.append("rdkafka=" + ",".join(self.rdkafka))
-        if self.kwal_settings:
-            w.append("kwal_settings=" + ",".join(self.kwal_settings))
-        return w
+    def workload(self, name):
+        return next(Workload(**w) for w in self.workloads if w["name"] == name)
 
 
 def make_plan(a, tag):
-    """What is run, in which order: kcat then kwal, --repeat times, each with a
-    group of its own (tag: unique per invocation)."""
-    pl = Plan(records=a.records, size=a.size, partitions=a.partitions, receivers=a.receivers,
-              repeat=a.repeat, kafka=a.kafka, brokers=a.brokers, topic=TOPIC,
-              timeout_s=a.timeout, rdkafka=list(a.rdconf), kwal_settings=list(a.xconf))
-    for r in range(1, a.repeat + 1):
-        for side in ("kcat", "kwal"):
-            pl.steps.append(Step(side, r, "bench-%s-%d-%s" % (side, r, tag)))
+    """What runs, in which order: per workload, run 1 of every contender,
+    then run 2, ... (tag: unique per invocation, in every group and topic)."""
+    wls = []
+    for name in a.workloads:
+        if name == "rate":
+            n = max(1, int(a.rate * a.duration * a.scale + 0.5))
+            wls.append(Workload("rate", n, RATE_SIZE, rate=a.rate))
+        else:
+            n, size = WORKLOADS[name]
+            wls.append(Workload(name, max(1, int(n * a.scale + 0.5)), size,
+                                topic="bench-%s-%s" % (name, tag)))
+    pl = Plan(contenders=list(a.contenders), workloads=[asdict(w) for w in wls],
+              repeat=a.repeat, rate_repeat=a.rate_repeat, partitions=a.partitions,
+              brokers=a.brokers, sink=a.sink, batch_ms=a.batch_ms,
+              kwal_settings=list(a.xconf), rdkafka=list(a.rdconf), spark_heap=a.spark_heap,
+              timeout_s=a.timeout)
+    for w in wls:
+        for r in range(1, (a.rate_repeat if w.rate else a.repeat) + 1):
+            for c in a.contenders:
+                group = "bench-%s-%s-%d-%s" % (w.name, c, r, tag)
+                topic = w.topic or "bench-rate-%s-%d-%s" % (c, r, tag)
+                pl.steps.append(Step(w.name, c, r, group, topic))
     return pl
 
 
@@ -255,26 +317,38 @@ def make_plan(a, tag):
 
 @dataclass
 class Measurement:
-    """What one step did and observed. Times in seconds; None when unknown."""
-    side: str
+    """What one step did and observed. Times in seconds (wall clock, t0 =
+    launch); None when unknown. Nothing in it is a verdict."""
+    workload: str
+    contender: str
     run: int
     group: str
+    topic: str
+    records: int = 0
+    size: int = 0
     pid: int = 0
     exit: int = None            # exit status (kwal: after our SIGTERM); -N: signal N
-    timed_out: bool = False     # hit --timeout (then killed)
-    killed: bool = False        # SIGKILLed by the runner
-    wall_s: float = None        # kcat: start to exit; kwal: start to offsets in ZooKeeper
-    after_assign_s: float = None
-    end: str = ""               # kwal: how the end time was taken (zk-mtime | zk-poll)
-    cpu_user_s: float = None    # os.wait4 resource usage of the process
+    timed_out: bool = False
+    killed: bool = False
+    exited_early: bool = False  # ended before the last record was stored
+    wall_s: float = None        # t0 -> end
+    startup_s: float = None     # t0 -> ready
+    steady_s: float = None      # ready -> end
+    end: str = ""               # how the end was taken
+    cpu_user_s: float = None
     cpu_sys_s: float = None
     max_rss_kib: int = None
-    rss_inherited: bool = False  # started without a subreaper: RSS includes the harness's
-    ends: dict = field(default_factory=dict)        # kcat: {partition: end offset reached}
-    zk_offsets: dict = field(default_factory=dict)  # kwal: {partition: offset} after its stop
-    exited_early: bool = False  # kwal ended before its offsets were all there
-    stats: dict = None          # kwal: the final statistics (--stats-json)
-    note: str = ""              # for people: a log tail, kcat's last lines
+    write_bytes: int = None
+    rss_inherited: bool = False
+    counted: int = None         # records the contender reported / printed
+    latency: dict = None        # {"p50": ms, "p90":, "p99":, "max":}
+    ends: dict = field(default_factory=dict)        # kcat: {partition: end offset}
+    zk_offsets: dict = field(default_factory=dict)  # kwal: {partition: offset}
+    stats: dict = None          # kwal: final statistics
+    spark: dict = None          # spark: its "done" line
+    files: dict = None          # spark: {"records":, "dups":, "bad": [partitions]}
+    producer: dict = None       # rate: the producer's manifest
+    note: str = ""
 
     @property
     def cpu_s(self):
@@ -283,281 +357,27 @@ class Measurement:
         return self.cpu_user_s + self.cpu_sys_s
 
 
-# --- processes with their own resource usage ---------------------------------------
-#
-# The CPU seconds and the peak RSS of a run come from os.wait4() on the
-# process itself. Linux keeps, in ru_maxrss, the largest RSS of every memory
-# image the process had -- including the one it was forked from, up to its
-# exec: a program started straight from this Python process would report at
-# least the harness's own RSS (tens of MiB). So each measured program is
-# started by a small /bin/sh that forks it in the background and exits at
-# once, while this process is a child subreaper (prctl
-# PR_SET_CHILD_SUBREAPER): the program is then this process's child, waited
-# for with os.wait4(), and its ru_maxrss starts from the shell's image (about
-# 1 MiB). Without prctl the program is started directly (rss_inherited).
-
-_PR_SET_CHILD_SUBREAPER = 36
-_libc = None
-_live = set()                  # Child objects not reaped yet (cleanup kills them)
-_live_lock = threading.Lock()
-
-
-def _subreaper(on):
-    """True when this process is now (on) / no longer (not on) a subreaper."""
-    global _libc
-    try:
-        if _libc is None:
-            import ctypes
-            _libc = ctypes.CDLL(None, use_errno=True)
-        return _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-class Child:
-    """A program started by spawn_measured(), reaped with os.wait4() so that
-    its own resource usage is known (CPU user/system, peak RSS)."""
-
-    def __init__(self, pid, rss_inherited=False):
-        self.pid = pid
-        self.rss_inherited = rss_inherited
-        self.rc = None
-        self.ru = None
-        self.t_exit = None          # time.monotonic() when it was seen to end
-        self.killed = False
-        self.timed_out = False
-        self.popen = None
-        with _live_lock:
-            _live.add(self)
-
-    def _done(self, status, ru):
-        self.t_exit = time.monotonic()
-        self.rc = os.waitstatus_to_exitcode(status)
-        self.ru = ru
-        if self.popen is not None:
-            self.popen.returncode = self.rc
-        with _live_lock:
-            _live.discard(self)
-
-    def poll(self):
-        if self.rc is None:
-            pid, status, ru = os.wait4(self.pid, os.WNOHANG)
-            if pid != 0:
-                self._done(status, ru)
-        return self.rc
-
-    def wait(self, timeout=None):
-        """Block until it ends (timeout: SIGKILL it then, timed_out=True)."""
-        timer = None
-        if timeout is not None:
-            timer = threading.Timer(timeout, self._expire)
-            timer.daemon = True
-            timer.start()
-        try:
-            if self.rc is None:
-                _, status, ru = os.wait4(self.pid, 0)
-                self._done(status, ru)
-        finally:
-            if timer is not None:
-                timer.cancel()
-        return self.rc
-
-    def _expire(self):
-        if self.rc is None:
-            self.timed_out = True
-            self.signal(signal.SIGKILL)
-
-    def signal(self, sig):
-        # until we reap it, the pid is its own (a zombie at worst)
-        if self.rc is None:
-            if sig == signal.SIGKILL:
-                self.killed = True
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def stop(self, grace):
-        """SIGTERM, SIGKILL after grace seconds; the exit status."""
-        self.signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while self.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.rc is None:
-            self.signal(signal.SIGKILL)
-            self.wait()
-        return self.rc
-
-    def usage_into(self, m):
-        if self.ru is not None:
-            m.cpu_user_s = round(self.ru.ru_utime, 3)
-            m.cpu_sys_s = round(self.ru.ru_stime, 3)
-            m.max_rss_kib = self.ru.ru_maxrss      # KiB on Linux
-            m.rss_inherited = self.rss_inherited
-        m.exit = self.rc
-        m.killed = self.killed
-        m.timed_out = self.timed_out
-
-
-def kill_live():
-    """SIGKILL and reap every measured program still running."""
-    with _live_lock:
-        live = list(_live)
-    for ch in live:
-        ch.signal(signal.SIGKILL)
-        try:
-            ch.wait()
-        except ChildProcessError:
-            pass
-
-
-def spawn_measured(argv, stdout=None, stderr=None, env=None):
-    """Start argv (stdin /dev/null; stdout/stderr: a path, a file descriptor
-    or None for /dev/null) as a Child of this process (see above)."""
-    def target(x):
-        if x is None:
-            return subprocess.DEVNULL
-        if isinstance(x, str):
-            return open(x, "wb")
-        return x
-    out, err = target(stdout), target(stderr)
-    try:
-        if not _subreaper(True):
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                 env=env)
-            ch = Child(p.pid, rss_inherited=True)
-            ch.popen = p            # kept (a Popen collected while running would be polled)
-            return ch
-        r, w = os.pipe()
-        try:
-            # the program in the background without the pid pipe; its pid on it
-            sh = subprocess.Popen(["/bin/sh", "-c", '"$@" %d>&- & echo $! >&%d' % (w, w),
-                                   "sh"] + list(argv), stdin=subprocess.DEVNULL, stdout=out,
-                                  stderr=err, env=env, pass_fds=(w,))
-            os.close(w)
-            w = -1
-            rc = sh.wait()
-            pid = os.read(r, 64).decode().strip()
-        finally:
-            os.close(r)
-            if w >= 0:
-                os.close(w)
-            _subreaper(False)
-        if rc != 0 or not pid.isdigit():
-            raise proc.HarnessError("/bin/sh could not start %s (exit %s)" % (argv[0], rc))
-        return Child(int(pid))
-    finally:
-        for f in (out, err):
-            if not isinstance(f, int) and f is not None:
-                f.close()
-
-
-# --- ZooKeeper, read with the znodes' Stat ------------------------------------------
-
-class ZkError(Exception):
-    pass
-
-
-class ZkReader:
-    """A minimal ZooKeeper client: one session, getData only, requests
-    pipelined. kwal-zk-local get (one process per znode) says neither when a
-    znode was written nor is it cheap enough to poll; this gives each
-    offset's value with its Stat's mtime (the ZooKeeper server's clock, ms
-    since the epoch, the same clock as time.time() on this machine)."""
-
-    OP_GET_DATA = 4
-    OP_CLOSE = -11
-    ERR_NONODE = -101
-
-    def __init__(self, connect, timeout=10):
-        host, port = connect.split(",")[0].rsplit(":", 1)
-        self.s = socket.create_connection((host, int(port)), timeout)
-        self.xid = 0
-        # ConnectRequest: protocolVersion, lastZxidSeen, timeOut, sessionId,
-        # passwd (16 bytes), readOnly
-        self._send(struct.pack(">iqiqi", 0, 0, 30000, 0, 16) + bytes(16) + b"\0")
-        r = self._recv()
-        if len(r) < 16 or struct.unpack_from(">i", r, 4)[0] <= 0:
-            raise ZkError("session refused")
-
-    def _send(self, body):
-        self.s.sendall(struct.pack(">i", len(body)) + body)
-
-    def _read(self, n):
-        b = b""
-        while len(b) < n:
-            c = self.s.recv(n - len(b))
-            if not c:
-                raise ZkError("connection closed")
-            b += c
-        return b
-
-    def _recv(self):
-        (n,) = struct.unpack(">i", self._read(4))
-        return self._read(n)
-
-    def get_many(self, paths):
-        """{path: (data as text, mtime ms)}, None for a path with no node."""
-        out, want = b"", {}
-        for path in paths:
-            self.xid += 1
-            pb = path.encode()
-            body = struct.pack(">iii", self.xid, self.OP_GET_DATA, len(pb)) + pb + b"\0"
-            out += struct.pack(">i", len(body)) + body
-            want[self.xid] = path
-        self.s.sendall(out)
-        res = {}
-        while want:
-            r = self._recv()
-            xid, _zxid, err = struct.unpack_from(">iqi", r)
-            if xid not in want:          # a watch event or a ping's answer: not ours
-                continue
-            path = want.pop(xid)
-            if err == self.ERR_NONODE:
-                res[path] = None
-                continue
-            if err != 0:
-                raise ZkError("getData %s: error %d" % (path, err))
-            (dlen,) = struct.unpack_from(">i", r, 16)
-            data = r[20:20 + max(dlen, 0)]
-            # Stat: czxid, mzxid, ctime, mtime, ...
-            _cz, _mz, _ct, mtime = struct.unpack_from(">qqqq", r, 20 + max(dlen, 0))
-            res[path] = (data.decode(errors="replace").strip(), mtime)
-        return res
-
-    def close(self):
-        try:
-            self.xid += 1
-            self._send(struct.pack(">ii", self.xid, self.OP_CLOSE))
-        except OSError:
-            pass
-        try:
-            self.s.close()
-        except OSError:
-            pass
-
-
 # --- the checks ---------------------------------------------------------------------
 
-def check_workload(plan, manifest, rc):
-    c = Check("workload")
+def check_workload(w, manifest, rc, timeout):
+    c = Check("workload %s" % w.name)
     delivered = manifest.get("delivered", "")
     if rc != 0:
         c.fail("kwal-loadgen exit %s%s" % (proc.exit_word(rc), " (timed out after %d s)"
-                                           % plan.timeout_s if rc == 124 else ""))
-    if delivered != str(plan.records):
-        c.fail("delivered %s of %d records" % (delivered or "?", plan.records))
+                                           % timeout if rc == 124 else ""))
+    if delivered != str(w.records):
+        c.fail("delivered %s of %d records" % (delivered or "?", w.records))
     return c
 
 
-def check_topic(plan, topic):
+def check_topic(w, partitions, topic):
     """topic: {partition: (records, first offset, last offset)} as kcat -C read it."""
-    c = Check("topic")
+    c = Check("topic %s" % w.name)
     total = sum(n for n, _, _ in topic.values())
     bad = [p for p, (n, lo, hi) in sorted(topic.items()) if lo != 0 or hi + 1 != n]
-    if total != plan.records or len(topic) != plan.partitions or bad:
+    if total != w.records or len(topic) > partitions or bad:
         c.fail("%d records in %d partitions (expected %d in %d)%s" % (
-            total, len(topic), plan.records, plan.partitions,
+            total, len(topic), w.records, partitions,
             "; partitions not from 0 or with gaps: %s" % " ".join(map(str, bad)) if bad else ""))
     return c
 
@@ -567,33 +387,44 @@ def _mismatch(got, want):
             for p, n in sorted(want.items()) if got.get(p) != n]
 
 
-def check_kcat(plan, counts, m):
-    """kcat exited 0 having reached the end of every partition, which is the
-    partition's record count (it started at 0, so it read all N records)."""
-    c = Check("kcat run %d" % m.run)
+def _common(c, plan, m):
     if m.timed_out:
-        c.fail("timed out after %d s" % plan.timeout_s)
-    elif m.exit != 0:
-        c.fail("exit %s" % proc.exit_word(m.exit))
-    bad = _mismatch(m.ends, counts)
-    if bad:
-        c.fail("partitions not read to the end (got/want): %s" % " ".join(bad))
+        c.fail("not done after %d s" % plan.timeout_s)
+    if m.exited_early:
+        c.fail("ended before the last record was stored (exit %s)" % proc.exit_word(m.exit))
+
+
+def check_kcat(plan, w, counts, m):
+    """kcat read every partition to its end (throughput: "Reached end ... at
+    offset X", X = the partition's record count; exit 0) and printed one line
+    per record."""
+    c = Check("%s kcat run %d" % (w.name, m.run))
+    _common(c, plan, m)
+    if not w.rate:
+        if m.exit != 0 and not m.timed_out:
+            c.fail("exit %s" % proc.exit_word(m.exit))
+        bad = _mismatch(m.ends, counts)
+        if bad:
+            c.fail("partitions not read to the end (got/want): %s" % " ".join(bad))
+    if m.counted != w.records:
+        c.fail("%s records printed (expected %d)" % (m.counted, w.records))
     return c
 
 
-def check_kwal(plan, counts, m):
-    """Every offset of kwal's group in ZooKeeper is its partition's record
-    count; after SIGTERM kwal exited 0 and its final statistics say it
-    received exactly N records."""
-    c = Check("kwal run %d" % m.run)
-    if m.exited_early:
-        c.fail("kwal receive exited before its offsets were all in ZooKeeper (exit %s)"
-               % proc.exit_word(m.exit))
-    elif m.timed_out:
-        c.fail("not every offset in ZooKeeper after %d s" % plan.timeout_s)
-    bad = _mismatch(m.zk_offsets, counts)
-    if bad:
-        c.fail("ZooKeeper offsets differ from the record counts (got/want): %s" % " ".join(bad))
+def check_kwal(plan, w, counts, m):
+    """kwal's offsets in ZooKeeper are the end offsets (rate: they sum to N);
+    after SIGTERM it exited 0; its final statistics say N records stored and
+    no duplicate delivery."""
+    c = Check("%s %s run %d" % (w.name, m.contender, m.run))
+    _common(c, plan, m)
+    if counts:
+        bad = _mismatch(m.zk_offsets, counts)
+        if bad:
+            c.fail("ZooKeeper offsets differ from the end offsets (got/want): %s"
+                   % " ".join(bad))
+    elif sum(m.zk_offsets.values()) != w.records:
+        c.fail("ZooKeeper offsets sum to %d (expected %d)" % (sum(m.zk_offsets.values()),
+                                                               w.records))
     if not m.exited_early:
         if m.killed:
             c.fail("still running %d s after SIGTERM; killed" % STOP_GRACE_S)
@@ -602,22 +433,97 @@ def check_kwal(plan, counts, m):
     st = m.stats or {}
     if not st.get("final"):
         c.fail("no final statistics (--stats-json)")
-    if st.get("records_received") != plan.records:
-        c.fail("%s records received (expected %d)" % (st.get("records_received", "?"),
-                                                      plan.records))
+    elif st.get("records_stored") != w.records:
+        c.fail("%s records stored (expected %d)" % (st.get("records_stored"), w.records))
+    elif st.get("duplicate_deliveries"):
+        c.fail("%d duplicate deliveries" % st["duplicate_deliveries"])
+    return c
+
+
+def check_spark(plan, w, counts, m):
+    """Spark exited 0 after counting N records; its files hold every
+    (partition, offset) once (throughput: exactly the topic's offsets)."""
+    c = Check("%s spark run %d" % (w.name, m.run))
+    _common(c, plan, m)
+    if not m.timed_out and m.exit != 0:
+        c.fail("exit %s" % proc.exit_word(m.exit))
+    if m.spark is None:
+        c.fail("no \"done\" line")
+    elif m.spark.get("records") != w.records:
+        c.fail("counted %s records (expected %d)" % (m.spark.get("records"), w.records))
+    f = m.files or {}
+    if f.get("records") != w.records:
+        c.fail("%s records in its files (expected %d)" % (f.get("records"), w.records))
+    if f.get("dups"):
+        c.fail("%d records written twice" % f["dups"])
+    if f.get("bad"):
+        c.fail("partitions with offsets missing or out of range: %s"
+               % " ".join(map(str, f["bad"][:20])))
     return c
 
 
 # --- arithmetic ---------------------------------------------------------------------
 
-def rates(records, size, t):
-    """(records/s, MB/s) for N records of size bytes in t seconds."""
-    t = max(t, 0.001)
-    return records / t, records * size / 1e6 / t
-
-
 def median(values):
-    return statistics.median(values) if values else 0.0
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def quantiles(hist):
+    """{"p50","p90","p99","max"} of {ms: count} (nearest rank), None if empty."""
+    n = sum(hist.values())
+    if not n:
+        return None
+    keys = sorted(hist)
+    res = {"max": keys[-1]}
+    for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99)):
+        rank = min(n, max(1, int(n * q + 0.5)))
+        acc = 0
+        for k in keys:
+            acc += hist[k]
+            if acc >= rank:
+                res[name] = k
+                break
+    return res
+
+
+def check_files(out_dir, counts, total_expected):
+    """What Spark wrote: lines `<partition> <offset> <ts>` in
+    OUT/batch-*/part-*. {"records": n, "dups": d, "bad": [partitions]}; with
+    counts ({partition: records}) every offset 0..n-1 must be there once."""
+    seen = {}
+    n = dups = 0
+    if os.path.isdir(out_dir):
+        for b in sorted(os.listdir(out_dir)):
+            bd = os.path.join(out_dir, b)
+            if not (b.startswith("batch-") and os.path.isdir(bd)):
+                continue
+            for fn in os.listdir(bd):
+                if not fn.startswith("part-"):
+                    continue
+                with open(os.path.join(bd, fn), "rb") as f:
+                    for line in f:
+                        w = line.split()
+                        if len(w) < 2:
+                            continue
+                        part, off = int(w[0]), int(w[1])
+                        bits = seen.get(part)
+                        if bits is None:
+                            bits = seen[part] = bytearray()
+                        if off >= len(bits):
+                            bits.extend(bytes(max(off + 1 - len(bits), len(bits))))
+                        if bits[off]:
+                            dups += 1
+                        else:
+                            bits[off] = 1
+                            n += 1
+    bad = []
+    if counts:
+        for part, want in sorted(counts.items()):
+            bits = seen.get(part, bytearray())
+            if bits.count(1) != want or any(bits[want:]):
+                bad.append(part)
+    return {"records": n, "dups": dups, "bad": bad}
 
 
 # --- the runner ---------------------------------------------------------------------
@@ -626,15 +532,20 @@ class Bench:
     def __init__(self, a, bins):
         self.a = a
         self.bins = bins
-        self.work = None
+        self.out = None
         self.zk = None
+        self.zk_connect = None
         self.kafka = None
+        self.tools = None           # a KafkaCluster for its tools (-c: topics)
         self.bs = None
         self.plan = None
-        self.counts = {}            # partition -> records (from the topic check)
+        self.counts = {}            # workload -> {partition: records}
         self.measurements = []
+        self.verdicts = {}          # (workload, contender, run) -> Check
         self.checks = []
         self.failed = False
+        self.spark_dir = None
+        self.spark_jvm = []
 
     def say(self, msg):
         print(msg, flush=True)
@@ -644,22 +555,7 @@ class Bench:
         sys.stderr.flush()
 
     def path(self, *parts):
-        return os.path.join(self.work, *parts)
-
-    def rerun(self):
-        a = self.a
-        words = [PROG, "-n", str(a.records), "-s", str(a.size), "-p", str(a.partitions),
-                 "-r", str(a.receivers), "-k", str(a.repeat), "--brokers", str(a.brokers),
-                 "--kafka", a.kafka, "--timeout", str(a.timeout)]
-        if a.build:
-            words += ["--build", a.build]
-        for x in a.xconf:
-            words += ["-X", x]
-        for x in a.rdconf:
-            words += ["--rdkafka", x]
-        return " ".join(shlex.quote(w) for w in words)
-
-    # --- records
+        return os.path.join(self.out, *parts)
 
     def record(self, m):
         self.measurements.append(m)
@@ -672,64 +568,130 @@ class Bench:
             self.failed = True
         return c
 
+    def rerun(self):
+        a = self.a
+        words = ["kwal", "bench", "--contenders", ",".join(a.contenders), "--workloads",
+                 ",".join(a.workloads), "-k", str(a.repeat), "--rate-repeat", str(a.rate_repeat),
+                 "--partitions", str(a.partitions), "--sink", a.sink, "--batch-ms",
+                 str(a.batch_ms)]
+        if a.scale != 1.0:
+            words += ["--scale", "%g" % a.scale]
+        if "rate" in a.workloads:
+            words += ["--rate", str(a.rate), "--duration", str(a.duration)]
+        words += ["-c", a.conf] if a.conf else ["--brokers", str(a.brokers)]
+        for x in a.xconf:
+            words += ["-X", x]
+        for x in a.rdconf:
+            words += ["--rdkafka", x]
+        return " ".join(shlex.quote(w) for w in words)
+
     # --- set-up
+
+    def prepare_spark(self):
+        d = self.a.spark
+        if not d:
+            fetch = os.path.join(proc.REPO, "tools", "bench", "fetch-spark.sh")
+            self.say("    Spark: %s (fetches Spark %s's jars when missing)" % (fetch,
+                                                                           SPARK_VERSION))
+            rc, out, err = proc.run(["sh", fetch, SPARK_VERSION], 1800)
+            if rc != 0:
+                raise proc.HarnessError("Spark is needed for the spark contender: %s exit %s: %s"
+                                        % (fetch, proc.exit_word(rc), err.strip()[-500:]))
+            d = out.strip().splitlines()[-1] if out.strip() else ""
+        jar = os.path.join(d, "kwal-spark-bench.jar")
+        if not (os.path.isdir(os.path.join(d, "libs")) and os.path.isfile(jar)):
+            raise proc.HarnessError("--spark %s: no libs/ and kwal-spark-bench.jar there" % d)
+        self.spark_dir = d
+        opts = os.path.join(proc.REPO, "tools", "bench", "spark", "jvm.options")
+        with open(opts) as f:
+            self.spark_jvm = [ln.strip() for ln in f
+                              if ln.strip() and not ln.lstrip().startswith("#")]
 
     def start_cluster(self):
         a = self.a
+        if a.conf:
+            try:
+                c = read_conf(a.conf)
+            except OSError as e:
+                raise UsageError("-c %s: cannot read it (%s)" % (a.conf, e.strerror))
+            self.bs = c.get("kafka.bootstrap.servers")
+            self.zk_connect = c.get("zookeeper.connect")
+            if not self.bs or not self.zk_connect:
+                raise UsageError("-c %s: needs kafka.bootstrap.servers and zookeeper.connect"
+                                 % a.conf)
+            self.zk = services.ZooKeeper(self.bins, None)
+            self.zk.connect = self.zk_connect
+            from .kafka import KafkaCluster     # for its tools (TopicCommand)
+            self.tools = KafkaCluster(self.path("kafka-tools"), nodes=1)
+            self.say("    cluster: Kafka %s, ZooKeeper %s (from %s)" % (self.bs, self.zk_connect,
+                                                                      a.conf))
+            return
         self.zk = services.ZooKeeper(self.bins, self.path("zk"))
-        self.zk.start()
-        self.kafka = services.make_kafka(a.kafka, self.bins, self.path("kafka"), nodes=a.brokers,
-                                         topics=["%s:%d" % (TOPIC, a.partitions)])
+        self.zk_connect = self.zk.start()
+        self.kafka = services.make_kafka("real", self.bins, self.path("kafka"), nodes=a.brokers)
         try:
             self.bs = self.kafka.start()
         except proc.HarnessError:
             raise
         except Exception as e:              # noqa: BLE001 -- the cluster's own errors
-            raise proc.HarnessError("the %s Kafka cluster did not start: %s" % (a.kafka, e))
-        if a.kafka == "real":
-            ok, why = self.kafka.create_topic(TOPIC, a.partitions)
-            if not ok:
-                raise proc.HarnessError("cannot create topic %s: %s" % (TOPIC, why))
-        self.say("    ZooKeeper %s; Kafka %s (%s, %d node(s), topic %s, %d partitions)"
-                 % (self.zk.connect, self.bs, a.kafka, a.brokers, TOPIC, a.partitions))
+            raise proc.HarnessError("the Kafka cluster did not start: %s" % e)
+        self.say("    ZooKeeper %s; Kafka %s (Apache Kafka, %d node(s))"
+                 % (self.zk_connect, self.bs, a.brokers))
 
-    def produce(self):
-        a = self.a
+    def create_topic(self, name):
+        p = self.a.partitions
+        try:
+            if self.kafka is not None:
+                ok, why = self.kafka.create_topic(name, p)
+                if not ok:
+                    raise proc.HarnessError(why)
+                return
+            argv = self.tools.tool_cmd("topics", "--bootstrap-server", self.bs, "--create",
+                                       "--topic", name, "--partitions", str(p))
+            rc, _, err = proc.run(argv, 120)
+            if rc != 0:
+                raise proc.HarnessError(err.strip()[-500:])
+        except proc.HarnessError as e:
+            raise proc.HarnessError("cannot create topic %s (%d partitions): %s" % (name, p, e))
+
+    def produce(self, w, topic, rate=0, background=False):
+        base = self.path("runs", "produce-%s" % topic)
+        lg = Loadgen(self.bins, self.bs, topic, w.records, base + ".manifest", base,
+                     size=w.size, rate=rate or None)
+        if background:
+            return lg.start()
         t0 = time.monotonic()
-        lg = Loadgen(self.bins, self.bs, TOPIC, a.records, self.path("manifest"),
-                     self.path("loadgen"), size=a.size)
-        rc = lg.run(a.timeout)
-        t = time.monotonic() - t0
-        c = self.judge(check_workload(self.plan, read_manifest(self.path("manifest")), rc))
+        rc = lg.run(self.a.timeout)
+        c = self.judge(check_workload(w, read_manifest(base + ".manifest"), rc, self.a.timeout))
         if not c.ok:
-            raise proc.HarnessError("producing: %s (%s.err)" % ("; ".join(c.problems),
-                                                               self.path("loadgen")))
-        self.say("    produced %d records in %.3f s (kwal-loadgen, flat out)" % (a.records, t))
+            raise proc.HarnessError("producing %s: %s (%s.err)" % (w.name, "; ".join(c.problems),
+                                                                  base))
+        self.say("    %s: produced %d records of %d B in %.1f s (kwal-loadgen, flat out)"
+                 % (w.name, w.records, w.size, time.monotonic() - t0))
+        return lg
 
-    def read_topic(self):
-        """{partition: (records, first offset, last offset)} of the whole topic,
-        read once with kcat -C."""
-        a = self.a
-        err = self.path("topic-check.err")
-        p = proc.spawn(["kcat", "-C", "-b", self.bs, "-t", TOPIC, "-o", "beginning", "-e",
+    def read_topic(self, topic):
+        """{partition: (records, first offset, last offset)}, read once with kcat -C."""
+        err = self.path("runs", "topic-check-%s.err" % topic)
+        p = proc.spawn(["kcat", "-C", "-b", self.bs, "-t", topic, "-o", "beginning", "-e",
                         "-q", "-f", "%p %o\\n"], stdout=subprocess.PIPE, stderr=err)
         expired = []
 
         def expire():
             expired.append(True)
             p.kill()
-        timer = threading.Timer(a.timeout, expire)
+        timer = threading.Timer(self.a.timeout, expire)
         timer.daemon = True
         timer.start()
-        topic = {}
+        res = {}
         try:
             for line in p.stdout:
                 w = line.split()
                 if len(w) != 2:
                     continue
                 part, off = int(w[0]), int(w[1])
-                n, lo, hi = topic.get(part, (0, off, off))
-                topic[part] = (n + 1, min(lo, off), max(hi, off))
+                n, lo, hi = res.get(part, (0, off, off))
+                res[part] = (n + 1, min(lo, off), max(hi, off))
         finally:
             timer.cancel()
             p.stdout.close()
@@ -737,83 +699,160 @@ class Bench:
         if rc != 0:
             raise proc.HarnessError("kcat -C (topic check) exit %s%s: see %s" % (
                 proc.exit_word(rc), " (timed out)" if expired else "", err))
-        return topic
+        return res
 
-    def check_topic(self):
-        topic = self.read_topic()
-        c = self.judge(check_topic(self.plan, topic))
-        with open(self.path("partitions"), "w") as f:
-            for part, (n, lo, hi) in sorted(topic.items()):
-                f.write("%d %d %d %d\n" % (part, n, lo, hi))
+    def fill(self, w):
+        """Create and fill a throughput workload's topic, then check it."""
+        self.create_topic(w.topic)
+        self.produce(w, w.topic)
+        topic = self.read_topic(w.topic)
+        c = self.judge(check_topic(w, self.a.partitions, topic))
         if not c.ok:
-            raise proc.HarnessError("topic check: %s -- did the local cluster drop data "
-                                    "(retention)? use more --partitions" % "; ".join(c.problems))
-        self.counts = {part: n for part, (n, _, _) in topic.items()}
-        ns = self.counts.values()
-        self.say("    topic checked with kcat -C: %d records, %d..%d per partition, every "
-                 "partition from offset 0" % (self.a.records, min(ns), max(ns)))
+            raise proc.HarnessError("topic check: %s" % "; ".join(c.problems))
+        self.counts[w.name] = {p: n for p, (n, _, _) in topic.items()}
 
-    # --- the steps
+    # --- kcat
 
-    def run_kcat(self, st):
-        a = self.a
-        d = self.path("run-%d" % st.run)
-        os.makedirs(d, exist_ok=True)
-        argv = ["kcat", "-G", st.group, "-b", self.bs, "-o", "beginning", "-e"]
-        for kv in a.rdconf:
+    def run_kcat(self, st, w, m, d):
+        argv = ["kcat", "-G", st.group, "-b", self.bs, "-o", "beginning", "-f", "%T\\n"]
+        # -e: exit at the end of every partition; the rate workload instead
+        # reads until N lines came, unbuffered (-u) so that each line is seen
+        # when kcat has the record
+        argv.append("-u" if w.rate else "-e")
+        for kv in self.a.rdconf:
             argv += ["-X", kv]
-        argv.append(TOPIC)
-        m = Measurement("kcat", st.run, st.group)
+        argv.append(st.topic)
         lines, assigned = [], []
+        got = {"n": 0, "end": None}
+        hist = {}
+        done = threading.Event()
 
         def read_stderr(f):
             for raw in f:
-                now = time.monotonic()
+                now = time.time()
                 line = raw.decode(errors="replace").rstrip("\n")
                 if not assigned and "rebalanced" in line and "assigned:" in line:
                     assigned.append(now)
                 lines.append("%.6f %s" % (now, line))
 
-        r, w = os.pipe()
-        t0 = time.monotonic()
+        def read_stdout(f):
+            rest = b""
+            while True:
+                chunk = f.read1(1 << 20) if hasattr(f, "read1") else f.read(1 << 20)
+                if not chunk:
+                    break
+                now = time.time()
+                k = chunk.count(b"\n")
+                if w.rate:
+                    now_ms = int(now * 1000)
+                    buf = rest + chunk
+                    cut = buf.rfind(b"\n") + 1
+                    for ts in buf[:cut].split():
+                        lat = max(0, now_ms - int(ts))
+                        hist[lat] = hist.get(lat, 0) + 1
+                    rest = buf[cut:]
+                got["n"] += k
+                if got["n"] >= w.records and got["end"] is None:
+                    got["end"] = now
+                    done.set()
+            done.set()
+
+        r_err, w_err = os.pipe()
+        r_out, w_out = os.pipe()
+        t0 = time.time()
         try:
-            ch = spawn_measured(argv, stdout=None, stderr=w)
+            ch = spawn_measured(argv, stdout=w_out, stderr=w_err)
         finally:
-            os.close(w)
+            os.close(w_err)
+            os.close(w_out)
         m.pid = ch.pid
-        with os.fdopen(r, "rb") as rf:
-            reader = threading.Thread(target=read_stderr, args=(rf,), daemon=True,
-                                      name="kcat-stderr")
-            reader.start()
-            ch.wait(a.timeout)
-            reader.join(10)
+        producer = None
+        with os.fdopen(r_err, "rb") as ef, os.fdopen(r_out, "rb") as of:
+            te = threading.Thread(target=read_stderr, args=(ef,), daemon=True)
+            to = threading.Thread(target=read_stdout, args=(of,), daemon=True)
+            te.start()
+            to.start()
+            try:
+                if w.rate:
+                    producer = self.start_rate(w, st, lambda: bool(assigned), ch, m)
+                    if producer is not None:
+                        done.wait(w.records / w.rate + self.a.timeout)
+                    if ch.poll() is not None and got["end"] is None:
+                        m.exited_early = True
+                    elif got["end"] is None:
+                        m.timed_out = True
+                    ch.stop(STOP_GRACE_S)
+                else:
+                    ch.wait(self.a.timeout)
+            finally:
+                ch.stop(0)       # interrupted: its pipes must close before ours
+                if producer is not None:
+                    producer.stop(60)
+            to.join(30)
+            te.join(10)
+        timed_out = m.timed_out or ch.timed_out
         ch.usage_into(m)
+        m.timed_out = timed_out
+        if producer is not None:
+            self.finish_rate(producer, m)
+        m.counted = got["n"]
         with open(os.path.join(d, "kcat.err"), "w") as f:
             f.write("# %s\n" % " ".join(shlex.quote(x) for x in argv))
             f.write("\n".join(lines) + "\n")
         for ln in lines:
             g = re.search(r"Reached end of topic (\S+) \[(\d+)\] at offset (\d+)", ln)
-            if g and g.group(1) == TOPIC:
+            if g and g.group(1) == st.topic:
                 m.ends[int(g.group(2))] = int(g.group(3))
-        m.wall_s = round(ch.t_exit - t0, 3)
-        if assigned:
-            m.after_assign_s = round(ch.t_exit - assigned[0], 3)
+        end = got["end"] if w.rate else (ch.t_exit - time.monotonic() + time.time()
+                                        if ch.t_exit else None)
+        m.end = "nth-line" if w.rate else "exit"
+        self.times(m, t0, assigned[0] if assigned else None, end)
+        m.latency = quantiles(hist) if w.rate else None
         m.note = " | ".join(ln.split(" ", 1)[1] for ln in lines[-3:])
-        self.record(m)
-        return m
+
+    # --- the rate workload's producer
+
+    def start_rate(self, w, st, ready, ch, m):
+        """Wait (up to READY_TIMEOUT_S) until ready() says the contender can
+        read, then start the producer at w.rate; None if it never was."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not ready():
+            if ch.poll() is not None:
+                m.exited_early = True
+                return None
+            if time.monotonic() > deadline:
+                m.timed_out = True
+                m.note = "not ready after %d s" % READY_TIMEOUT_S
+                return None
+            time.sleep(0.05)
+        return self.produce(w, st.topic, rate=w.rate, background=True)
+
+    def finish_rate(self, lg, m):
+        rc = lg.stop(60) if not lg.done() else lg.rc
+        m.producer = read_manifest(lg.manifest)
+        m.producer["exit"] = rc
+
+    # --- kwal
 
     def kwal_conf(self, st, d):
         a = self.a
         s = {
             "group.id": st.group,
-            "topics": TOPIC,
-            "receivers": a.receivers,
-            "zookeeper.connect": self.zk.connect,
+            "topics": st.topic,
+            "zookeeper.connect": self.zk_connect,
             "kafka.bootstrap.servers": self.bs,
             "auto.offset.reset": "earliest",
-            "wal.dirs": os.path.join(d, "wal"),
-            "sink": "null",
+            "batch.interval.ms": a.batch_ms,
         }
+        if st.contender.startswith("receive"):
+            reps = 3 if st.contender == "receive-3" else 1
+            s["wal.dirs"] = ",".join(os.path.join(d, "wal%d" % i) for i in range(reps))
+            if reps == 3:
+                s["wal.write.quorum"] = 2
+        if st.contender == "direct" or a.sink == "sqlite":
+            s["sink"] = "sqlite:" + os.path.join(d, "sink.db")
+        else:
+            s["sink"] = "null"
         for kv in a.rdconf:
             k, v = kv.split("=", 1)
             s["kafka." + k] = v
@@ -821,21 +860,21 @@ class Bench:
             k, v = kv.split("=", 1)
             s[k] = v
         conf = os.path.join(d, "kwal.conf")
-        write_conf(conf, s, "%s, run %d" % (PROG, st.run))
+        write_conf(conf, s, "%s: %s, %s run %d" % (PROG, st.contender, st.workload, st.run))
         return conf
 
-    def wait_offsets(self, st, ch, m):
-        """Poll the group's offsets until each equals (or passes) its
-        partition's record count, kwal ends, or --timeout. The end time (wall
-        clock): the last offset znode's mtime; if this runner's ZooKeeper
-        reader fails, the time a kwal-zk-local poll saw them (coarser)."""
-        base = "/consumers/%s/offsets/%s/" % (st.group, TOPIC)
-        pending = {base + str(p): n for p, n in self.counts.items()}
-        mtimes = []
-        deadline = time.monotonic() + self.a.timeout
+    def wait_offsets(self, st, w, ch, m, counts):
+        """Poll the group's offsets until each is its partition's record count
+        (counts; the rate workload: until they sum to N), kwal ends, or the
+        timeout. The end (wall clock): the newest offset znode's mtime, i.e.
+        when ZooKeeper stored the last of them; if this runner's reader
+        fails, the time a kwal-zk-local poll saw them (coarser)."""
+        base = "/consumers/%s/offsets/%s/" % (st.group, st.topic)
+        paths = [base + str(p) for p in range(self.a.partitions)]
+        deadline = time.monotonic() + self.a.timeout + (w.records / w.rate if w.rate else 0)
         reader = None
         try:
-            reader = ZkReader(self.zk.connect)
+            reader = ZkReader(self.zk_connect)
         except (OSError, ZkError) as e:
             m.note = "ZooKeeper reader: %s; polling with kwal-zk-local" % e
         try:
@@ -845,22 +884,20 @@ class Bench:
                     return None
                 if reader is not None:
                     try:
-                        got = reader.get_many(list(pending))
+                        got = reader.get_many(paths)
                     except (OSError, ZkError, struct.error) as e:
                         m.note = "ZooKeeper reader: %s; polling with kwal-zk-local" % e
                         reader.close()
                         reader = None
                         continue
-                    for path, v in got.items():
-                        if v is not None and v[0].isdigit() and int(v[0]) >= pending[path]:
-                            del pending[path]
-                            mtimes.append(v[1])
-                    if not pending:
+                    offs = {int(p.rsplit("/", 1)[1]): (int(v[0]), v[1])
+                            for p, v in got.items() if v is not None and v[0].isdigit()}
+                    if self._at_end({p: o for p, (o, _) in offs.items()}, counts, w):
                         m.end = "zk-mtime"
-                        return max(mtimes) / 1000.0
+                        return max(t for _, t in offs.values()) / 1000.0
                 else:
-                    offs = self.zk.offsets(st.group, TOPIC, self.a.partitions)
-                    if all((offs.get(p) or 0) >= n for p, n in self.counts.items()):
+                    offs = self.zk.offsets(st.group, st.topic, self.a.partitions)
+                    if self._at_end({p: o or 0 for p, o in offs.items()}, counts, w):
                         m.end = "zk-poll"
                         return time.time()
                 if time.monotonic() > deadline:
@@ -871,185 +908,412 @@ class Bench:
             if reader is not None:
                 reader.close()
 
-    def run_kwal(self, st):
-        a = self.a
-        d = self.path("run-%d" % st.run)
-        os.makedirs(d, exist_ok=True)
+    @staticmethod
+    def _at_end(offs, counts, w):
+        if counts:
+            return all(offs.get(p, 0) >= n for p, n in counts.items())
+        return sum(offs.values()) >= w.records
+
+    def run_kwal(self, st, w, m, d):
         conf = self.kwal_conf(st, d)
-        m = Measurement("kwal", st.run, st.group)
-        k = Kwal(self.bins, ["receive"], conf, os.path.join(d, "kwal"))
-        if os.path.exists(k.stats_path):
-            os.unlink(k.stats_path)
+        k = Kwal(self.bins, KWAL_ARGS[st.contender], conf, os.path.join(d, "kwal"))
         t0 = time.time()
         ch = spawn_measured(k.argv(), stdout=os.path.join(d, "kwal.out"), stderr=k.log)
         m.pid = ch.pid
-        t1 = self.wait_offsets(st, ch, m)
+        producer = None
+        t1 = None
+        if w.rate:
+            def ready():
+                s = read_stats(k.stats_path) or {}
+                return (s.get("first_assignment_ms") or -1) >= 0
+            producer = self.start_rate(w, st, ready, ch, m)
+        if producer is not None or not w.rate:
+            t1 = self.wait_offsets(st, w, ch, m, self.counts.get(w.name))
         timed_out = m.timed_out
         if ch.rc is None:
             ch.stop(STOP_GRACE_S)
         ch.usage_into(m)
         m.timed_out = timed_out
+        if producer is not None:
+            self.finish_rate(producer, m)
         m.stats = k.stats()
-        m.zk_offsets = self.zk.offsets(st.group, TOPIC, a.partitions)
-        if t1 is not None:
-            if t1 < t0:                     # the clock stepped back: no time to give
-                t1 = t0 + 0.001
-            m.wall_s = round(t1 - t0, 3)
-            fa = (m.stats or {}).get("first_assignment_ms", -1)
-            if fa is not None and fa >= 0:
-                m.after_assign_s = round(max(t1 - (t0 + fa / 1000.0), 0.0), 3)
+        m.zk_offsets = self.zk.offsets(st.group, st.topic, self.a.partitions)
+        m.zk_offsets = {p: o for p, o in m.zk_offsets.items() if o is not None}
+        st_ = m.stats or {}
+        m.counted = st_.get("records_stored")
+        fa = st_.get("first_assignment_ms", -1)
+        ready = t0 + fa / 1000.0 if fa is not None and fa >= 0 else None
+        self.times(m, t0, ready, t1)
+        if w.rate and st_.get("latency_records"):     # pre-filled: the backlog's age
+            m.latency = {q: st_.get("latency_ms_" + q) for q in ("p50", "p90", "p99", "max")}
         if m.exited_early or m.exit != 0 or m.timed_out:
             m.note = (m.note + " | " if m.note else "") + k.log_tail(3)
+
+    # --- spark
+
+    def run_spark(self, st, w, m, d):
+        outdir = os.path.join(d, "out")
+        cp = "%s/*:%s" % (os.path.join(self.spark_dir, "libs"),
+                          os.path.join(self.spark_dir, "kwal-spark-bench.jar"))
+        argv = (["java"] + self.spark_jvm + ["-Xmx" + self.a.spark_heap, "-cp", cp,
+                                            "kwal.bench.SparkDirect", "--bootstrap", self.bs,
+                                            "--topic", st.topic, "--group", st.group,
+                                            "--out", outdir, "--records", str(w.records),
+                                            "--batch-ms", str(self.a.batch_ms),
+                                            "--master", "local[2]"])
+        events = {}
+        done = threading.Event()
+
+        def read_stdout(f):
+            with open(os.path.join(d, "spark.out"), "w") as log:
+                for raw in f:
+                    line = raw.decode(errors="replace")
+                    log.write(line)
+                    try:
+                        ev = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(ev, dict) and ev.get("event") in ("started", "done"):
+                        events[ev["event"]] = ev
+            done.set()
+
+        r_out, w_out = os.pipe()
+        t0 = time.time()
+        try:
+            ch = spawn_measured(argv, stdout=w_out, stderr=os.path.join(d, "spark.err"))
+        finally:
+            os.close(w_out)
+        m.pid = ch.pid
+        producer = None
+        with os.fdopen(r_out, "rb") as of:
+            to = threading.Thread(target=read_stdout, args=(of,), daemon=True)
+            to.start()
+            try:
+                if w.rate:
+                    producer = self.start_rate(w, st, lambda: "started" in events, ch, m)
+                if producer is not None or not w.rate:
+                    ch.wait(self.a.timeout + (w.records / w.rate if w.rate else 0))
+                else:
+                    ch.stop(STOP_GRACE_S)
+            finally:
+                ch.stop(0)       # interrupted: its pipes must close before ours
+                if producer is not None:
+                    producer.stop(60)
+            to.join(30)
+        timed_out = m.timed_out or ch.timed_out
+        ch.usage_into(m)
+        m.timed_out = timed_out
+        if producer is not None:
+            self.finish_rate(producer, m)
+        m.spark = events.get("done")
+        sp = m.spark or {}
+        m.counted = sp.get("records")
+        m.end = "last-batch"
+        ready = (events.get("started") or {}).get("ready_ms")
+        last = sp.get("last_out_ms")
+        self.times(m, t0, ready / 1000.0 if ready else None, last / 1000.0 if last else None)
+        if w.rate and sp.get("latency_ms_p50") is not None:
+            m.latency = {q: sp.get("latency_ms_" + q) for q in ("p50", "p90", "p99", "max")}
+        m.files = check_files(outdir, self.counts.get(w.name), w.records)
+        if m.exit != 0 or m.spark is None:
+            try:
+                with open(os.path.join(d, "spark.err"), errors="replace") as f:
+                    m.note = " | ".join(f.read().strip().splitlines()[-3:])[-600:]
+            except OSError:
+                pass
+        if not self.a.keep:
+            shutil.rmtree(outdir, ignore_errors=True)
+
+    # --- one step
+
+    @staticmethod
+    def times(m, t0, ready, end):
+        if end is not None:
+            m.wall_s = round(max(end - t0, 0.001), 3)
+        if ready is not None:
+            m.startup_s = round(max(ready - t0, 0.0), 3)
+            if end is not None:
+                m.steady_s = round(max(end - ready, 0.001), 3)
+
+    def run_step(self, st):
+        w = self.plan.workload(st.workload)
+        d = self.path("runs", "%s-%s-%d" % (st.workload, st.contender, st.run))
+        os.makedirs(d, exist_ok=True)
+        if w.rate:
+            self.create_topic(st.topic)
+        m = Measurement(st.workload, st.contender, st.run, st.group, st.topic, w.records, w.size)
+        counts = self.counts.get(w.name)
+        if st.contender == "kcat":
+            self.run_kcat(st, w, m, d)
+            c = check_kcat(self.plan, w, counts, m)
+        elif st.contender == "spark":
+            self.run_spark(st, w, m, d)
+            c = check_spark(self.plan, w, counts, m)
+        else:
+            self.run_kwal(st, w, m, d)
+            c = check_kwal(self.plan, w, counts, m)
+        if m.producer is not None:
+            pc = check_workload(w, m.producer, m.producer.get("exit"), self.a.timeout)
+            if not pc.ok:
+                c.fail("producer: " + "; ".join(pc.problems))
         self.record(m)
-        if not a.keep:
-            shutil.rmtree(os.path.join(d, "wal"), ignore_errors=True)
+        self.judge(c)
+        self.verdicts[(st.workload, st.contender, st.run)] = c
+        if not self.a.keep:
+            for sub in ("wal0", "wal1", "wal2"):
+                shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
+            for fn in os.listdir(d):
+                if fn.startswith("sink.db"):
+                    os.unlink(os.path.join(d, fn))
+        if c.ok:
+            self.say(self.line(m))
+        else:
+            self.warn("    %s %-14s run %d: %s%s" % (st.workload, st.contender, st.run,
+                                                    "; ".join(c.problems),
+                                                    " (%s)" % m.note if m.note else ""))
         return m
 
     # --- the report
 
-    def line(self, m, extra=""):
-        pl = self.plan
-        rps, mbs = rates(pl.records, pl.size, m.wall_s)
-        after = ""
-        if m.after_assign_s:
-            after = "  (after assignment %6.3f s %8.0f rec/s)" % (
-                m.after_assign_s, rates(pl.records, pl.size, m.after_assign_s)[0])
-        usage = ""
+    def line(self, m):
+        rps = m.records / m.steady_s if m.steady_s else 0
+        words = ["    %-4s %-14s run %d:" % (m.workload, m.contender, m.run),
+                 "%9.0f rec/s %6.1f MB/s" % (rps, rps * m.size / 1e6),
+                 "start-up %5.2f s" % (m.startup_s or 0)]
         if m.cpu_s is not None:
-            usage = "  cpu %6.2f s (user %.2f + sys %.2f)  rss %6.1f MiB%s" % (
-                m.cpu_s, m.cpu_user_s, m.cpu_sys_s, m.max_rss_kib / 1024.0,
-                " (with the harness's)" if m.rss_inherited else "")
-        return "    run %d/%d %s: %7.3f s %8.0f rec/s %6.1f MB/s%s%s%s" % (
-            m.run, pl.repeat, m.side, m.wall_s, rps, mbs, usage, after, extra)
+            words.append("cpu %6.2f s rss %6.1f MiB written %5.2f B/B" % (
+                m.cpu_s, m.max_rss_kib / 1024.0,
+                (m.write_bytes or 0) / float(m.records * m.size)))
+        if m.latency:
+            words.append("latency p50 %s p99 %s ms" % (m.latency.get("p50"),
+                                                       m.latency.get("p99")))
+        return " ".join(words)
 
-    def csv_rows(self, verdicts):
-        pl = self.plan
+    def verified(self, wl, contender):
+        return [m for m in self.measurements if m.workload == wl and m.contender == contender
+                and self.verdicts[(wl, contender, m.run)].ok and m.steady_s]
+
+    def row(self, wl, contender):
+        """Medians of the verified runs of one contender on one workload, and
+        its ratios to kcat and Spark in the same run (medians of per-run
+        ratios); None when no run was verified."""
+        ms = self.verified(wl, contender)
+        if not ms:
+            return None
+        rps = [m.records / m.steady_s for m in ms]
+        res = {
+            "runs": len(ms),
+            "rps": median(rps),
+            "mbs": median([r * ms[0].size / 1e6 for r in rps]),
+            "startup_s": median([m.startup_s for m in ms]),
+            "cpu_per_m": median([m.cpu_s / (m.records / 1e6) for m in ms
+                                 if m.cpu_s is not None]),
+            "rss_mib": median([m.max_rss_kib / 1024.0 for m in ms
+                               if m.max_rss_kib is not None]),
+            "written": median([m.write_bytes / float(m.records * m.size) for m in ms
+                               if m.write_bytes is not None]),
+            "p50": median([(m.latency or {}).get("p50") for m in ms]),
+            "p99": median([(m.latency or {}).get("p99") for m in ms]),
+        }
+        for base in ("kcat", "spark"):
+            ratios = []
+            for m in ms:
+                b = next((x for x in self.verified(wl, base) if x.run == m.run), None)
+                if b is not None:
+                    ratios.append(b.steady_s / m.steady_s)
+            res["vs_" + base] = median(ratios)
+        return res
+
+    def table(self):
+        out = []
+        for wd in self.plan.workloads:
+            w = Workload(**wd)
+            desc = ("%d records of %d B at %d records/s" % (w.records, w.size, w.rate) if w.rate
+                    else "%d records of %d B, pre-filled" % (w.records, w.size))
+            out.append("### %s: %s, %d partitions\n" % (w.name, desc, self.plan.partitions))
+            out.append("| contender | runs | records/s | MB/s | start-up s | CPU s / M records "
+                       "| peak RSS MiB | written B/B | latency p50 / p99 ms | vs kcat | vs Spark |")
+            out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+            for c in self.plan.contenders:
+                r = self.row(w.name, c)
+                if r is None:
+                    out.append("| %s | 0 | - | - | - | - | - | - | - | - | - |" % c)
+                    continue
+
+                def f(x, fmt):
+                    return "-" if x is None else fmt % x
+                lat = "-" if r["p50"] is None else "%s / %s" % (f(r["p50"], "%.0f"),
+                                                               f(r["p99"], "%.0f"))
+                out.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    c, r["runs"], f(r["rps"], "%.0f"), f(r["mbs"], "%.1f"),
+                    f(r["startup_s"], "%.2f"), f(r["cpu_per_m"], "%.2f"),
+                    f(r["rss_mib"], "%.0f"), f(r["written"], "%.2f"), lat,
+                    f(r["vs_kcat"] if c != "kcat" else None, "%.2f"),
+                    f(r["vs_spark"] if c != "spark" else None, "%.2f")))
+            out.append("")
+        return "\n".join(out)
+
+    def targets(self):
+        """The issue's targets, each with its figure and met / not met / not
+        measured (a contender or workload left out)."""
+        res = []
+
+        def add(what, value, ok, detail):
+            res.append((what, "not measured" if value is None else ("met" if ok else "NOT met"),
+                        detail if value is not None else ""))
+        for wl in [w["name"] for w in self.plan.workloads if not w["rate"]]:
+            for c, need in (("receive-3", 0.8), ("direct", 0.9)):
+                r = self.row(wl, c) or {}
+                v = r.get("vs_kcat")
+                add("%s %s >= %.1fx kcat records/s" % (wl, c, need), v,
+                    v is not None and v >= need, "%.2fx" % v if v is not None else "")
+            sp = self.row(wl, "spark") or {}
+            for c in ("receive-3", "direct"):
+                r = self.row(wl, c) or {}
+                v = r.get("vs_spark")
+                add("%s %s >= 3x Spark records/s" % (wl, c), v, v is not None and v >= 3,
+                    "%.2fx" % v if v is not None else "")
+                cpu = (r.get("cpu_per_m") / sp["cpu_per_m"]
+                       if r.get("cpu_per_m") is not None and sp.get("cpu_per_m") else None)
+                add("%s %s CPU per record <= 1/3 of Spark's" % (wl, c), cpu,
+                    cpu is not None and cpu <= 1 / 3.0, "%.2fx" % cpu if cpu is not None else "")
+                rss = (r.get("rss_mib") / sp["rss_mib"]
+                       if r.get("rss_mib") is not None and sp.get("rss_mib") else None)
+                add("%s %s peak RSS <= 1/5 of Spark's" % (wl, c), rss,
+                    rss is not None and rss <= 0.2, "%.2fx" % rss if rss is not None else "")
+        if "100b" in [w["name"] for w in self.plan.workloads]:
+            for c in ("receive", "direct"):
+                r = self.row("100b", c) or {}
+                v = r.get("rss_mib")
+                add("100b %s peak RSS <= 200 MB (default settings)" % c, v,
+                    v is not None and v * 1.048576 <= 200, "%.0f MB" % (v * 1.048576)
+                    if v is not None else "")
+        for c in [x for x in self.plan.contenders if x in KWAL_ARGS]:
+            r = self.row("rate", c) or {}
+            v = r.get("p99")
+            add("rate %s latency p99 <= 2 x batch.interval.ms (%d ms)"
+                % (c, 2 * self.plan.batch_ms), v, v is not None and v <= 2 * self.plan.batch_ms,
+                "%.0f ms" % v if v is not None else "")
+        return res
+
+    def csv_rows(self):
         rows = []
         for m in self.measurements:
-            c = verdicts.get((m.side, m.run))
-            rps = mbs = rps_a = ""
-            if m.wall_s:
-                r, b = rates(pl.records, pl.size, m.wall_s)
-                rps, mbs = "%.0f" % r, "%.1f" % b
-            if m.after_assign_s:
-                rps_a = "%.0f" % rates(pl.records, pl.size, m.after_assign_s)[0]
+            c = self.verdicts.get((m.workload, m.contender, m.run))
 
             def v(x, fmt="%s"):
                 return "" if x is None else fmt % x
+            rps = m.records / m.steady_s if m.steady_s else None
+            lat = m.latency or {}
             rows.append(",".join([
-                str(m.run), m.side, m.group, "1" if c and c.ok else "0",
-                v(m.exit), v(m.wall_s, "%.3f"), rps, mbs, v(m.after_assign_s, "%.3f"), rps_a,
-                v(m.cpu_user_s, "%.3f"), v(m.cpu_sys_s, "%.3f"), v(m.cpu_s, "%.3f"),
-                v(m.max_rss_kib), '"%s"' % "; ".join(c.problems).replace('"', "'") if c else ""]))
+                m.workload, m.contender, str(m.run), "1" if c and c.ok else "0", v(m.exit),
+                str(m.records), str(m.size), v(m.wall_s, "%.3f"), v(m.startup_s, "%.3f"),
+                v(m.steady_s, "%.3f"), v(rps, "%.0f"),
+                v(rps * m.size / 1e6 if rps else None, "%.2f"),
+                v(m.cpu_user_s, "%.3f"), v(m.cpu_sys_s, "%.3f"),
+                v(m.cpu_s / (m.records / 1e6) if m.cpu_s is not None else None, "%.3f"),
+                v(m.max_rss_kib), v(m.write_bytes),
+                v(m.write_bytes / float(m.records * m.size) if m.write_bytes is not None
+                  else None, "%.3f"),
+                v(lat.get("p50")), v(lat.get("p99")), v(lat.get("max")),
+                '"%s"' % "; ".join(c.problems).replace('"', "'") if c else ""]))
         return rows
 
-    def write_outputs(self, verdicts):
+    def chart(self):
+        """bench.png: steady records/s and CPU s per million records, per
+        workload and contender (gnuplot; skipped with a warning if it fails)."""
+        dat = self.path("bench.dat")
+        wls = [w["name"] for w in self.plan.workloads]
+        with open(dat, "w") as f:
+            f.write("contender " + " ".join("%s_rps %s_cpu" % (w, w) for w in wls) + "\n")
+            for c in self.plan.contenders:
+                vals = []
+                for w in wls:
+                    r = self.row(w, c) or {}
+                    vals += [r.get("rps") or 0, r.get("cpu_per_m") or 0]
+                f.write("%s %s\n" % (c, " ".join("%.3f" % x for x in vals)))
+        cols = lambda k: ", ".join('"%s" using %d:xtic(1) title "%s"' % (dat, 2 + 2 * i + k, w)
+                                   for i, w in enumerate(wls))
+        gp = self.path("bench.gp")
+        with open(gp, "w") as f:
+            f.write(CHART % {"png": self.path("bench.png"), "partitions": self.plan.partitions,
+                             "rps": cols(0), "cpu": cols(1)})
+        rc, _, err = proc.run(["gnuplot", gp], 120)
+        if rc != 0:
+            self.warn("%s: gnuplot failed (exit %s): %s" % (PROG, proc.exit_word(rc),
+                                                            err.strip()[-300:]))
+
+    def write_outputs(self, started):
         with open(self.path("checks.json"), "w") as f:
             json.dump([asdict(c) for c in self.checks], f, indent=1)
-        text = CSV_HEADER + "\n" + "".join(r + "\n" for r in self.csv_rows(verdicts))
         with open(self.path("bench.csv"), "w") as f:
-            f.write(text)
-        if self.a.csv:
-            with open(self.a.csv, "w") as f:
-                f.write(text)
+            f.write(CSV_HEADER + "\n" + "".join(r + "\n" for r in self.csv_rows()))
+        md = ["# kwal bench", "",
+              "`%s`" % self.rerun(), "",
+              "%s; Kafka %s; %s; %s CPUs; %s; batch.interval.ms = Spark's batch = %d ms; "
+              "kwal sink %s (direct: sqlite)." % (
+                  self.bins.version(), self.bs, started, os.cpu_count() or "?",
+                  time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), self.plan.batch_ms,
+                  self.plan.sink), "",
+              "Records/s: steady state, from the moment the contender can read to the last "
+              "record stored (medians of verified runs); start-up apart. \"vs kcat\" / \"vs "
+              "Spark\": the contender's records/s over theirs, in the same run.", "",
+              self.table(), "### Targets", "",
+              "| target | status | figure |", "| --- | --- | --- |"]
+        md += ["| %s | %s | %s |" % t for t in self.targets()]
+        md += ["", "![chart](bench.png)", ""]
+        with open(self.path("bench.md"), "w") as f:
+            f.write("\n".join(md))
+        self.chart()
+
+    # --- main
 
     def main(self):
         a = self.a
-        base = a.dir or os.environ.get("TMPDIR") or "/tmp"
-        os.makedirs(base, exist_ok=True)
-        self.work = tempfile.mkdtemp(prefix="kwal-bench-receive.", dir=base)
-        self.plan = make_plan(a, "%d-%s" % (os.getpid(), time.strftime("%H%M%S")))
+        self.out = os.path.abspath(a.out or "kwal-bench-%s" % time.strftime("%Y%m%d-%H%M%S"))
+        os.makedirs(self.path("runs"), exist_ok=True)
+        tag = "%d-%s" % (os.getpid(), time.strftime("%H%M%S"))
+        self.plan = make_plan(a, tag)
         with open(self.path("plan.json"), "w") as f:
             json.dump(asdict(self.plan), f, indent=1)
-        kc = proc.run(["kcat", "-V"], 10)[1]
-        g = re.search(r"Version (\S+).*librdkafka (\S+)", kc, re.S)
         try:
             load = " ".join(open("/proc/loadavg").read().split()[:3])
         except OSError:
             load = "?"
-        self.say("==> %s: %d records of %d B over %d partitions, kwal receivers=%d, %d kcat/kwal "
-                 "pair(s)" % (SUMMARY, a.records, a.size, a.partitions, a.receivers, a.repeat))
-        self.say("    %s (%s), %s, %s CPUs, load %s" % (
-            self.bins.version(), self.bins.dir,
-            "kcat %s (librdkafka %s)" % g.groups() if g else "kcat ?", os.cpu_count() or "?",
-            load))
-        self.say("    work directory %s" % self.work)
+        started = "load %s at start" % load
+        self.say("==> kwal bench: %s; workloads %s; %d run(s) each (rate: %d), interleaved"
+                 % (",".join(a.contenders), ",".join(a.workloads), a.repeat, a.rate_repeat))
+        self.say("    %s (%s), %s CPUs, %s" % (self.bins.version(), self.bins.dir,
+                                              os.cpu_count() or "?", started))
+        self.say("    report directory %s" % self.out)
         self.say("    re-run: %s" % self.rerun())
-        if a.kafka == "mock":
-            per_part = a.records * (a.size + 24) // a.partitions
-            if per_part > MOCK_RETENTION:
-                self.warn("%s: warning: ~%d bytes per partition may exceed the mock cluster's "
-                          "retention (~5 MiB per partition); use more --partitions"
-                          % (NAME, per_part))
-
+        if "spark" in a.contenders:
+            self.prepare_spark()
         self.start_cluster()
-        self.produce()
-        self.check_topic()
+        for wd in self.plan.workloads:
+            w = Workload(**wd)
+            if not w.rate:
+                self.fill(w)
+            for st in [s for s in self.plan.steps if s.workload == w.name]:
+                self.run_step(st)
+        self.write_outputs(started)
+        return self.summary()
 
-        verdicts = {}
-        for st in self.plan.steps:
-            if st.side == "kcat":
-                m = self.run_kcat(st)
-                c = self.judge(check_kcat(self.plan, self.counts, m))
-            else:
-                m = self.run_kwal(st)
-                c = self.judge(check_kwal(self.plan, self.counts, m))
-            verdicts[(st.side, st.run)] = c
-            if not c.ok:
-                self.warn("    run %d %s: %s%s" % (st.run, st.side, "; ".join(c.problems),
-                                                  " (%s)" % m.note if m.note else ""))
-                continue
-            if st.side == "kcat":
-                self.say(self.line(m))
-                continue
-            kc_m = next(x for x in self.measurements if x.side == "kcat" and x.run == st.run)
-            if verdicts.get(("kcat", st.run)) and verdicts[("kcat", st.run)].ok:
-                ratio = kc_m.wall_s / max(m.wall_s, 0.001)
-                ratio_a = (kc_m.after_assign_s / m.after_assign_s
-                           if kc_m.after_assign_s and m.after_assign_s else 0.0)
-                self.say(self.line(m, "  kwal/kcat %.3f (after assignment %.3f)"
-                                   % (ratio, ratio_a)))
-            else:
-                self.say(self.line(m))
-
-        self.write_outputs(verdicts)
-        return self.summary(verdicts)
-
-    def summary(self, verdicts):
+    def summary(self):
         pl = self.plan
-        pairs = []
-        for r in range(1, pl.repeat + 1):
-            if verdicts[("kcat", r)].ok and verdicts[("kwal", r)].ok:
-                kc = next(x for x in self.measurements if x.side == "kcat" and x.run == r)
-                kw = next(x for x in self.measurements if x.side == "kwal" and x.run == r)
-                pairs.append((kc, kw))
-        words = ["records=%d" % pl.records, "size=%d" % pl.size, "partitions=%d" % pl.partitions,
-                 "receivers=%d" % pl.receivers, "repeat=%d" % pl.repeat, "pairs=%d" % len(pairs)]
-        words += pl.settings_words()
-        if not pairs:
-            self.say("%s: %s status=failed" % (SUMMARY, " ".join(words)))
-            return 1
-        kc_t = median([kc.wall_s for kc, _ in pairs])
-        kw_t = median([kw.wall_s for _, kw in pairs])
-        ratio = median([kc.wall_s / max(kw.wall_s, 0.001) for kc, kw in pairs])
-        ratio_a = median([kc.after_assign_s / kw.after_assign_s
-                          if kc.after_assign_s and kw.after_assign_s else 0.0
-                          for kc, kw in pairs])
-        kc_rps, kc_mbs = rates(pl.records, pl.size, kc_t)
-        kw_rps, kw_mbs = rates(pl.records, pl.size, kw_t)
-
-        def usage(ms):
-            cpu = median([m.cpu_s for m in ms if m.cpu_s is not None])
-            rss = median([m.max_rss_kib for m in ms if m.max_rss_kib is not None]) / 1024.0
-            return "cpu %.2f s, rss %.1f MiB" % (cpu, rss)
-        self.say("    medians of %d pair(s): kcat %.0f rec/s (%.1f MB/s; %s), kwal %.0f rec/s "
-                 "(%.1f MB/s; %s); kwal/kcat %.3f end to end, %.3f after assignment"
-                 % (len(pairs), kc_rps, kc_mbs, usage([kc for kc, _ in pairs]), kw_rps, kw_mbs,
-                    usage([kw for _, kw in pairs]), ratio, ratio_a))
+        ok = sum(1 for c in self.verdicts.values() if c.ok)
+        words = ["workloads=%s" % ",".join(w["name"] for w in pl.workloads),
+                 "contenders=%s" % ",".join(pl.contenders), "repeat=%d" % pl.repeat,
+                 "runs=%d" % len(self.verdicts), "verified=%d" % ok]
+        for wd in pl.workloads:
+            for c in pl.contenders:
+                r = self.row(wd["name"], c)
+                if r is not None:
+                    words.append("%s_%s_rps=%.0f" % (wd["name"], c, r["rps"]))
         status = "failed" if self.failed else "ok"
-        words += ["kcat_rps=%.0f" % kc_rps, "kcat_mbs=%.1f" % kc_mbs, "kwal_rps=%.0f" % kw_rps,
-                  "kwal_mbs=%.1f" % kw_mbs, "ratio=%.3f" % ratio,
-                  "ratio_after_assign=%.3f" % ratio_a, "status=%s" % status]
+        words.append("status=%s" % status)
+        self.say("report: %s, %s, %s" % (self.path("bench.md"), self.path("bench.csv"),
+                                         self.path("bench.png")))
         self.say("%s: %s" % (SUMMARY, " ".join(words)))
         return 1 if self.failed else 0
 
@@ -1061,52 +1325,77 @@ class Bench:
                 self.kafka.stop()
             except Exception:               # noqa: BLE001 -- best effort at exit
                 pass
-        if self.zk is not None and self.zk.dir and os.path.isdir(self.zk.dir):
+        if not self.a.conf and self.zk is not None and self.zk.dir \
+                and os.path.isdir(self.zk.dir):
             self.zk.stop()
         proc.kill_all()
-        if self.work:
-            if self.a.keep:
-                print("kept %s" % self.work, flush=True)
-            else:
-                shutil.rmtree(self.work, ignore_errors=True)
-                if self.failed:
-                    self.warn("%s: work directory removed; --keep keeps it (logs, "
-                              "statistics, plan, measurements, checks)" % NAME)
+        if self.out and not self.a.keep:
+            for sub in ("zk", "kafka", "kafka-tools"):
+                shutil.rmtree(self.path(sub), ignore_errors=True)
+
+
+CHART = """\
+set terminal pngcairo size 1200,700 font ",10" noenhanced
+set output "%(png)s"
+set multiplot layout 1,2 title "kwal bench (%(partitions)d partitions): medians of verified runs"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.7
+set xtics rotate by -30
+set yrange [0:*]
+set grid ytics
+set key top right
+set title "steady-state records/s"
+plot %(rps)s
+set title "CPU seconds per million records"
+plot %(cpu)s
+unset multiplot
+"""
 
 
 def _on_term(sig, frame):
     raise SystemExit(143)
 
 
-def main(argv=None):
+def usage_error(msg):
+    sys.stderr.write("kwal: bench: %s\nTry 'kwal bench --help'.\n" % msg)
+    return 2
+
+
+def main(argv=None, prog_dir=None):
+    """prog_dir: the directory the runner was started from (kwal-bench next
+    to kwal: those binaries are used unless --build says otherwise)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         a = parse_args(argv)
     except UsageError as e:
-        sys.stderr.write("%s: %s\nTry '%s --help'.\n" % (NAME, e, PROG))
-        return 2
-    bins = proc.Bins(proc.bin_dir(a.build))
+        return usage_error(e)
+    bins = proc.Bins(proc.bin_dir(a.build, near=prog_dir))
     try:
-        bins.check("kwal", "loadgen", "zk_local", *(["kafka_mock"] if a.kafka == "mock" else []))
-        proc.need_commands("kcat")
-        if a.kafka == "real" and "real" not in services.kafka_kinds_available():
-            raise proc.HarnessError("--kafka real: kwalh.kafka is not there")
+        bins.check("kwal", "loadgen", *([] if a.conf else ["zk_local"]))
+        proc.need_commands("kcat", *(["java"] if "spark" in a.contenders else []),
+                           "gnuplot")
+        if not a.conf and "real" not in services.kafka_kinds_available():
+            raise proc.HarnessError("Apache Kafka's jars are missing (tools/install-deps.sh "
+                                    "fetches them)")
     except proc.HarnessError as e:
-        sys.stderr.write("%s: %s\n" % (NAME, e))
+        sys.stderr.write("kwal: bench: %s\n" % e)
         return 1
     b = Bench(a, bins)
     old = signal.signal(signal.SIGTERM, _on_term)
     try:
         return b.main()
+    except UsageError as e:
+        return usage_error(e)
     except proc.HarnessError as e:
-        sys.stderr.write("%s: %s\n" % (NAME, e))
+        sys.stderr.write("kwal: bench: %s\n" % e)
         b.failed = True
         return 1
     except KeyboardInterrupt:
-        sys.stderr.write("%s: interrupted\n" % NAME)
+        sys.stderr.write("kwal: bench: interrupted\n")
         return 130
     except SystemExit:
-        sys.stderr.write("%s: terminated\n" % NAME)
+        sys.stderr.write("kwal: bench: terminated\n")
         return 143
     finally:
         b.cleanup()
