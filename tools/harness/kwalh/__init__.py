@@ -11,13 +11,16 @@ Services and processes:
     kwal      one kwal run: its configuration, signals, exit status and
               --stats-json statistics (never its log)
     workload  kwal-loadgen and kwal-verify
+    measure   programs run with their own CPU, peak RSS and bytes written
+              (os.wait4), ZooKeeper offsets with the time they were stored
 
 Runners (each a main(argv); plan and history kept apart from the checkers):
     plan, history, checkers   what a chaos trial does, what happened, and one
                               checker per invariant
     chaos     crash trials (tools/chaos)
     compare   the semantics comparison (tools/compare, `kwal compare`)
-    bench     receive mode against kcat (tools/bench/bench-receive)
+    bench     kwal's modes next to kcat and Spark Streaming (tools/bench/bench,
+              `kwal bench`)
     resume    time from a restart after SIGKILL to the first record stored
               (tools/bench/bench-resume)
 
