@@ -10,8 +10,10 @@
  * with a cursor into that list. When an I/O thread finds records past its cursor
  * it *seals* a write batch if none is sealed yet: the batch runs to the newest
  * queued record (or to the record before the next segment roll), and its last
- * record gets BATCH_END. The thread then writes the batch with one pwritev and
- * one fdatasync, and publishes done_lsn. Batches are sealed once, centrally, so
+ * record gets BATCH_END. The thread then writes the batch with pwritev (a batch
+ * over 2 MiB in pieces of about 1 MiB, each handed to the disk before the next
+ * is copied, see write_batch) and one fdatasync, and publishes done_lsn.
+ * Batches are sealed once, centrally, so
  * every replica receives the same bytes and a location is valid on all of them.
  *
  * The durable LSN is the W-th highest done_lsn among healthy replicas (W = the
@@ -395,6 +397,47 @@ static int roll_segment(kw_wal_t *w, kw__replica_t *r, const kw__entry_t *first)
     return 0;
 }
 
+/*
+ * A batch over two pieces long is written a piece at a time, and each piece
+ * but the last is handed to the disk (io->writeback) before the next one is
+ * copied into the page cache: the disk then writes while the CPU copies,
+ * instead of only after the whole batch was copied. Pieces end on page
+ * boundaries so that no page is written back twice. Only the fdatasync at the
+ * end makes anything durable, as before.
+ */
+#define WRITEBACK_PIECE (1u << 20)
+#define PAGE_BYTES 4096u
+
+/* The bytes of records from (*e, *rec_off) on -- *rec_off bytes into record
+ * *e, header first, then payload -- up to `limit` bytes or the end of record
+ * `last`, as iovecs. Advances the cursor (*e becomes NULL after `last`). */
+static int batch_iov(kw__entry_t **e, size_t *rec_off, const kw__entry_t *last,
+                     size_t limit, struct iovec *iov, size_t *len)
+{
+    int n = 0;
+
+    *len = 0;
+    while (*e != NULL && n < MAX_BATCH_IOV && *len < limit) {
+        kw__entry_t *x = *e;
+        int in_hdr = *rec_off < KW__REC_HDR_SIZE;
+        size_t take = (in_hdr ? KW__REC_HDR_SIZE : x->len) - *rec_off;
+
+        if (take > limit - *len)
+            take = limit - *len;
+        iov[n].iov_base = in_hdr ? (void *)(x->hdr + *rec_off)
+                                 : (void *)(x->payload + (*rec_off - KW__REC_HDR_SIZE));
+        iov[n].iov_len = take;
+        n++;
+        *len += take;
+        *rec_off += take;
+        if (*rec_off == x->len) {
+            *rec_off = 0;
+            *e = x == last ? NULL : x->next;
+        }
+    }
+    return n;
+}
+
 /* Write entries [first, last] (one batch, one segment). Without mu. */
 static int write_batch(kw_wal_t *w, kw__replica_t *r, kw__entry_t *first,
                        kw__entry_t *last, const char **op)
@@ -402,6 +445,11 @@ static int write_batch(kw_wal_t *w, kw__replica_t *r, kw__entry_t *first,
     const kw_wal_io_t *io = w->io;
     struct iovec iov[MAX_BATCH_IOV];
     kw__entry_t *e = first;
+    size_t rec_off = 0;
+    uint64_t off = first->offset;
+    int pieces = io->writeback != NULL &&
+                 last->offset + last->len - first->offset > 2 * WRITEBACK_PIECE;
+
     *op = "segment create";
     if (first->starts_segment || r->seg_fd < 0 || r->seg_first != first->segment) {
         if (!first->starts_segment) {
@@ -411,26 +459,16 @@ static int write_batch(kw_wal_t *w, kw__replica_t *r, kw__entry_t *first,
         if (roll_segment(w, r, first) < 0)
             return -1;
     }
-    *op = "write";
-    for (;;) {
-        int n = 0;
-        uint64_t off = e->offset;
-        size_t len = 0;
+    while (e != NULL) {
+        uint64_t piece_off = off;
+        size_t limit = SIZE_MAX, len, piece_len;
+        int n;
 
-        for (;;) {
-            iov[n].iov_base = e->hdr;
-            iov[n].iov_len = KW__REC_HDR_SIZE;
-            n++;
-            if (e->len > KW__REC_HDR_SIZE) {
-                iov[n].iov_base = (void *)e->payload;
-                iov[n].iov_len = e->len - KW__REC_HDR_SIZE;
-                n++;
-            }
-            len += e->len;
-            if (e == last || n >= MAX_BATCH_IOV - 1)
-                break;
-            e = e->next;
-        }
+        if (pieces)   /* up to a page boundary about one piece on */
+            limit = (size_t)((off + WRITEBACK_PIECE) / PAGE_BYTES * PAGE_BYTES - off);
+        n = batch_iov(&e, &rec_off, last, limit, iov, &len);
+        piece_len = len;
+        *op = "write";
         if (kw_crash_is_armed(KW_CRASH_WAL_MID_WRITE) && iov[0].iov_len > 1) {
             /* half a record header on disk, then maybe die; the full write
              * below writes the same bytes again */
@@ -463,9 +501,11 @@ static int write_batch(kw_wal_t *w, kw__replica_t *r, kw__entry_t *first,
                 iov[0].iov_len -= (size_t)k;
             }
         }
-        if (e == last)
-            break;
-        e = e->next;
+        *op = "writeback";
+        if (pieces && e != NULL &&
+            io->writeback(io->ctx, r->index, r->seg_fd, (off_t)piece_off,
+                          (off_t)piece_len) < 0)
+            return -1;
     }
     kw_crash(KW_CRASH_WAL_BEFORE_FSYNC);
     *op = "fdatasync";

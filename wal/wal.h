@@ -51,6 +51,13 @@ typedef struct kw_wal_io {
     ssize_t (*pread)(void *ctx, int replica, int fd, void *buf, size_t len, off_t off);
     ssize_t (*pwritev)(void *ctx, int replica, int fd, const struct iovec *iov,
                        int iovcnt, off_t off);
+    /* Optional (NULL: not used): start writing [off, off + len) of fd to the
+     * disk without waiting for it (Linux sync_file_range, SYNC_FILE_RANGE_WRITE).
+     * A hint only: nothing counts as durable before fdatasync returns. A large
+     * write batch goes out in pieces with this between them, so that the disk
+     * writes one piece while the next is copied. -1 fails the replica as a
+     * failed write does. */
+    int     (*writeback)(void *ctx, int replica, int fd, off_t off, off_t len);
     int     (*fdatasync)(void *ctx, int replica, int fd);
     int     (*fsync)(void *ctx, int replica, int fd);           /* files and directories */
     int     (*ftruncate)(void *ctx, int replica, int fd, off_t len);

@@ -11,6 +11,8 @@
  *   wal/replicaR/fsync   fdatasync and fsync fail (errno as above)
  *   wal/replicaR/delay   every write and sync first sleeps failinfo ms
  *                        (default 100)
+ * The writeback hint (sync_file_range) has no failure point of its own: the
+ * fdatasync after it is where a write is known to be durable or not.
  */
 #include "wal_int.h"
 #include "kw_time.h"
@@ -111,8 +113,21 @@ static int px_mkdir(void *ctx, int r, const char *path, mode_t mode)
     return mkdir(path, mode);
 }
 
+/* Start writeback of a range without waiting. A file system or kernel that
+ * cannot (EINVAL, ESPIPE, ENOSYS) simply loses the hint; any other error
+ * (EIO, ENOSPC...) is reported, and fails the replica as a failed write. */
+static int px_writeback(void *ctx, int r, int fd, off_t off, off_t len)
+{
+    (void)ctx; (void)r;
+    if (sync_file_range(fd, off, len, SYNC_FILE_RANGE_WRITE) == 0)
+        return 0;
+    if (errno == EINVAL || errno == ESPIPE || errno == ENOSYS)
+        return 0;
+    return -1;
+}
+
 static const kw_wal_io_t posix_io = {
-    px_open, px_close, px_pread, px_pwritev, px_fdatasync, px_fsync,
+    px_open, px_close, px_pread, px_pwritev, px_writeback, px_fdatasync, px_fsync,
     px_ftruncate, px_unlink, px_rename, px_mkdir, NULL
 };
 

@@ -1102,6 +1102,127 @@ static void test_new_replica_dir(void **state)
     assert_int_equal(test_verify(&o3, NULL), 0);
 }
 
+/* ---- Large batches, written in pieces ---- */
+
+/* 5 MiB + 123 bytes: with its header from offset 64, pieces end at 1, 2, 3, 4
+ * and 5 MiB, and a sixth piece holds the rest: five writeback hints. */
+#define BIG_LEN (5u * 1024 * 1024 + 123)
+
+/* A batch over 2 MiB goes out in pieces of about 1 MiB with a writeback hint
+ * between them (wal.c, write_batch); smaller batches get none. A hint that
+ * fails fails its replica as a failed write does: no fdatasync follows on it,
+ * the other replicas go on, and every acknowledged record is intact, before
+ * and after a restart (invariant 1). */
+static void test_writeback_pieces(void **state)
+{
+    tstate_t *s = *state;
+    kw_wal_options_t o;
+    kw_wal_replica_info_t info[3];
+    unsigned long syncs;
+    uint64_t rng = 11;
+
+    s->fx = test_walfx_new("pieces", 3, 0);
+    new_io(s);
+    test_wal_opts(&o, s->fx, 3, 2, test_io_table(s->io));
+    s->w = test_wal_open_ok(&o, NULL);
+    append_n(s, 1, BIG_LEN, &rng);
+    append_n(s, 2, 300, &rng);
+    wait_all_written(s->w);
+    for (int r = 0; r < 3; r++)
+        assert_int_equal(test_io_calls(s->io, r, TEST_IO_WRITEBACK), 5);
+    test_check_all(s->w, &s->log);
+
+    test_io_fail_nth(s->io, 1, TEST_IO_WRITEBACK, 2, EIO);
+    syncs = test_io_calls(s->io, 1, TEST_IO_FDATASYNC);
+    append_n(s, 1, BIG_LEN, &rng);
+    wait_failed(s->w, 1, 3);
+    append_n(s, 3, BIG_LEN / 2, &rng);
+    health(s->w, info, 3, 2);
+    if (strstr(info[1].reason, "writeback") == NULL)
+        fail_msg("replica 1 failed for another reason: %s", info[1].reason);
+    assert_int_equal(test_io_calls(s->io, 1, TEST_IO_FDATASYNC), syncs);
+    test_check_all(s->w, &s->log);
+    close_wal(s);
+
+    test_wal_opts(&o, s->fx, 3, 2, NULL);
+    s->w = test_wal_open_ok(&o, NULL);
+    test_check_all(s->w, &s->log);
+    close_wal(s);
+    repair_ok(&o, 1, NULL);
+    assert_int_equal(test_verify(&o, NULL), 0);
+}
+
+/* Power lost at every mutating call while large records are written in
+ * pieces, on one replica: what the disk keeps of an unfinished batch is any
+ * prefix of its pieces, torn anywhere, and recovery cuts it as a torn tail
+ * and keeps every acknowledged record (FORMAT.md, "Torn tail"). */
+static void test_power_loss_pieces(void **state)
+{
+    tstate_t *s = *state;
+    const size_t lens[] = { BIG_LEN, 3u * 1024 * 1024 - 7, 900, BIG_LEN / 2 };
+    const int nlens = (int)(sizeof(lens) / sizeof(lens[0]));
+    unsigned long total;
+    kw_wal_options_t o;
+
+    /* Dry run: the mutating calls of the whole run. */
+    s->fx = test_walfx_new("plpieces", 1, 1);
+    new_io(s);
+    test_wal_opts(&o, s->fx, 1, 0, test_io_table(s->io));
+    o.segment_bytes = 8u * 1024 * 1024;
+    s->w = test_wal_open_ok(&o, NULL);
+    for (int i = 0; i < nlens; i++) {
+        uint64_t rng = (uint64_t)i + 1;
+        uint8_t *p = test_payload_new(&rng, lens[i], 0);
+
+        test_append_ok(s->w, NULL, p, lens[i], 0);
+        free(p);
+    }
+    close_wal(s);
+    total = test_io_mutations(s->io);
+    assert_true(test_io_calls_all(s->io, TEST_IO_WRITEBACK) >= 8);
+    test_walfx_free(s->fx);
+    s->fx = NULL;
+
+    for (unsigned long k = 1; k <= total; k++) {
+        model_t m;
+        char when[64];
+
+        memset(&m, 0, sizeof(m));
+        s->fx = test_walfx_new("plpieces", 1, 1);
+        new_io(s);
+        test_wal_opts(&o, s->fx, 1, 0, test_io_table(s->io));
+        o.segment_bytes = 8u * 1024 * 1024;
+        test_io_crash_after(s->io, k, k);
+        if (kw_wal_open(&o, &s->w, NULL, NULL, 0) == KW_OK) {
+            for (int i = 0; i < nlens; i++) {
+                uint64_t rng = (uint64_t)i + 1;
+                uint8_t *p = test_payload_new(&rng, lens[i], 0);
+                kw_wal_pos_t pos;
+
+                if (kw_wal_append(s->w, p, lens[i], 0, &pos, NULL, 0) != KW_OK) {
+                    m.maybe = p;
+                    m.maybe_len = lens[i];
+                    break;
+                }
+                test_reclist_push(&m.must, &pos, p, lens[i], 0);
+                free(p);
+            }
+            test_io_crash(s->io, k);
+            close_wal(s);
+        }
+        test_wal_opts(&o, s->fx, 1, 0, NULL);
+        o.segment_bytes = 8u * 1024 * 1024;
+        s->w = test_wal_open_ok(&o, NULL);
+        snprintf(when, sizeof(when), "crash at mutating call %lu of %lu", k, total);
+        model_check(s->w, &m, 0, when);
+        close_wal(s);
+        assert_int_equal(test_verify(&o, NULL), 0);
+        model_free(&m);
+        test_walfx_free(s->fx);
+        s->fx = NULL;
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1120,6 +1241,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_short_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_slow_io, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_replica_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writeback_pieces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_power_loss_pieces, setup, teardown),
     };
 
     /* KWAL_TEST_FILTER=test_name (wildcards * and ?) runs a subset. */

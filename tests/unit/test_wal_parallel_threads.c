@@ -100,8 +100,8 @@ static void test_replicas_synced_in_parallel(void **state)
     memset(&bio, 0, sizeof(bio));
     pthread_mutex_init(&bio.mu, NULL);
     pthread_cond_init(&bio.cv, NULL);
-    bio.table = (kw_wal_io_t){ b_open, b_close, b_pread, b_pwritev, b_fdatasync, b_fsync,
-                               b_ftruncate, b_unlink, b_rename, b_mkdir, &bio };
+    bio.table = (kw_wal_io_t){ b_open, b_close, b_pread, b_pwritev, NULL, b_fdatasync,
+                               b_fsync, b_ftruncate, b_unlink, b_rename, b_mkdir, &bio };
     kw_wal_options_init(&o);
     o.ndirs = NREP;
     o.write_quorum = NREP;          /* the append needs every replica */

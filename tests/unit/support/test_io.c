@@ -731,6 +731,20 @@ static int tio_mkdir(void *ctx, int replica, const char *path, mode_t mode)
     return rc;
 }
 
+/* Writeback only starts writing what was written: it makes nothing durable,
+ * so the power-loss model ignores it (the real call still runs). */
+static int tio_writeback(void *ctx, int replica, int fd, off_t off, off_t len)
+{
+    test_io_t *t = ctx;
+    int rc;
+
+    if (tio_enter(t, replica, TEST_IO_WRITEBACK, 0) < 0)
+        return -1;
+    rc = kw_wal_io_posix()->writeback(NULL, replica, fd, off, len);
+    tio_leave(t);
+    return rc;
+}
+
 /* ---- Crash ---- */
 
 /* Content f would hold after losing power (computed once per crash). */
@@ -863,6 +877,7 @@ test_io_t *test_io_new(void)
     t->table.close = tio_close;
     t->table.pread = tio_pread;
     t->table.pwritev = tio_pwritev;
+    t->table.writeback = tio_writeback;
     t->table.fdatasync = tio_fdatasync;
     t->table.fsync = tio_fsync;
     t->table.ftruncate = tio_ftruncate;

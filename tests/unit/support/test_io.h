@@ -56,6 +56,8 @@ typedef enum {
     TEST_IO_UNLINK,
     TEST_IO_RENAME,
     TEST_IO_MKDIR,
+    TEST_IO_WRITEBACK,     /* a hint: counted and fault-injectable, changes
+                            * nothing that a crash keeps or drops */
     TEST_IO_NOPS
 } test_io_op_t;
 
