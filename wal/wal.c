@@ -566,7 +566,12 @@ release:
     r->busy = 0;
     advance(w);                        /* also releases what the write kept alive */
     pthread_cond_broadcast(&w->cv_ack);
-    pthread_cond_broadcast(&r->cv);    /* its I/O thread may have more to do */
+    /* Wake r's I/O thread only if it has something to do now (its wait in
+     * io_thread ends): more records, health or closing. Waking it after every
+     * write of a leading appender costs a context switch and a fight for mu
+     * per batch, for nothing. */
+    if (r->failed || r->next != NULL || r->state_gen != w->generation || w->closing)
+        pthread_cond_broadcast(&r->cv);
 }
 
 static void *io_thread(void *arg)
