@@ -119,6 +119,14 @@ static const kw_conf_prop_t props[] = {
       FIELD(receiver.batch_interval_ms),
       "Every this many milliseconds the durable blocks not yet delivered form "
       "one batch, written to the sink." },
+    { "batch.max.bytes", KW_CONF_SIZE, "32M", 1 * MIB, 64 * GIB, NULL,
+      FIELD(receiver.batch_max_bytes),
+      "The most a batch holds in memory, each record weighed as its key and "
+      "payload plus 256 bytes (receive "
+      "mode: its block's encoded bytes plus as much): a backlog is stored as "
+      "several batches, one right after the other, and direct mode starts the "
+      "next batch at once when one was cut short by it. At least one record "
+      "(receive: one block) per batch." },
     { "batch.first.early", KW_CONF_BOOL, "true", 0, 0, NULL,
       FIELD(receiver.batch_first_early),
       "kwal receive: the first batch after a start goes as soon as the first "

@@ -83,6 +83,11 @@ typedef enum {
     KW_OFFSET_RESET_ERROR    = 2
 } kw_offset_reset_t;
 
+/* batch.max.bytes weighs each record as its key and payload plus this many
+ * bytes: about what a record costs in memory besides them (librdkafka's
+ * message, kw_record_t, the sink's binding). Its help text says 256. */
+#define KW_CONF_RECORD_OVERHEAD 256
+
 typedef struct kw_conf_receiver {
     char          *group_id;          /* group.id; "" when not set */
     kw_conf_list_t topics;            /* topics */
@@ -92,6 +97,7 @@ typedef struct kw_conf_receiver {
     int64_t        block_interval_ms; /* block.interval.ms */
     uint64_t       block_max_bytes;   /* block.max.bytes */
     int64_t        batch_interval_ms; /* batch.interval.ms */
+    uint64_t       batch_max_bytes;   /* batch.max.bytes; 0: no bound */
     int            batch_first_early; /* batch.first.early */
     char          *sink;              /* sink */
     char          *tracker_path;      /* tracker.path; "": <first wal dir>/tracker.db */

@@ -25,9 +25,9 @@
 
 #define MOD "direct"
 
-/* A batch stops reading at this many payload bytes (invariant 5); the
- * ranges end at what was read. */
-#define DIRECT_MAX_BATCH_BYTES (64u << 20)
+/* A batch stops reading at batch.max.bytes (invariant 5), each record
+ * weighed as its key and payload plus KW_CONF_RECORD_OVERHEAD; the ranges
+ * end at what was read, and the next batch starts at once. */
 /* A batch reads for at least this long before it cuts ranges short. */
 #define DIRECT_MIN_READ_MS 10000
 /* Records a partition returned past its range are kept for the next batch
@@ -183,6 +183,7 @@ struct kw_direct {
     size_t              nparts, capparts;
     size_t              last_part;      /* msg_part's guess (an index) */
     uint64_t            last_batch;
+    int                 cut;           /* the last batch stopped at batch.max.bytes */
     atomic_int          stop;
     int64_t             zk_pending_since; /* ZooKeeper behind the sink since (ms) */
     kw_direct_pid_t     pid;            /* backpressure.enabled */
@@ -803,7 +804,7 @@ static kw_err_t take(kw_direct_t *d, dpart_t *p, rd_kafka_message_t *m, size_t *
             pause_part(d, p);
         return KW_OK;
     }
-    *bytes += m->len + m->key_len;
+    *bytes += m->len + m->key_len + KW_CONF_RECORD_OVERHEAD;
     p->read_until = m->offset + 1;
     if (keep_msg(d, m) != 0) {
         rd_kafka_message_destroy(m);
@@ -884,11 +885,16 @@ static kw_err_t read_batch(kw_direct_t *d, char *errstr, size_t errlen)
     if (err != KW_OK)
         return kw_seterr(errstr, errlen, err, "out of memory");
     deadline = kw_mono_ms() + (read_ms > DIRECT_MIN_READ_MS ? read_ms : DIRECT_MIN_READ_MS);
-    while (pending > 0 && kw_mono_ms() < deadline && bytes < DIRECT_MAX_BATCH_BYTES &&
-           !atomic_load(&d->stop)) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(d->rk, 100);
+    d->cut = 0;
+    while (pending > 0 && kw_mono_ms() < deadline && !atomic_load(&d->stop)) {
+        rd_kafka_message_t *m;
         dpart_t *p;
 
+        if (bytes >= d->conf->receiver.batch_max_bytes) {
+            d->cut = 1;             /* the rest goes in the next batch, at once */
+            break;
+        }
+        m = rd_kafka_consumer_poll(d->rk, 100);
         if (m == NULL) {
             ends_by_position(d, &pending);
             continue;
@@ -1168,8 +1174,11 @@ kw_err_t kw_direct_run(kw_direct_t *d, char *errstr, size_t errlen)
         }
         /* batches keep their times: one that is due starts at once, and
          * how late it starts is the scheduling delay back-pressure sees
-         * (a backlog of at most 100 intervals is remembered) */
+         * (a backlog of at most 100 intervals is remembered); after a batch
+         * cut short by batch.max.bytes the next one is due now */
         next += interval;
+        if (d->cut && next > kw_mono_ms())
+            next = kw_mono_ms();
         if (next < kw_mono_ms() - 100 * interval)
             next = kw_mono_ms() - 100 * interval;
         if (kw_mono_ms() - last_summary >= 10000) {

@@ -4,7 +4,10 @@
  * Every batch.interval.ms (and once more at shutdown, after the pipeline has
  * drained) one delivery round (delivery.h): open batches again, then the
  * durable blocks not yet in a batch as one new batch, then WAL cleanup
- * below what the sink acknowledged (invariant 1). A block may be allocated
+ * below what the sink acknowledged (invariant 1). A new batch takes at most
+ * batch.max.bytes of the oldest blocks (each weighed as its encoded bytes
+ * plus KW_CONF_RECORD_OVERHEAD per record); the blocks left out go in more
+ * rounds right after it, so a backlog is stored in bounded batches. A block may be allocated
  * before ZooKeeper has its offsets: the sink's order does not depend on it.
  *
  * With batch.first.early, one more round, off the schedule, as soon as the
@@ -60,14 +63,18 @@ static uint64_t inflight_limit(void *opaque)
     return limit;
 }
 
-/* One scheduling round (delivery.h). 0, or -1 fatal (recorded). A sink
- * failure is logged and retried at the next interval. */
-static int run_round(kw_receiver_t *svc)
+/* One delivery round (delivery.h) whose new batch holds at most
+ * batch.max.bytes of the oldest blocks; *more: blocks were left for another
+ * batch. 0, or -1 fatal (recorded). A sink failure is logged and retried at
+ * the next interval (*more 0). */
+static int run_round_once(kw_receiver_t *svc, int *more)
 {
     kw_delivery_stats_t st;
     char errstr[1024];
-    kw_err_t err;
+    size_t max_blocks = 0;
+    kw_err_t err = KW_OK;
 
+    *more = 0;
     memset(&st, 0, sizeof(st));
     pthread_rwlock_rdlock(&svc->wal_rw);
     if (svc->wal == NULL) {
@@ -75,8 +82,13 @@ static int run_round(kw_receiver_t *svc)
         pthread_rwlock_unlock(&svc->wal_rw);
         return 0;
     }
-    err = kw_delivery_round(svc->wal, svc->tracker, svc->sink, kw_mono_ms(), 0,
-                            inflight_limit, svc, &st, errstr, sizeof(errstr));
+    if (svc->rc->batch_max_bytes > 0)
+        err = kw_tracker_unallocated_within(svc->tracker, svc->rc->batch_max_bytes,
+                                            KW_CONF_RECORD_OVERHEAD, &max_blocks, more,
+                                            errstr, sizeof(errstr));
+    if (err == KW_OK)
+        err = kw_delivery_round(svc->wal, svc->tracker, svc->sink, kw_mono_ms(), max_blocks,
+                                inflight_limit, svc, &st, errstr, sizeof(errstr));
     pthread_rwlock_unlock(&svc->wal_rw);
     atomic_fetch_add(&svc->n.batches, st.batches);
     atomic_fetch_add(&svc->n.records_delivered, st.records_delivered);
@@ -87,6 +99,7 @@ static int run_round(kw_receiver_t *svc)
     atomic_fetch_add(&svc->n.segments_cleaned, st.segments_cleaned);
     kw_hist_merge(svc->latency, &st.latency);
     if (err == KW_EAGAIN) {
+        *more = 0;
         KW_LOG_E(BATCH_MOD, "%s; delivering it again at the next interval", errstr);
         return 0;
     }
@@ -94,6 +107,20 @@ static int run_round(kw_receiver_t *svc)
         kw_rcv_fatal(svc, "%s", errstr);
         return -1;
     }
+    return 0;
+}
+
+/* One scheduling round: batches of at most batch.max.bytes, one after the
+ * other, until no durable block is left out (a backlog never sits in
+ * memory whole). 0, or -1 fatal (recorded). */
+static int run_round(kw_receiver_t *svc)
+{
+    int more;
+
+    do {
+        if (run_round_once(svc, &more) != 0)
+            return -1;
+    } while (more && !kw_rcv_is_fatal(svc));
     return 0;
 }
 

@@ -608,6 +608,38 @@ fail:
     return err;
 }
 
+kw_err_t kw_tracker_unallocated_within(kw_tracker_t *t, uint64_t max_bytes, uint64_t per_record,
+                                       size_t *nblocks, int *more,
+                                       char *errstr, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    uint64_t sum = 0;
+    kw_err_t err;
+    int rc = SQLITE_DONE;
+
+    *nblocks = 0;
+    *more = 0;
+    pthread_mutex_lock(&t->mu);
+    err = trk__prepare(t, "SELECT bytes, records FROM blocks WHERE batch IS NULL AND "
+                       "state IN (1, 2) ORDER BY lsn", &st, errstr, errlen);
+    while (err == KW_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        uint64_t w = (uint64_t)sqlite3_column_int64(st, 0) +
+                     per_record * (uint64_t)sqlite3_column_int64(st, 1);
+
+        if (*nblocks > 0 && sum + w > max_bytes) {
+            *more = 1;
+            break;
+        }
+        sum += w;
+        (*nblocks)++;
+    }
+    if (err == KW_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = trk__err(t, errstr, errlen, "unallocated blocks");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&t->mu);
+    return err;
+}
+
 kw_err_t kw_tracker_allocate_batch(kw_tracker_t *t, int64_t now_ms,
                                    uint64_t *batch_id, kw_tracker_blocks_t *blocks,
                                    char *errstr, size_t errlen)

@@ -166,6 +166,19 @@ kw_err_t kw_tracker_allocate_batch_max(kw_tracker_t *t, int64_t now_ms, size_t m
                                        uint64_t *batch_id, kw_tracker_blocks_t *blocks,
                                        char *errstr, size_t errlen);
 
+/*
+ * How many of the oldest blocks not in a batch yet (those
+ * kw_tracker_allocate_batch_max would take first) fit within max_bytes, each
+ * weighed as its encoded bytes plus per_record x its records: *nblocks, at
+ * least 1 when there is any block, 0 when there is none; *more is 1 when
+ * blocks beyond those are waiting. A block appended meanwhile comes after
+ * them (a higher LSN), so passing *nblocks to kw_tracker_allocate_batch_max
+ * takes exactly these.
+ */
+kw_err_t kw_tracker_unallocated_within(kw_tracker_t *t, uint64_t max_bytes, uint64_t per_record,
+                                       size_t *nblocks, int *more,
+                                       char *errstr, size_t errlen);
+
 /* The blocks of a batch in LSN order (empty for an unknown id). */
 kw_err_t kw_tracker_batch_blocks(kw_tracker_t *t, uint64_t batch_id,
                                  kw_tracker_blocks_t *blocks,

@@ -17,6 +17,7 @@ d  a second instance joins the group and leaves it: pooled, every record
 
 Numbers come from kwal's --stats-json and kwal-verify, never from its log.
 """
+import sqlite3
 import subprocess
 import time
 
@@ -131,6 +132,36 @@ def test_all_records_then_stop(bins, zk, kafka3, tmp_path, names, kwal_factory):
     assert ls.returncode == 0, ls.stderr
     total = [ln for ln in ls.stdout.splitlines() if ln.startswith("total: ")]
     assert total and int(total[0].split()[1]) <= 1, ls.stdout
+
+
+def test_backlog_in_bounded_batches(bins, zk, kafka3, tmp_path, names, kwal_factory):
+    """batch.max.bytes=1M over a backlog of 50,000 records in blocks of at
+    most 64 KiB: no batch holds more than 1 MiB of blocks weighed as their
+    bytes + 256 B per record, beyond its first block, so the backlog takes
+    many batches, delivered one after the other; every record stored once."""
+    topic, group = names.topic(), names.group()
+    kafka3.create_topic(topic, PARTITIONS, rf=3)
+    manifest = str(tmp_path / "m")
+    lg = workload.Loadgen(bins, kafka3.bootstrap, topic, 50_000, manifest,
+                          str(tmp_path / "lg"))
+    assert lg.run(timeout=300) == 0
+    d = tmp_path / "s5"
+    conf = receive_settings(zk, kafka3, group, topic, d)
+    conf.update({"block.max.bytes": "64K", "batch.max.bytes": "1M"})
+    k = kwal_factory(["receive"], conf).start()
+    db = str(d / "out.db")
+    wait_until(lambda: stored(db, topic) >= 50_000, 180, "50,000 stored", k.alive)
+    assert k.stop() == 0
+    s = k.stats()
+    assert s["records_stored"] == 50_000 and s["duplicate_deliveries"] == 0, s
+    with sqlite3.connect(db) as c:
+        biggest, n = c.execute("SELECT MAX(records), COUNT(*) FROM batches").fetchone()
+    # a record weighs at least 356 B (100 B payload + 256); one block (64 KiB
+    # of at least 100 B records, < 656 of them) may go past the bound
+    assert biggest * 356 <= (1 << 20) + 656 * 356, (biggest, n)
+    assert n >= 50_000 * 356 // ((1 << 20) + 656 * 356), (biggest, n)
+    assert_verified(bins, manifest, db)
+    check_offsets(zk, group, topic, db, 50_000)
 
 
 def test_stop_and_restart_mid_stream(bins, zk, kafka3, tmp_path, names, kwal_factory):

@@ -704,6 +704,68 @@ static void test_bounded_batches_and_id_floor(void **state)
     assert_int_equal(kw_tracker_batch_ids_from(s->t, 0, err, sizeof(err)), KW_EINVAL);
 }
 
+/* unallocated_within weighs the oldest unallocated blocks (bytes plus
+ * per_record x records) against the bound: at least one, *more when some are
+ * left; allocated blocks are not counted; passing its count to
+ * allocate_batch_max takes exactly those blocks. */
+static void test_unallocated_within(void **state)
+{
+    tstate_t *s = *state;
+    kw_tracker_range_t r = { "t", 0, 0, 1 };
+    kw_tracker_blocks_t l = { NULL, 0 };
+    uint64_t id = 0;
+    size_t n = 99;
+    int more = -1;
+    char err[512];
+
+    s->t = open_ok(s->path);
+    assert_int_equal(kw_tracker_unallocated_within(s->t, 1000, 10, &n, &more, err,
+                                                   sizeof(err)), KW_OK);
+    assert_int_equal(n, 0);                        /* nothing yet */
+    assert_int_equal(more, 0);
+    /* blocks of 2, 3, 4, 5, 6 records: weights 220, 330, 440, 550, 660 at 10 per record */
+    for (uint64_t lsn = 1; lsn <= 5; lsn++) {
+        r.from_offset = (int64_t)lsn * 10;
+        r.until_offset = r.from_offset + (int64_t)lsn + 1;
+        insert_ok(s->t, lsn, (uint32_t)lsn + 1, &r, 1, 1);
+    }
+    assert_int_equal(kw_tracker_unallocated_within(s->t, 1000, 10, &n, &more, err,
+                                                   sizeof(err)), KW_OK);
+    assert_int_equal(n, 3);                        /* 220 + 330 + 440 = 990 */
+    assert_int_equal(more, 1);
+    assert_int_equal(kw_tracker_unallocated_within(s->t, 990, 10, &n, &more, err,
+                                                   sizeof(err)), KW_OK);
+    assert_int_equal(n, 3);                        /* the bound itself fits */
+    assert_int_equal(kw_tracker_unallocated_within(s->t, 989, 10, &n, &more, err,
+                                                   sizeof(err)), KW_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(kw_tracker_unallocated_within(s->t, 1, 10, &n, &more, err,
+                                                   sizeof(err)), KW_OK);
+    assert_int_equal(n, 1);                        /* one block even above the bound */
+    assert_int_equal(more, 1);
+    assert_int_equal(kw_tracker_unallocated_within(s->t, 1000000, 0, &n, &more, err,
+                                                   sizeof(err)), KW_OK);
+    assert_int_equal(n, 5);
+    assert_int_equal(more, 0);
+
+    assert_int_equal(kw_tracker_unallocated_within(s->t, 1000, 10, &n, &more, err,
+                                                   sizeof(err)), KW_OK);
+    assert_int_equal(kw_tracker_allocate_batch_max(s->t, 1, n, &id, &l, err, sizeof(err)),
+                     KW_OK);
+    assert_int_equal(l.n, 3);
+    assert_int_equal(l.v[2].pos.lsn, 3);
+    kw_tracker_blocks_free(&l);
+    /* what is left: 550 + 660 */
+    assert_int_equal(kw_tracker_unallocated_within(s->t, 1000, 10, &n, &more, err,
+                                                   sizeof(err)), KW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(more, 1);
+    assert_int_equal(kw_tracker_unallocated_within(s->t, 1210, 10, &n, &more, err,
+                                                   sizeof(err)), KW_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(more, 0);
+}
+
 /* A version 1 database (delivery_batches was called "batches") is upgraded
  * in place: its rows and its AUTOINCREMENT counter survive, so the next
  * batch id is above every id ever given. */
@@ -774,6 +836,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_partition_max_and_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_callers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bounded_batches_and_id_floor, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unallocated_within, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_1, setup, teardown),
     };
 
