@@ -11,13 +11,16 @@ runs it, in short form: the harness's correctness, never its timings.
      workload with its times, CPU, peak RSS and records/s, and on the rate
      workload ordered latency quantiles; bench.md has every contender's row
      in every table and the targets; bench.png is a PNG.
-  c. A kwal contender that cannot run (a setting kwal refuses): the run is
+  c. -c FILE: the user's cluster (the shared test cluster): no cluster
+     started, topics made there, the runs verified.
+  d. A kwal contender that cannot run (a setting kwal refuses): the run is
      not verified, the summary says status=failed, exit 1, and its CSV row
      says why; kcat's run beside it still verified.
 
 Run: KWAL_BIN_DIR=<build>/tools python3 -m pytest -q tests/integration/test_0070_bench.py
 """
 import csv
+import json
 
 import pytest
 
@@ -135,7 +138,29 @@ def test_short_form(bench, tmp_path):
     assert not (out / "kafka").exists() and not (out / "zk").exists()
 
 
-# --- c. a contender that fails ------------------------------------------------------
+# --- c. a cluster of the user's (-c FILE) ---------------------------------------------
+
+def test_user_cluster(bench, tmp_path, zk, kafka3):
+    """-c FILE: no cluster started; the topics are made on the user's (the
+    shared 3-node test cluster) with Kafka's own TopicCommand, 32 partitions
+    each, and the runs are verified there."""
+    conf = tmp_path / "user.conf"
+    conf.write_text("kafka.bootstrap.servers=%s\nzookeeper.connect=%s\n"
+                    % (kafka3.bootstrap, zk.connect))
+    out = tmp_path / "report"
+    r = bench("-c", str(conf), "--contenders", "kcat,direct", "--workloads", "100b,rate",
+              "--scale", "0.002", "-k", "1", "-o", str(out), "--timeout", "180", timeout=900)
+    expect(0, "kwal bench -c FILE", r)
+    assert "cluster: Kafka %s, ZooKeeper %s" % (kafka3.bootstrap, zk.connect) in r.stdout, r.stdout
+    s = summary(r.stdout)
+    assert s["status"] == "ok" and s["runs"] == "4" and s["verified"] == "4", s
+    plan = json.loads((out / "plan.json").read_text())
+    topic = next(w["topic"] for w in plan["workloads"] if w["name"] == "100b")
+    assert len(kafka3.wait_topic(topic, 32, timeout=30)) == 32
+    assert not (out / "kafka").exists() and not (out / "zk").exists()
+
+
+# --- d. a contender that fails ------------------------------------------------------
 
 def test_failed_run_is_reported(bench, tmp_path):
     out = tmp_path / "report"

@@ -77,7 +77,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import proc, services
 from .checkers import Check
-from .kwal import Kwal, read_conf, read_stats, write_conf
+from .kwal import Kwal, cluster_of, read_stats, write_conf
 from .measure import Child, ZkError, ZkReader, kill_live, spawn_measured
 from .workload import Loadgen, nearest_rank, read_manifest
 
@@ -611,14 +611,9 @@ class Bench:
         a = self.a
         if a.conf:
             try:
-                c = read_conf(a.conf)
-            except OSError as e:
-                raise UsageError("-c %s: cannot read it (%s)" % (a.conf, e.strerror))
-            self.bs = c.get("kafka.bootstrap.servers")
-            self.zk_connect = c.get("zookeeper.connect")
-            if not self.bs or not self.zk_connect:
-                raise UsageError("-c %s: needs kafka.bootstrap.servers and zookeeper.connect"
-                                 % a.conf)
+                self.bs, self.zk_connect = cluster_of(a.conf)
+            except ValueError as e:
+                raise UsageError(str(e))
             self.zk = services.ZooKeeper(self.bins, None)
             self.zk.connect = self.zk_connect
             from .kafka import KafkaCluster     # for its tools (TopicCommand)
@@ -790,11 +785,7 @@ class Bench:
                     producer.stop(60)
             to.join(30)
             te.join(10)
-        timed_out = m.timed_out or ch.timed_out
-        ch.usage_into(m)
-        m.timed_out = timed_out
-        if producer is not None:
-            self.finish_rate(producer, m)
+        self.reaped(ch, m, producer)
         m.counted = got["n"]
         with open(os.path.join(d, "kcat.err"), "w") as f:
             f.write("# %s\n" % " ".join(shlex.quote(x) for x in argv))
@@ -827,10 +818,17 @@ class Bench:
             time.sleep(0.05)
         return self.produce(w, st.topic, rate=w.rate, background=True)
 
-    def finish_rate(self, lg, m):
-        rc = lg.stop(60) if not lg.done() else lg.rc
-        m.producer = read_manifest(lg.manifest)
-        m.producer["exit"] = rc
+    def reaped(self, ch, m, producer):
+        """After the contender ended: its resource usage and exit into m (a
+        timeout seen by the runner stays one), and the rate workload's
+        producer stopped, its manifest kept."""
+        timed_out = m.timed_out or ch.timed_out
+        ch.usage_into(m)
+        m.timed_out = timed_out
+        if producer is not None:
+            rc = producer.stop(60) if not producer.done() else producer.rc
+            m.producer = read_manifest(producer.manifest)
+            m.producer["exit"] = rc
 
     # --- kwal
 
@@ -929,13 +927,9 @@ class Bench:
             producer = self.start_rate(w, st, ready, ch, m)
         if producer is not None or not w.rate:
             t1 = self.wait_offsets(st, w, ch, m, self.counts.get(w.name))
-        timed_out = m.timed_out
         if ch.rc is None:
             ch.stop(STOP_GRACE_S)
-        ch.usage_into(m)
-        m.timed_out = timed_out
-        if producer is not None:
-            self.finish_rate(producer, m)
+        self.reaped(ch, m, producer)
         m.stats = k.stats()
         m.zk_offsets = self.zk.offsets(st.group, st.topic, self.a.partitions)
         m.zk_offsets = {p: o for p, o in m.zk_offsets.items() if o is not None}
@@ -1000,11 +994,7 @@ class Bench:
                 if producer is not None:
                     producer.stop(60)
             to.join(30)
-        timed_out = m.timed_out or ch.timed_out
-        ch.usage_into(m)
-        m.timed_out = timed_out
-        if producer is not None:
-            self.finish_rate(producer, m)
+        self.reaped(ch, m, producer)
         m.spark = events.get("done")
         sp = m.spark or {}
         m.counted = sp.get("records")

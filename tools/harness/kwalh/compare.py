@@ -44,7 +44,7 @@ import threading
 import time
 
 from . import proc, services
-from .kwal import CRASH_EXIT, MODES, Kwal, consuming, read_conf, write_conf
+from .kwal import CRASH_EXIT, MODES, Kwal, cluster_of, consuming, write_conf
 from .workload import Loadgen, nearest_rank, read_manifest, verify
 
 ALL_MODES = ("no-wal", "classic", "receive", "direct", "direct-alo")
@@ -286,14 +286,9 @@ class Compare:
         a = self.a
         if a.conf:
             try:
-                c = read_conf(a.conf)
-            except OSError:
-                raise UsageError("-c %s: cannot read it" % a.conf)
-            self.bs = c.get("kafka.bootstrap.servers")
-            self.zk_connect = c.get("zookeeper.connect")
-            if not self.bs or not self.zk_connect:
-                raise UsageError("-c %s: needs kafka.bootstrap.servers and zookeeper.connect"
-                                 % a.conf)
+                self.bs, self.zk_connect = cluster_of(a.conf)
+            except ValueError as e:
+                raise UsageError(str(e))
             self.zk = services.ZooKeeper(self.bins, None)
             self.zk.connect = self.zk_connect
             self.progress("cluster: %s, ZooKeeper %s (from %s)" % (self.bs, self.zk_connect,

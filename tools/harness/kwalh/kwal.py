@@ -51,6 +51,20 @@ def read_conf(path):
     return res
 
 
+def cluster_of(path):
+    """(kafka.bootstrap.servers, zookeeper.connect) of a kwal configuration
+    file, for a runner given -c FILE; ValueError with a one-line reason when
+    it cannot be read or lacks either."""
+    try:
+        c = read_conf(path)
+    except OSError as e:
+        raise ValueError("-c %s: cannot read it (%s)" % (path, e.strerror))
+    bs, zk = c.get("kafka.bootstrap.servers"), c.get("zookeeper.connect")
+    if not bs or not zk:
+        raise ValueError("-c %s: needs kafka.bootstrap.servers and zookeeper.connect" % path)
+    return bs, zk
+
+
 def read_stats(path):
     """The statistics object in path, or None (not written yet)."""
     try:
