@@ -16,8 +16,10 @@ group:
   direct          `kwal direct` (exactly once: ranges in the sqlite sink)
   direct-alo      `kwal direct --at-least-once`
 
-kwal's contenders write to --sink (default sqlite, kwal's default: the
-records stored, as Spark's files are); direct always to sqlite.
+kwal's contenders write to --sink: sqlite (default, kwal's default: the
+records stored, with their keys, and a record delivered twice stored once),
+file (a JSON-lines file per batch, fsynced and renamed: the counterpart of
+Spark's files) or null; direct always to sqlite (its ranges live there).
 
 Workloads (--workloads; --scale multiplies every record count):
 
@@ -215,9 +217,10 @@ def parse_args(argv):
     p.add_argument("--brokers", type=int, choices=(1, 3), default=1,
                    help="nodes of the local Kafka cluster (default 1; 3: RF 3, "
                    "min.insync.replicas 2)")
-    p.add_argument("--sink", choices=("sqlite", "null"), default="sqlite",
-                   help="sink of receive, receive-3, receive-no-wal and direct-alo (default "
-                   "sqlite; direct always uses sqlite)")
+    p.add_argument("--sink", choices=("sqlite", "file", "null"), default="sqlite",
+                   help="sink of receive, receive-3, receive-no-wal and direct-alo: sqlite "
+                   "(default), file (a JSON-lines file per batch, fsynced: what Spark's "
+                   "contender writes, without the fsync) or null; direct always uses sqlite")
     p.add_argument("--batch-ms", type=positive("batch-ms"), default=2000,
                    help="kwal's batch.interval.ms and Spark's batch interval (default 2000, "
                    "kwal's default)")
@@ -849,6 +852,8 @@ class Bench:
                 s["wal.write.quorum"] = 2
         if st.contender == "direct" or a.sink == "sqlite":
             s["sink"] = "sqlite:" + os.path.join(d, "sink.db")
+        elif a.sink == "file":
+            s["sink"] = "file:" + os.path.join(d, "out")
         else:
             s["sink"] = "null"
         for kv in a.rdconf:
@@ -1050,7 +1055,7 @@ class Bench:
         self.judge(c)
         self.verdicts[(st.workload, st.contender, st.run)] = c
         if not self.a.keep:
-            for sub in ("wal0", "wal1", "wal2"):
+            for sub in ("wal0", "wal1", "wal2", "out"):
                 shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
             for fn in os.listdir(d):
                 if fn.startswith("sink.db"):
