@@ -1,16 +1,19 @@
 #!/bin/sh
 # Installs every Debian package kwal needs to build and test, then Apache
-# Kafka's jars for the integration tests (tools/testkit/fetch-kafka.sh, from
-# Maven Central into the git-ignored .deps/). Safe to run twice: it asks apt
-# only for packages that are missing and Maven only for jars that are
-# missing, and does nothing when all are present.
+# Kafka's jars for the integration tests (tools/testkit/fetch-kafka.sh) and
+# Apache Spark's jars with the Spark Streaming program the benchmark runs
+# next to kwal (tools/bench/fetch-spark.sh, which builds it with javac), both
+# from Maven Central into the git-ignored .deps/. Safe to run twice: it asks
+# apt only for packages that are missing and Maven only for jars that are
+# missing (or a build whose sources changed), and does nothing when all are
+# present.
 set -eu
 
 PKGS="cmake gcc make pkg-config
 librdkafka-dev libzookeeper-mt-dev liblz4-dev libsqlite3-dev libcmocka-dev
 libxxhash-dev libfiu-dev fiu-utils
 zookeeper kcat sqlite3 jq gnuplot-nox
-openjdk-17-jre-headless maven openssl python3 python3-pip"
+openjdk-17-jre-headless openjdk-17-jdk-headless maven openssl python3 python3-pip"
 
 missing=""
 for p in $PKGS; do
@@ -41,3 +44,7 @@ fi
 # Apache Kafka's jars (default version); a no-op, without mvn, once
 # .deps/kafka-VERSION/libs is there.
 "$(dirname "$0")/testkit/fetch-kafka.sh" >/dev/null
+
+# Apache Spark's jars and kwal-spark-bench.jar (default version); a no-op,
+# without mvn, once .deps/spark-VERSION holds a build of the current sources.
+"$(dirname "$0")/bench/fetch-spark.sh" >/dev/null
