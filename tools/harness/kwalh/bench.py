@@ -455,7 +455,9 @@ def check_spark(plan, w, counts, m):
     elif m.spark.get("records") != w.records:
         c.fail("counted %s records (expected %d)" % (m.spark.get("records"), w.records))
     f = m.files or {}
-    if f.get("records") != w.records:
+    if f.get("error"):
+        c.fail("its files: %s" % f["error"])
+    elif f.get("records") != w.records:
         c.fail("%s records in its files (expected %d)" % (f.get("records"), w.records))
     if f.get("dups"):
         c.fail("%d records written twice" % f["dups"])
@@ -491,9 +493,10 @@ def quantiles(hist):
 
 
 def check_files(out_dir, counts, total_expected):
-    """What Spark wrote: lines `<partition> <offset> <ts>` in
-    OUT/batch-*/part-*. {"records": n, "dups": d, "bad": [partitions]}; with
-    counts ({partition: records}) every offset 0..n-1 must be there once."""
+    """What Spark wrote in OUT/batch-*/part-*: per record a line `<partition>
+    <offset> <ts> <key bytes> <value bytes>`, then the key, the value and a
+    newline. {"records": n, "dups": d, "bad": [partitions]}; with counts
+    ({partition: records}) every offset 0..n-1 must be there once."""
     seen = {}
     n = dups = 0
     if os.path.isdir(out_dir):
@@ -505,11 +508,13 @@ def check_files(out_dir, counts, total_expected):
                 if not fn.startswith("part-"):
                     continue
                 with open(os.path.join(bd, fn), "rb") as f:
-                    for line in f:
+                    for line in iter(f.readline, b""):
                         w = line.split()
-                        if len(w) < 2:
-                            continue
+                        if len(w) != 5:
+                            raise proc.HarnessError("%s: not a record header: %r"
+                                                    % (os.path.join(bd, fn), line[:80]))
                         part, off = int(w[0]), int(w[1])
+                        f.seek(int(w[3]) + int(w[4]) + 1, os.SEEK_CUR)
                         bits = seen.get(part)
                         if bits is None:
                             bits = seen[part] = bytearray()
@@ -1009,7 +1014,10 @@ class Bench:
         self.times(m, t0, ready / 1000.0 if ready else None, last / 1000.0 if last else None)
         if w.rate and sp.get("latency_ms_p50") is not None:
             m.latency = {q: sp.get("latency_ms_" + q) for q in ("p50", "p90", "p99", "max")}
-        m.files = check_files(outdir, self.counts.get(w.name), w.records)
+        try:
+            m.files = check_files(outdir, self.counts.get(w.name), w.records)
+        except (OSError, ValueError, proc.HarnessError) as e:
+            m.files = {"error": str(e)}
         if m.exit != 0 or m.spark is None:
             try:
                 with open(os.path.join(d, "spark.err"), errors="replace") as f:

@@ -13,8 +13,10 @@
  *   3. foreachRDD: the batch's OffsetRanges from ((HasOffsetRanges) rdd.rdd());
  *      one task per Kafka partition (a KafkaRDD partition is one offset
  *      range) writes its records to OUTDIR/batch-<batch time ms>/part-<kafka
- *      partition>, one line "<partition> <offset> <timestamp_ms>\n" per
- *      record, through a buffered writer that the task closes; then it takes
+ *      partition>, per record a line "<partition> <offset> <timestamp_ms>
+ *      <key bytes> <value bytes>\n" followed by the key, the value and
+ *      "\n" (the record itself, as kwal's sinks store it), through a
+ *      buffered stream that the task closes; then it takes
  *      the wall clock once and returns to the driver its record count and a
  *      histogram of (that time - record timestamp) per record (records with a
  *      timestamp below 0 are left out, negative latencies count as 0). The
@@ -83,13 +85,13 @@
  */
 package kwal.bench;
 
-import java.io.BufferedWriter;
+import java.io.BufferedOutputStream;
 import java.io.FileDescriptor;
 import java.io.FileOutputStream;
 import java.io.IOException;
 import java.io.ObjectInputStream;
 import java.io.ObjectOutputStream;
-import java.io.OutputStreamWriter;
+import java.io.OutputStream;
 import java.io.PrintStream;
 import java.io.Serializable;
 import java.nio.charset.StandardCharsets;
@@ -367,16 +369,19 @@ public final class SparkDirect {
         int runs = 0;
         long n = 0;
         StringBuilder line = new StringBuilder(64);
-        try (BufferedWriter w = new BufferedWriter(
-                new OutputStreamWriter(Files.newOutputStream(file), StandardCharsets.US_ASCII),
-                1 << 16)) {
+        try (OutputStream w = new BufferedOutputStream(Files.newOutputStream(file), 1 << 16)) {
             while (records.hasNext()) {
                 ConsumerRecord<byte[], byte[]> r = records.next();
                 long ts = r.timestamp();
+                byte[] k = r.key() != null ? r.key() : new byte[0];
+                byte[] v = r.value() != null ? r.value() : new byte[0];
                 line.setLength(0);
                 line.append(r.partition()).append(' ').append(r.offset()).append(' ').append(ts)
-                    .append('\n');
-                w.append(line);
+                    .append(' ').append(k.length).append(' ').append(v.length).append('\n');
+                w.write(line.toString().getBytes(StandardCharsets.US_ASCII));
+                w.write(k);
+                w.write(v);
+                w.write('\n');
                 n++;
                 if (runs > 0 && runTs[runs - 1] == ts) {
                     runN[runs - 1]++;
