@@ -24,6 +24,15 @@
  * the bound); with 4 appenders it issues < 0.5 fsyncs per append per
  * replica.
  *
+ * With --interleave MB the two take turns instead, about MB MiB each, both open
+ * all along and served by the same appender threads: on a shared machine a
+ * whole raw run and the whole WAL run after it can meet very different load,
+ * and ratios of single runs then scatter (the same case from 0.4x to 1.6x
+ * here); in turns, slow spells fall on both more evenly. It narrows the
+ * scatter, it does not remove it (here the typical difference between two
+ * invocations of a case: 20% single, 15% with --repeat 3, 12% with
+ * --repeat 3 --interleave 16), so repeat anyway.
+ *
  * Each case gets its own directory BASE/<size>-r<replicas>-a<appenders>/
  * (raw.dat, wal-0, wal-1, ...), removed after the case unless --keep, which
  * leaves the WAL directories (tests use them as sample WALs).
@@ -62,6 +71,8 @@ typedef struct bench_opts {
     int         nappenders;
     uint64_t    segment_bytes;        /* 0: the WAL's default */
     int         repeat;               /* raw+WAL pairs per case; medians reported */
+    uint64_t    interleave;           /* 0: raw run, then WAL run; else turns of
+                                       * about this many MiB each */
     int         keep;
 } bench_opts_t;
 
@@ -132,7 +143,7 @@ static void usage(FILE *out)
 {
     fputs("Usage: kwal-bench-wal [--dir BASE] [--mb N] [--sizes LIST] [--replicas LIST]\n"
           "                      [--appenders LIST] [--segment-bytes SIZE] [--repeat N]\n"
-          "                      [--quick] [--keep]\n"
+          "                      [--interleave MB] [--quick] [--keep]\n"
           "\n"
           "Measures kwal's WAL against plain pwrite+fdatasync appends on the same disk.\n"
           "\n"
@@ -146,6 +157,11 @@ static void usage(FILE *out)
           "  --segment-bytes S   WAL segment size (default: the WAL's, 64M)\n"
           "  --repeat N          run each case N times (raw, WAL, raw, WAL, ...) and\n"
           "                      report the median run of each (default 1, at most 9)\n"
+          "  --interleave MB     raw and WAL take turns of about MB MiB each (at least\n"
+          "                      one append per appender), both open all along, the\n"
+          "                      same threads serving both, so that a busy machine\n"
+          "                      slows both alike; e.g. --mb 256 --interleave 16\n"
+          "                      (default: the whole raw run, then the whole WAL run)\n"
           "  --quick             a small run (seconds): --mb 4 --sizes 64K,256K\n"
           "  --keep              keep each case's WAL directories and print their paths:\n"
           "                      BASE/<size>-r<replicas>-a<appenders>/wal-<i>\n", out);
@@ -290,44 +306,49 @@ static int raw_append(run_ctx_t *ctx, const uint8_t *p)
     return 0;
 }
 
+/* Append number k (raw or WAL, as ctx says) and record its latency:
+ * 0, or -1 after run_fail. */
+static int append_one(run_ctx_t *ctx, uint64_t k)
+{
+    /* A different slice of the random buffer each time. */
+    const uint8_t *p = ctx->payloads + (k * 4099) % PAYLOAD_SLACK;
+    double t0 = now_s();
+    char errstr[256];
+
+    if (ctx->wal == NULL) {
+        if (raw_append(ctx, p) != 0)
+            return -1;
+    } else {
+        kw_err_t err = kw_wal_append(ctx->wal, p, ctx->size, 0, NULL,
+                                     errstr, sizeof(errstr));
+
+        if (err != KW_OK) {
+            run_fail(ctx, "kw_wal_append: %s", errstr[0] != '\0' ? errstr
+                                                                 : kw_err_str(err));
+            return -1;
+        }
+    }
+    ctx->lat_ms[k] = (now_s() - t0) * 1000.0;
+    return 0;
+}
+
 static void *appender(void *arg)
 {
     run_ctx_t *ctx = arg;
-    char errstr[256];
     uint64_t k;
 
     pthread_barrier_wait(&ctx->start);
     while (!atomic_load(&ctx->failed) && !atomic_load(&interrupted) &&
-           (k = atomic_fetch_add(&ctx->next, 1)) < ctx->n) {
-        /* A different slice of the random buffer each time. */
-        const uint8_t *p = ctx->payloads + (k * 4099) % PAYLOAD_SLACK;
-        double t0 = now_s();
-
-        if (ctx->wal == NULL) {
-            if (raw_append(ctx, p) != 0)
-                break;
-        } else {
-            kw_err_t err = kw_wal_append(ctx->wal, p, ctx->size, 0, NULL,
-                                         errstr, sizeof(errstr));
-
-            if (err != KW_OK) {
-                run_fail(ctx, "kw_wal_append: %s", errstr[0] != '\0' ? errstr
-                                                                     : kw_err_str(err));
-                break;
-            }
-        }
-        ctx->lat_ms[k] = (now_s() - t0) * 1000.0;
-    }
+           (k = atomic_fetch_add(&ctx->next, 1)) < ctx->n)
+        if (append_one(ctx, k) != 0)
+            break;
     return NULL;
 }
 
-/* Run n appends of size bytes with `threads` appenders, to wal or fd. */
-static void run(kw_wal_t *wal, int fd, const uint8_t *payloads, size_t size,
-                uint64_t n, int threads, run_result_t *res)
+static run_ctx_t *ctx_new(kw_wal_t *wal, int fd, const uint8_t *payloads, size_t size,
+                          uint64_t n, int threads)
 {
-    pthread_t tids[MAX_APPENDERS];
     run_ctx_t *ctx = calloc(1, sizeof(*ctx));
-    double t0;
 
     if (ctx == NULL)
         die("out of memory");
@@ -344,6 +365,40 @@ static void run(kw_wal_t *wal, int fd, const uint8_t *payloads, size_t size,
         die("out of memory");
     pthread_mutex_init(&ctx->err_lock, NULL);
     pthread_barrier_init(&ctx->start, NULL, (unsigned)threads + 1);
+    return ctx;
+}
+
+/* Fill res from the appends' latencies and the seconds they took. */
+static void ctx_result(run_ctx_t *ctx, double seconds, run_result_t *res)
+{
+    res->seconds = seconds;
+    if (atomic_load(&ctx->failed))
+        die("%s", ctx->errstr);
+    if (!atomic_load(&interrupted)) {   /* else the caller drops the run */
+        qsort(ctx->lat_ms, ctx->n, sizeof(double), cmp_double);
+        res->appends = ctx->n;
+        res->mbps = (double)ctx->size * (double)ctx->n / 1e6 / res->seconds;
+        res->p50_ms = percentile(ctx->lat_ms, ctx->n, 50);
+        res->p99_ms = percentile(ctx->lat_ms, ctx->n, 99);
+    }
+}
+
+static void ctx_free(run_ctx_t *ctx)
+{
+    pthread_barrier_destroy(&ctx->start);
+    pthread_mutex_destroy(&ctx->err_lock);
+    free(ctx->lat_ms);
+    free(ctx);
+}
+
+/* Run n appends of size bytes with `threads` appenders, to wal or fd. */
+static void run(kw_wal_t *wal, int fd, const uint8_t *payloads, size_t size,
+                uint64_t n, int threads, run_result_t *res)
+{
+    pthread_t tids[MAX_APPENDERS];
+    run_ctx_t *ctx = ctx_new(wal, fd, payloads, size, n, threads);
+    double t0;
+
     for (int i = 0; i < threads; i++)
         if (pthread_create(&tids[i], NULL, appender, ctx) != 0)
             die("pthread_create failed");
@@ -351,20 +406,94 @@ static void run(kw_wal_t *wal, int fd, const uint8_t *payloads, size_t size,
     t0 = now_s();
     for (int i = 0; i < threads; i++)
         pthread_join(tids[i], NULL);
-    res->seconds = now_s() - t0;
-    if (atomic_load(&ctx->failed))
-        die("%s", ctx->errstr);
-    if (!atomic_load(&interrupted)) {   /* else the caller drops the run */
-        qsort(ctx->lat_ms, n, sizeof(double), cmp_double);
-        res->appends = n;
-        res->mbps = (double)size * (double)n / 1e6 / res->seconds;
-        res->p50_ms = percentile(ctx->lat_ms, n, 50);
-        res->p99_ms = percentile(ctx->lat_ms, n, 99);
+    ctx_result(ctx, now_s() - t0, res);
+    ctx_free(ctx);
+}
+
+/*
+ * Interleaved (--interleave): raw and WAL take turns, `turn` appends each, with
+ * the raw file and the WAL open the whole time and the same appender threads
+ * serving both, until each made n appends; which side goes first alternates.
+ * On a shared machine the noise (other processes, the host's disk) then falls
+ * on both alike, where two whole runs one after the other can meet very
+ * different moments. Each side's throughput is its bytes over the sum of its
+ * turns' times.
+ */
+typedef struct turns {
+    run_ctx_t        *cur;          /* the side whose turn it is */
+    uint64_t          end;          /* its turn ends before this append index */
+    int               stop;
+    pthread_barrier_t go, done;
+} turns_t;
+
+static void *turn_appender(void *arg)
+{
+    turns_t *t = arg;
+    uint64_t k;
+
+    for (;;) {
+        run_ctx_t *ctx;
+
+        pthread_barrier_wait(&t->go);
+        if (t->stop)
+            return NULL;
+        ctx = t->cur;
+        while (!atomic_load(&ctx->failed) && !atomic_load(&interrupted) &&
+               (k = atomic_fetch_add(&ctx->next, 1)) < t->end)
+            if (append_one(ctx, k) != 0)
+                break;
+        pthread_barrier_wait(&t->done);
     }
-    pthread_barrier_destroy(&ctx->start);
-    pthread_mutex_destroy(&ctx->err_lock);
-    free(ctx->lat_ms);
-    free(ctx);
+}
+
+static void run_turns(kw_wal_t *wal, int fd, const uint8_t *payloads, size_t size,
+                      uint64_t n, int threads, uint64_t turn, run_result_t *raw_res,
+                      run_result_t *wal_res)
+{
+    pthread_t tids[MAX_APPENDERS];
+    run_ctx_t *side[2];
+    double secs[2] = { 0, 0 };
+    uint64_t done = 0;
+    turns_t t;
+
+    side[0] = ctx_new(NULL, fd, payloads, size, n, threads);
+    side[1] = ctx_new(wal, -1, payloads, size, n, threads);
+    memset(&t, 0, sizeof(t));
+    pthread_barrier_init(&t.go, NULL, (unsigned)threads + 1);
+    pthread_barrier_init(&t.done, NULL, (unsigned)threads + 1);
+    for (int i = 0; i < threads; i++)
+        if (pthread_create(&tids[i], NULL, turn_appender, &t) != 0)
+            die("pthread_create failed");
+    if (turn < (uint64_t)threads)
+        turn = (uint64_t)threads;
+    for (uint64_t round = 0; done < n && !atomic_load(&interrupted); round++) {
+        uint64_t end = done + turn < n ? done + turn : n;
+
+        for (int j = 0; j < 2; j++) {
+            int s = (int)((round + (uint64_t)j) % 2);
+            double t0 = now_s();
+
+            atomic_store(&side[s]->next, done);
+            t.cur = side[s];
+            t.end = end;
+            pthread_barrier_wait(&t.go);
+            pthread_barrier_wait(&t.done);
+            secs[s] += now_s() - t0;
+            if (atomic_load(&side[s]->failed))
+                die("%s", side[s]->errstr);
+        }
+        done = end;
+    }
+    t.stop = 1;
+    pthread_barrier_wait(&t.go);
+    for (int i = 0; i < threads; i++)
+        pthread_join(tids[i], NULL);
+    ctx_result(side[0], secs[0], raw_res);
+    ctx_result(side[1], secs[1], wal_res);
+    ctx_free(side[0]);
+    ctx_free(side[1]);
+    pthread_barrier_destroy(&t.go);
+    pthread_barrier_destroy(&t.done);
 }
 
 /* ---- one case ------------------------------------------------------------ */
@@ -385,11 +514,13 @@ static void run_raw(const char *casedir, const uint8_t *payloads, size_t size,
         die("unlink %s: %s", path, strerror(errno));
 }
 
+/* The WAL run of a case; with --interleave the raw run too (into raw_res), in
+ * turns with it. */
 static void run_wal(const bench_opts_t *bo, const char *casedir, int replicas,
                     const uint8_t *payloads, size_t size, uint64_t n, int threads,
-                    run_result_t *res)
+                    run_result_t *res, run_result_t *raw_res)
 {
-    char dirs[KW_WAL_MAX_REPLICAS][4096 + 16];
+    char dirs[KW_WAL_MAX_REPLICAS][4096 + 16], path[4096];
     char errstr[1024] = "";
     kw_wal_options_t opts;
     kw_wal_stats_t stats;
@@ -407,7 +538,21 @@ static void run_wal(const bench_opts_t *bo, const char *casedir, int replicas,
     err = kw_wal_open(&opts, &wal, NULL, errstr, sizeof(errstr));
     if (err != KW_OK)
         die("kw_wal_open %s: %s", casedir, errstr[0] != '\0' ? errstr : kw_err_str(err));
-    run(wal, -1, payloads, size, n, threads, res);
+    if (bo->interleave > 0) {
+        int fd;
+
+        pathf(path, sizeof(path), "%s/raw.dat", casedir);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            die("%s: %s", path, strerror(errno));
+        run_turns(wal, fd, payloads, size, n, threads,
+                  bo->interleave * 1024 * 1024 / size, raw_res, res);
+        close(fd);
+        if (unlink(path) != 0)
+            die("unlink %s: %s", path, strerror(errno));
+    } else {
+        run(wal, -1, payloads, size, n, threads, res);
+    }
     memset(&stats, 0, sizeof(stats));
     kw_wal_stats(wal, &stats);
     res->fsyncs_per_append = stats.appends > 0 && stats.replicas_healthy > 0
@@ -462,7 +607,7 @@ static void warm_up(const bench_opts_t *bo, const char *base, const uint8_t *pay
     if (mkdir(dir, 0700) != 0)
         die("mkdir %s: %s", dir, strerror(errno));
     run_raw(dir, payloads, size, n > 0 ? n : 1, 1, &res);
-    run_wal(bo, dir, 1, payloads, size, n > 0 ? n : 1, 1, &res);
+    run_wal(bo, dir, 1, payloads, size, n > 0 ? n : 1, 1, &res, &res);
     rm_rf(dir);
 }
 
@@ -495,7 +640,7 @@ static int is_value_opt(const char *a)
 {
     static const char *const names[] = {
         "--dir", "--mb", "--sizes", "--replicas", "--appenders", "--segment-bytes",
-        "--repeat",
+        "--repeat", "--interleave",
     };
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -559,6 +704,13 @@ static void parse_opts(int argc, char **argv, bench_opts_t *bo)
             if (parse_int_list(v, r, 1, 1, MAX_REPEAT) != 1)
                 goto bad_value;
             bo->repeat = r[0];
+        } else if (strcmp(a, "--interleave") == 0) {
+            char *end;
+            unsigned long long k = strtoull(v, &end, 10);
+
+            if (*end != '\0' || end == v || k == 0 || k > 1024 * 1024)
+                goto bad_value;
+            bo->interleave = k;
         } else if (strcmp(a, "--segment-bytes") == 0) {
             if (kw_conf_parse_size(v, &bo->segment_bytes) != KW_OK || bo->segment_bytes < 4096)
                 goto bad_value;
@@ -631,8 +783,13 @@ int main(int argc, char **argv)
         printf("each case run %d times (raw, WAL, raw, WAL, ...); the median run "
                "of each is shown\n", bo.repeat);
     printf("raw: the same appender threads pwrite() at the end of one file and "
-           "fdatasync() after each write,\n     run just before the WAL case in "
-           "the same directory: one copy, where a WAL of R replicas\n     writes R "
+           "fdatasync() after each write,\n     ");
+    if (bo.interleave > 0)
+        printf("in turns of about %" PRIu64 " MiB with the WAL case, both open all along, ",
+               bo.interleave);
+    else
+        printf("run just before the WAL case ");
+    printf("in the same directory: one copy,\n     where a WAL of R replicas writes R "
            "copies to the same disk. MB = 10^6 bytes; latency per append.\n\n");
     printf("%-7s %4s %4s %6s | %8s %8s %8s | %8s %8s %8s %10s | %7s  %s\n",
            "payload", "repl", "app", "n", "raw MB/s", "p50 ms", "p99 ms",
@@ -663,8 +820,10 @@ int main(int argc, char **argv)
                 for (int k = 0; k < bo.repeat; k++) {
                     if (k > 0)
                         rm_wal_dirs(casedir, replicas);
-                    run_raw(casedir, payloads, size, n, threads, &raws[k]);
-                    run_wal(&bo, casedir, replicas, payloads, size, n, threads, &wals[k]);
+                    if (bo.interleave == 0)
+                        run_raw(casedir, payloads, size, n, threads, &raws[k]);
+                    run_wal(&bo, casedir, replicas, payloads, size, n, threads, &wals[k],
+                            &raws[k]);
                 }
                 if (atomic_load(&interrupted))
                     goto interrupted;
