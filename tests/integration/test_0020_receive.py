@@ -176,9 +176,14 @@ def test_stop_and_restart_mid_stream(bins, zk, kafka3, tmp_path, names, kwal_fac
     conf = receive_settings(zk, kafka3, group, topic, d)
     k1 = kwal_factory(["receive"], conf).start()
     wait_until(lambda: stored(db, topic) >= 30_000, 120, "30,000 stored", k1.alive)
+    # the producer waits while the first run stops, so that the stop is
+    # mid-stream however slow the machine is
+    assert not lg.done(), "the producer finished before 30,000 were stored"
+    lg.freeze()
     assert k1.stop() == 0
     first = stored(db, topic)
-    assert first < 90_000, f"not mid-stream: {first} stored at the first stop"
+    assert first < RECORDS, f"not mid-stream: {first} stored at the first stop"
+    lg.thaw()
 
     k2 = kwal_factory(["receive"], conf).start()
     wait_until(lg.done, 180, "the producer finishes")
@@ -207,8 +212,15 @@ def test_instance_joins_and_leaves(bins, zk, kafka3, tmp_path, names, kwal_facto
     a = kwal_factory(["receive"], a_conf, name="a").start()
     wait_until(lambda: stored(str(da / "out.db"), topic) >= 20_000, 120, "A stores 20,000",
                a.alive)
+    # the producer waits until B has partitions, so that records are left for
+    # B however slow the machine is
+    assert not lg.done(), "the producer finished before A stored 20,000"
+    lg.freeze()
     b = kwal_factory(["receive"], receive_settings(zk, kafka3, group, topic, dbb),
                      name="b").start()
+    wait_until(lambda: (b.stat("first_assignment_ms", -1) or -1) >= 0, 120,
+               "B gets partitions", b.alive)
+    lg.thaw()
     wait_until(lambda: stored(str(dbb / "out.db"), topic) > 0, 120, "B stores records",
                b.alive)
     assert b.stop() == 0, "instance B exited non-zero"
