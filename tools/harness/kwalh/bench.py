@@ -1228,7 +1228,7 @@ class Bench:
         dat = self.path("bench.dat")
         wls = [w["name"] for w in self.plan.workloads]
         with open(dat, "w") as f:
-            f.write("contender " + " ".join("%s_rps %s_cpu" % (w, w) for w in wls) + "\n")
+            f.write("# contender " + " ".join("%s_rps %s_cpu" % (w, w) for w in wls) + "\n")
             for c in self.plan.contenders:
                 vals = []
                 for w in wls:
