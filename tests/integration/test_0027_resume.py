@@ -90,19 +90,25 @@ def kill_now(k):
 @pytest.mark.parametrize("mode", MODES)
 def test_resume_after_kill(mode, bins, zk, kafka3, kwal_factory, names, tmp_path):
     job = Job(mode, bins, zk, kafka3, kwal_factory, names, tmp_path)
-    lg = job.producer(30_000, rate=2000)
+    # 40 s of records at 2,000/s: some are left to store after the third
+    # restart however slow the machine is
+    lg = job.producer(80_000, rate=2000)
     k = job.kwal()
     job.wait_stored_more(k, 0)
+    inherited = []
     for _ in range(3):
         time.sleep(random.uniform(0.2, 1.0))
-        before = job.stored()
         kill_now(k)
+        before = job.stored()              # after the kill: the restart must store
         k = job.kwal()
         s = k.wait_stats(lambda s: s.get("zk_session_ms", -1) >= 0, 60)
         assert s is not None and s["zk_session_resumed"] == 1, (s, k.log_tail(5))
         job.wait_stored_more(k, before)
-        s = k.stats()
-        assert s["zk_owner_nodes_inherited"] >= 1, s
+        inherited.append(k.stats()["zk_owner_nodes_inherited"])
+    # a run killed before it took its partitions back may have released the
+    # nodes it inherited (kw_zk_release_inherited); across three restarts at
+    # least one finds them
+    assert max(inherited) >= 1, inherited
     s = job.finish(k, lg)
     assert s["zk_session_resumed"] == 1, s
     if mode == "receive":
