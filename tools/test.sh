@@ -6,9 +6,8 @@
 #                                          and real Apache Kafka clusters)
 #   build-asan/   ASan + UBSan             the same
 #   build-tsan/   ThreadSanitizer          the threaded unit tests (label "threads")
-# The unit tests run build by build; then the plain and the ASan
-# integration sessions run at the same time. Build directories are reused
-# when they exist. Exit status: non-zero if any build or test fails.
+# Build directories are reused when they exist. Exit status: non-zero if any
+# build or test fails.
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,36 +44,17 @@ integration() {   # integration DIR [pytest args...]
 
 build build
 run build
+integration build
 
 build build-asan -DKWAL_SANITIZE=ON
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    run build-asan
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+run build-asan
+integration build-asan -m "not harness"
+unset ASAN_OPTIONS UBSAN_OPTIONS
 
 build build-tsan -DKWAL_TSAN=ON
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     run build-tsan -L threads
-
-# The two integration sessions run side by side (each has its own shared
-# cluster and its own pytest base directory; most of their time is waiting
-# on servers, so two fit on two cores). Their output goes to a log each,
-# printed when both are done.
-logs=$(mktemp -d "${TMPDIR:-/tmp}/kwal-test.XXXXXX")
-integration build --basetemp="$logs/plain" >"$logs/plain.log" 2>&1 &
-plain=$!
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    integration build-asan -m "not harness" --basetemp="$logs/asan" >"$logs/asan.log" 2>&1 &
-asan=$!
-rc_plain=0
-rc_asan=0
-wait "$plain" || rc_plain=$?
-wait "$asan" || rc_asan=$?
-cat "$logs/plain.log"
-cat "$logs/asan.log"
-if [ "$rc_plain" -ne 0 ] || [ "$rc_asan" -ne 0 ]; then
-    echo "==> integration tests failed (build: exit $rc_plain, build-asan: exit $rc_asan);" \
-        "logs and test directories in $logs"
-    exit 1
-fi
-rm -rf "$logs"
 
 echo "==> all test builds passed"
