@@ -130,6 +130,17 @@ typedef struct kw_stats {
     int64_t  latency_ms_max;
 } kw_stats_t;
 
+/* One partition as the metrics endpoint and `kwal status` show it: where
+ * this instance has stored it up to and what Kafka has. */
+#define KW_STATS_TOPIC_MAX 256
+typedef struct kw_stats_partition {
+    char     topic[KW_STATS_TOPIC_MAX];
+    int32_t  partition;
+    int      owned;          /* 1: this instance reads it now */
+    int64_t  position;       /* next offset stored (sink or ZooKeeper); -1: none yet */
+    int64_t  high;           /* high watermark last seen; -1: not known */
+} kw_stats_partition_t;
+
 /* Zero every counter, -1 every unknown time; mode as given. */
 void kw_stats_init(kw_stats_t *s, const char *mode);
 

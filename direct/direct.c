@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,6 +203,9 @@ struct kw_direct {
     } n;
     kw_hist_t           latency;        /* of the records stored; any thread reads */
     kw_hist_local_t     batch_latency;  /* this batch's, merged into latency */
+    pthread_mutex_t     snap_mu;        /* guards snap: kw_direct_partitions */
+    kw_stats_partition_t *snap;
+    size_t              nsnap, capsnap;
 };
 
 static int carry_push(dpart_t *p, rd_kafka_message_t *m)
@@ -317,6 +321,7 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
     d->conf = conf;
     d->at_least_once = o->at_least_once;
     kw_hist_init(&d->latency);
+    pthread_mutex_init(&d->snap_mu, NULL);
     kw_direct_pid_init(&d->pid, (double)rc->backpressure_min_rate);
 
     err = kw_sink_open(rc->sink, &d->sink, errstr, errlen);
@@ -401,6 +406,50 @@ void kw_direct_stats(kw_direct_t *d, kw_direct_stats_t *s)
     }
 }
 
+size_t kw_direct_partitions(kw_direct_t *d, kw_stats_partition_t *out, size_t nmax)
+{
+    size_t n;
+
+    pthread_mutex_lock(&d->snap_mu);
+    n = d->nsnap;
+    memcpy(out, d->snap, (n < nmax ? n : nmax) * sizeof(*out));
+    pthread_mutex_unlock(&d->snap_mu);
+    return n;
+}
+
+/* After each batch: what kw_direct_partitions shows. */
+static void snapshot(kw_direct_t *d)
+{
+    pthread_mutex_lock(&d->snap_mu);
+    if (d->capsnap < d->nparts) {
+        kw_stats_partition_t *n = realloc(d->snap, d->nparts * sizeof(*n));
+
+        if (n == NULL) {
+            pthread_mutex_unlock(&d->snap_mu);
+            return;         /* the last snapshot stays */
+        }
+        d->snap = n;
+        d->capsnap = d->nparts;
+    }
+    for (size_t i = 0; i < d->nparts; i++) {
+        const dpart_t *p = &d->parts[i];
+        kw_stats_partition_t *o = &d->snap[i];
+        int64_t low, high;
+
+        snprintf(o->topic, sizeof(o->topic), "%s", p->topic);
+        o->partition = p->partition;
+        o->owned = p->owned;
+        o->position = p->owned ? p->next : -1;
+        o->high = -1;
+        if (p->owned && rd_kafka_get_watermark_offsets(d->rk, p->topic, p->partition, &low,
+                                                       &high) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            high >= 0)
+            o->high = high;
+    }
+    d->nsnap = d->nparts;
+    pthread_mutex_unlock(&d->snap_mu);
+}
+
 static void free_msgs(kw_direct_t *d)
 {
     for (size_t i = 0; i < d->nmsgs; i++)
@@ -432,6 +481,8 @@ void kw_direct_destroy(kw_direct_t *d)
     free(d->msgs);
     free(d->recs);
     free(d->hdrs);
+    free(d->snap);
+    pthread_mutex_destroy(&d->snap_mu);
     free(d);
 }
 
@@ -1168,7 +1219,9 @@ kw_err_t kw_direct_run(kw_direct_t *d, char *errstr, size_t errlen)
             kw_sleep_ms(next - kw_mono_ms() < 100 ? next - kw_mono_ms() : 100);
         if (atomic_load(&d->stop))
             break;
-        if ((err = run_batch(d, kw_mono_ms() - next, errstr, errlen)) != KW_OK) {
+        err = run_batch(d, kw_mono_ms() - next, errstr, errlen);
+        snapshot(d);
+        if (err != KW_OK) {
             log_summary(d);
             return err;
         }

@@ -57,6 +57,7 @@
 #include "kw_conf.h"
 #include "kw_err.h"
 #include "kw_hist.h"
+#include "kw_stats.h"
 #include "zk.h"
 
 typedef struct kw_direct kw_direct_t;
@@ -116,6 +117,10 @@ kw_err_t kw_direct_run(kw_direct_t *d, char *errstr, size_t errlen);
 void kw_direct_stop(kw_direct_t *d);
 
 void kw_direct_stats(kw_direct_t *d, kw_direct_stats_t *stats);
+
+/* The partitions this instance knows (owned or not), as of the last batch:
+ * fills up to nmax, returns how many there are. Any thread. */
+size_t kw_direct_partitions(kw_direct_t *d, kw_stats_partition_t *out, size_t nmax);
 
 /* NULL is a no-op. */
 void kw_direct_destroy(kw_direct_t *d);
