@@ -30,6 +30,8 @@
 static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL };
 /* Order: kw_offset_reset_t. */
 static const char *const offset_resets[] = { "earliest", "latest", "error", NULL };
+/* Order: kw_assignment_t. */
+static const char *const assignments[] = { "roundrobin", "range", NULL };
 
 #define FIELD(member) offsetof(kw_conf_t, member)
 
@@ -94,6 +96,15 @@ static const kw_conf_prop_t props[] = {
       FIELD(receiver.backpressure_min_rate),
       "kwal direct with backpressure.enabled: the estimated rate (records per "
       "second, all partitions) never goes below this." },
+    { "direct.assignment", KW_CONF_ENUM, "roundrobin", 0, 0, assignments,
+      FIELD(receiver.direct_assignment),
+      "kwal direct: how the instances of one group divide the partitions. "
+      "Every instance computes the same assignment from the sorted instance "
+      "ids (/consumers/<group>/ids) and the sorted partitions: roundrobin "
+      "deals them out one by one over all topics (balanced within one "
+      "partition); range gives each instance a contiguous run of each "
+      "topic's partitions, as Kafka's range assignor. Every instance of a "
+      "group must use the same value." },
     { "direct.start.offsets", KW_CONF_LIST, "", 0, 65536, NULL,
       FIELD(receiver.direct_start),
       "kwal direct: where partitions with no range stored yet start, as "
@@ -168,6 +179,12 @@ static const kw_conf_prop_t props[] = {
       "How long one ZooKeeper operation (an offset commit, taking a partition) "
       "is retried through connection loss before the caller sees it fail; an "
       "offset commit that fails this way is retried again, never dropped." },
+    { "metrics.listen", KW_CONF_STRING, "", 0, 0, NULL,
+      FIELD(metrics.listen),
+      "HOST:PORT where kwal receive and kwal direct serve their statistics "
+      "in the Prometheus text format (GET /metrics). Empty means no "
+      "endpoint. A host other than a loopback address exposes the "
+      "statistics to the network." },
 };
 
 #define NPROPS (sizeof(props) / sizeof(props[0]))

@@ -107,7 +107,19 @@ typedef struct kw_conf_receiver {
     kw_conf_list_t direct_start;      /* direct.start.offsets: topic:partition:offset */
     int            backpressure;      /* backpressure.enabled (direct) */
     int64_t        backpressure_min_rate; /* backpressure.min.rate, records/s */
+    int            direct_assignment; /* direct.assignment; a kw_assignment_t */
 } kw_conf_receiver_t;
+
+/* direct.assignment: how instances of one group divide the partitions. */
+typedef enum {
+    KW_ASSIGN_ROUNDROBIN = 0,
+    KW_ASSIGN_RANGE      = 1
+} kw_assignment_t;
+
+/* metrics.* */
+typedef struct kw_conf_metrics {
+    char *listen;                     /* metrics.listen; "": no endpoint */
+} kw_conf_metrics_t;
 
 /* zookeeper.* */
 typedef struct kw_conf_zk {
@@ -124,6 +136,7 @@ typedef struct kw_conf {
     kw_conf_log_t   log;
     kw_conf_receiver_t receiver;
     kw_conf_zk_t    zk;
+    kw_conf_metrics_t metrics;
     kw_conf_pair_t *kafka;            /* `kafka.` keys, prefix removed, in the
                                        * order first seen; a later value of
                                        * the same key replaces the earlier */
