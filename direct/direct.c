@@ -197,11 +197,13 @@ struct kw_direct {
     size_t              caprecs, nhdrs, caphdrs;
     struct {
         atomic_uint_fast64_t batches, delivered, stored, dups, partitions, busy,
-                             short_reads, zk_failures, loss_events, loss_records;
+                             short_reads, zk_failures, loss_events, loss_records,
+                             owner_changes, members;
         _Atomic int64_t      first_stored_mono_ms;   /* 0: nothing stored yet */
         _Atomic int64_t      first_owned_mono_ms;    /* 0: no partition owned yet */
     } n;
     kw_hist_t           latency;        /* of the records stored; any thread reads */
+    kw_hist_t           batch_ms;       /* duration of the batches that stored */
     kw_hist_local_t     batch_latency;  /* this batch's, merged into latency */
     pthread_mutex_t     snap_mu;        /* guards snap: kw_direct_partitions */
     kw_stats_partition_t *snap;
@@ -321,6 +323,7 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
     d->conf = conf;
     d->at_least_once = o->at_least_once;
     kw_hist_init(&d->latency);
+    kw_hist_init(&d->batch_ms);
     pthread_mutex_init(&d->snap_mu, NULL);
     kw_direct_pid_init(&d->pid, (double)rc->backpressure_min_rate);
 
@@ -396,7 +399,10 @@ void kw_direct_stats(kw_direct_t *d, kw_direct_stats_t *s)
     s->source_loss_records = atomic_load(&d->n.loss_records);
     s->first_stored_mono_ms = atomic_load(&d->n.first_stored_mono_ms);
     s->first_owned_mono_ms = atomic_load(&d->n.first_owned_mono_ms);
+    s->owner_changes = atomic_load(&d->n.owner_changes);
+    s->members = atomic_load(&d->n.members);
     kw_hist_summarize(&d->latency, &s->latency);
+    kw_hist_summarize(&d->batch_ms, &s->batch_ms);
     s->zk_writes = 0;
     if (d->zk != NULL) {
         kw_zk_status_t zs;
@@ -541,6 +547,7 @@ static int own(kw_direct_t *d, dpart_t *p)
                      (int)p->partition);
         p->owned = 1;
         p->busy_logged = 0;
+        atomic_fetch_add(&d->n.owner_changes, 1);
         if (atomic_load(&d->n.first_owned_mono_ms) == 0)
             atomic_store(&d->n.first_owned_mono_ms, kw_mono_ms());
         /* its ZooKeeper offset may lag the ranges stored (a crash after the
@@ -1188,6 +1195,7 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
     } else {
         d->zk_pending_since = 0;
     }
+    kw_hist_add(&d->batch_ms, kw_mono_ms() - started, 1);
     return KW_OK;
 }
 

@@ -88,6 +88,11 @@ typedef struct kw_direct_stats {
                                      * stored a record; 0: none yet */
     int64_t  first_owned_mono_ms;   /* of the first partition owned (direct
                                      * mode's assignment); 0: none yet */
+    uint64_t owner_changes;         /* partitions taken or given up here */
+    uint64_t members;               /* instances of the group at the last batch */
+    kw_hist_summary_t batch_ms;     /* duration of each batch that stored
+                                     * something: plan, read, sink commit,
+                                     * ZooKeeper mirror, in ms */
     kw_hist_summary_t latency;      /* end-to-end latency (sink.h,
                                      * kw_sink_latency_add) of every record with
                                      * a timestamp in the batches whose
