@@ -114,6 +114,80 @@ kw_err_t kw_direct_start_offset(const kw_conf_list_t *items, const char *topic,
     return KW_OK;
 }
 
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A partition and its index in the caller's array, sorted without a
+ * global (qsort has no context argument). */
+typedef struct tp_ref {
+    const kw_direct_tp_t *tp;
+    size_t                idx;
+} tp_ref_t;
+
+static int tp_cmp(const void *a, const void *b)
+{
+    const kw_direct_tp_t *x = ((const tp_ref_t *)a)->tp, *y = ((const tp_ref_t *)b)->tp;
+    int c = strcmp(x->topic, y->topic);
+
+    return c != 0 ? c : (x->partition > y->partition) - (x->partition < y->partition);
+}
+
+int kw_direct_assign(int strategy, const char *const *members, size_t nmembers,
+                     const char *self, const kw_direct_tp_t *parts, size_t nparts,
+                     unsigned char *mine)
+{
+    const char **m = malloc((nmembers ? nmembers : 1) * sizeof(*m));
+    tp_ref_t *order = malloc((nparts ? nparts : 1) * sizeof(*order));
+    size_t me = nmembers, count = 0;
+
+    memset(mine, 0, nparts);
+    if (m == NULL || order == NULL) {
+        free(m);
+        free(order);
+        return -1;
+    }
+    memcpy(m, members, nmembers * sizeof(*m));
+    qsort(m, nmembers, sizeof(*m), str_cmp);
+    for (size_t i = 0; i < nmembers && me == nmembers; i++)
+        if (strcmp(m[i], self) == 0)
+            me = i;
+    free(m);
+    if (me == nmembers) {
+        free(order);
+        return -1;
+    }
+    for (size_t i = 0; i < nparts; i++) {
+        order[i].tp = &parts[i];
+        order[i].idx = i;
+    }
+    qsort(order, nparts, sizeof(*order), tp_cmp);
+    if (strategy == KW_ASSIGN_RANGE) {
+        for (size_t t = 0; t < nparts;) {       /* one run per topic */
+            size_t end = t, per, extra, first, len;
+
+            while (end < nparts && strcmp(order[end].tp->topic, order[t].tp->topic) == 0)
+                end++;
+            per = (end - t) / nmembers;
+            extra = (end - t) % nmembers;
+            first = t + me * per + (me < extra ? me : extra);
+            len = per + (me < extra);
+            for (size_t k = first; k < first + len; k++)
+                mine[order[k].idx] = 1;
+            count += len;
+            t = end;
+        }
+    } else {
+        for (size_t k = me; k < nparts; k += nmembers) {
+            mine[order[k].idx] = 1;
+            count++;
+        }
+    }
+    free(order);
+    return (int)count;
+}
+
 void kw_direct_pid_init(kw_direct_pid_t *e, double min_rate)
 {
     memset(e, 0, sizeof(*e));
@@ -157,6 +231,7 @@ typedef struct dpart {
     char    *topic;
     int32_t  partition;
     int      owned;
+    int      mine;          /* this instance's in the group's assignment */
     int      assigned;      /* in the consumer's assignment */
     int      paused;        /* paused in the consumer (records kept in carry) */
     int      pos_ok;        /* the consumer goes on exactly at pos_next */
@@ -189,6 +264,8 @@ struct kw_direct {
     int64_t             zk_pending_since; /* ZooKeeper behind the sink since (ms) */
     kw_direct_pid_t     pid;            /* backpressure.enabled */
     int64_t             metadata_ms;    /* last partition refresh */
+    size_t              nmine;          /* partitions the assignment gives us */
+    size_t              nmembers;       /* instances it was computed over */
     /* this batch's records */
     rd_kafka_message_t **msgs;
     size_t              nmsgs, capmsgs;
@@ -634,7 +711,7 @@ static kw_err_t plan_batch(kw_direct_t *d, char *errstr, size_t errlen)
         kw_err_t err;
 
         p->active = p->done = 0;
-        if (!own(d, p))
+        if (!p->mine || !own(d, p))
             continue;
         if ((err = stored_next(d, p, errstr, errlen)) != KW_OK)
             return err;
@@ -1081,6 +1158,89 @@ static void forget_lost(kw_direct_t *d)
         }
 }
 
+/* Give p up: the batch that read it last is committed (this runs between
+ * batches), so its next owner reads on from the ranges stored. */
+static void release(kw_direct_t *d, dpart_t *p)
+{
+    char why[512];
+
+    if (kw_zk_disown(d->zk, p->topic, p->partition, why, sizeof(why)) != KW_OK)
+        KW_LOG_W(MOD, "%s/%d: releasing its owner node: %s (it goes with the session)",
+                 p->topic, (int)p->partition, why);
+    KW_LOG_I(MOD, "%s/%d given up: another instance's now", p->topic, (int)p->partition);
+    p->owned = 0;
+    p->next = -1;               /* read again from what is stored when it comes back */
+    p->busy_logged = 0;
+    atomic_fetch_add(&d->n.owner_changes, 1);
+}
+
+/*
+ * The group's assignment (DESIGN.md, "Several instances"): from the
+ * registered instances and the partitions known, which ones are this
+ * instance's (kw_direct_assign). Partitions owned that are no longer ours
+ * are released now, between batches, so a partition changes hands only
+ * after its last batch here is committed; their new owner takes them at
+ * its next batch (until then kw_zk_own finds them busy). At least once,
+ * ZooKeeper holds the progress, so a partition is released only once its
+ * offset is there. When the instances cannot be read (ZooKeeper away, our
+ * session being re-established), the last assignment stays.
+ */
+static void rebalance(kw_direct_t *d)
+{
+    char why[512], **names = NULL;
+    size_t nnames = 0, nmine = 0;
+    kw_direct_tp_t *tps;
+    unsigned char *mine;
+    int got;
+
+    if (kw_zk_members(d->zk, &names, &nnames, why, sizeof(why)) != KW_OK) {
+        KW_LOG_D(MOD, "instances of the group not read (%s); the assignment stays", why);
+        return;
+    }
+    tps = malloc((d->nparts ? d->nparts : 1) * sizeof(*tps));
+    mine = malloc(d->nparts ? d->nparts : 1);
+    for (size_t i = 0; tps != NULL && i < d->nparts; i++) {
+        tps[i].topic = d->parts[i].topic;
+        tps[i].partition = d->parts[i].partition;
+    }
+    got = tps != NULL && mine != NULL
+          ? kw_direct_assign(d->conf->receiver.direct_assignment,
+                             (const char *const *)names, nnames, kw_zk_instance(d->zk),
+                             tps, d->nparts, mine)
+          : -1;
+    if (got < 0) {          /* not registered just now (re-establishing): wait */
+        free(tps);
+        free(mine);
+        kw_zk_names_free(names, nnames);
+        return;
+    }
+    if (d->at_least_once && d->zk_pending_since != 0 &&
+        commit_zk(d, why, sizeof(why)) == KW_OK)
+        d->zk_pending_since = 0;
+    for (size_t i = 0; i < d->nparts; i++) {
+        dpart_t *p = &d->parts[i];
+
+        p->mine = mine[i];
+        if (p->owned && !p->mine) {
+            if (d->at_least_once && d->zk_pending_since != 0)
+                p->mine = 1;    /* its offset is not in ZooKeeper yet: keep it */
+            else
+                release(d, p);
+        }
+        nmine += p->mine;
+    }
+    if (nmine != d->nmine || nnames != d->nmembers)
+        KW_LOG_I(MOD, "assignment (%s): %zu of %zu partitions, %zu instance%s",
+                 d->conf->receiver.direct_assignment == KW_ASSIGN_RANGE ? "range"
+                 : "roundrobin", nmine, d->nparts, nnames, nnames == 1 ? "" : "s");
+    d->nmine = nmine;
+    d->nmembers = nnames;
+    atomic_store(&d->n.members, nnames);
+    free(tps);
+    free(mine);
+    kw_zk_names_free(names, nnames);
+}
+
 /* One batch, started sched_delay ms after its time. KW_OK, or fatal. */
 static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, size_t errlen)
 {
@@ -1097,6 +1257,7 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
         d->metadata_ms = kw_mono_ms();
     if (rc == -2)
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
+    rebalance(d);
     err = plan_batch(d, errstr, errlen);
     if (err != KW_OK && err != KW_EOF)
         return err;

@@ -4,12 +4,22 @@
  * Every batch.interval.ms one batch, on one thread:
  *
  *   1. Partitions: every partition of the configured topics (names, not
- *      patterns), from Kafka's metadata, asked again each batch so new
- *      partitions are picked up. Each is owned in ZooKeeper before it is
- *      read (/consumers/<group>/owners/<topic>/<partition>, the receivers'
- *      layout): several instances of one group share the partitions, each
- *      read by one instance at a time; a partition another instance holds
- *      is skipped until it is released.
+ *      patterns), from Kafka's metadata, asked again every few seconds so
+ *      new partitions are picked up. Several instances of one group share
+ *      them (DESIGN.md, "Several instances"): each batch starts by reading
+ *      the group's instances (/consumers/<group>/ids, kw_zk_members) and
+ *      computing the assignment every instance computes alike
+ *      (kw_direct_assign, direct.assignment). A partition this instance owns
+ *      that is no longer its own is released now -- its last batch here is
+ *      committed -- by deleting its owner node; a partition that is its own
+ *      is owned in ZooKeeper (/consumers/<group>/owners/<topic>/<partition>,
+ *      the receivers' layout) before it is read, and while its previous
+ *      holder has not released it yet it is skipped (partitions_busy) and
+ *      tried again at the next batch. So a partition is read by one
+ *      instance at a time, and its new owner goes on from the ranges stored
+ *      (the instances share the sink). An instance that dies keeps its
+ *      partitions until its ZooKeeper session expires
+ *      (zookeeper.session.timeout.ms); a clean stop releases them at once.
  *   2. Ranges: for each partition [from, until). from is the next offset
  *      stored with the output (below; kw_sink_range_next), or, for a
  *      partition never read, direct.start.offsets, else auto.offset.reset;
@@ -131,6 +141,31 @@ size_t kw_direct_partitions(kw_direct_t *d, kw_stats_partition_t *out, size_t nm
 void kw_direct_destroy(kw_direct_t *d);
 
 /* ---- Pure parts (unit-tested) ---- */
+
+/* A partition, for kw_direct_assign. */
+typedef struct kw_direct_tp {
+    const char *topic;
+    int32_t     partition;
+} kw_direct_tp_t;
+
+/*
+ * The assignment every instance of a group computes alike (DESIGN.md,
+ * "Several instances"): members are the registered instance names (any
+ * order: they are sorted by strcmp here), parts the partitions (any order:
+ * sorted by topic, then partition). strategy is a kw_assignment_t:
+ *   KW_ASSIGN_ROUNDROBIN  the k-th sorted partition goes to the (k mod n)-th
+ *                         sorted member: counts differ by at most one;
+ *   KW_ASSIGN_RANGE       per topic, as Kafka's range assignor: member i
+ *                         gets a contiguous run of P/n partitions, the first
+ *                         P mod n members one more.
+ * mine[i] is set to 1 when parts[i] goes to self, else 0. Returns how many
+ * are self's, or -1 when self is not a member (every mine[i] 0) or memory
+ * ran out.
+ */
+int kw_direct_assign(int strategy, const char *const *members, size_t nmembers,
+                     const char *self, const kw_direct_tp_t *parts, size_t nparts,
+                     unsigned char *mine);
+
 
 /*
  * Back-pressure (backpressure.enabled): a PID controller, as Spark's rate

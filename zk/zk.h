@@ -239,6 +239,16 @@ void kw_zk_session_credentials(kw_zk_t *zk, int64_t *id, char passwd[16]);
  * when every receiver has had its first assignment). Any thread. */
 size_t kw_zk_release_inherited(kw_zk_t *zk);
 
+/* The names of the group's registered instances (the children of
+ * /consumers/<group>/ids, this one included once registered), sorted by
+ * strcmp: *names is a malloc'd array of *n malloc'd strings, freed with
+ * kw_zk_names_free. One read; KW_EAGAIN when ZooKeeper stays unreachable
+ * past op_timeout_ms or the session is being re-established. Direct mode's
+ * assignment is computed from it (direct.h). Any thread. */
+kw_err_t kw_zk_members(kw_zk_t *zk, char ***names, size_t *n, char *errstr, size_t errlen);
+
+void kw_zk_names_free(char **names, size_t n);
+
 /* The instance name (the ids node's name). Any thread. */
 const char *kw_zk_instance(const kw_zk_t *zk);
 

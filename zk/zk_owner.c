@@ -708,3 +708,55 @@ size_t kw_zk_release_inherited(kw_zk_t *zk)
     free(list);
     return released;
 }
+
+/* ------------------------------------------------------------------ */
+/* the group's instances                                              */
+/* ------------------------------------------------------------------ */
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void kw_zk_names_free(char **names, size_t n)
+{
+    for (size_t i = 0; names != NULL && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+kw_err_t kw_zk_members(kw_zk_t *zk, char ***names, size_t *n, char *errstr, size_t errlen)
+{
+    char path[KW__ZK_PATH_MAX];
+    struct String_vector kids = { 0, NULL };
+    kw__zk_conn_t *c = kw__zk_conn_get(zk, 0);
+    char **out;
+    int rc;
+
+    *names = NULL;
+    *n = 0;
+    if (c == NULL)
+        return kw_seterr(errstr, errlen, KW_EAGAIN, "ZooKeeper %s: session being "
+                         "re-established", zk->connect);
+    snprintf(path, sizeof(path), "%s/ids", zk->base);
+    rc = children_retry(c->zh, path, kw_mono_ms() + zk->op_ms, &kids);
+    kw__zk_conn_put(zk, c);
+    if (rc != ZOK)
+        return kw_seterr(errstr, errlen, kw__zk_is_conn_loss(rc) ? KW_EAGAIN : KW_EIO,
+                         "ZooKeeper %s: listing %s: %s", zk->connect, path, zerror(rc));
+    out = calloc(kids.count > 0 ? (size_t)kids.count : 1, sizeof(*out));
+    for (int32_t i = 0; out != NULL && i < kids.count; i++)
+        if ((out[i] = strdup(kids.data[i])) == NULL) {
+            kw_zk_names_free(out, (size_t)i);
+            out = NULL;
+        }
+    if (out == NULL) {
+        deallocate_String_vector(&kids);
+        return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
+    }
+    qsort(out, (size_t)kids.count, sizeof(*out), name_cmp);
+    *names = out;
+    *n = (size_t)kids.count;
+    deallocate_String_vector(&kids);
+    return KW_OK;
+}

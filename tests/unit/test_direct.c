@@ -279,6 +279,85 @@ static kw_err_t try_new(const char *sink, int at_least_once, char *err, size_t e
     return e;
 }
 
+/* Every instance computes the same assignment: over any member order each
+ * partition goes to exactly one member, and the counts are as the
+ * strategy says. */
+static void check_assignment(int strategy, size_t nmembers, const kw_direct_tp_t *parts,
+                             size_t nparts, size_t *counts)
+{
+    static const char *const names[] = { "inst-c", "inst-a", "inst-d", "inst-b", "inst-e" };
+    unsigned char mine[64];
+    int owners[64] = { 0 };
+
+    assert_true(nparts <= 64 && nmembers <= 5);
+    for (size_t m = 0; m < nmembers; m++) {
+        int got = kw_direct_assign(strategy, names, nmembers, names[m], parts, nparts,
+                                   mine);
+
+        assert_true(got >= 0);
+        counts[m] = (size_t)got;
+        for (size_t i = 0; i < nparts; i++)
+            owners[i] += mine[i];
+    }
+    for (size_t i = 0; i < nparts; i++)
+        assert_int_equal(owners[i], 1);
+}
+
+static void test_assign(void **state)
+{
+    kw_direct_tp_t parts[64];
+    unsigned char mine[64], mine2[64];
+    const char *const two[] = { "b", "a" }, *const two_sorted[] = { "a", "b" };
+    size_t counts[5];
+    (void)state;
+
+    /* 10 partitions of t1 and 3 of t0, given out of order */
+    for (int i = 0; i < 13; i++) {
+        parts[i].topic = "t1";
+        parts[i].partition = 9 - i;
+    }
+    for (int i = 10; i < 13; i++) {
+        parts[i].topic = "t0";
+        parts[i].partition = 12 - i;
+    }
+    /* roundrobin: 13 over 3 -> 5, 4, 4, whatever the member order */
+    check_assignment(KW_ASSIGN_ROUNDROBIN, 3, parts, 13, counts);
+    assert_int_equal(counts[0] + counts[1] + counts[2], 13);
+    for (int m = 0; m < 3; m++)
+        assert_true(counts[m] == 4 || counts[m] == 5);
+    /* range: per topic, t0 3 -> 1,1,1 and t1 10 -> 4,3,3: the sorted first
+     * member (inst-a, index 1 in names) has 5 */
+    check_assignment(KW_ASSIGN_RANGE, 3, parts, 13, counts);
+    assert_int_equal(counts[1], 5);
+    assert_int_equal(counts[0] + counts[2], 8);
+    /* range is contiguous per topic: "a" of two gets t1 0..4 and t0 0..1 */
+    assert_int_equal(kw_direct_assign(KW_ASSIGN_RANGE, two, 2, "a", parts, 13, mine), 7);
+    for (int i = 0; i < 13; i++)
+        assert_int_equal(mine[i], parts[i].topic[1] == '1' ? parts[i].partition < 5
+                                                            : parts[i].partition < 2);
+    /* the member order given does not matter */
+    assert_int_equal(kw_direct_assign(KW_ASSIGN_ROUNDROBIN, two_sorted, 2, "b", parts, 13,
+                                      mine2), 6);
+    assert_int_equal(kw_direct_assign(KW_ASSIGN_ROUNDROBIN, two, 2, "b", parts, 13, mine), 6);
+    assert_memory_equal(mine, mine2, 13);
+    /* 64 over 5 and 4 members: balanced within one */
+    for (int i = 0; i < 64; i++) {
+        parts[i].topic = "t";
+        parts[i].partition = i;
+    }
+    for (size_t n = 1; n <= 5; n++) {
+        check_assignment(KW_ASSIGN_ROUNDROBIN, n, parts, 64, counts);
+        for (size_t m = 0; m < n; m++)
+            assert_true(counts[m] == 64 / n || counts[m] == 64 / n + 1);
+    }
+    /* not a member: nothing, -1; no partitions: 0 */
+    memset(mine, 7, sizeof(mine));
+    assert_int_equal(kw_direct_assign(KW_ASSIGN_ROUNDROBIN, two, 2, "z", parts, 13, mine), -1);
+    for (int i = 0; i < 13; i++)
+        assert_int_equal(mine[i], 0);
+    assert_int_equal(kw_direct_assign(KW_ASSIGN_RANGE, two, 2, "a", parts, 0, mine), 0);
+}
+
 static void test_new_refuses_sink(void **state)
 {
     static const char *const norange[] = { "null", "jsonl", NULL };
@@ -332,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_start_offsets),
         cmocka_unit_test(test_ranges_through_sink),
         cmocka_unit_test(test_new_refuses_sink),
+        cmocka_unit_test(test_assign),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
