@@ -241,6 +241,9 @@ typedef struct dpart {
     size_t   ncarry, capcarry, carry_bytes;
     int      busy_logged;
     int64_t  next;          /* next offset to read; -1: not known yet */
+    int64_t  stored;        /* where its ranges in the sink end, as this
+                             * instance knows it (-1: none): the fence of
+                             * kw_sink_txn_put_range */
     /* this batch */
     int      active;
     int      done;
@@ -275,7 +278,7 @@ struct kw_direct {
     struct {
         atomic_uint_fast64_t batches, delivered, stored, dups, partitions, busy,
                              short_reads, zk_failures, loss_events, loss_records,
-                             owner_changes, members;
+                             owner_changes, members, fenced;
         _Atomic int64_t      first_stored_mono_ms;   /* 0: nothing stored yet */
         _Atomic int64_t      first_owned_mono_ms;    /* 0: no partition owned yet */
     } n;
@@ -358,6 +361,7 @@ static dpart_t *part_add(kw_direct_t *d, const char *topic, int32_t partition)
         return NULL;
     p->partition = partition;
     p->next = -1;
+    p->stored = -1;
     d->nparts++;
     KW_LOG_I(MOD, "partition %s/%d found", topic, (int)partition);
     return p;
@@ -478,6 +482,7 @@ void kw_direct_stats(kw_direct_t *d, kw_direct_stats_t *s)
     s->first_owned_mono_ms = atomic_load(&d->n.first_owned_mono_ms);
     s->owner_changes = atomic_load(&d->n.owner_changes);
     s->members = atomic_load(&d->n.members);
+    s->batches_fenced = atomic_load(&d->n.fenced);
     kw_hist_summarize(&d->latency, &s->latency);
     kw_hist_summarize(&d->batch_ms, &s->batch_ms);
     s->zk_writes = 0;
@@ -647,9 +652,13 @@ static kw_err_t stored_next(kw_direct_t *d, dpart_t *p, char *errstr, size_t err
 {
     if (p->next >= 0)
         return KW_OK;
-    if (!d->at_least_once)
-        return kw_sink_range_next(d->sink, p->topic, p->partition, &p->next, errstr,
-                                  errlen);
+    if (!d->at_least_once) {
+        kw_err_t err = kw_sink_range_next(d->sink, p->topic, p->partition, &p->next, errstr,
+                                          errlen);
+
+        p->stored = p->next;
+        return err;
+    }
     {
         char why[512];
         kw_err_t err = kw_zk_get_offset(d->zk, p->topic, p->partition, &p->next, why,
@@ -1108,7 +1117,7 @@ static kw_err_t write_with_ranges(kw_direct_t *d, uint64_t batch, kw_sink_stats_
 
         if (!p->active || p->read_until <= p->from)
             continue;
-        err = kw_sink_txn_put_range(d->sink, p->topic, p->partition, p->from,
+        err = kw_sink_txn_put_range(d->sink, p->topic, p->partition, p->stored, p->from,
                                     p->read_until, errstr, errlen);
         if (err != KW_OK)
             return err;
@@ -1314,6 +1323,18 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
         kw_sink_latency_add(&d->batch_latency, d->recs, d->nmsgs, kw_wall_ms());
     }
     free_msgs(d);
+    if (err == KW_EFENCED) {
+        /* another instance stored a range of a partition we read: ours is
+         * stale (we lost it without knowing yet). Nothing was stored; every
+         * partition read goes on from what the sink holds, if still ours */
+        atomic_fetch_add(&d->n.fenced, 1);
+        KW_LOG_W(MOD, "batch %" PRIu64 " not stored: %s; reading the positions again",
+                 batch, why);
+        for (size_t i = 0; i < d->nparts; i++)
+            if (d->parts[i].active)
+                d->parts[i].next = -1;
+        return KW_OK;
+    }
     if (err != KW_OK)
         return kw_seterr(errstr, errlen, err, "batch %" PRIu64 ": sink: %s", batch, why);
     kw_crash(KW_CRASH_DIRECT_STORED);
@@ -1330,8 +1351,11 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
                      kw_mono_ms() - started, sched_delay);
     }
     for (size_t i = 0; i < d->nparts; i++)
-        if (d->parts[i].active)
+        if (d->parts[i].active) {
             d->parts[i].next = d->parts[i].read_until;
+            if (d->parts[i].read_until > d->parts[i].from)
+                d->parts[i].stored = d->parts[i].read_until;
+        }
     atomic_fetch_add(&d->n.batches, 1);
     atomic_fetch_add(&d->n.delivered, ss.delivered);
     atomic_fetch_add(&d->n.stored, ss.stored);

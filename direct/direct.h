@@ -35,7 +35,11 @@
  *      delivered. Crash point direct.read after it.
  *   4. Deliver the records and store the ranges in one sink transaction
  *      (sink.h: kw_sink_txn_begin, _write, _put_range per partition read,
- *      _commit; the rows are in sink/FORMAT.md). Exactly once: a crash
+ *      _commit; the rows are in sink/FORMAT.md). Each range is fenced: it
+ *      is stored only if the partition's stored ranges still end where this
+ *      instance last saw them, so an instance that lost a partition without
+ *      knowing yet (its session expired mid-batch) stores nothing of that
+ *      batch (batches_fenced) and reads its positions again. Exactly once: a crash
  *      before the commit leaves neither the records nor the ranges, a
  *      crash after leaves both. Crash points sink.mid-txn inside,
  *      direct.stored after. Only a sink that stores ranges
@@ -100,6 +104,9 @@ typedef struct kw_direct_stats {
                                      * mode's assignment); 0: none yet */
     uint64_t owner_changes;         /* partitions taken or given up here */
     uint64_t members;               /* instances of the group at the last batch */
+    uint64_t batches_fenced;        /* not stored: another instance had stored a
+                                     * range of one of its partitions meanwhile
+                                     * (kw_sink_txn_put_range's fence) */
     kw_hist_summary_t batch_ms;     /* duration of each batch that stored
                                      * something: plan, read, sink commit,
                                      * ZooKeeper mirror, in ms */

@@ -158,8 +158,8 @@ kw_err_t kw_sink_txn_write(kw_sink_t *s, const kw_record_t *recs, size_t n,
 }
 
 kw_err_t kw_sink_txn_put_range(kw_sink_t *s, const char *topic, int32_t partition,
-                               int64_t from_offset, int64_t until_offset,
-                               char *errstr, size_t errlen)
+                               int64_t expect_next, int64_t from_offset,
+                               int64_t until_offset, char *errstr, size_t errlen)
 {
     kw_err_t err;
 
@@ -168,7 +168,8 @@ kw_err_t kw_sink_txn_put_range(kw_sink_t *s, const char *topic, int32_t partitio
     if (s->ops->put_range == NULL)
         return txn__fail(s, kw_seterr(errstr, errlen, KW_EINVAL, "sink %s does not store "
                                       "offset ranges (only sqlite does)", s->ops->name));
-    if (topic == NULL || partition < 0 || from_offset < 0 || until_offset <= from_offset)
+    if (topic == NULL || partition < 0 || from_offset < 0 || until_offset <= from_offset ||
+        expect_next < KW_SINK_RANGE_UNCHECKED)
         return txn__fail(s, kw_seterr(errstr, errlen, KW_EINVAL, "sink %s: batch %llu: "
                                       "bad range %s/%d [%lld, %lld)", s->ops->name,
                                       (unsigned long long)s->txn.batch_id,
@@ -176,7 +177,7 @@ kw_err_t kw_sink_txn_put_range(kw_sink_t *s, const char *topic, int32_t partitio
                                       (long long)from_offset, (long long)until_offset));
     if (s->txn.replayed)
         return KW_OK;                   /* T3: committed with the batch */
-    err = s->ops->put_range(s, s->txn.batch_id, topic, partition, from_offset,
+    err = s->ops->put_range(s, s->txn.batch_id, topic, partition, expect_next, from_offset,
                             until_offset, errstr, errlen);
     return err == KW_OK ? KW_OK : txn__fail(s, err);
 }

@@ -158,7 +158,7 @@ kw_err_t kw_sink_write_batch(kw_sink_t *sink, uint64_t batch_id,
  *
  *   kw_sink_txn_begin(sink, batch_id)
  *   kw_sink_txn_write(sink, recs, n)                  exactly once
- *   kw_sink_txn_put_range(sink, topic, partition, from, until)   0..many
+ *   kw_sink_txn_put_range(sink, topic, partition, expect, from, until)  0..many
  *   kw_sink_txn_commit(sink, &stats)   or   kw_sink_txn_abort(sink)
  *
  * Every kind runs begin / write / commit / abort (what each one does is
@@ -206,6 +206,20 @@ kw_err_t kw_sink_txn_write(kw_sink_t *sink, const kw_record_t *recs, size_t n,
  * Store the offset range [from_offset, until_offset) of topic/partition as
  * read for this batch, in the same transaction (after write). One range per
  * topic/partition per batch. topic is only read, during the call.
+ *
+ * Fencing: expect_next is where the caller believes the partition's stored
+ * ranges end (what kw_sink_range_next said when it took the partition, then
+ * the until of each range it committed; -1: none stored yet). When the
+ * database holds another end -- another instance sharing it stored a range
+ * of the partition meanwhile, e.g. after this one lost the partition without
+ * knowing yet -- nothing of the batch is stored: KW_EFENCED, errstr naming the
+ * partition and both ends, the transaction rolled back (T2); the caller
+ * reads the partition's position again before it reads it again. The check
+ * and the insert are in the transaction that holds the database's write lock
+ * (sqlite: BEGIN IMMEDIATE), so two instances can never both store a range
+ * after the same end. KW_SINK_RANGE_UNCHECKED skips the check (a caller that
+ * is the only writer of the partition by other means).
+ *
  * KW_EINVAL when the sink does not store ranges (not sqlite), for an empty
  * or negative range, a NULL topic or a negative partition; KW_EIO when it
  * cannot be stored -- also when this batch id already has a range for the
@@ -213,9 +227,11 @@ kw_err_t kw_sink_txn_write(kw_sink_t *sink, const kw_record_t *recs, size_t n,
  * first): the transaction is rolled back (T2) and the caller tries again
  * with a new id. A no-op on a replay (T3).
  */
+#define KW_SINK_RANGE_UNCHECKED (-2)
+
 kw_err_t kw_sink_txn_put_range(kw_sink_t *sink, const char *topic, int32_t partition,
-                               int64_t from_offset, int64_t until_offset,
-                               char *errstr, size_t errlen);
+                               int64_t expect_next, int64_t from_offset,
+                               int64_t until_offset, char *errstr, size_t errlen);
 
 /*
  * Make the batch durable and end the transaction (T1). sqlite: COMMIT

@@ -38,8 +38,8 @@ typedef struct kw__sink_ops {
      * only called between a write that was not a replay and commit;
      * range_next and ranges_last_batch only outside a transaction. */
     kw_err_t (*put_range)(kw_sink_t *s, uint64_t batch_id, const char *topic,
-                          int32_t partition, int64_t from_offset, int64_t until_offset,
-                          char *errstr, size_t errlen);
+                          int32_t partition, int64_t expect_next, int64_t from_offset,
+                          int64_t until_offset, char *errstr, size_t errlen);
     kw_err_t (*range_next)(kw_sink_t *s, const char *topic, int32_t partition,
                            int64_t *next, char *errstr, size_t errlen);
     kw_err_t (*ranges_last_batch)(kw_sink_t *s, uint64_t *batch,

@@ -402,13 +402,32 @@ static kw_err_t sqlite__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t
     return KW_OK;
 }
 
+static kw_err_t sqlite__read_int(sqlite__sink_t *q, sqlite3_stmt *st, int64_t *v,
+                                 char *errstr, size_t errlen);
+
 static kw_err_t sqlite__put_range(kw_sink_t *s, uint64_t batch_id, const char *topic,
-                                  int32_t partition, int64_t from_offset,
+                                  int32_t partition, int64_t expect_next, int64_t from_offset,
                                   int64_t until_offset, char *errstr, size_t errlen)
 {
     sqlite__sink_t *q = s->impl;
     sqlite3_stmt *pr = q->put_range;
     int rc;
+
+    if (expect_next != KW_SINK_RANGE_UNCHECKED) {
+        int64_t end;
+        kw_err_t err;
+
+        sqlite3_reset(q->range_next);
+        sqlite3_bind_text(q->range_next, 1, topic, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q->range_next, 2, partition);
+        if ((err = sqlite__read_int(q, q->range_next, &end, errstr, errlen)) != KW_OK)
+            return err;
+        if (end != expect_next)
+            return kw_seterr(errstr, errlen, KW_EFENCED, "sink sqlite:%s: batch %" PRIu64
+                             ": %s/%d: its stored ranges end at %" PRId64 ", not %" PRId64
+                             ": another instance stored a range of it meanwhile", q->path,
+                             batch_id, topic, (int)partition, end, expect_next);
+    }
 
     sqlite3_reset(pr);
     sqlite3_bind_int64(pr, 1, (int64_t)batch_id);

@@ -168,7 +168,8 @@ static kw_err_t store_batch(kw_sink_t *k, uint64_t batch, const rng_t *r, size_t
         (e = kw_sink_txn_write(k, recs, n, err, errlen)) != KW_OK)
         return e;
     for (size_t i = 0; i < n; i++)
-        if ((e = kw_sink_txn_put_range(k, r[i].topic, r[i].partition, r[i].from,
+        if ((e = kw_sink_txn_put_range(k, r[i].topic, r[i].partition, KW_SINK_RANGE_UNCHECKED,
+                                       r[i].from,
                                        r[i].until, err, errlen)) != KW_OK)
             return e;
     return kw_sink_txn_commit(k, NULL, err, errlen);

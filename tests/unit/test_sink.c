@@ -434,7 +434,8 @@ static void put_ok(kw_sink_t *k, const char *topic, int32_t part, int64_t from,
 {
     char err[512];
 
-    if (kw_sink_txn_put_range(k, topic, part, from, until, err, sizeof(err)) != KW_OK)
+    if (kw_sink_txn_put_range(k, topic, part, KW_SINK_RANGE_UNCHECKED,
+                              from, until, err, sizeof(err)) != KW_OK)
         fail_msg("put_range %s/%d: %s", topic, (int)part, err);
 }
 
@@ -533,6 +534,73 @@ static void test_txn_commit(void **state)
     assert_int_equal(next_of(s->sink, "t", 0), 13);
     assert_int_equal(last_batch_of(s->sink), 5);
     sqlite3_close(db);
+}
+
+/* The range fence: two handles on one database (two instances sharing it).
+ * Both took partition t/0 when its ranges ended at 12; the first stores
+ * [12, 14); the second's range after 12 is refused whole (KW_EFENCED, T2),
+ * its other partition's range and records with it, and it goes on once it
+ * expects the new end. */
+static void test_txn_range_fence(void **state)
+{
+    tstate_t *s = *state;
+    kw_record_t r[2] = { rec("t", 0, 10, "a"), rec("t", 0, 11, "b") };
+    kw_record_t a[1] = { rec("t", 0, 12, "c") }, b[2] = { rec("t", 0, 12, "c"),
+                                                          rec("t", 1, 0, "x") };
+    kw_sink_t *other;
+    kw_sink_totals_t tot;
+    char path[700], spec[710], err[512];
+    sqlite3 *db;
+
+    test_path(path, sizeof(path), "%s/out.db", s->dir);
+    test_path(spec, sizeof(spec), "sqlite:%s", path);
+    s->sink = open_ok(spec);
+    other = open_ok(spec);
+    txn_open_ok(s->sink, 1, r, 2);
+    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, -1, 10, 12, err, sizeof(err)),
+                     KW_OK);
+    commit_ok(s->sink);
+
+    txn_open_ok(s->sink, 2, a, 1);
+    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, 12, 12, 14, err, sizeof(err)),
+                     KW_OK);
+    commit_ok(s->sink);
+
+    txn_open_ok(other, 3, b, 2);
+    assert_int_equal(kw_sink_txn_put_range(other, "t", 1, -1, 0, 1, err, sizeof(err)),
+                     KW_OK);
+    assert_int_equal(kw_sink_txn_put_range(other, "t", 0, 12, 12, 13, err, sizeof(err)),
+                     KW_EFENCED);
+    assert_non_null(strstr(err, "t/0"));
+    assert_non_null(strstr(err, "end at 14, not 12"));
+    /* T2: rolled back whole, counted as a failure; commit is out of order */
+    assert_int_equal(kw_sink_txn_commit(other, NULL, err, sizeof(err)), KW_EINVAL);
+    kw_sink_get_totals(other, &tot);
+    assert_int_equal(tot.failures, 1);
+    db = db_open(path);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM batches WHERE id = 3"), 0);
+    assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records WHERE partition = 1"), 0);
+    assert_string_equal(db_text(db, RANGES_SQL), "1:t/0[10,12) 2:t/0[12,14)");
+
+    /* a partition with no range is fenced on -1 too */
+    txn_open_ok(other, 3, b, 2);
+    assert_int_equal(kw_sink_txn_put_range(other, "t", 0, -1, 14, 15, err, sizeof(err)),
+                     KW_EFENCED);
+    /* expecting the real end: stored */
+    txn_open_ok(other, 3, b, 2);
+    assert_int_equal(kw_sink_txn_put_range(other, "t", 0, 14, 14, 15, err, sizeof(err)),
+                     KW_OK);
+    assert_int_equal(kw_sink_txn_put_range(other, "t", 1, -1, 0, 1, err, sizeof(err)),
+                     KW_OK);
+    commit_ok(other);
+    assert_string_equal(db_text(db, RANGES_SQL),
+                        "1:t/0[10,12) 2:t/0[12,14) 3:t/0[14,15) 3:t/1[0,1)");
+    /* a bad expectation is a bad argument */
+    txn_open_ok(other, 4, a, 1);
+    assert_int_equal(kw_sink_txn_put_range(other, "t", 0, -3, 15, 16, err, sizeof(err)),
+                     KW_EINVAL);
+    sqlite3_close(db);
+    kw_sink_close(other);
 }
 
 static void test_txn_abort(void **state)
@@ -638,7 +706,8 @@ static void test_txn_replay(void **state)
     test_log_capture_begin();
     txn_open_ok(s->sink, 4, other, 2);
     test_log_capture_end();
-    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, 11, 13, err, sizeof(err)),
+    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, KW_SINK_RANGE_UNCHECKED,
+                                           11, 13, err, sizeof(err)),
                      KW_EIO);
     assert_non_null(strstr(err, path));
     assert_non_null(strstr(err, "t/0"));
@@ -674,7 +743,8 @@ static void test_txn_errors(void **state)
     /* Out of order with none open: KW_EINVAL, nothing to end. */
     assert_int_equal(kw_sink_txn_write(s->sink, r, 1, err, sizeof(err)), KW_EINVAL);
     assert_non_null(strstr(err, "no transaction"));
-    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, 0, 1, err, sizeof(err)),
+    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, KW_SINK_RANGE_UNCHECKED,
+                                           0, 1, err, sizeof(err)),
                      KW_EINVAL);
     assert_int_equal(kw_sink_txn_commit(s->sink, &st, err, sizeof(err)), KW_EINVAL);
     assert_int_equal(kw_sink_txn_begin(s->sink, 0, err, sizeof(err)), KW_EINVAL);
@@ -687,7 +757,8 @@ static void test_txn_errors(void **state)
 
     /* Out of order with one open: KW_EINVAL and the transaction is over. */
     assert_int_equal(kw_sink_txn_begin(s->sink, 1, err, sizeof(err)), KW_OK);
-    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, 0, 1, err, sizeof(err)),
+    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, KW_SINK_RANGE_UNCHECKED,
+                                           0, 1, err, sizeof(err)),
                      KW_EINVAL);
     assert_non_null(strstr(err, "not written"));
     failures++;
@@ -712,7 +783,8 @@ static void test_txn_errors(void **state)
     /* Bad ranges. */
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         txn_open_ok(s->sink, 1, r, 1);
-        if (kw_sink_txn_put_range(s->sink, bad[i].topic, bad[i].part, bad[i].from,
+        if (kw_sink_txn_put_range(s->sink, bad[i].topic, bad[i].part, KW_SINK_RANGE_UNCHECKED,
+                                  bad[i].from,
                                   bad[i].until, err, sizeof(err)) != KW_EINVAL)
             fail_msg("bad range %zu accepted", i);
         assert_non_null(strstr(err, "bad range"));
@@ -724,7 +796,8 @@ static void test_txn_errors(void **state)
      * and takes the whole batch with it. */
     txn_open_ok(s->sink, 1, r, 1);
     put_ok(s->sink, "t", 0, 0, 1);
-    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, 1, 2, err, sizeof(err)),
+    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, KW_SINK_RANGE_UNCHECKED,
+                                           1, 2, err, sizeof(err)),
                      KW_EIO);
     failures++;
 
@@ -793,7 +866,8 @@ static void test_txn_other_kinds(void **state)
 
         /* put_range refused; the transaction rolled back (T2). */
         txn_open_ok(s->sink, 3, r, 2);
-        assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, 0, 2, err, sizeof(err)),
+        assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, KW_SINK_RANGE_UNCHECKED,
+                                               0, 2, err, sizeof(err)),
                          KW_EINVAL);
         assert_non_null(strstr(err, kinds[i]));
         assert_non_null(strstr(err, "only sqlite"));
@@ -958,7 +1032,8 @@ static void crash_child(const char *spec, int fd, const kw_record_t *r, size_t n
         _exit(11);
     if (kw_sink_txn_begin(k, 7, err, sizeof(err)) != KW_OK ||
         kw_sink_txn_write(k, r, n, err, sizeof(err)) != KW_OK ||
-        kw_sink_txn_put_range(k, "t", 0, 0, 2, err, sizeof(err)) != KW_OK)
+        kw_sink_txn_put_range(k, "t", 0, KW_SINK_RANGE_UNCHECKED,
+                              0, 2, err, sizeof(err)) != KW_OK)
         _exit(12);
     if (write(fd, "C", 1) != 1)
         _exit(13);
@@ -1310,6 +1385,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sqlite_store_and_read_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sqlite_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_range_fence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_errors, setup, teardown),
