@@ -20,9 +20,17 @@ b  direct.assignment=range: two instances, two topics of 3 and 5 partitions:
 c  A clean stop hands over at once: the stopped instance's partitions are
    owned by the other well before a session timeout (60 s here) could end.
 
+d  An instance frozen (SIGSTOP) past its session timeout while records
+   arrive: the other takes its partitions over and stores ranges of them;
+   thawed (SIGCONT), the frozen one may still read a batch from the positions
+   it had -- the sink's range fence refuses that batch whole, so nothing is
+   delivered twice: every record stored once, no duplicate delivery counted,
+   ranges without overlap; it re-registers and the partitions are shared again.
+
 Numbers come from ZooKeeper, the sink, kwal-verify and --stats-json, never from
 kwal's log.
 """
+import signal
 import time
 
 from crashlib import wait_until, zk_fast  # noqa: F401 (fixture)
@@ -119,3 +127,33 @@ def test_clean_stop_hands_over(bins, zk_fast, kafka3, tmp_path, names, kwal_fact
     x.verify_once(20000)
     x.ranges_contiguous()
     x.check_offsets(20000)
+
+
+def test_frozen_instance_fenced(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
+    x = Direct(bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "d", 8)
+    x.settings["zookeeper.session.timeout.ms"] = 3000
+    a = x.kwal(name="a", **{"instance.id": "a"}).start()
+    b = x.kwal(name="b", **{"instance.id": "b"}).start()
+    lg = x.produce(40000, rate=2000, background=True)
+    wait_until(lambda: balanced(x, ["a", "b"]), 120, "4 partitions each",
+               lambda: a.alive() and b.alive())
+    wait_until(lambda: x.stored() >= 4000, 120, "4,000 stored", b.alive)
+    a.p.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: balanced(x, ["b"]), 60, "b owns all 8 while a is frozen",
+                   b.alive)
+        s = x.stored()
+        wait_until(lambda: x.stored() >= s + 2000, 60, "b stores a's share too", b.alive)
+    finally:
+        a.p.send_signal(signal.SIGCONT)
+    wait_until(lambda: balanced(x, ["a", "b"]), 120, "shared again after the thaw",
+               lambda: a.alive() and b.alive())
+    wait_until(lg.done, 180, "kwal-loadgen finishes")
+    assert lg.rc == 0, "kwal-loadgen failed"
+    wait_until(lambda: x.stored() >= 40000, 180, "40,000 stored",
+               lambda: a.alive() and b.alive())
+    x.stop(a)
+    x.stop(b)
+    x.verify_once(40000)
+    x.ranges_contiguous()
+    x.check_offsets(40000)
