@@ -256,4 +256,65 @@ const char *kw_zk_instance(const kw_zk_t *zk);
  * KW_ETIMEDOUT. Any thread. */
 kw_err_t kw_zk_wait_active(kw_zk_t *zk, int timeout_ms);
 
+/* ---- Reading a group (kwal status) ----
+ *
+ * A view is a ZooKeeper session that only reads a group's nodes: it creates
+ * nothing (no chroot, no /consumers/<group>, no ids node), so looking at a
+ * group never changes it -- a group that does not exist is reported as such
+ * (kw_zk_view_group_exists), not created. It honours the chroot of
+ * zookeeper.connect and the digest of the options exactly as kw_zk_new()
+ * does (a group made with a digest is readable only with the same one:
+ * KW_EAUTH otherwise). Each call is a few independent reads, retried across
+ * connection loss until op_timeout_ms; a group that changes meanwhile (an
+ * instance leaving, a partition changing hands) gives a mix of before and
+ * after, never an error: a node that vanishes between its listing and its
+ * read is left out. One thread at a time per view; zk_view.c.
+ */
+typedef struct kw_zk_view kw_zk_view_t;
+
+/* A registered instance: /consumers/<group>/ids/<name>. */
+typedef struct kw_zk_member {
+    char    name[256];
+    char    data[300];         /* the node's data as written, "host:pid" */
+    int64_t created_ms;        /* when it registered (the node's ctime, wall ms) */
+} kw_zk_member_t;
+
+/* A partition the group knows: it has an owner node, an offset node, or both. */
+typedef struct kw_zk_part_info {
+    char    topic[KW_ZK_TOPIC_MAX];
+    int32_t partition;
+    char    owner[256];        /* owner node's data (an instance name); "" unowned */
+    int64_t offset;            /* stored next offset; -1 when none (or corrupt) */
+    int     offset_corrupt;    /* the offset node does not hold an ASCII decimal */
+} kw_zk_part_info_t;
+
+/*
+ * Connect (connect_timeout_ms) with opts->connect (its chroot honoured),
+ * opts->group, opts->digest, opts->session_timeout_ms, opts->op_timeout_ms;
+ * instance and session_file are ignored. Unreachable ZooKeeper: KW_ETIMEDOUT,
+ * errstr naming the connect string; bad options: KW_ECONFIG. On success
+ * *view is the caller's.
+ */
+kw_err_t kw_zk_view_open(const kw_zk_options_t *opts, kw_zk_view_t **view,
+                         char *errstr, size_t errlen);
+
+/* Close the session. NULL is a no-op. */
+void kw_zk_view_close(kw_zk_view_t *view);
+
+/* *exists: 1 when /consumers/<group> (below the chroot) exists, else 0. */
+kw_err_t kw_zk_view_group_exists(kw_zk_view_t *view, int *exists,
+                                 char *errstr, size_t errlen);
+
+/* The registered instances, sorted by name. *members is malloc'd (free()
+ * it; NULL when *n is 0). A group without an ids node has none. */
+kw_err_t kw_zk_view_members(kw_zk_view_t *view, kw_zk_member_t **members, size_t *n,
+                            char *errstr, size_t errlen);
+
+/* Every partition with an owner or an offset node, sorted by topic, then
+ * partition. Child names that are not a decimal partition number, and topic
+ * names kwal could not have written, are skipped. *parts is malloc'd (free()
+ * it; NULL when *n is 0). */
+kw_err_t kw_zk_view_partitions(kw_zk_view_t *view, kw_zk_part_info_t **parts, size_t *n,
+                               char *errstr, size_t errlen);
+
 #endif /* KW_ZK_H */
