@@ -4,9 +4,10 @@
  *
  * kwal is one program with subcommands (DESIGN.md, "Command line"). This
  * file parses `--help` and `--version`, runs `kwal config`, and hands
- * `kwal wal ...` to kwal_wal_cmd.c and `kwal receive ...` to
- * kwal_receive_cmd.c. The libraries never print to stdout or
- * exit; this program does both, with the exit statuses of kwal.h.
+ * `kwal wal ...` to kwal_wal_cmd.c, `kwal receive ...` to
+ * kwal_receive_cmd.c and `kwal status ...` to kwal_status_cmd.c. The
+ * libraries never print to stdout or exit; this program does both, with
+ * the exit statuses of kwal.h.
  */
 #include "kwal.h"
 
@@ -39,6 +40,8 @@ static void print_usage(FILE *out)
           "                              the sink, repair ZooKeeper (kwal recover --help)\n"
           "  direct -c FILE [-X k=v]...  direct mode: exact offset ranges per batch, stored\n"
           "                              with the output in one transaction (kwal direct --help)\n"
+          "  status -c FILE [--json]     the group at a glance: instances, owners, stored\n"
+          "                              offsets, lag, local WAL health (kwal status --help)\n"
           "  compare [options]           the same workload and faults through every mode: a\n"
           "                              report, CSV and chart (kwal compare --help)\n"
           "  bench [options]             kwal's modes next to kcat and Spark Streaming on\n"
@@ -226,6 +229,8 @@ int main(int argc, char **argv)
         rc = kwal_recover_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "direct") == 0) {
         rc = kwal_direct_main(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "status") == 0) {
+        rc = kwal_status_main(argc - 1, argv + 1);
     } else if (strcmp(cmd, "compare") == 0) {
         rc = runner_main("compare", "KWAL_COMPARE", argc - 1, argv + 1);
     } else if (strcmp(cmd, "bench") == 0) {

@@ -38,6 +38,11 @@ int kwal_recover_main(int argc, char **argv);
 /* `kwal direct ...` (kwal_direct_cmd.c): argv[0] is "direct". */
 int kwal_direct_main(int argc, char **argv);
 
+/* `kwal status ...` (kwal_status_cmd.c): argv[0] is "status". Reads the
+ * group's state from ZooKeeper, Kafka and the local WAL; changes nothing.
+ * Exit 1 also when only a part could not be read (the rest is printed). */
+int kwal_status_main(int argc, char **argv);
+
 /*
  * Fill *opts from the wal.* keys of conf (kw_wal_options_init() first, so
  * fields without a key keep the WAL's defaults). When ndirs > 0, dirs[0..ndirs-1]
