@@ -97,7 +97,10 @@ typedef enum {
     X(WAL_FSYNC,      "wal/replicaR/fsync",                                         \
       "fdatasync/fsync of WAL replica R fail: errno failinfo, default EIO")        \
     X(WAL_DELAY,      "wal/replicaR/delay",                                         \
-      "writes and syncs of WAL replica R first sleep failinfo ms (default 100)")
+      "writes and syncs of WAL replica R first sleep failinfo ms (default 100)")   \
+    X(DIRECT_STOP,    "direct/stop",                                                \
+      "kwal direct stops itself (SIGSTOP) after reading a batch, before its sink "  \
+      "transaction: frozen mid-batch without the sink's lock (SIGCONT goes on)")
 
 /* The armed point (KW__CRASH_COUNT: none). Written by kw_fault_init() and
  * kw_crash_arm() only, before other threads run. */

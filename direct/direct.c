@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1288,6 +1289,8 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
         }
     }
     kw_crash(KW_CRASH_DIRECT_READ);
+    if (kw_fault("direct/stop"))
+        raise(SIGSTOP);     /* frozen mid-batch (tests of the range fence) */
     if (build_records(d) != 0) {
         free_msgs(d);
         return kw_seterr(errstr, errlen, KW_ENOMEM, "out of memory");
