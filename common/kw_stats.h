@@ -1,7 +1,8 @@
 /*
  * kw_stats.h -- kwal's statistics as data: the one struct that the log's
- * summary line, the --stats-json file and (later) the metrics endpoint are
- * made from, so that runners and tests read numbers, never log text.
+ * summary line, the --stats-json file and the metrics endpoint
+ * (metrics.listen) are made from, so that runners and tests read numbers,
+ * never log text.
  *
  * The program (tools/kwal) fills a kw_stats_t from the running service's
  * own counters (kw_receiver_stats, kw_direct_stats, the recovery report)
@@ -32,7 +33,12 @@
  *    "zk_owner_nodes_released":...,"recovery_wal_open_ms":...,
  *    "recovery_tracker_ms":...,"recovery_replay_ms":...,"recovery_zk_ms":...,
  *    "latency_records":...,"latency_ms_p50":...,"latency_ms_p90":...,
- *    "latency_ms_p99":...,"latency_ms_max":...}
+ *    "latency_ms_p99":...,"latency_ms_max":...,
+ *    "batch_ms_count":...,"batch_ms_p50":...,"batch_ms_p90":...,
+ *    "batch_ms_p99":...,"batch_ms_max":...,
+ *    "wal_fsync_us_count":...,"wal_fsync_us_p50":...,"wal_fsync_us_p90":...,
+ *    "wal_fsync_us_p99":...,"wal_fsync_us_max":...,
+ *    "owner_changes":...,"instances":...,"metrics_port":...}
  *
  * mode is "receive", "receive-no-wal", "direct", "direct-at-least-once" or
  * "recover". final is true only in the file written at exit.
@@ -57,7 +63,58 @@
  * histogram (common/kw_hist.h): less than 1/32 above the exact value,
  * exact below 64 ms, never above latency_ms_max, which is exact. Each is
  * -1 while latency_records is 0.
+ *
+ * batch_ms_*: how long each batch that stored something took, in ms --
+ * receive mode: one delivery round of the batcher that gave the sink a
+ * batch (read back from the WAL, written, marked); direct mode: plan, read,
+ * sink commit and ZooKeeper mirror. wal_fsync_us_*: each fdatasync of the
+ * open WAL (every replica; those wal_fsyncs counts), in microseconds, since
+ * the WAL was last opened. Both as latency_*: a count, then nearest-rank
+ * quantiles and the maximum from a histogram, -1 while the count is 0.
+ * owner_changes: partitions this process took or gave up (receive:
+ * assignments and revokes; direct: direct.h). instances: the group's
+ * registered instances as direct mode last saw them, -1 where not known
+ * (receive mode). metrics_port: the port of the metrics endpoint
+ * (metrics.listen; the one picked when it asks for port 0), 0 when there is
+ * none.
  * The file is replaced atomically (kw_file.h): a reader sees a whole object.
+ *
+ * Prometheus text format (kw_stats_format_prometheus; exposition format
+ * 0.0.4, what GET /metrics serves). Every family has a HELP and a TYPE line,
+ * then its samples, one family after the other; no timestamps. Names:
+ *
+ *   kwal_<what>_total        counter, from a counter of kw_stats_t
+ *                            (kwal_records_stored_total, ...; bytes as
+ *                            kwal_wal_written_bytes_total)
+ *   kwal_<what>              gauge (kwal_partitions_owned, kwal_instances,
+ *                            kwal_wal_replicas_healthy, 0/1 flags)
+ *   kwal_<what>_seconds      gauge, a time: every time is in seconds (the
+ *                            *_ms of the JSON divided by 1000, printed with
+ *                            three decimals -- exact); kwal_start_time_seconds
+ *                            is the wall clock at the start (Unix time)
+ *   kwal_info{mode="..."} 1  the JSON's mode
+ *
+ * The three histograms are Prometheus summaries in seconds, over everything
+ * measured since the start (not a sliding window): kwal_latency_seconds,
+ * kwal_batch_duration_seconds, kwal_wal_fsync_duration_seconds, each with
+ * samples {quantile="0.5"}, {quantile="0.9"}, {quantile="0.99"} (kw_hist.h's
+ * nearest-rank values), {quantile="1"} (the maximum, exact) and _count.
+ * There is no _sum: kw_hist keeps none, and a sum made up from bucket bounds
+ * would be a guess.
+ *
+ * Per partition (kw_stats_partition_t), labels topic and partition, in the
+ * order given: kwal_partition_owned (0/1), kwal_partition_position (the
+ * next offset stored), kwal_partition_high_watermark and kwal_partition_lag
+ * (high watermark - position when both are known; 0 when the high
+ * watermark seen is behind the position, as it can be for a moment since
+ * the two are read at different times).
+ *
+ * Unknown values (-1 in the JSON: a time not reached yet, a quantile of an
+ * empty histogram, a partition's position or high watermark not known) are
+ * left out -- the family's HELP and TYPE lines stay, without that sample --
+ * never written as NaN or -1, so that a query never averages in a value
+ * that was not measured. Label values are escaped as the format says:
+ * backslash as \\, double quote as \", line feed as \n.
  */
 #ifndef KW_STATS_H
 #define KW_STATS_H
@@ -128,6 +185,11 @@ typedef struct kw_stats {
     int64_t  latency_ms_p90;
     int64_t  latency_ms_p99;
     int64_t  latency_ms_max;
+    kw_hist_summary_t batch_ms;           /* batch durations, ms (above) */
+    kw_hist_summary_t wal_fsync_us;       /* WAL fdatasync durations, us (above) */
+    uint64_t owner_changes;               /* partitions taken or given up */
+    int64_t  instances;                   /* registered instances, -1: not known */
+    int      metrics_port;                /* 0: no metrics endpoint */
 } kw_stats_t;
 
 /* One partition as the metrics endpoint and `kwal status` show it: where
@@ -150,6 +212,13 @@ void kw_stats_set_latency(kw_stats_t *s, const kw_hist_summary_t *latency);
 /* The JSON object above (with a trailing newline) into buf; returns the
  * length it needs (as snprintf: a result >= cap means it was cut). */
 size_t kw_stats_format_json(const kw_stats_t *s, char *buf, size_t cap);
+
+/* The Prometheus text above (HELP/TYPE lines and samples, ending in a
+ * newline) from s and parts[0..nparts-1] into buf; returns the length it
+ * needs (as snprintf: a result >= cap means it was cut; buf may be NULL
+ * when cap is 0). */
+size_t kw_stats_format_prometheus(const kw_stats_t *s, const kw_stats_partition_t *parts,
+                                  size_t nparts, char *buf, size_t cap);
 
 /* Format and replace path atomically. 0, or -1 with errstr filled. */
 int kw_stats_write_json(const kw_stats_t *s, const char *path, char *errstr, size_t errlen);

@@ -141,10 +141,13 @@ static void test_stats_json(void **state)
         "zk_session_resumed", "zk_session_ms", "zk_owner_nodes_inherited",
         "zk_owner_nodes_released", "recovery_wal_open_ms", "recovery_tracker_ms",
         "recovery_replay_ms", "recovery_zk_ms", "latency_records", "latency_ms_p50",
-        "latency_ms_p90", "latency_ms_p99", "latency_ms_max", NULL
+        "latency_ms_p90", "latency_ms_p99", "latency_ms_max", "batch_ms_count",
+        "batch_ms_p50", "batch_ms_p90", "batch_ms_p99", "batch_ms_max", "wal_fsync_us_count",
+        "wal_fsync_us_p50", "wal_fsync_us_p90", "wal_fsync_us_p99", "wal_fsync_us_max",
+        "owner_changes", "instances", "metrics_port", NULL
     };
     char *dir = test_tmpdir_new("stats");
-    char path[512], why[256], buf[4096], key[64];
+    char path[512], why[256], buf[8192], key[64];
     const char *p;
     kw_stats_t s;
     kw_hist_t *h = calloc(1, sizeof(*h));
@@ -161,7 +164,14 @@ static void test_stats_json(void **state)
     assert_true(n < sizeof(buf));
     assert_non_null(strstr(buf, "\"recovery_zk_ms\":-1,\"latency_records\":0,"
                                 "\"latency_ms_p50\":-1,\"latency_ms_p90\":-1,"
-                                "\"latency_ms_p99\":-1,\"latency_ms_max\":-1}\n"));
+                                "\"latency_ms_p99\":-1,\"latency_ms_max\":-1,"
+                                "\"batch_ms_count\":0,\"batch_ms_p50\":-1,"
+                                "\"batch_ms_p90\":-1,\"batch_ms_p99\":-1,"
+                                "\"batch_ms_max\":-1,\"wal_fsync_us_count\":0,"
+                                "\"wal_fsync_us_p50\":-1,\"wal_fsync_us_p90\":-1,"
+                                "\"wal_fsync_us_p99\":-1,\"wal_fsync_us_max\":-1,"
+                                "\"owner_changes\":0,\"instances\":-1,"
+                                "\"metrics_port\":0}\n"));
     kw_hist_init(h);
     kw_hist_summarize(h, &sum);
     kw_stats_set_latency(&s, &sum);
@@ -203,7 +213,8 @@ static void test_stats_json(void **state)
      * 90 (90..91) and 700 (688..703) */
     assert_non_null(strstr(buf, "\"latency_records\":100,\"latency_ms_p50\":50,"
                                 "\"latency_ms_p90\":91,\"latency_ms_p99\":703,"
-                                "\"latency_ms_max\":123456}\n"));
+                                "\"latency_ms_max\":123456,"));
+    assert_non_null(strstr(buf, "\"metrics_port\":0}\n"));
     /* a buffer too small says how much it needs, wherever it is cut */
     assert_int_equal(kw_stats_format_json(&s, buf, 10), n);
     assert_int_equal(kw_stats_format_json(&s, buf, n - 20), n);
