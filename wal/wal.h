@@ -30,6 +30,7 @@
 #include <sys/uio.h>
 
 #include "kw_err.h"
+#include "kw_hist.h"
 
 #define KW_WAL_MAX_REPLICAS   16
 #define KW_WAL_MAX_RECORD     (256u * 1024u * 1024u)   /* stored payload bytes */
@@ -233,6 +234,8 @@ typedef struct kw_wal_stats {
     uint64_t stored_bytes;     /* record bytes written per replica (headers included) */
     uint64_t writes;           /* pwritev calls, all replicas */
     uint64_t fsyncs;           /* fdatasync calls on segments, all replicas */
+    kw_hist_summary_t fsync_us; /* how long each of those took, in microseconds
+                                * (kw_hist.h: nearest-rank, exact below 64 us) */
     uint64_t rolls;            /* segments created */
     uint64_t read_fallbacks;   /* reads served by another replica after a bad checksum */
     uint64_t first_lsn;        /* oldest LSN still in the log, 0 if empty */

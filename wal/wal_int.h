@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "kw_hist.h"
 #include "wal.h"
 
 /* ---- Format (FORMAT.md) ---- */
@@ -219,6 +220,7 @@ struct kw_wal {
     /* Statistics. */
     atomic_uint_fast64_t st_appends, st_append_bytes, st_stored_bytes;
     atomic_uint_fast64_t st_writes, st_fsyncs, st_rolls, st_read_fallbacks;
+    kw_hist_t            st_fsync_us;   /* each counted fdatasync's duration, us */
 };
 
 /* wal_open.c: opening (FORMAT.md's recovery algorithm). The files call
