@@ -72,6 +72,7 @@ static int run_round_once(kw_receiver_t *svc, int *more)
     kw_delivery_stats_t st;
     char errstr[1024];
     size_t max_blocks = 0;
+    int64_t started = kw_mono_ms();
     kw_err_t err = KW_OK;
 
     *more = 0;
@@ -98,6 +99,8 @@ static int run_round_once(kw_receiver_t *svc, int *more)
     atomic_fetch_add(&svc->n.duplicates_delivered, st.duplicates_delivered);
     atomic_fetch_add(&svc->n.segments_cleaned, st.segments_cleaned);
     kw_hist_merge(svc->latency, &st.latency);
+    if (st.batches > 0)     /* a round that gave the sink a batch: its duration */
+        kw_hist_add(&svc->batch_ms, kw_mono_ms() - started, 1);
     if (err == KW_EAGAIN) {
         *more = 0;
         KW_LOG_E(BATCH_MOD, "%s; delivering it again at the next interval", errstr);
@@ -138,6 +141,7 @@ static int run_round_no_wal(kw_receiver_t *svc)
     kw_sink_stats_t ss;
     kw_hist_local_t latency;
     uint64_t id, bytes = 0;
+    int64_t started = kw_mono_ms();
     char errstr[512];
     size_t n;
     kw_err_t err;
@@ -189,6 +193,7 @@ static int run_round_no_wal(kw_receiver_t *svc)
         kw_rcv_note_first(&svc->n.first_stored_mono_ms);
     atomic_fetch_add(&svc->n.duplicates_delivered, ss.duplicates_delivered);
     kw_hist_merge(svc->latency, &latency);
+    kw_hist_add(&svc->batch_ms, kw_mono_ms() - started, 1);
     if (ss.duplicates_delivered > 0)
         KW_LOG_W(BATCH_MOD, "batch %" PRIu64 ": %" PRIu64 " duplicate deliveries "
                  "(already stored; invariant 3)", id, ss.duplicates_delivered);

@@ -13,7 +13,8 @@
  * put on the shared bounded queue. A put that finds the queue FULL pauses
  * the whole assignment, waits for ROOM and resumes (invariant 5): nothing is
  * dropped, nothing buffers without bound. receiver.max.rate is kept by
- * waiting as kw_blockgen_rate_wait() says.
+ * waiting as kw_blockgen_rate_wait() says. Every KW_RECEIVER_WATERMARK_MS the
+ * assignment's high watermarks go to kw_receiver_partitions (partitions.c).
  *
  * Rebalances (eager and cooperative assignors):
  *   ASSIGN  for each partition: own it in ZooKeeper (waiting, bounded, for a
@@ -350,10 +351,29 @@ static void end_advance(kw_rcv_consumer_t *c, int64_t now)
                      "its end (no record at %" PRId64 "..%" PRId64 ")", c->id, e->topic,
                      (int)e->partition, e->eof, e->next, e->eof - 1);
             atomic_fetch_add(&c->svc->n.end_advances, 1);
+            kw_rcv_part_stored(c->svc, e->topic, e->partition, e->eof);
             e->next = e->eof;
         } else if (err == KW_EFENCED) {
             e->next = e->eof;   /* not ours any more: the revoke follows */
         }                       /* else (ZooKeeper away): again later */
+    }
+}
+
+/* Every KW_RECEIVER_WATERMARK_MS: the high watermarks of the assignment as
+ * librdkafka last saw them in a fetch response (a local read, no request),
+ * for kw_receiver_partitions. */
+static void note_watermarks(kw_rcv_consumer_t *c, int64_t now)
+{
+    if (now - c->wm_check_ms < KW_RECEIVER_WATERMARK_MS || c->assignment == NULL)
+        return;
+    c->wm_check_ms = now;
+    for (int i = 0; i < c->assignment->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &c->assignment->elems[i];
+        int64_t low, high;
+
+        if (rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &low, &high) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+            kw_rcv_part_high(c->svc, p->topic, p->partition, high);
     }
 }
 
@@ -418,6 +438,7 @@ static void on_revoke(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *par
                  c->id);
     for (int i = 0; i < parts->cnt; i++) {
         kw_crash(KW_CRASH_RECEIVER_REVOKE);
+        kw_rcv_part_revoked(c->svc, parts->elems[i].topic, parts->elems[i].partition);
         if (kw_zk_disown(c->svc->zk, parts->elems[i].topic, parts->elems[i].partition,
                          errstr, sizeof(errstr)) != KW_OK)
             KW_LOG_W(KW_RCV_MOD, "receiver-%u: disown %s/%d: %s", c->id,
@@ -445,8 +466,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             kw_rcv_note_first(&c->svc->n.first_assignment_mono_ms);
         atomic_store(&c->assigned_once, 1);
         assignment_add(c, parts);
-        for (int i = 0; i < parts->cnt; i++)    /* a fresh start in each */
-            pos_drop(c, parts->elems[i].topic, parts->elems[i].partition);
+        for (int i = 0; i < parts->cnt; i++) {  /* a fresh start in each */
+            const rd_kafka_topic_partition_t *p = &parts->elems[i];
+
+            pos_drop(c, p->topic, p->partition);
+            /* on_assign set offset: the stored one, or a logical reset (< 0) */
+            kw_rcv_part_assigned(c->svc, p->topic, p->partition, p->offset);
+        }
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, parts);
         else
@@ -813,6 +839,7 @@ void *kw_rcv_consumer_main(void *arg)
         if (put_ready(c) != 0)
             break;
         end_advance(c, kw_mono_ms());
+        note_watermarks(c, kw_mono_ms());
     }
     /* stop: last block durable and committed before the partitions go */
     if (c->gen != NULL && !kw_rcv_is_fatal(svc))

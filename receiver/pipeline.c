@@ -115,6 +115,16 @@ static int commit_offsets(kw_receiver_t *svc, const kw_block_t *b, const char *w
     }
 }
 
+/* Block b's offsets are in ZooKeeper: what kw_receiver_partitions shows. */
+static void note_stored(kw_receiver_t *svc, const kw_block_t *b)
+{
+    for (size_t i = 0; i < kw_block_range_count(b); i++) {
+        const kw_block_range_t *r = kw_block_range(b, i);
+
+        kw_rcv_part_stored(svc, r->topic, r->partition, r->until_offset);
+    }
+}
+
 #define REOPEN_EVERY_MS 2000
 
 static int reopen_wal(kw_receiver_t *svc, const char *why);
@@ -261,6 +271,7 @@ static int process_block(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_block_t *b
             return -1;
         }
         atomic_fetch_add(&svc->n.blocks_offsets_stored, 1);
+        note_stored(svc, b);
     } else {
         atomic_fetch_add(&svc->n.blocks_fenced, 1);
     }
@@ -361,6 +372,7 @@ static int process_block_no_wal(kw_receiver_t *svc, kw_rcv_consumer_t *c, kw_blo
     if (rc == 0) {
         kw_crash(KW_CRASH_PIPELINE_COMMITTED);
         atomic_fetch_add(&svc->n.blocks_offsets_stored, 1);
+        note_stored(svc, b);
     } else {
         atomic_fetch_add(&svc->n.blocks_fenced, 1);
     }

@@ -34,8 +34,8 @@
  * Threads. new, run and destroy are called by one thread (the program's main
  * thread): new, then run (blocks until stopped or a fatal error), then
  * destroy. kw_receiver_stop() may be called from any thread and from a
- * signal handler (it only stores to an atomic flag). kw_receiver_stats() may
- * be called from any thread while run() runs.
+ * signal handler (it only stores to an atomic flag). kw_receiver_stats() and
+ * kw_receiver_partitions() may be called from any thread while run() runs.
  */
 #ifndef KW_RECEIVER_H
 #define KW_RECEIVER_H
@@ -46,6 +46,7 @@
 #include "kw_conf.h"
 #include "kw_err.h"
 #include "kw_hist.h"
+#include "kw_stats.h"
 #include "wal.h"
 #include "zk.h"
 
@@ -92,6 +93,12 @@ typedef struct kw_receiver_stats {
                                     * acknowledged, in ms; of the caller's
                                     * histogram when options.latency was given
                                     * (then with what it held before) */
+    kw_hist_summary_t batch_ms;    /* duration of each delivery round that gave
+                                    * the sink a batch (--no-wal: each batch
+                                    * delivered), in ms */
+    kw_hist_summary_t wal_fsync_us; /* the open WAL's fdatasync durations in
+                                    * microseconds (kw_wal_stats_t.fsync_us);
+                                    * count 0 without a WAL */
 } kw_receiver_stats_t;
 
 /* How the service runs; kw_receiver_options_init() sets the defaults. */
@@ -154,6 +161,24 @@ void kw_receiver_stop(kw_receiver_t *rcv);
 
 /* A snapshot of the counters. Any thread. */
 void kw_receiver_stats(kw_receiver_t *rcv, kw_receiver_stats_t *stats);
+
+/*
+ * The partitions this instance's receivers were assigned since the start,
+ * as the metrics endpoint shows them (kw_stats.h): fills up to nmax, sorted
+ * by topic and partition, and returns how many there are. owned: assigned to
+ * a receiver now (owned in ZooKeeper from the assignment to the revoke);
+ * position: the next offset stored in ZooKeeper -- the stored one, not the
+ * one durable in the WAL, because that is where a restart or the next owner
+ * goes on, so lag means what Kafka monitoring means by it -- as this
+ * instance last stored or read it (-1: none stored yet); high: the high
+ * watermark the partition's consumer last saw in a fetch response, read by
+ * the receiver thread every KW_RECEIVER_WATERMARK_MS (-1: none seen yet).
+ * Both are -1 while the partition is not owned. Any thread while the
+ * handle lives; takes a lock the receivers take once per block and per
+ * watermark reading.
+ */
+#define KW_RECEIVER_WATERMARK_MS 500
+size_t kw_receiver_partitions(kw_receiver_t *rcv, kw_stats_partition_t *out, size_t nmax);
 
 /* Close everything. NULL is a no-op. After run() returned (or instead of it). */
 void kw_receiver_destroy(kw_receiver_t *rcv);

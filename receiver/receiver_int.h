@@ -15,7 +15,8 @@
  *                        receivers append to the WAL at once (group commit).
  *                        put_seq/done_seq are shared with its pipeline
  *                        thread under mu (cv signals done_seq changes).
- *   counters             atomics, any thread (the latency histogram too).
+ *   counters             atomics, any thread (the latency and batch histograms
+ *                        too); the per-partition view under parts_mu.
  *   fatal                first fatal error wins (fatal_mu); everyone polls
  *                        the atomic flag.
  */
@@ -69,6 +70,7 @@ typedef struct kw_rcv_consumer {
     kw_rcv_pos_t                    *pos;         /* per owned partition */
     size_t                           npos, pos_cap, pos_last;
     int64_t                          pos_check_ms; /* last end-advance check */
+    int64_t                          wm_check_ms;  /* last watermark reading */
 
     /* receiver thread -> service thread: the thread failed and is exiting;
      * fail_msg is written before failed is set (and read after the join) */
@@ -175,6 +177,14 @@ struct kw_receiver {
      * caller's: kw_receiver_options_t.latency); any thread reads it */
     kw_hist_t        *latency;
     kw_hist_t         own_latency;
+    kw_hist_t         batch_ms;         /* the batcher's rounds (batch_ms) */
+
+    /* kw_receiver_partitions (partitions.c): one entry per partition ever
+     * assigned here, sorted by topic and partition; under parts_mu, which
+     * nests inside nothing else */
+    pthread_mutex_t       parts_mu;
+    kw_stats_partition_t *parts;
+    size_t                nparts, capparts;
 };
 
 /*
@@ -200,6 +210,22 @@ int kw_rcv_is_fatal(struct kw_receiver *svc);
 /* Set *when to kw_mono_ms() if it is still 0 (first assignment, first
  * record stored: the statistics). Any thread. */
 void kw_rcv_note_first(_Atomic int64_t *when);
+
+/* ---- partitions.c (what kw_receiver_partitions shows; any thread) ---- */
+
+/* A receiver took topic/partition; stored: its offset in ZooKeeper (-1:
+ * none, auto.offset.reset applies). Out of memory only loses the entry. */
+void kw_rcv_part_assigned(struct kw_receiver *svc, const char *topic, int32_t partition,
+                          int64_t stored);
+/* ... gave it up. */
+void kw_rcv_part_revoked(struct kw_receiver *svc, const char *topic, int32_t partition);
+/* Offset next is stored in ZooKeeper (a block's range, an end advance);
+ * the position only moves forward. */
+void kw_rcv_part_stored(struct kw_receiver *svc, const char *topic, int32_t partition,
+                        int64_t next);
+/* The high watermark the partition's consumer last saw. */
+void kw_rcv_part_high(struct kw_receiver *svc, const char *topic, int32_t partition,
+                      int64_t high);
 
 /* ---- consumer.c (receiver threads) ---- */
 

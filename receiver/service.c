@@ -118,6 +118,8 @@ kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal
     svc->rc = rc;
     svc->no_wal = opts->no_wal != 0;
     kw_hist_init(&svc->own_latency);
+    kw_hist_init(&svc->batch_ms);
+    pthread_mutex_init(&svc->parts_mu, NULL);
     svc->latency = opts->latency != NULL ? opts->latency : &svc->own_latency;
     if (wal_opts != NULL)
         svc->wal_opts = *wal_opts;
@@ -433,5 +435,7 @@ void kw_receiver_destroy(kw_receiver_t *svc)
     pthread_mutex_destroy(&svc->fatal_mu);
     pthread_mutex_destroy(&svc->batch_mu);
     pthread_cond_destroy(&svc->batch_cv);
+    free(svc->parts);
+    pthread_mutex_destroy(&svc->parts_mu);
     free(svc);
 }

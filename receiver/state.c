@@ -78,6 +78,10 @@ void kw_receiver_stats(kw_receiver_t *svc, kw_receiver_stats_t *s)
     s->revoked = atomic_load(&n->revoked);
     s->end_advances = atomic_load(&n->end_advances);
     kw_hist_summarize(svc->latency, &s->latency);
+    kw_hist_summarize(&svc->batch_ms, &s->batch_ms);
+    s->wal_fsync_us.count = 0;          /* no WAL: nothing measured */
+    s->wal_fsync_us.p50 = s->wal_fsync_us.p90 = s->wal_fsync_us.p99 = -1;
+    s->wal_fsync_us.max = -1;
     s->wal_replicas_healthy = -1;
     if (!svc->no_wal) {
         pthread_rwlock_rdlock(&svc->wal_rw);
@@ -88,6 +92,7 @@ void kw_receiver_stats(kw_receiver_t *svc, kw_receiver_stats_t *s)
             s->wal_bytes = ws.stored_bytes;
             s->wal_fsyncs = ws.fsyncs;
             s->wal_replicas_healthy = ws.replicas_healthy;
+            s->wal_fsync_us = ws.fsync_us;
         }
         pthread_rwlock_unlock(&svc->wal_rw);
     }

@@ -19,7 +19,10 @@
  * partition's ZooKeeper offset equals its end offset, no duplicate
  * deliveries, no fenced blocks on A, and both run() calls returned KW_OK;
  * every record delivered had its end-to-end latency measured (also with
- * --no-wal).
+ * --no-wal). While A runs, a watcher thread reads kw_receiver_stats and
+ * kw_receiver_partitions every few ms, as the metrics endpoint does; at the
+ * end A's partition view shows every partition owned, its position at the
+ * end offset and the high watermark there too.
  * test_receiver_restart: one receiver of a running service fails once
  * (libfiu point receiver/fail, FIU_ONETIME) and is restarted; every record
  * is still stored exactly once.
@@ -37,6 +40,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,6 +390,82 @@ static void check_latency(const kw_receiver_stats_t *s)
     assert_true(l->max < 10 * 60 * 1000);
 }
 
+/* ---- the metrics endpoint's view (kw_receiver_partitions) ---- */
+
+/* Reads the service's statistics and partitions every 2 ms from its own
+ * thread while the service runs, as the endpoint's thread does. */
+typedef struct watcher {
+    kw_receiver_t *rcv;
+    pthread_t      thread;
+    atomic_int     stop;
+    atomic_int     reads;
+} watcher_t;
+
+static void *watcher_main(void *arg)
+{
+    watcher_t *w = arg;
+    kw_stats_partition_t parts[2 * PARTITIONS];
+    kw_receiver_stats_t st;
+
+    while (!atomic_load(&w->stop)) {
+        kw_receiver_stats(w->rcv, &st);
+        (void)kw_receiver_partitions(w->rcv, parts, 2 * PARTITIONS);
+        atomic_fetch_add(&w->reads, 1);
+        usleep(2000);
+    }
+    return NULL;
+}
+
+static void watcher_start(watcher_t *w, kw_receiver_t *rcv)
+{
+    memset(w, 0, sizeof(*w));
+    w->rcv = rcv;
+    assert_int_equal(pthread_create(&w->thread, NULL, watcher_main, w), 0);
+}
+
+static void watcher_stop(watcher_t *w)
+{
+    atomic_store(&w->stop, 1);
+    assert_int_equal(pthread_join(w->thread, NULL), 0);
+    assert_true(atomic_load(&w->reads) > 0);
+}
+
+/* Once every record is stored and nothing arrives: in's view has every
+ * partition of its topic owned, sorted, and positions and high watermarks
+ * that add up to total (each at its end offset: offsets start at 0 without
+ * gaps in the mock cluster, and check_exactly_once compares ZooKeeper's
+ * with the ends). Waits, bounded, for the last commit and watermark. */
+static void check_partitions_at_end(const instance_t *in, int64_t total)
+{
+    kw_stats_partition_t parts[2 * PARTITIONS];
+    int64_t deadline = now_ms() + WAIT_MS, pos = 0, high = 0;
+    size_t n = 0;
+    int owned = 0;
+
+    while (now_ms() < deadline) {
+        n = kw_receiver_partitions(in->rcv, parts, 2 * PARTITIONS);
+        assert_true(n <= 2 * PARTITIONS);
+        pos = high = 0;
+        owned = 0;
+        for (size_t i = 0; i < n; i++) {
+            assert_string_equal(parts[i].topic, in->topic);
+            assert_int_equal(parts[i].partition, (int32_t)i);     /* sorted, one each */
+            owned += parts[i].owned;
+            pos += parts[i].position;
+            high += parts[i].high;
+        }
+        if (n == PARTITIONS && owned == PARTITIONS && pos == total && high == total)
+            break;
+        usleep(100 * 1000);
+    }
+    if (!(n == PARTITIONS && owned == PARTITIONS && pos == total && high == total))
+        fail_msg("%s: %zu partitions, %d owned, positions add up to %" PRId64 ", high "
+                 "watermarks to %" PRId64 ", not %" PRId64, in->name, n, owned, pos, high,
+                 total);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(parts[i].position, parts[i].high);      /* lag 0 */
+}
+
 /* ---- the test ---- */
 
 static void test_two_instances_rebalance(void **state)
@@ -397,10 +477,12 @@ static void test_two_instances_rebalance(void **state)
     }
     instance_t a, b;
     kw_receiver_stats_t sa, sb;
+    watcher_t wa;
 
     produce("rt", 0, NREC);
     instance_new(&a, "a", "g-threads", "rt", "2");
     instance_start(&a);
+    watcher_start(&wa, a.rcv);
     wait_rows(&a, NULL, NREC / 2);
 
     instance_new(&b, "b", "g-threads", "rt", "1");
@@ -424,6 +506,8 @@ static void test_two_instances_rebalance(void **state)
     produced += NREC / 2;
 
     wait_rows(&a, &b, produced);
+    check_partitions_at_end(&a, produced);
+    watcher_stop(&wa);
     instance_stop(&a, &sa);
 
     check_exactly_once(&a, &b, produced);
