@@ -11,9 +11,10 @@ set -eu
 
 PKGS="cmake gcc make pkg-config
 librdkafka-dev libzookeeper-mt-dev liblz4-dev libsqlite3-dev libcmocka-dev
-libxxhash-dev libfiu-dev fiu-utils
+libxxhash-dev libfiu-dev fiu-utils libmicrohttpd-dev
 zookeeper kcat sqlite3 jq gnuplot-nox
-openjdk-17-jre-headless openjdk-17-jdk-headless maven openssl python3 python3-pip"
+openjdk-17-jre-headless openjdk-17-jdk-headless maven openssl python3 python3-pip
+python3-prometheus-client"
 
 missing=""
 for p in $PKGS; do
@@ -39,6 +40,15 @@ if ! python3 -c 'import pytest' 2>/dev/null; then
     echo "install-deps: installing pytest (pip)" >&2
     python3 -m pip install -q pytest >/dev/null 2>&1 ||
         { $SUDO apt-get install -y -qq --no-install-recommends python3-pytest >/dev/null; }
+fi
+
+# prometheus_client's parser, which test_0080 checks the metrics endpoint's
+# text with: Debian's package above serves Debian's python3; a python3 of
+# another origin first on PATH (pyenv, a venv) gets it from pip.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    echo "install-deps: installing prometheus-client (pip)" >&2
+    python3 -m pip install -q prometheus-client >/dev/null 2>&1 ||
+        echo "install-deps: pip could not install prometheus-client (test_0080 needs it)" >&2
 fi
 
 # Apache Kafka's jars (default version); a no-op, without mvn, once

@@ -114,4 +114,38 @@ void kwal_stats_kick(kwal_stats_writer_t *w);
  * no-op. The fill function must still be safe to call. */
 void kwal_stats_finish(kwal_stats_writer_t *w);
 
+/* ---- metrics.listen (kwal_metrics.c) ---- */
+
+/* The partitions the endpoint shows (kw_receiver_partitions,
+ * kw_direct_partitions): fill up to nmax, return how many there are. Called
+ * on the endpoint's thread, at the same time as the fill function may run
+ * on the --stats-json writer's. */
+typedef size_t (*kwal_partitions_fn)(kw_stats_partition_t *out, size_t nmax, void *opaque);
+
+typedef struct kwal_metrics kwal_metrics_t;
+
+/*
+ * Serve GET /metrics in the Prometheus text format (kw_stats.h) on listen,
+ * metrics.listen's value: HOST:PORT with an IPv4 address or a name (the
+ * first IPv4 address it resolves to, else the first address), or
+ * [IPv6]:PORT; port 0 picks a free one (kwal_metrics_port). listen NULL or
+ * "": *out = NULL, nothing served. Each request fills a kw_stats_t with
+ * fill (mode as given, started_ms and uptime_ms from this call) and asks
+ * parts for the partitions, on the endpoint's own thread (libmicrohttpd's);
+ * both must be safe to call from there until kwal_metrics_stop returns.
+ * Returns KWAL_EXIT_OK; KWAL_EXIT_USAGE when the value is malformed or its
+ * host does not resolve; KWAL_EXIT_FAIL when the address cannot be bound
+ * (in use, not local) or the server does not start -- errstr has one line
+ * naming metrics.listen.
+ */
+int kwal_metrics_start(const char *listen, const char *mode, kwal_stats_fill_fn fill,
+                       kwal_partitions_fn parts, void *opaque, kwal_metrics_t **out,
+                       char *errstr, size_t errlen);
+
+/* The port served (0 for NULL). */
+int kwal_metrics_port(const kwal_metrics_t *m);
+
+/* Stop serving (requests under way finish first) and free m. NULL is a no-op. */
+void kwal_metrics_stop(kwal_metrics_t *m);
+
 #endif /* KWAL_H */

@@ -16,14 +16,17 @@
 #include "direct.h"
 #include "kw_log.h"
 
-/* --stats-json: the service's counters (mu guards d, cleared before the
- * service is destroyed; last keeps its final numbers). */
+/* --stats-json and the metrics endpoint: the service's counters (mu guards
+ * d, cleared before the service is destroyed; last keeps its final
+ * numbers). fill_stats runs on the --stats-json writer's thread and on the
+ * endpoint's, at once: everything under mu. */
 typedef struct direct_stats_ctx {
     pthread_mutex_t    mu;
     kw_direct_t       *d;
     kw_direct_stats_t  last;
     int                have_last;
     kwal_instance_t   *inst;        /* while open */
+    int                metrics_port;
 } direct_stats_ctx_t;
 
 static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
@@ -57,8 +60,25 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
         s->first_assignment_ms = r->first_owned_mono_ms > 0 ?
             r->first_owned_mono_ms - start_mono : -1;
         kw_stats_set_latency(s, &r->latency);
+        s->batch_ms = r->batch_ms;
+        s->owner_changes = r->owner_changes;
+        s->instances = r->members > 0 ? (int64_t)r->members : -1;  /* 0: no batch yet */
     }
+    s->metrics_port = x->metrics_port;
     pthread_mutex_unlock(&x->mu);
+}
+
+/* The endpoint's partitions: the service's, once it exists. */
+static size_t fill_partitions(kw_stats_partition_t *out, size_t nmax, void *opaque)
+{
+    direct_stats_ctx_t *x = opaque;
+    size_t n = 0;
+
+    pthread_mutex_lock(&x->mu);
+    if (x->d != NULL)
+        n = kw_direct_partitions(x->d, out, nmax);
+    pthread_mutex_unlock(&x->mu);
+    return n;
 }
 
 static kw_direct_t *volatile running;
@@ -105,12 +125,13 @@ int kwal_direct_main(int argc, char **argv)
     kwal_instance_t inst;
     const char *path = NULL, *stats_path = NULL, *v, *db = NULL;
     kwal_stats_writer_t *stats = NULL;
+    kwal_metrics_t *metrics = NULL;
     direct_stats_ctx_t sx;
     kw_direct_t *d = NULL;
     kw_conf_t *conf = NULL;
     char errstr[1024];
     size_t noverrides = 0;
-    int rc = KWAL_EXIT_USAGE, at_least_once = 0;
+    int rc = KWAL_EXIT_USAGE, at_least_once = 0, mrc;
     kw_err_t err;
 
     memset(&sx, 0, sizeof(sx));
@@ -162,6 +183,19 @@ int kwal_direct_main(int argc, char **argv)
         rc = KWAL_EXIT_USAGE;
         goto cleanup;
     }
+    /* the endpoint first: a port in use stops the start before anything
+     * is opened */
+    mrc = kwal_metrics_start(conf->metrics.listen, at_least_once ? "direct-at-least-once" :
+                             "direct", fill_stats, fill_partitions, &sx, &metrics, errstr,
+                             sizeof(errstr));
+    if (mrc != KWAL_EXIT_OK) {
+        kw_cli_error("kwal", "direct: %s", errstr);
+        rc = mrc;
+        goto cleanup;
+    }
+    pthread_mutex_lock(&sx.mu);
+    sx.metrics_port = kwal_metrics_port(metrics);
+    pthread_mutex_unlock(&sx.mu);
     if (kwal_stats_start(stats_path, at_least_once ? "direct-at-least-once" : "direct",
                          fill_stats, &sx, &stats) != 0) {
         kw_cli_error("kwal", "direct: --stats-json: cannot start its thread");
@@ -209,6 +243,7 @@ int kwal_direct_main(int argc, char **argv)
     }
 
 cleanup:
+    kwal_metrics_stop(metrics);        /* before the service and sx go */
     pthread_mutex_lock(&sx.mu);
     if (sx.d != NULL) {
         kw_direct_stats(sx.d, &sx.last);   /* the final numbers */

@@ -34,11 +34,13 @@
 #include "receiver.h"
 #include "recovery.h"
 
-/* What --stats-json reports: the recovery report, then the service's live
- * counters (mu guards rcv, which the main thread clears before destroying
- * the service; last keeps its final numbers). latency is the one
- * histogram recovery's replay and then the service's batcher add to
- * (atomic: read without mu). */
+/* What --stats-json and the metrics endpoint report: the recovery report,
+ * then the service's live counters (mu guards rcv, which the main thread
+ * clears before destroying the service; last keeps its final numbers).
+ * latency is the one histogram recovery's replay and then the service's
+ * batcher add to (atomic: read without mu). fill_stats runs on the
+ * --stats-json writer's thread and on the endpoint's, at once: it touches
+ * last and the rest only under mu. */
 typedef struct rcv_stats_ctx {
     pthread_mutex_t      mu;
     kw_receiver_t       *rcv;
@@ -48,6 +50,7 @@ typedef struct rcv_stats_ctx {
     int                  have_rep;
     int                  classic;
     kwal_instance_t     *inst;      /* while open */
+    int                  metrics_port;
     kw_hist_t            latency;
 } rcv_stats_ctx_t;
 
@@ -121,8 +124,26 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
         s->quorum_pauses = r->quorum_pauses;
         s->end_advances = r->end_advances;
         s->zk_retries = r->zk_retries;
+        s->batch_ms = r->batch_ms;
+        s->wal_fsync_us = r->wal_fsync_us;
+        /* a partition is taken at its assignment and given up at its revoke */
+        s->owner_changes = r->assigned_stored + r->assigned_reset + r->revoked;
     }
+    s->metrics_port = x->metrics_port;
     pthread_mutex_unlock(&x->mu);
+}
+
+/* The endpoint's partitions: the service's, once it exists. */
+static size_t fill_partitions(kw_stats_partition_t *out, size_t nmax, void *opaque)
+{
+    rcv_stats_ctx_t *x = opaque;
+    size_t n = 0;
+
+    pthread_mutex_lock(&x->mu);
+    if (x->rcv != NULL)
+        n = kw_receiver_partitions(x->rcv, out, nmax);
+    pthread_mutex_unlock(&x->mu);
+    return n;
 }
 
 static kw_receiver_t *volatile running;
@@ -214,6 +235,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     const char **overrides = NULL;
     const char *path = NULL, *stats_path = NULL, *v;
     kwal_stats_writer_t *stats = NULL;
+    kwal_metrics_t *metrics = NULL;
     rcv_stats_ctx_t sx;
     kw_receiver_t *rcv = NULL;
     kwal_instance_t inst;
@@ -301,6 +323,22 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     kw_cli_on_stop_signals(on_signal);
 
     sx.classic = classic;
+    /* the endpoint first, so that a port in use stops the start before
+     * anything is opened, and recovery can be watched from it */
+    if (!recover_only) {
+        int mrc = kwal_metrics_start(conf->metrics.listen, no_wal ? "receive-no-wal" :
+                                     "receive", fill_stats, fill_partitions, &sx, &metrics,
+                                     errstr, sizeof(errstr));
+
+        if (mrc != KWAL_EXIT_OK) {
+            kw_cli_error("kwal", "%s: %s", topic, errstr);
+            rc = mrc;
+            goto cleanup;
+        }
+        pthread_mutex_lock(&sx.mu);
+        sx.metrics_port = kwal_metrics_port(metrics);
+        pthread_mutex_unlock(&sx.mu);
+    }
     if (kwal_stats_start(stats_path, recover_only ? "recover" : no_wal ? "receive-no-wal" :
                          "receive", fill_stats, &sx, &stats) != 0) {
         kw_cli_error("kwal", "%s: --stats-json: cannot start its thread", topic);
@@ -381,6 +419,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     }
 
 cleanup:
+    kwal_metrics_stop(metrics);        /* before the service and sx go */
     pthread_mutex_lock(&sx.mu);
     if (sx.rcv != NULL) {
         kw_receiver_stats(sx.rcv, &sx.last);   /* the final numbers */
