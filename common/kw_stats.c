@@ -116,11 +116,11 @@ size_t kw_stats_format_json(const kw_stats_t *s, char *buf, size_t cap)
         "\"wal_fsync_us_p50\":%" PRId64 ",\"wal_fsync_us_p90\":%" PRId64 ","
         "\"wal_fsync_us_p99\":%" PRId64 ",\"wal_fsync_us_max\":%" PRId64 ","
         "\"owner_changes\":%" PRIu64 ",\"instances\":%" PRId64 ","
-        "\"metrics_port\":%d}\n",
+        "\"metrics_port\":%d,\"batches_fenced\":%" PRIu64 "}\n",
         s->batch_ms.count, s->batch_ms.p50, s->batch_ms.p90, s->batch_ms.p99,
         s->batch_ms.max, s->wal_fsync_us.count, s->wal_fsync_us.p50, s->wal_fsync_us.p90,
         s->wal_fsync_us.p99, s->wal_fsync_us.max, s->owner_changes, s->instances,
-        s->metrics_port);
+        s->metrics_port, s->batches_fenced);
     return n < 0 ? 0 : used + (size_t)n;
 }
 
@@ -303,6 +303,9 @@ static const prom_metric_t prom_metrics[] = {
     PROM_GAUGE("recovery_zk_seconds", PROM_MS, recovery_zk_ms,
                "Recovery's ZooKeeper repair (absent: no recovery ran)."),
     PROM_COUNTER("owner_changes", owner_changes, "Partitions this process took or gave up."),
+    PROM_COUNTER("batches_fenced", batches_fenced,
+                 "Direct mode: batches the sink's range fence refused (another instance "
+                 "had stored a range of one of their partitions)."),
     PROM_GAUGE("instances", PROM_I64, instances,
                "Registered instances of the group (direct mode; absent where not known)."),
 };

@@ -38,7 +38,7 @@
  *    "batch_ms_p99":...,"batch_ms_max":...,
  *    "wal_fsync_us_count":...,"wal_fsync_us_p50":...,"wal_fsync_us_p90":...,
  *    "wal_fsync_us_p99":...,"wal_fsync_us_max":...,
- *    "owner_changes":...,"instances":...,"metrics_port":...}
+ *    "owner_changes":...,"instances":...,"metrics_port":...,"batches_fenced":...}
  *
  * mode is "receive", "receive-no-wal", "direct", "direct-at-least-once" or
  * "recover". final is true only in the file written at exit.
@@ -76,7 +76,9 @@
  * registered instances as direct mode last saw them, -1 where not known
  * (receive mode). metrics_port: the port of the metrics endpoint
  * (metrics.listen; the one picked when it asks for port 0), 0 when there is
- * none.
+ * none. batches_fenced: direct mode's batches that the sink's range fence
+ * refused (direct.h; another instance had stored a range of one of their
+ * partitions), 0 in receive mode.
  * The file is replaced atomically (kw_file.h): a reader sees a whole object.
  *
  * Prometheus text format (kw_stats_format_prometheus; exposition format
@@ -190,6 +192,7 @@ typedef struct kw_stats {
     uint64_t owner_changes;               /* partitions taken or given up */
     int64_t  instances;                   /* registered instances, -1: not known */
     int      metrics_port;                /* 0: no metrics endpoint */
+    uint64_t batches_fenced;              /* direct: batches the sink's range fence refused */
 } kw_stats_t;
 
 /* One partition as the metrics endpoint and `kwal status` show it: where

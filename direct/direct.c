@@ -501,7 +501,8 @@ size_t kw_direct_partitions(kw_direct_t *d, kw_stats_partition_t *out, size_t nm
 
     pthread_mutex_lock(&d->snap_mu);
     n = d->nsnap;
-    memcpy(out, d->snap, (n < nmax ? n : nmax) * sizeof(*out));
+    if (n > 0 && nmax > 0)      /* d->snap is NULL before the first batch */
+        memcpy(out, d->snap, (n < nmax ? n : nmax) * sizeof(*out));
     pthread_mutex_unlock(&d->snap_mu);
     return n;
 }

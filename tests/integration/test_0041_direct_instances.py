@@ -20,20 +20,26 @@ b  direct.assignment=range: two instances, two topics of 3 and 5 partitions:
 c  A clean stop hands over at once: the stopped instance's partitions are
    owned by the other well before a session timeout (60 s here) could end.
 
-d  An instance frozen (SIGSTOP) past its session timeout while records
-   arrive: the other takes its partitions over and stores ranges of them;
-   thawed (SIGCONT), the frozen one may still read a batch from the positions
-   it had -- the sink's range fence refuses that batch whole, so nothing is
-   delivered twice: every record stored once, no duplicate delivery counted,
-   ranges without overlap; it re-registers and the partitions are shared again.
+d  An instance frozen mid-batch past its session timeout while records
+   arrive: libfiu's direct/stop (armed with fiu-ctrl) makes it SIGSTOP itself
+   after reading a batch, before its sink transaction. The other takes its
+   partitions over and stores ranges of them; thawed (SIGCONT), the frozen one
+   tries to store the batch it had read -- the sink's range fence refuses it
+   whole (batches_fenced), so nothing is delivered twice: every record stored
+   once, no duplicate delivery counted, ranges without overlap; it
+   re-registers and the partitions are shared again.
 
 Numbers come from ZooKeeper, the sink, kwal-verify and --stats-json, never from
 kwal's log.
 """
+import shutil
 import signal
 import time
 
+import pytest
+
 from crashlib import wait_until, zk_fast  # noqa: F401 (fixture)
+from test_0033_replica_faults import fiu_send
 from test_0040_direct import Direct, owners
 
 
@@ -129,23 +135,39 @@ def test_clean_stop_hands_over(bins, zk_fast, kafka3, tmp_path, names, kwal_fact
     x.check_offsets(20000)
 
 
+def stopped(k):
+    """The process is stopped (SIGSTOP): state T in /proc/PID/stat."""
+    try:
+        with open(f"/proc/{k.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(shutil.which("fiu-ctrl") is None,
+                    reason="fiu-ctrl is not installed (Debian fiu-utils)")
 def test_frozen_instance_fenced(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
     x = Direct(bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "d", 8)
     x.settings["zookeeper.session.timeout.ms"] = 3000
-    a = x.kwal(name="a", **{"instance.id": "a"}).start()
+    prefix = str(tmp_path / "fiu")
+    a = x.kwal(name="a", env={"KWAL_FIU_CTRL": prefix}, **{"instance.id": "a"}).start()
     b = x.kwal(name="b", **{"instance.id": "b"}).start()
     lg = x.produce(40000, rate=2000, background=True)
     wait_until(lambda: balanced(x, ["a", "b"]), 120, "4 partitions each",
                lambda: a.alive() and b.alive())
     wait_until(lambda: x.stored() >= 4000, 120, "4,000 stored", b.alive)
-    a.p.send_signal(signal.SIGSTOP)
+    # a stops itself after reading a batch, before its sink transaction
+    fiu_send(prefix, a, "enable name=direct/stop,onetime")
     try:
-        wait_until(lambda: balanced(x, ["b"]), 60, "b owns all 8 while a is frozen",
+        wait_until(lambda: stopped(a), 60, "a stops itself mid-batch", a.alive)
+        wait_until(lambda: balanced(x, ["b"]), 60, "b owns all 8 once a's session ended",
                    b.alive)
         s = x.stored()
         wait_until(lambda: x.stored() >= s + 2000, 60, "b stores a's share too", b.alive)
     finally:
         a.p.send_signal(signal.SIGCONT)
+    wait_until(lambda: a.stat("batches_fenced", 0) >= 1, 60,
+               "a's batch read before the freeze is refused by the range fence", a.alive)
     wait_until(lambda: balanced(x, ["a", "b"]), 120, "shared again after the thaw",
                lambda: a.alive() and b.alive())
     wait_until(lg.done, 180, "kwal-loadgen finishes")

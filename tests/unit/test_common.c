@@ -144,7 +144,7 @@ static void test_stats_json(void **state)
         "latency_ms_p90", "latency_ms_p99", "latency_ms_max", "batch_ms_count",
         "batch_ms_p50", "batch_ms_p90", "batch_ms_p99", "batch_ms_max", "wal_fsync_us_count",
         "wal_fsync_us_p50", "wal_fsync_us_p90", "wal_fsync_us_p99", "wal_fsync_us_max",
-        "owner_changes", "instances", "metrics_port", NULL
+        "owner_changes", "instances", "metrics_port", "batches_fenced", NULL
     };
     char *dir = test_tmpdir_new("stats");
     char path[512], why[256], buf[8192], key[64];
@@ -171,7 +171,7 @@ static void test_stats_json(void **state)
                                 "\"wal_fsync_us_p50\":-1,\"wal_fsync_us_p90\":-1,"
                                 "\"wal_fsync_us_p99\":-1,\"wal_fsync_us_max\":-1,"
                                 "\"owner_changes\":0,\"instances\":-1,"
-                                "\"metrics_port\":0}\n"));
+                                "\"metrics_port\":0,\"batches_fenced\":0}\n"));
     kw_hist_init(h);
     kw_hist_summarize(h, &sum);
     kw_stats_set_latency(&s, &sum);
@@ -214,7 +214,7 @@ static void test_stats_json(void **state)
     assert_non_null(strstr(buf, "\"latency_records\":100,\"latency_ms_p50\":50,"
                                 "\"latency_ms_p90\":91,\"latency_ms_p99\":703,"
                                 "\"latency_ms_max\":123456,"));
-    assert_non_null(strstr(buf, "\"metrics_port\":0}\n"));
+    assert_non_null(strstr(buf, "\"metrics_port\":0,\"batches_fenced\":0}\n"));
     /* a buffer too small says how much it needs, wherever it is cut */
     assert_int_equal(kw_stats_format_json(&s, buf, 10), n);
     assert_int_equal(kw_stats_format_json(&s, buf, n - 20), n);

@@ -216,6 +216,7 @@ static void test_values(void **state)
     s.first_stored_ms = 1000;
     s.partitions_owned = 8;
     s.owner_changes = 16;
+    s.batches_fenced = 2;
     s.instances = 2;
     /* latency: 100 values, 1..98 ms, 700 and 123456 (test_common's numbers) */
     kw_hist_init(h);
@@ -251,6 +252,7 @@ static void test_values(void **state)
     assert_true(has_line(lines, n, "kwal_first_stored_seconds 1.000"));
     assert_true(has_line(lines, n, "kwal_partitions_owned 8"));
     assert_true(has_line(lines, n, "kwal_owner_changes_total 16"));
+    assert_true(has_line(lines, n, "kwal_batches_fenced_total 2"));
     assert_true(has_line(lines, n, "kwal_instances 2"));
     /* kw_hist's nearest ranks (test_common): 50, 91, 703 ms; max exact */
     assert_true(has_line(lines, n, "kwal_latency_seconds{quantile=\"0.5\"} 0.050"));

@@ -62,6 +62,7 @@ static void fill_stats(kw_stats_t *s, int64_t start_mono, void *opaque)
         kw_stats_set_latency(s, &r->latency);
         s->batch_ms = r->batch_ms;
         s->owner_changes = r->owner_changes;
+        s->batches_fenced = r->batches_fenced;
         s->instances = r->members > 0 ? (int64_t)r->members : -1;  /* 0: no batch yet */
     }
     s->metrics_port = x->metrics_port;
