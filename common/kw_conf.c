@@ -182,9 +182,10 @@ static const kw_conf_prop_t props[] = {
     { "metrics.listen", KW_CONF_STRING, "", 0, 0, NULL,
       FIELD(metrics.listen),
       "HOST:PORT where kwal receive and kwal direct serve their statistics "
-      "in the Prometheus text format (GET /metrics). Empty means no "
-      "endpoint. A host other than a loopback address exposes the "
-      "statistics to the network." },
+      "in the Prometheus text format (GET /metrics); a port alone (PORT or "
+      ":PORT) listens on 127.0.0.1; port 0 picks a free one (logged, and "
+      "metrics_port in --stats-json). Empty means no endpoint. A host other "
+      "than a loopback address exposes the statistics to the network." },
 };
 
 #define NPROPS (sizeof(props) / sizeof(props[0]))

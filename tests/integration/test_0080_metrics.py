@@ -16,7 +16,7 @@ b  the same for kwal direct (no WAL: no fsync is summarised).
 c  bad values: no port, a port out of range, a host that does not resolve,
    an IPv6 address without brackets -- exit 2 with one line naming
    metrics.listen, before anything else is opened; a port another socket
-   listens on -- exit 1.
+   listens on -- exit 1, also given as a port alone (PORT, :PORT: loopback).
 
 Numbers come from the endpoint, --stats-json and Kafka, never from kwal's
 log.
@@ -228,7 +228,7 @@ BAD = [
     ("127.0.0.1:http", "port 'http' is not a number"),
     ("no-such-host.invalid:9100", "host 'no-such-host.invalid' does not resolve"),
     ("::1:9100", "an IPv6 address goes in brackets"),
-    (":9100", "no host"),
+    ("[]:9100", "no host"),
 ]
 
 
@@ -257,6 +257,13 @@ def test_bad_values(bins, zk_fast, kafka3, tmp_path, names, kwal_factory, mode):
         port = taken.getsockname()[1]
         rc, out, err = proc.run([bins.kwal, mode, "-c", k.conf, "-X",
                                  f"metrics.listen=127.0.0.1:{port}"], 60)
-    assert rc == 1, (rc, err)
-    line = one_error_line(err)
-    assert f"metrics.listen: cannot listen on 127.0.0.1:{port}" in line, line
+        assert rc == 1, (rc, err)
+        line = one_error_line(err)
+        assert f"metrics.listen: cannot listen on 127.0.0.1:{port}" in line, line
+        # a port alone (or after a colon) is loopback's
+        for value in (str(port), f":{port}"):
+            rc, out, err = proc.run([bins.kwal, mode, "-c", k.conf, "-X",
+                                     f"metrics.listen={value}"], 60)
+            assert rc == 1, (value, rc, err)
+            line = one_error_line(err)
+            assert f"metrics.listen: cannot listen on 127.0.0.1:{port}" in line, line

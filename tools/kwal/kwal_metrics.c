@@ -100,6 +100,9 @@ static int parse_listen(const char *v, listen_addr_t *a, char *errstr, size_t er
         }
         port_s = host_end[1] == ':' ? host_end + 2 : NULL;
         v++;
+    } else if (strchr(v, ':') == NULL && v[0] != '\0' && strspn(v, "0123456789") == strlen(v)) {
+        host_end = v;       /* a port alone: loopback, below */
+        port_s = v;
     } else {
         host_end = strrchr(v, ':');
         port_s = host_end != NULL ? host_end + 1 : NULL;
@@ -120,13 +123,17 @@ static int parse_listen(const char *v, listen_addr_t *a, char *errstr, size_t er
         return KWAL_EXIT_USAGE;
     }
     hlen = (size_t)(host_end - v);
-    if (hlen == 0 || hlen >= sizeof(host)) {
+    if (hlen >= sizeof(host) || (hlen == 0 && bracket)) {
         snprintf(errstr, errlen, "metrics.listen: %s host (HOST:PORT, e.g. 127.0.0.1:9100)",
                  hlen == 0 ? "no" : "too long a");
         return KWAL_EXIT_USAGE;
     }
-    memcpy(host, v, hlen);
-    host[hlen] = '\0';
+    if (hlen == 0) {        /* "PORT" or ":PORT": loopback, never every address */
+        snprintf(host, sizeof(host), "127.0.0.1");
+    } else {
+        memcpy(host, v, hlen);
+        host[hlen] = '\0';
+    }
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = bracket ? AF_INET6 : AF_UNSPEC;
@@ -198,9 +205,18 @@ static int bind_listen(const listen_addr_t *a, const char *value, int *port, cha
                                            : ((struct sockaddr_in6 *)&got)->sin6_port);
     return fd;
 
-fail:
-    snprintf(errstr, errlen, "metrics.listen: cannot listen on %s: %s", value,
-             strerror(errno));
+fail: {
+        int e = errno;
+        char where[INET6_ADDRSTRLEN + 16];
+
+        addr_str(a, ntohs(a->ss.ss_family == AF_INET
+                          ? ((const struct sockaddr_in *)&a->ss)->sin_port
+                          : ((const struct sockaddr_in6 *)&a->ss)->sin6_port),
+                 where, sizeof(where));
+        snprintf(errstr, errlen, "metrics.listen: cannot listen on %s%s%s%s: %s", where,
+                 strcmp(where, value) != 0 ? " (" : "", strcmp(where, value) != 0 ? value : "",
+                 strcmp(where, value) != 0 ? ")" : "", strerror(e));
+    }
     if (fd >= 0)
         close(fd);
     return -1;
