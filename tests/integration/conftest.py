@@ -171,7 +171,7 @@ def names(request):
 HARNESS_FILES = {
     "test_0010_kafka_local.py", "test_0011_zk_local.py", "test_0013_kafka_mock.py",
     "test_0035_chaos.py", "test_0050_compare.py", "test_0070_bench.py",
-    "test_0071_bench_resume.py",
+    "test_0071_bench_resume.py", "test_0072_bench_scale.py",
 }
 
 

@@ -8,6 +8,8 @@ offsets read with the time the server stored them: what the bench runner
                         own and its waited-for descendants'
   kill_live()           SIGKILL and reap every Child still running
   ZkReader              one ZooKeeper session, getData with the Stat's mtime
+  zk_server_counters()  the server's own counters (four-letter words srvr,
+                        mntr): its Zxid, committed writes, log fsyncs
 """
 
 import os
@@ -275,3 +277,59 @@ class ZkReader:
             pass
 
 
+# --- ZooKeeper's own counters ---------------------------------------------------------
+
+def zk_four_letter(connect, word, timeout=10):
+    """The answer of ZooKeeper's four-letter word `word` (srvr, mntr, ...)
+    from the first server of connect (host:port[,...][/chroot]). It is sent
+    on a connection of its own that opens no session, so asking writes
+    nothing (a session's start and end are write transactions). The server
+    must whitelist the word (kwal-zk-local's zoo.cfg whitelists all)."""
+    host, port = connect.split("/", 1)[0].split(",")[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout) as s:
+        s.sendall(word.encode())
+        chunks = []
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            chunks.append(c)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def zk_server_counters(connect, timeout=10):
+    """{name: int} read from the server at connect: zxid (srvr's Zxid: the
+    last committed transaction; its low 32 bits count the write transactions
+    of the epoch, the high 32 bits, epoch, grow at a leader change),
+    epoch, and from mntr: writes (zk_cnt_updatelatency: write requests the
+    server answered), fsyncs (zk_cnt_fsynctime: transaction log fsyncs),
+    bytes_received (zk_bytes_received_count), packets_received, znodes,
+    sessions (zk_global_sessions + zk_local_sessions). ZkError when the
+    server does not answer them (not whitelisted, not serving)."""
+    try:
+        srvr = zk_four_letter(connect, "srvr", timeout)
+        mntr = zk_four_letter(connect, "mntr", timeout)
+    except OSError as e:
+        raise ZkError("four-letter words at %s: %s" % (connect, e))
+    res = {}
+    for line in srvr.splitlines():
+        if line.startswith("Zxid:"):
+            z = int(line.split(":", 1)[1].strip(), 16)
+            res["zxid"], res["epoch"] = z, z >> 32
+    m = {}
+    for line in mntr.splitlines():
+        w = line.split("\t")
+        if len(w) == 2:
+            m[w[0]] = w[1]
+    names = {"writes": "zk_cnt_updatelatency", "fsyncs": "zk_cnt_fsynctime",
+             "bytes_received": "zk_bytes_received_count",
+             "packets_received": "zk_packets_received", "znodes": "zk_znode_count"}
+    for k, key in names.items():
+        if m.get(key, "").isdigit():
+            res[k] = int(m[key])
+    if m.get("zk_global_sessions", "").isdigit():
+        res["sessions"] = int(m["zk_global_sessions"]) + int(m.get("zk_local_sessions") or 0)
+    if "zxid" not in res:
+        raise ZkError("srvr at %s gave no Zxid (is the word whitelisted?): %s"
+                      % (connect, srvr.strip()[:200] or "no answer"))
+    return res

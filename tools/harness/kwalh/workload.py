@@ -149,8 +149,9 @@ class VerifyResult:
 
 def verify(bins, manifest=None, expect=None, run_id=None, topic=None, sqlite=None, files=None,
            save=None, timeout=300):
-    """kwal-verify against a manifest (or expect + run_id) and one output;
-    the result (save: a path for its stdout)."""
+    """kwal-verify against a manifest (or expect + run_id) and an output
+    (sqlite: a path, or a list of paths pooled); the result (save: a path
+    for its stdout)."""
     argv = [bins.verify]
     if manifest:
         argv += ["--manifest", manifest]
@@ -160,8 +161,8 @@ def verify(bins, manifest=None, expect=None, run_id=None, topic=None, sqlite=Non
         argv += ["--run-id", run_id]
     if topic:
         argv += ["--topic", topic]
-    if sqlite:
-        argv += ["--sqlite", sqlite]
+    for db in ([sqlite] if isinstance(sqlite, str) else sqlite or []):
+        argv += ["--sqlite", db]
     if files:
         argv += ["--files", files]
     rc, out, err = proc.run(argv, timeout)
