@@ -669,7 +669,9 @@ size_t kw_zk_release_inherited(kw_zk_t *zk)
     kw_zk_partition_t *list = zk->inherited;
     zk->inherited = NULL;
     zk->ninherited = 0;
-    zk->inherit_pending = 0;
+    /* inherit_pending stays set until the deletes are done: a kw_zk_own
+     * meanwhile must wait for inherit_mu (inherit_guard), or it could
+     * recognise a node of this list as its own just before it is deleted */
     pthread_mutex_unlock(&zk->mu);
     for (size_t i = 0; i < n; i++) {
         int64_t deadline = kw_mono_ms() + zk->op_ms;
@@ -703,6 +705,7 @@ size_t kw_zk_release_inherited(kw_zk_t *zk)
         kw__zk_conn_put(zk, c);
     pthread_mutex_lock(&zk->mu);
     zk->stats.inherited_released += released;
+    zk->inherit_pending = 0;
     pthread_mutex_unlock(&zk->mu);
     pthread_mutex_unlock(&zk->inherit_mu);
     free(list);
