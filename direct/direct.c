@@ -1106,12 +1106,14 @@ static int build_records(kw_direct_t *d)
 
 /* Step 4, exactly-once: the records and this batch's ranges in one sink
  * transaction (sink.h T1-T4). On error the sink has rolled it back (T2). */
-static kw_err_t write_with_ranges(kw_direct_t *d, uint64_t batch, kw_sink_stats_t *ss,
+static kw_err_t write_with_ranges(kw_direct_t *d, uint64_t *batch, kw_sink_stats_t *ss,
                                   char *errstr, size_t errlen)
 {
     kw_err_t err;
 
-    if ((err = kw_sink_txn_begin(d->sink, batch, errstr, errlen)) != KW_OK ||
+    /* the id is taken under the database's lock: instances sharing it
+     * number their batches from one sequence, never the same id twice */
+    if ((err = kw_sink_txn_begin_next(d->sink, *batch, batch, errstr, errlen)) != KW_OK ||
         (err = kw_sink_txn_write(d->sink, d->recs, d->nmsgs, errstr, errlen)) != KW_OK)
         return err;
     for (size_t i = 0; i < d->nparts; i++) {
@@ -1300,22 +1302,13 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
     for (int64_t backoff = 250;; backoff = backoff < 4000 ? backoff * 2 : 4000) {
         /* at-least-once: ids from the clock, growing across restarts
          * without a store; exactly-once: the next id after every stored
-         * range's, asked again at each try -- instances sharing the
-         * database number their batches from the same sequence (two that
-         * take the same id at once: the second's transaction fails on the
-         * ranges' key, is rolled back whole and tried again) */
-        uint64_t stored_max = 0;
-
+         * one, taken by the sink inside the transaction (at least ours) */
         batch = d->last_batch + 1;
         if (d->at_least_once && (uint64_t)kw_wall_ms() > batch)
             batch = (uint64_t)kw_wall_ms();
-        if (!d->at_least_once &&
-            kw_sink_ranges_last_batch(d->sink, &stored_max, why, sizeof(why)) == KW_OK &&
-            stored_max >= batch)
-            batch = stored_max + 1;
         err = d->at_least_once
               ? kw_sink_write_batch(d->sink, batch, d->recs, d->nmsgs, &ss, why, sizeof(why))
-              : write_with_ranges(d, batch, &ss, why, sizeof(why));
+              : write_with_ranges(d, &batch, &ss, why, sizeof(why));
         if (err == KW_OK || (err != KW_EIO && err != KW_EAGAIN) || atomic_load(&d->stop))
             break;
         KW_LOG_E(MOD, "batch %" PRIu64 ": sink: %s; retrying in %" PRId64 " ms", batch,

@@ -137,6 +137,30 @@ kw_err_t kw_sink_txn_begin(kw_sink_t *s, uint64_t batch_id, char *errstr, size_t
     return err == KW_OK ? KW_OK : txn__fail(s, err);
 }
 
+kw_err_t kw_sink_txn_begin_next(kw_sink_t *s, uint64_t min_id, uint64_t *batch_id,
+                                char *errstr, size_t errlen)
+{
+    kw_err_t err;
+
+    if (s->txn.state != KW__TXN_NONE)
+        return txn__order(s, "begin", errstr, errlen);
+    if (s->ops->begin_next == NULL)
+        return kw_seterr(errstr, errlen, KW_EINVAL, "sink %s does not number batches "
+                         "itself (only sqlite does)", s->ops->name);
+    if (txn__bad_id(min_id))
+        return kw_seterr(errstr, errlen, KW_EINVAL,
+                         "sink %s: bad batch (id must be 1..INT64_MAX)", s->ops->name);
+    memset(&s->txn, 0, sizeof(s->txn));
+    s->txn.state = KW__TXN_BEGUN;
+    err = s->ops->begin_next(s, min_id, &s->txn.batch_id, errstr, errlen);
+    if (err == KW_OK && txn__bad_id(s->txn.batch_id))
+        err = kw_seterr(errstr, errlen, KW_EIO, "sink %s: no batch id left", s->ops->name);
+    if (err != KW_OK)
+        return txn__fail(s, err);
+    *batch_id = s->txn.batch_id;
+    return KW_OK;
+}
+
 kw_err_t kw_sink_txn_write(kw_sink_t *s, const kw_record_t *recs, size_t n,
                            char *errstr, size_t errlen)
 {

@@ -192,6 +192,17 @@ kw_err_t kw_sink_txn_begin(kw_sink_t *sink, uint64_t batch_id,
                            char *errstr, size_t errlen);
 
 /*
+ * As kw_sink_txn_begin, for instances sharing one database: the batch id is
+ * taken inside the transaction, under the database's write lock, so two
+ * writers never use the same id -- the next after every id stored (the
+ * `batches` rows and the ranges), and at least min_id. *batch_id gets it.
+ * Only kinds that store ranges (sqlite); KW_EINVAL for the others and for a
+ * min_id outside 1..INT64_MAX.
+ */
+kw_err_t kw_sink_txn_begin_next(kw_sink_t *sink, uint64_t min_id, uint64_t *batch_id,
+                                char *errstr, size_t errlen);
+
+/*
  * Write the batch's n records (n may be 0; recs may be NULL then). recs and
  * every pointer in them are only read, during the call. Recognises a replay
  * (T3). sqlite: the records (INSERT OR IGNORE) and the batch's `batches`

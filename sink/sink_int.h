@@ -22,6 +22,10 @@ typedef struct kw__sink_ops {
 
     /* The transaction (sink.h T1-T4). */
     kw_err_t (*begin)(kw_sink_t *s, uint64_t batch_id, char *errstr, size_t errlen);
+    /* begin, then the next free id (>= min_id) read under the transaction's
+     * lock into *batch_id; NULL in kinds that do not store ranges. */
+    kw_err_t (*begin_next)(kw_sink_t *s, uint64_t min_id, uint64_t *batch_id,
+                           char *errstr, size_t errlen);
     /* Fills st->stored and st->duplicates_delivered (zeroed by the caller)
      * and sets *replayed (0 from the caller) on a replay (T3): the kind
      * then holds nothing open, and sink.c calls neither put_range nor

@@ -58,6 +58,7 @@ typedef struct sqlite__sink {
     sqlite3_stmt *put_range;
     sqlite3_stmt *range_next;
     sqlite3_stmt *last_batch;
+    sqlite3_stmt *max_id;       /* the highest batch id anywhere: begin_next */
 } sqlite__sink_t;
 
 /* Every table of FORMAT.md; the records table exactly as DESIGN.md
@@ -181,6 +182,7 @@ static void sqlite__close(kw_sink_t *s)
     sqlite3_finalize(q->put_range);
     sqlite3_finalize(q->range_next);
     sqlite3_finalize(q->last_batch);
+    sqlite3_finalize(q->max_id);
     if (q->db != NULL && sqlite3_close(q->db) != SQLITE_OK)
         KW_LOG_E("sink", "sink sqlite:%s: close: %s", q->path, sqlite3_errmsg(q->db));
     free(q->path);
@@ -254,7 +256,10 @@ static kw_err_t sqlite__open(kw_sink_t *s, const char *path, char *errstr, size_
                            "direct_ranges WHERE topic = ? AND partition = ?", -1,
                            &q->range_next, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(q->db, "SELECT COALESCE(MAX(batch), 0) FROM direct_ranges",
-                           -1, &q->last_batch, NULL) != SQLITE_OK) {
+                           -1, &q->last_batch, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(q->db, "SELECT MAX((SELECT COALESCE(MAX(id), 0) FROM batches), "
+                           "(SELECT COALESCE(MAX(batch), 0) FROM direct_ranges))", -1,
+                           &q->max_id, NULL) != SQLITE_OK) {
         err = sqlite__err(q, KW_EIO, errstr, errlen, "prepare (are the tables the "
                           "ones of sink/FORMAT.md?)");
         goto fail;
@@ -303,6 +308,25 @@ static kw_err_t sqlite__begin(kw_sink_t *s, uint64_t batch_id, char *errstr,
 {
     (void)batch_id;
     return sqlite__exec(s->impl, "BEGIN IMMEDIATE", "begin", errstr, errlen);
+}
+
+static kw_err_t sqlite__read_int(sqlite__sink_t *q, sqlite3_stmt *st, int64_t *v,
+                                 char *errstr, size_t errlen);
+
+static kw_err_t sqlite__begin_next(kw_sink_t *s, uint64_t min_id, uint64_t *batch_id,
+                                   char *errstr, size_t errlen)
+{
+    sqlite__sink_t *q = s->impl;
+    int64_t max = 0;
+    kw_err_t err = sqlite__exec(q, "BEGIN IMMEDIATE", "begin", errstr, errlen);
+
+    if (err == KW_OK) {
+        sqlite3_reset(q->max_id);
+        err = sqlite__read_int(q, q->max_id, &max, errstr, errlen);
+    }
+    if (err == KW_OK)
+        *batch_id = (uint64_t)max + 1 > min_id ? (uint64_t)max + 1 : min_id;
+    return err;
 }
 
 static void sqlite__abort(kw_sink_t *s, uint64_t batch_id)
@@ -402,9 +426,6 @@ static kw_err_t sqlite__write(kw_sink_t *s, uint64_t batch_id, const kw_record_t
     return KW_OK;
 }
 
-static kw_err_t sqlite__read_int(sqlite__sink_t *q, sqlite3_stmt *st, int64_t *v,
-                                 char *errstr, size_t errlen);
-
 static kw_err_t sqlite__put_range(kw_sink_t *s, uint64_t batch_id, const char *topic,
                                   int32_t partition, int64_t expect_next, int64_t from_offset,
                                   int64_t until_offset, char *errstr, size_t errlen)
@@ -500,6 +521,7 @@ const kw__sink_ops_t kw__sink_sqlite_ops = {
     .open = sqlite__open,
     .close = sqlite__close,
     .begin = sqlite__begin,
+    .begin_next = sqlite__begin_next,
     .write = sqlite__write,
     .commit = sqlite__commit,
     .abort = sqlite__abort,

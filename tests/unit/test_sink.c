@@ -603,6 +603,47 @@ static void test_txn_range_fence(void **state)
     kw_sink_close(other);
 }
 
+/* kw_sink_txn_begin_next: the id is taken under the write lock, after every
+ * id stored by any handle (batches rows and ranges), at least min_id. */
+static void test_txn_begin_next(void **state)
+{
+    tstate_t *s = *state;
+    kw_record_t r[1] = { rec("t", 0, 0, "a") }, r2[1] = { rec("t", 1, 0, "b") };
+    kw_sink_t *other, *jsonl;
+    uint64_t id = 0;
+    char path[700], spec[710], err[512];
+
+    test_path(path, sizeof(path), "%s/out.db", s->dir);
+    test_path(spec, sizeof(spec), "sqlite:%s", path);
+    s->sink = open_ok(spec);
+    other = open_ok(spec);
+    assert_int_equal(kw_sink_txn_begin_next(s->sink, 1, &id, err, sizeof(err)), KW_OK);
+    assert_int_equal(id, 1);
+    assert_int_equal(kw_sink_txn_write(s->sink, r, 1, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, -1, 0, 1, err, sizeof(err)),
+                     KW_OK);
+    commit_ok(s->sink);
+    /* the other handle, whose own idea of the last id is older */
+    assert_int_equal(kw_sink_txn_begin_next(other, 1, &id, err, sizeof(err)), KW_OK);
+    assert_int_equal(id, 2);
+    kw_sink_txn_abort(other);
+    /* a batches row without ranges counts too; min_id above wins */
+    assert_int_equal(kw_sink_write_batch(s->sink, 7, r2, 1, NULL, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_sink_txn_begin_next(other, 1, &id, err, sizeof(err)), KW_OK);
+    assert_int_equal(id, 8);
+    kw_sink_txn_abort(other);
+    assert_int_equal(kw_sink_txn_begin_next(other, 20, &id, err, sizeof(err)), KW_OK);
+    assert_int_equal(id, 20);
+    /* one open at a time; bad min_id; kinds without ranges refuse */
+    assert_int_equal(kw_sink_txn_begin_next(other, 1, &id, err, sizeof(err)), KW_EINVAL);
+    assert_int_equal(kw_sink_txn_begin_next(s->sink, 0, &id, err, sizeof(err)), KW_EINVAL);
+    jsonl = open_ok("null");
+    assert_int_equal(kw_sink_txn_begin_next(jsonl, 1, &id, err, sizeof(err)), KW_EINVAL);
+    assert_non_null(strstr(err, "only sqlite"));
+    kw_sink_close(jsonl);
+    kw_sink_close(other);
+}
+
 static void test_txn_abort(void **state)
 {
     tstate_t *s = *state;
@@ -1386,6 +1427,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sqlite_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_range_fence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_txn_begin_next, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_txn_errors, setup, teardown),
