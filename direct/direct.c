@@ -40,6 +40,8 @@
 #define METADATA_TIMEOUT_MS 10000
 #define METADATA_EVERY_MS 5000          /* new partitions are seen this late */
 #define WATERMARK_TIMEOUT_MS 5000
+/* Partitions in one ZooKeeper multi (commit_zk) */
+#define DIRECT_ZK_MULTI_MAX 1000
 
 /* ---- Pure parts ---- */
 
@@ -1146,7 +1148,14 @@ static kw_err_t commit_zk(kw_direct_t *d, char *why, size_t whylen)
             offs[n].next = d->parts[i].next;
             n++;
         }
-    err = n > 0 ? kw_zk_commit(d->zk, offs, n, 0, why, whylen) : KW_OK;
+    /* one multi per DIRECT_ZK_MULTI_MAX partitions: a multi is one request,
+     * and ZooKeeper refuses one past jute.maxbuffer (1 MiB by default; some
+     * 220 bytes a partition, so ~4,700). Each partition's offset stands on
+     * its own here, so the multis need not be one. */
+    err = KW_OK;
+    for (size_t i = 0; i < n && err == KW_OK; i += DIRECT_ZK_MULTI_MAX)
+        err = kw_zk_commit(d->zk, offs + i, n - i < DIRECT_ZK_MULTI_MAX ? n - i
+                           : DIRECT_ZK_MULTI_MAX, 0, why, whylen);
     free(offs);
     return err;
 }
