@@ -123,6 +123,10 @@ struct kw_zk {
     kw_zk_partition_t *inherited; /* owner nodes of a resumed session not taken back */
     size_t          ninherited;
     int             inherit_pending; /* kw_zk_release_inherited not yet done */
+    kw_zk_partition_t *ensured;   /* topics whose owners/ and offsets/ parents are
+                                   * known to exist (kw_zk_own creates them once;
+                                   * partition unused) */
+    size_t          nensured, capensured;
     pthread_mutex_t inherit_mu;   /* kw_zk_own's adoption vs the release's deletes;
                                    * held across ZooKeeper calls, so taken before mu
                                    * and never while holding it */

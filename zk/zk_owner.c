@@ -73,10 +73,15 @@ kw_err_t kw__zk_topic_check(const char *topic, int32_t partition,
     return KW_OK;
 }
 
-/* Create every missing component of path (persistent, our ACL). Raw rc. */
+/* Create every missing component of path (persistent, our ACL). Raw rc.
+ * A path that exists costs one read: a create, even one that fails, is a
+ * transaction the server syncs to its log. */
 static int ensure_path(kw_zk_t *zk, zhandle_t *zh, const char *path)
 {
     char buf[KW__ZK_PATH_MAX];
+    struct Stat st;
+    if (zoo_exists(zh, path, 0, &st) == ZOK)
+        return ZOK;
     snprintf(buf, sizeof(buf), "%s", path);
     for (char *p = buf + 1;; p++) {
         if (*p == '/' || *p == '\0') {
@@ -169,6 +174,37 @@ static void owned_remove(kw_zk_t *zk, kw__zk_owned_t *e)
     size_t i = (size_t)(e - zk->owned);
     memmove(&zk->owned[i], &zk->owned[i + 1], (zk->nowned - i - 1) * sizeof(*e));
     zk->nowned--;
+}
+
+/* Whether topic's parents (owners/<topic>, offsets/<topic>) are known to
+ * exist; mark (on) or forget (off) it. mu held. */
+static int topic_ensured(const kw_zk_t *zk, const char *topic)
+{
+    for (size_t i = 0; i < zk->nensured; i++)
+        if (strcmp(zk->ensured[i].topic, topic) == 0)
+            return 1;
+    return 0;
+}
+
+static void topic_mark(kw_zk_t *zk, const char *topic, int on)
+{
+    for (size_t i = 0; i < zk->nensured; i++)
+        if (strcmp(zk->ensured[i].topic, topic) == 0) {
+            if (!on)
+                zk->ensured[i] = zk->ensured[--zk->nensured];
+            return;
+        }
+    if (!on)
+        return;
+    if (zk->nensured == zk->capensured) {
+        size_t cap = zk->capensured ? zk->capensured * 2 : 8;
+        kw_zk_partition_t *n = realloc(zk->ensured, cap * sizeof(*n));
+        if (n == NULL)
+            return;                     /* not remembered: ensured again next time */
+        zk->ensured = n;
+        zk->capensured = cap;
+    }
+    snprintf(zk->ensured[zk->nensured++].topic, KW_ZK_TOPIC_MAX, "%s", topic);
 }
 
 /* An inherited owner node was taken back: no longer to be released. mu held. */
@@ -345,11 +381,22 @@ kw_err_t kw_zk_own(kw_zk_t *zk, const char *topic, int32_t partition,
         kw__zk_conn_t *c = kw__zk_conn_get(zk, 0);
         if (c == NULL)
             continue;                            /* re-establishing: wait above */
-        snprintf(parent, sizeof(parent), "%s/owners/%s", zk->base, topic);
-        err = kw__zk_ensure_path_retry(zk, c->zh, parent, dl, errstr, errlen);
-        if (err == KW_OK) {
-            snprintf(parent, sizeof(parent), "%s/offsets/%s", zk->base, topic);
+        pthread_mutex_lock(&zk->mu);
+        int ensured = topic_ensured(zk, topic);
+        pthread_mutex_unlock(&zk->mu);
+        err = KW_OK;
+        if (!ensured) {                          /* once per topic, not per partition */
+            snprintf(parent, sizeof(parent), "%s/owners/%s", zk->base, topic);
             err = kw__zk_ensure_path_retry(zk, c->zh, parent, dl, errstr, errlen);
+            if (err == KW_OK) {
+                snprintf(parent, sizeof(parent), "%s/offsets/%s", zk->base, topic);
+                err = kw__zk_ensure_path_retry(zk, c->zh, parent, dl, errstr, errlen);
+            }
+            if (err == KW_OK) {
+                pthread_mutex_lock(&zk->mu);
+                topic_mark(zk, topic, 1);
+                pthread_mutex_unlock(&zk->mu);
+            }
         }
         if (err != KW_OK) {
             kw__zk_conn_put(zk, c);
@@ -419,6 +466,11 @@ kw_err_t kw_zk_own(kw_zk_t *zk, const char *topic, int32_t partition,
         if (orc == OWN_GONE)
             continue;                            /* the session thread takes over */
         if (orc == OWN_RETRY) {
+            if (zrc == ZNONODE) {                /* a parent went missing: ensure again */
+                pthread_mutex_lock(&zk->mu);
+                topic_mark(zk, topic, 0);
+                pthread_mutex_unlock(&zk->mu);
+            }
             if (!kw__zk_backoff(dl, &delay))
                 return kw_seterr(errstr, errlen, KW_EAGAIN, "ZooKeeper %s: owning %s: %s",
                                  zk->connect, opath, zerror(zrc));

@@ -571,6 +571,7 @@ static void free_handle(kw_zk_t *zk)
     free(zk->owned);
     free(zk->lost);
     free(zk->inherited);
+    free(zk->ensured);
     free(zk->session_file);
     free(zk->ids_path);
     free(zk->base);

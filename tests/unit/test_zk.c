@@ -296,6 +296,28 @@ static void test_commit_not_owned(void **state)
     zookeeper_close(raw);
 }
 
+/* A topic's parent nodes are created once per handle; when an operator
+ * removed them meanwhile, taking a partition creates them again. */
+static void test_parents_removed(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_ZK();
+    char err[512] = "";
+    kw_zk_t *zk = open_zk(g.zk.connect, "g-par", "inst-a", NULL, 10000);
+    zhandle_t *raw = raw_connect();
+    expect_ok(kw_zk_own(zk, "t", 0, 1000, err, sizeof(err)), "own", err);
+    expect_ok(kw_zk_disown(zk, "t", 0, err, sizeof(err)), "disown", err);
+    assert_int_equal(zoo_delete(raw, "/consumers/g-par/owners/t", -1), ZOK);
+    assert_int_equal(zoo_delete(raw, "/consumers/g-par/offsets/t", -1), ZOK);
+    expect_ok(kw_zk_own(zk, "t", 1, 5000, err, sizeof(err)), "own after the parents went",
+              err);
+    raw_expect(raw, "/consumers/g-par/owners/t/1", "inst-a");
+    assert_int_equal(commit1(zk, "t", 1, 7, 0, err, sizeof(err)), KW_OK);
+    raw_expect(raw, "/consumers/g-par/offsets/t/1", "7");
+    kw_zk_destroy(zk);
+    zookeeper_close(raw);
+}
+
 /* A chroot is created when missing and holds the whole layout. */
 static void test_chroot(void **state)
 {
@@ -806,6 +828,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_layout),
+        cmocka_unit_test(test_parents_removed),
         cmocka_unit_test(test_commit_not_owned),
         cmocka_unit_test(test_chroot),
         cmocka_unit_test(test_digest_acl),
