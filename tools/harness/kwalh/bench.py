@@ -130,15 +130,8 @@ Exit 0 when every run was verified, 1 otherwise, 2 for bad arguments.
 """
 
 
-class UsageError(Exception):
-    pass
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with a one-line reason on errors (the caller exits 2)."""
-
-    def error(self, message):
-        raise UsageError(re.sub(r"^argument [^ ]+: (?=-)", "", message))
+UsageError = proc.UsageError
+Parser = proc.ArgParser
 
 
 def positive(name):
@@ -629,33 +622,13 @@ class Bench:
             self.say("    cluster: Kafka %s, ZooKeeper %s (from %s)" % (self.bs, self.zk_connect,
                                                                       a.conf))
             return
-        self.zk = services.ZooKeeper(self.bins, self.path("zk"))
-        self.zk_connect = self.zk.start()
-        self.kafka = services.make_kafka("real", self.bins, self.path("kafka"), nodes=a.brokers)
-        try:
-            self.bs = self.kafka.start()
-        except proc.HarnessError:
-            raise
-        except Exception as e:              # noqa: BLE001 -- the cluster's own errors
-            raise proc.HarnessError("the Kafka cluster did not start: %s" % e)
+        self.zk, self.zk_connect, self.kafka, self.bs = services.start_local(
+            self.bins, self.path("zk"), self.path("kafka"), nodes=a.brokers)
         self.say("    ZooKeeper %s; Kafka %s (Apache Kafka, %d node(s))"
                  % (self.zk_connect, self.bs, a.brokers))
 
     def create_topic(self, name):
-        p = self.a.partitions
-        try:
-            if self.kafka is not None:
-                ok, why = self.kafka.create_topic(name, p)
-                if not ok:
-                    raise proc.HarnessError(why)
-                return
-            argv = self.tools.tool_cmd("topics", "--bootstrap-server", self.bs, "--create",
-                                       "--topic", name, "--partitions", str(p))
-            rc, _, err = proc.run(argv, 120)
-            if rc != 0:
-                raise proc.HarnessError(err.strip()[-500:])
-        except proc.HarnessError as e:
-            raise proc.HarnessError("cannot create topic %s (%d partitions): %s" % (name, p, e))
+        services.create_topic(self.kafka, self.tools, self.bs, name, self.a.partitions)
 
     def produce(self, w, topic, rate=0, background=False):
         base = self.path("runs", "produce-%s" % topic)

@@ -33,7 +33,6 @@ Exit status: 0 when every trial passed, 1 otherwise, 2 for bad arguments.
 
 import argparse
 import json
-import re
 import os
 import shutil
 import signal
@@ -69,16 +68,8 @@ Exit 0 when every trial passed, 1 otherwise, 2 for bad arguments.
 """
 
 
-class UsageError(Exception):
-    pass
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with a one-line reason on errors (the caller exits 2)."""
-
-    def error(self, message):
-        # "argument -s/--seed: --seed must be ..." -> "--seed must be ..."
-        raise UsageError(re.sub(r"^argument [^ ]+: (?=-)", "", message))
+UsageError = proc.UsageError
+Parser = proc.ArgParser
 
 
 def positive(name):

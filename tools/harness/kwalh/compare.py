@@ -73,13 +73,8 @@ CSV_HEADER = ("mode,produced,stored,missing,dup_delivered,dup_stored,records_per
               "latency_p50_ms,latency_p99_ms,disk_bytes_per_byte,recovery_ms")
 
 
-class UsageError(Exception):
-    pass
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(re.sub(r"^argument [^ ]+: (?=-)", "", message))
+UsageError = proc.UsageError
+Parser = proc.ArgParser
 
 
 def positive(name):

@@ -8,7 +8,9 @@ Binaries are found in one directory (Bins): --build DIR's tools/, else
 $KWAL_BIN_DIR, else <repo>/build/tools (see bin_dir()).
 """
 
+import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +23,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 
 class HarnessError(Exception):
     """A runner cannot go on (a program is missing, a server did not start)."""
+
+
+class UsageError(Exception):
+    """A bad command line: a runner prints it with a usage hint and exits 2."""
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so each runner
+    reports bad arguments its own way; "argument --x: --x needs ..." loses
+    its redundant prefix."""
+
+    def error(self, message):
+        raise UsageError(re.sub(r"^argument [^ ]+: (?=-)", "", message))
 
 
 def bin_dir(build=None, near=None):

@@ -37,7 +37,6 @@ Exit status: 0 when every schedule ran to the end with nothing lost and
 nothing stored twice, 1 otherwise, 2 for bad arguments.
 """
 
-import argparse
 import os
 import random
 import resource
@@ -55,13 +54,8 @@ from .workload import Loadgen, nearest_rank, read_manifest, verify
 MODES = ("receive", "direct")
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
+UsageError = proc.UsageError
+_Parser = proc.ArgParser
 
 
 def parse_args(argv):

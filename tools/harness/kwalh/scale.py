@@ -110,13 +110,8 @@ CSV_KEYS = ("mode", "partitions", "instances", "rate", "window_s", "zxid_delta",
             "zk_at_end", "ok")
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
+UsageError = proc.UsageError
+_Parser = proc.ArgParser
 
 
 def parse_args(argv):
@@ -812,32 +807,11 @@ class Scale:
                           % (self.bs, self.zk_connect, a.conf))
             return
         self.progress("starting a local ZooKeeper and a 1-node Kafka cluster...")
-        self.zk = services.ZooKeeper(self.bins, os.path.join(self.out, "zk"))
-        self.zk_connect = self.zk.start()
-        self.kafka = services.make_kafka("real", self.bins, os.path.join(self.out, "kafka"),
-                                         nodes=1)
-        try:
-            self.bs = self.kafka.start()
-        except proc.HarnessError:
-            raise
-        except Exception as e:              # noqa: BLE001 -- the cluster's own errors
-            raise proc.HarnessError("the Kafka cluster did not start: %s" % e)
+        self.zk, self.zk_connect, self.kafka, self.bs = services.start_local(
+            self.bins, os.path.join(self.out, "zk"), os.path.join(self.out, "kafka"), nodes=1)
 
     def create_topic(self, name, partitions):
-        try:
-            if self.kafka is not None:
-                ok, why = self.kafka.create_topic(name, partitions)
-                if not ok:
-                    raise proc.HarnessError(why)
-                return
-            argv = self.tools.tool_cmd("topics", "--bootstrap-server", self.bs, "--create",
-                                       "--topic", name, "--partitions", str(partitions))
-            rc, _, err = proc.run(argv, 120)
-            if rc != 0:
-                raise proc.HarnessError(err.strip()[-500:])
-        except proc.HarnessError as e:
-            raise proc.HarnessError("cannot create topic %s (%d partitions): %s"
-                                    % (name, partitions, e))
+        services.create_topic(self.kafka, self.tools, self.bs, name, partitions)
 
     def main(self):
         a = self.a

@@ -403,3 +403,44 @@ def make_kafka(kind, bins, directory, nodes=3, topics=()):
     if kind == "real":
         return RealKafka(directory, nodes=nodes)
     return MockKafka(bins, directory, nodes=nodes, topics=topics)
+
+
+def start_local(bins, zk_dir, kafka_dir, nodes=1):
+    """A local ZooKeeper and a real Kafka cluster of nodes for a runner:
+    (zk, zk_connect, kafka, bootstrap). HarnessError when either does not
+    start; whatever did start is stopped first."""
+    zk = ZooKeeper(bins, zk_dir)
+    zk_connect = zk.start()
+    kafka = make_kafka("real", bins, kafka_dir, nodes=nodes)
+    try:
+        bs = kafka.start()
+    except Exception as e:              # noqa: BLE001 -- the cluster's own errors too
+        for part in (kafka, zk):
+            try:
+                part.stop()
+            except Exception:           # noqa: BLE001 -- the first error is the one to see
+                pass
+        if isinstance(e, proc.HarnessError):
+            raise
+        raise proc.HarnessError("the Kafka cluster did not start: %s" % e)
+    return zk, zk_connect, kafka, bs
+
+
+def create_topic(kafka, tools, bootstrap, name, partitions):
+    """Create a topic: on the cluster a runner started (kafka), else with
+    Kafka's TopicCommand (tools, a KafkaCluster for its tools) on the one at
+    bootstrap. HarnessError naming the topic when it cannot."""
+    try:
+        if kafka is not None:
+            ok, why = kafka.create_topic(name, partitions)
+            if not ok:
+                raise proc.HarnessError(why)
+            return
+        argv = tools.tool_cmd("topics", "--bootstrap-server", bootstrap, "--create",
+                              "--topic", name, "--partitions", str(partitions))
+        rc, _, err = proc.run(argv, 120)
+        if rc != 0:
+            raise proc.HarnessError(err.strip()[-500:])
+    except proc.HarnessError as e:
+        raise proc.HarnessError("cannot create topic %s (%d partitions): %s"
+                                % (name, partitions, e))
