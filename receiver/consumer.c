@@ -451,11 +451,28 @@ static void on_revoke(kw_rcv_consumer_t *c, rd_kafka_topic_partition_list_t *par
     }
 }
 
+/* The group's rebalance protocol is cooperative. librdkafka answers NULL
+ * when its group handle cannot (it is being closed: a revoke served by
+ * rd_kafka_consumer_close): then the configured assignors say, as they
+ * decide the protocol (cooperative-sticky is librdkafka's one cooperative
+ * assignor, and assignors of both kinds may not be mixed). */
+static int is_cooperative(rd_kafka_t *rk)
+{
+    const char *proto = rd_kafka_rebalance_protocol(rk);
+    char v[256];
+    size_t n = sizeof(v);
+
+    if (proto != NULL)
+        return strcmp(proto, "COOPERATIVE") == 0;
+    return rd_kafka_conf_get(rd_kafka_conf(rk), "partition.assignment.strategy", v, &n) ==
+               RD_KAFKA_CONF_OK && strstr(v, "cooperative") != NULL;
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     kw_rcv_consumer_t *c = opaque;
-    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    int cooperative = is_cooperative(rk);
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
 
@@ -510,7 +527,7 @@ static void restart_partition(kw_rcv_consumer_t *c, const char *topic, int32_t p
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     char errstr[512];
 
-    if (strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE") == 0) {
+    if (is_cooperative(c->rk)) {
         l = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(l, topic, partition);
         error = rd_kafka_incremental_unassign(c->rk, l);

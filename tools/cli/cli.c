@@ -2,11 +2,13 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int kw_cli_usage_error(const char *prog, const char *fmt, ...)
 {
@@ -110,4 +112,75 @@ void kw_cli_on_stop_signals(void (*handler)(int))
     sigaction(SIGTERM, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define KW_CLI_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define KW_CLI_SANITIZER 1
+#endif
+#endif
+
+static const char *crash_prog = "?";
+
+static void put_str(const char *s)
+{
+    ssize_t n = write(STDERR_FILENO, s, strlen(s));
+
+    (void)n;        /* nothing better to do with a failed write here */
+}
+
+/* Async-signal-safe: write(2), backtrace (preloaded below: its first call
+ * may allocate), backtrace_symbols_fd, sigaction, raise. */
+static void on_crash(int sig)
+{
+    void *frames[64];
+    char num[24], *p = num + sizeof(num);
+    long pid = (long)getpid();
+    int n;
+    struct sigaction sa;
+
+    *--p = '\0';
+    do {
+        *--p = (char)('0' + pid % 10);
+        pid /= 10;
+    } while (pid > 0 && p > num);
+    put_str(crash_prog);
+    put_str(": fatal signal ");
+    put_str(sig == SIGSEGV ? "SIGSEGV" : sig == SIGBUS ? "SIGBUS" : sig == SIGILL ? "SIGILL"
+            : sig == SIGFPE ? "SIGFPE" : "SIGABRT");
+    put_str(" in pid ");
+    put_str(p);
+    put_str("; stack:\n");
+    n = backtrace(frames, (int)(sizeof(frames) / sizeof(frames[0])));
+    backtrace_symbols_fd(frames, n, STDERR_FILENO);
+    /* die of it as without this handler */
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = SIG_DFL;
+    sigaction(sig, &sa, NULL);
+    raise(sig);
+}
+
+int kw_cli_on_crash_signals(const char *prog)
+{
+#ifdef KW_CLI_SANITIZER
+    (void)prog;
+    return 0;
+#else
+    static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+    struct sigaction sa;
+    void *warm[1];
+
+    crash_prog = prog;
+    (void)backtrace(warm, 1);   /* loads what backtrace needs, outside a handler */
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_crash;
+    sa.sa_flags = SA_RESETHAND | SA_NODEFER;
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaction(sigs[i], &sa, NULL);
+    return 1;
+#endif
 }

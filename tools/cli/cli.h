@@ -47,4 +47,13 @@ int kw_cli_conf_opt(int argc, char **argv, int *i, const char **path,
  * error return, not a death). */
 void kw_cli_on_stop_signals(void (*handler)(int));
 
+/* A fatal signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT) writes
+ * "PROG: fatal signal NAME in pid N; stack:" and the thread's stack (one
+ * frame a line, as glibc's backtrace_symbols_fd writes it: resolve an
+ * address with addr2line -e PROG) to stderr, then dies of the signal as
+ * it would have (a core where core dumps are on; the same exit status).
+ * prog must stay valid. Returns 1, or 0 when nothing was installed: a
+ * sanitizer build, whose runtime reports these signals itself. */
+int kw_cli_on_crash_signals(const char *prog);
+
 #endif /* KW_TOOLS_CLI_H */

@@ -203,6 +203,7 @@ int main(int argc, char **argv)
     const char *cmd;
     int rc;
 
+    (void)kw_cli_on_crash_signals("kwal");
     if (argc < 2)
         return kw_cli_usage_error_topic("kwal", NULL, "missing command");
     if (kw_fault_init(errstr, sizeof(errstr)) != KW_OK) {
