@@ -167,8 +167,12 @@ def test_receive_group(bins, zk, kafka3, tmp_path, names, kwal_factory):
         == (0, 0, 0, 0), t
     assert (t["blocks"]["durable"], t["blocks"]["offsets_stored"], t["blocks"]["allocated"]) \
         == (0, 0, 0), t
-    assert js["wal"]["replicas"][0]["state"] == "healthy" and js["wal"]["segments"] >= 1
-    assert js["wal"]["replicas"][0]["segments"] >= 1, js["wal"]
+    # the WAL's first segment is made by its first append: inst-a has one
+    # exactly when it received records (those it stored; it stopped cleanly)
+    a_stored = stored(str(tmp_path / "inst-a" / "out.db"), topic)
+    assert js["wal"]["replicas"][0]["state"] == "healthy", js["wal"]
+    assert (js["wal"]["segments"] >= 1) == (a_stored > 0), (a_stored, js["wal"])
+    assert js["wal"]["replicas"][0]["segments"] == js["wal"]["segments"], js["wal"]
     assert js["errors"] == []
 
     # (c) M more records while stopped: lag per partition as produced
