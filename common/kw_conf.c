@@ -146,7 +146,8 @@ static const kw_conf_prop_t props[] = {
       "first batch waits a whole interval, as Spark Streaming's did." },
     { "sink", KW_CONF_STRING, "sqlite:./kwal-out.db", 0, 0, NULL,
       FIELD(receiver.sink),
-      "Where batches go: sqlite:PATH, file:DIR, jsonl (stdout) or null." },
+      "Where batches go: sqlite:PATH, file:DIR, postgresql:CONNINFO (a libpq "
+      "connection string or postgresql:// URI), jsonl (stdout) or null." },
     { "tracker.path", KW_CONF_STRING, "", 0, 0, NULL,
       FIELD(receiver.tracker_path),
       "The block tracker's SQLite database; empty means tracker.db in the "

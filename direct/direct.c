@@ -418,7 +418,8 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
         if (!kw_sink_ranges_supported(d->sink)) {
             err = kw_seterr(errstr, errlen, KW_ECONFIG, "sink=%s: kwal direct stores its "
                             "offset ranges in the sink's transaction and needs "
-                            "sink=sqlite:PATH (--at-least-once takes any sink)", rc->sink);
+                            "sink=sqlite:PATH or sink=postgresql:CONNINFO "
+                            "(--at-least-once takes any sink)", rc->sink);
             goto fail;
         }
         if ((err = kw_sink_ranges_last_batch(d->sink, &d->last_batch, errstr,

@@ -22,7 +22,8 @@
 #include "sink_int.h"
 
 static const kw__sink_ops_t *const sink__kinds[] = {
-    &kw__sink_sqlite_ops, &kw__sink_file_ops, &kw__sink_jsonl_ops, &kw__sink_null_ops
+    &kw__sink_sqlite_ops, &kw__sink_file_ops, &kw__sink_jsonl_ops, &kw__sink_null_ops,
+    &kw__sink_pg_ops
 };
 
 kw_err_t kw_sink_open(const char *spec, kw_sink_t **out, char *errstr, size_t errlen)
@@ -36,7 +37,7 @@ kw_err_t kw_sink_open(const char *spec, kw_sink_t **out, char *errstr, size_t er
     *out = NULL;
     if (spec == NULL || spec[0] == '\0')
         return kw_seterr(errstr, errlen, KW_ECONFIG, "sink: empty spec "
-                         "(expected sqlite:PATH, file:DIR, jsonl or null)");
+                         "(expected sqlite:PATH, file:DIR, postgresql:CONNINFO, jsonl or null)");
     colon = strchr(spec, ':');
     kindlen = colon != NULL ? (size_t)(colon - spec) : strlen(spec);
     if (colon != NULL)
@@ -48,13 +49,15 @@ kw_err_t kw_sink_open(const char *spec, kw_sink_t **out, char *errstr, size_t er
     }
     if (ops == NULL)
         return kw_seterr(errstr, errlen, KW_ECONFIG, "sink '%s': unknown kind "
-                         "(expected sqlite:PATH, file:DIR, jsonl or null)", spec);
-    if ((ops->kind == KW_SINK_SQLITE || ops->kind == KW_SINK_FILE) &&
-        (arg == NULL || arg[0] == '\0'))
+                         "(expected sqlite:PATH, file:DIR, postgresql:CONNINFO, jsonl or null)", spec);
+    if ((ops->kind == KW_SINK_SQLITE || ops->kind == KW_SINK_FILE ||
+         ops->kind == KW_SINK_POSTGRESQL) && (arg == NULL || arg[0] == '\0'))
         return kw_seterr(errstr, errlen, KW_ECONFIG, "sink '%s': %s needs a %s "
                          "(%s:%s)", spec, ops->name,
-                         ops->kind == KW_SINK_SQLITE ? "path" : "directory", ops->name,
-                         ops->kind == KW_SINK_SQLITE ? "PATH" : "DIR");
+                         ops->kind == KW_SINK_SQLITE ? "path"
+                         : ops->kind == KW_SINK_FILE ? "directory" : "connection string",
+                         ops->name, ops->kind == KW_SINK_SQLITE ? "PATH"
+                         : ops->kind == KW_SINK_FILE ? "DIR" : "CONNINFO");
     if ((ops->kind == KW_SINK_JSONL || ops->kind == KW_SINK_NULL) && arg != NULL)
         return kw_seterr(errstr, errlen, KW_ECONFIG, "sink '%s': %s takes no argument",
                          spec, ops->name);
@@ -146,7 +149,7 @@ kw_err_t kw_sink_txn_begin_next(kw_sink_t *s, uint64_t min_id, uint64_t *batch_i
         return txn__order(s, "begin", errstr, errlen);
     if (s->ops->begin_next == NULL)
         return kw_seterr(errstr, errlen, KW_EINVAL, "sink %s does not number batches "
-                         "itself (only sqlite does)", s->ops->name);
+                         "itself (only sqlite and postgresql do)", s->ops->name);
     if (txn__bad_id(min_id))
         return kw_seterr(errstr, errlen, KW_EINVAL,
                          "sink %s: bad batch (id must be 1..INT64_MAX)", s->ops->name);
@@ -191,7 +194,7 @@ kw_err_t kw_sink_txn_put_range(kw_sink_t *s, const char *topic, int32_t partitio
         return txn__order(s, "put_range", errstr, errlen);
     if (s->ops->put_range == NULL)
         return txn__fail(s, kw_seterr(errstr, errlen, KW_EINVAL, "sink %s does not store "
-                                      "offset ranges (only sqlite does)", s->ops->name));
+                                      "offset ranges (only sqlite and postgresql do)", s->ops->name));
     if (topic == NULL || partition < 0 || from_offset < 0 || until_offset <= from_offset ||
         expect_next < KW_SINK_RANGE_UNCHECKED)
         return txn__fail(s, kw_seterr(errstr, errlen, KW_EINVAL, "sink %s: batch %llu: "
@@ -278,7 +281,7 @@ static kw_err_t ranges__readable(kw_sink_t *s, const char *call, char *errstr,
 {
     if (s->ops->range_next == NULL)
         return kw_seterr(errstr, errlen, KW_EINVAL, "sink %s does not store offset "
-                         "ranges (only sqlite does)", s->ops->name);
+                         "ranges (only sqlite and postgresql do)", s->ops->name);
     if (s->txn.state != KW__TXN_NONE)
         return kw_seterr(errstr, errlen, KW_EINVAL, "sink %s: %s: a transaction "
                          "(batch %llu) is open", s->ops->name, call,

@@ -35,6 +35,21 @@
  *                counted as a duplicate delivery; with another line count the
  *                write fails with KW_ECORRUPT (ids reused: refusing is the
  *                only way not to lose either batch).
+ *   postgresql:CONNINFO
+ *                The sqlite sink's tables, rules and replay rule on a
+ *                PostgreSQL server (libpq; sink/FORMAT.md has the types):
+ *                CONNINFO is a libpq connection string, key=value words
+ *                ("host=db1 port=5432 dbname=kwal user=kwal") or a URI
+ *                (sink=postgresql://kwal@db1/kwal). The tables are created if
+ *                missing, with a schema version in kwal_meta. Records go in
+ *                with COPY and INSERT ... ON CONFLICT DO NOTHING: duplicates
+ *                counted as with sqlite. Several instances (and processes)
+ *                may share one database: batch ids of begin_next and the
+ *                range fence are taken under advisory locks. A lost
+ *                connection fails the call (KW_EIO: the batch is delivered
+ *                again) and is re-established at the next begin.
+ *                Headers are not stored. Errors name the server, never the
+ *                password.
  *   jsonl        JSON lines on stdout (fd 1), each batch written with write(2)
  *                before write_batch returns. Cannot recognise duplicates.
  *   null         Counts and discards (benchmarks).
@@ -87,11 +102,14 @@ typedef enum {
     KW_SINK_SQLITE = 0,
     KW_SINK_FILE   = 1,
     KW_SINK_JSONL  = 2,
-    KW_SINK_NULL   = 3
+    KW_SINK_NULL   = 3,
+    KW_SINK_POSTGRESQL = 4
 } kw_sink_kind_t;
 
 /* The sqlite sink's schema version (PRAGMA user_version; sink/FORMAT.md). */
 #define KW_SINK_SQLITE_SCHEMA_VERSION 1
+/* The postgresql sink's (kwal_meta's schema_version; sink/FORMAT.md). */
+#define KW_SINK_PG_SCHEMA_VERSION 1
 
 /* What one batch did (kw_sink_write_batch, kw_sink_txn_commit). */
 typedef struct kw_sink_stats {
@@ -99,7 +117,7 @@ typedef struct kw_sink_stats {
     uint64_t stored;                /* records the output holds now and did not
                                      * before (null: 0) */
     uint64_t duplicates_delivered;  /* records recognised as already stored
-                                     * (sqlite, file; invariant 3: counted,
+                                     * (sqlite, postgresql, file; invariant 3: counted,
                                      * never hidden) */
 } kw_sink_stats_t;
 
@@ -132,7 +150,7 @@ kw_err_t kw_sink_open(const char *spec, kw_sink_t **sink, char *errstr, size_t e
 void kw_sink_close(kw_sink_t *sink);
 
 kw_sink_kind_t kw_sink_kind(const kw_sink_t *sink);
-/* "sqlite", "file", "jsonl" or "null". */
+/* "sqlite", "file", "jsonl", "null" or "postgresql". */
 const char *kw_sink_kind_name(const kw_sink_t *sink);
 
 /*
@@ -162,7 +180,7 @@ kw_err_t kw_sink_write_batch(kw_sink_t *sink, uint64_t batch_id,
  *   kw_sink_txn_commit(sink, &stats)   or   kw_sink_txn_abort(sink)
  *
  * Every kind runs begin / write / commit / abort (what each one does is
- * below); only sqlite stores ranges (kw_sink_ranges_supported). At most one
+ * below); only sqlite and postgresql store ranges (kw_sink_ranges_supported). At most one
  * transaction is open per handle. Rules for all of them:
  *
  *   T1. Nothing of the batch is visible in the output, or acknowledged,
@@ -186,7 +204,8 @@ kw_err_t kw_sink_write_batch(kw_sink_t *sink, uint64_t batch_id,
 /*
  * Open the transaction of batch batch_id (1..INT64_MAX). sqlite: BEGIN
  * IMMEDIATE (waits up to 10 s for another writer of the database, then
- * KW_EIO); the other kinds only note the id. KW_EINVAL for a bad id.
+ * KW_EIO); postgresql: BEGIN (after reconnecting a lost connection); the
+ * other kinds only note the id. KW_EINVAL for a bad id.
  */
 kw_err_t kw_sink_txn_begin(kw_sink_t *sink, uint64_t batch_id,
                            char *errstr, size_t errlen);
@@ -196,7 +215,7 @@ kw_err_t kw_sink_txn_begin(kw_sink_t *sink, uint64_t batch_id,
  * taken inside the transaction, under the database's write lock, so two
  * writers never use the same id -- the next after every id stored (the
  * `batches` rows and the ranges), and at least min_id. *batch_id gets it.
- * Only kinds that store ranges (sqlite); KW_EINVAL for the others and for a
+ * Only kinds that store ranges (sqlite, postgresql); KW_EINVAL for the others and for a
  * min_id outside 1..INT64_MAX.
  */
 kw_err_t kw_sink_txn_begin_next(kw_sink_t *sink, uint64_t min_id, uint64_t *batch_id,
@@ -207,7 +226,7 @@ kw_err_t kw_sink_txn_begin_next(kw_sink_t *sink, uint64_t min_id, uint64_t *batc
  * every pointer in them are only read, during the call. Recognises a replay
  * (T3). sqlite: the records (INSERT OR IGNORE) and the batch's `batches`
  * row; file: the lines to batch-<id>.jsonl.tmp, fsynced; jsonl: the lines
- * encoded in memory; null: nothing. KW_EIO (sqlite, file), KW_ENOMEM,
+ * encoded in memory; null: nothing. KW_EIO (sqlite, postgresql, file), KW_ENOMEM,
  * KW_ECORRUPT (file: the batch's final file exists with another line count).
  */
 kw_err_t kw_sink_txn_write(kw_sink_t *sink, const kw_record_t *recs, size_t n,
@@ -227,11 +246,11 @@ kw_err_t kw_sink_txn_write(kw_sink_t *sink, const kw_record_t *recs, size_t n,
  * partition and both ends, the transaction rolled back (T2); the caller
  * reads the partition's position again before it reads it again. The check
  * and the insert are in the transaction that holds the database's write lock
- * (sqlite: BEGIN IMMEDIATE), so two instances can never both store a range
+ * (sqlite: BEGIN IMMEDIATE; postgresql: an advisory lock of the partition), so two instances can never both store a range
  * after the same end. KW_SINK_RANGE_UNCHECKED skips the check (a caller that
  * is the only writer of the partition by other means).
  *
- * KW_EINVAL when the sink does not store ranges (not sqlite), for an empty
+ * KW_EINVAL when the sink does not store ranges (not sqlite or postgresql), for an empty
  * or negative range, a NULL topic or a negative partition; KW_EIO when it
  * cannot be stored -- also when this batch id already has a range for the
  * partition (e.g. another instance sharing the database committed this id
@@ -265,7 +284,7 @@ void kw_sink_txn_abort(kw_sink_t *sink);
 
 /* ---- Offset ranges (read back at start) ---- */
 
-/* 1 if the sink stores offset ranges (sqlite), else 0. */
+/* 1 if the sink stores offset ranges (sqlite, postgresql), else 0. */
 int kw_sink_ranges_supported(const kw_sink_t *sink);
 
 /*

@@ -73,6 +73,7 @@ extern const kw__sink_ops_t kw__sink_sqlite_ops;
 extern const kw__sink_ops_t kw__sink_file_ops;
 extern const kw__sink_ops_t kw__sink_jsonl_ops;
 extern const kw__sink_ops_t kw__sink_null_ops;
+extern const kw__sink_ops_t kw__sink_pg_ops;
 
 /* Make room for `more` bytes after len. KW_ENOMEM leaves b as it was. */
 kw_err_t kw__sink_buf_reserve(kw_sink_buf_t *b, size_t more);

@@ -14,6 +14,7 @@ librdkafka-dev libzookeeper-mt-dev liblz4-dev libsqlite3-dev libcmocka-dev
 libxxhash-dev libfiu-dev fiu-utils libmicrohttpd-dev
 zookeeper kcat sqlite3 jq gnuplot-nox
 openjdk-17-jre-headless openjdk-17-jdk-headless maven openssl python3 python3-pip
+libpq-dev postgresql
 python3-prometheus-client"
 
 missing=""

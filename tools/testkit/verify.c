@@ -15,6 +15,8 @@
  *                   not start with '.' and does not end in ".tmp", in name
  *                   order, each JSON lines in kcat's -J envelope
  *   --jsonl FILE    one file of such JSON lines ("-" for stdin)
+ *   --postgresql CONNINFO  the postgresql sink's table records (the same
+ *                   columns; libpq connection string or postgresql:// URI)
  *
  * How it works: every record read is classified once, as it is read --
  *   * corrupt: a line that is not a valid envelope (verify_json.h), a null
@@ -56,6 +58,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "cli.h"
@@ -66,7 +69,7 @@
 #define EXIT_USAGE 2
 #define MAX_INPUTS 64
 
-typedef enum { IN_SQLITE, IN_FILES, IN_JSONL } input_kind_t;
+typedef enum { IN_SQLITE, IN_FILES, IN_JSONL, IN_POSTGRESQL } input_kind_t;
 
 typedef struct {
     input_kind_t kind;
@@ -605,13 +608,86 @@ static void analyse_offsets(verify_t *v, counts_t *c)
     free(parts.buf);
 }
 
+/* The postgresql sink's records, read in binary (bytes exactly) with a
+ * cursor of 10,000 rows at a time. Returns 0, or -1 after printing an error
+ * (never the password: libpq's messages do not carry it). */
+static int read_postgresql(verify_t *v, const char *conninfo)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    PGresult *r = NULL;
+    char where[300], host[200];
+    int64_t row = 0;
+    int rc = -1;
+
+    snprintf(host, sizeof(host), "%s:%s/%s", c != NULL && PQhost(c) ? PQhost(c) : "?",
+             c != NULL && PQport(c) ? PQport(c) : "?", c != NULL && PQdb(c) ? PQdb(c) : "?");
+    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, PROG ": postgresql %s: %s", host,
+                c != NULL ? PQerrorMessage(c) : "out of memory\n");
+        PQfinish(c);
+        return -1;
+    }
+    r = PQexec(c, "BEGIN READ ONLY");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        goto fail;
+    PQclear(r);
+    r = PQexec(c, "DECLARE kwal_verify NO SCROLL CURSOR FOR SELECT topic, partition, "
+               "\"offset\", key, payload FROM records");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        goto fail;
+    for (;;) {
+        int n;
+
+        PQclear(r);
+        r = PQexecParams(c, "FETCH 10000 FROM kwal_verify", 0, NULL, NULL, NULL, NULL, 1);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            goto fail;
+        n = PQntuples(r);
+        if (n == 0)
+            break;
+        for (int i = 0; i < n; i++) {
+            const unsigned char *p;
+            int32_t part;
+            int64_t off = 0;
+            char topic[256];
+            int tl = PQgetlength(r, i, 0);
+
+            snprintf(topic, sizeof(topic), "%.*s", tl, PQgetvalue(r, i, 0));
+            p = (const unsigned char *)PQgetvalue(r, i, 1);
+            part = (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+                             (uint32_t)p[2] << 8 | p[3]);
+            p = (const unsigned char *)PQgetvalue(r, i, 2);
+            for (int b = 0; b < 8; b++)
+                off = (int64_t)((uint64_t)off << 8 | p[b]);
+            row++;
+            snprintf(where, sizeof(where), "postgresql %s row %" PRId64, host, row);
+            take(v, where, topic, part, off, PQgetvalue(r, i, 3),
+                 (size_t)PQgetlength(r, i, 3), PQgetisnull(r, i, 3) != 0,
+                 PQgetvalue(r, i, 4), (size_t)PQgetlength(r, i, 4),
+                 PQgetisnull(r, i, 4) != 0);
+        }
+    }
+    printf("input: postgresql %s: %" PRId64 " rows\n", host, row);
+    rc = 0;
+    PQclear(r);
+    r = NULL;
+fail:
+    if (rc != 0)
+        fprintf(stderr, PROG ": postgresql %s: %s", host,
+                r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}
+
 /* ----------------------------------------------------------- options -- */
 
 static void print_usage(FILE *out)
 {
     fprintf(out,
 "Usage: " PROG " (--manifest FILE | --expect N [--first SEQ] [--run-id HEX])\n"
-"                   (--sqlite PATH | --files DIR | --jsonl FILE)... [options]\n"
+"                   (--sqlite PATH | --files DIR | --jsonl FILE |\n"
+"                    --postgresql CONNINFO)... [options]\n"
 "       " PROG " --help\n"
 "\n"
 "Checks an output against a kwal-loadgen workload (the sequence numbers\n"
@@ -634,6 +710,8 @@ static void print_usage(FILE *out)
 "                       name order (names starting with '.' or ending in .tmp\n"
 "                       are skipped)\n"
 "      --jsonl FILE     JSON lines, '-' for stdin\n"
+"      --postgresql CONNINFO  postgresql sink: its records table (a libpq\n"
+"                       connection string or postgresql:// URI)\n"
 "JSON lines are kcat -J envelopes: {\"topic\":..,\"partition\":..,\"offset\":..,\n"
 "\"tstype\":..,\"ts\":..,\"key\":..,\"payload\":..[,\"headers\":..]}; other fields\n"
 "are skipped; strict JSON (a line that is not counts as corrupt).\n"
@@ -679,6 +757,7 @@ static int opts_parse(int argc, char **argv, opts_t *o)
         { "sqlite", required_argument, NULL, 'q' },
         { "files", required_argument, NULL, 'f' },
         { "jsonl", required_argument, NULL, 'j' },
+        { "postgresql", required_argument, NULL, 'P' },
         { "max-list", required_argument, NULL, 'L' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -717,6 +796,7 @@ static int opts_parse(int argc, char **argv, opts_t *o)
         case 'q': rc = add_input(o, IN_SQLITE, optarg); break;
         case 'f': rc = add_input(o, IN_FILES, optarg); break;
         case 'j': rc = add_input(o, IN_JSONL, optarg); break;
+        case 'P': rc = add_input(o, IN_POSTGRESQL, optarg); break;
         case 'L':
             if (!kw_cli_parse_u64(optarg, 0, 1000000, &o->max_list))
                 return kw_cli_usage_error(PROG, "--max-list: '%s' is not a number in 0..1000000", optarg);
@@ -737,7 +817,7 @@ static int opts_parse(int argc, char **argv, opts_t *o)
     if (o->manifest == NULL && !o->have_expect)
         return kw_cli_usage_error(PROG, "give the workload: --manifest FILE or --expect N");
     if (o->ninputs == 0)
-        return kw_cli_usage_error(PROG, "give an output: --sqlite PATH, --files DIR or --jsonl FILE");
+        return kw_cli_usage_error(PROG, "give an output: --sqlite PATH, --files DIR, --jsonl FILE or --postgresql CONNINFO");
     return 0;
 }
 
@@ -796,6 +876,9 @@ int main(int argc, char **argv)
             break;
         case IN_FILES:
             rc = read_files(&v, in->path);
+            break;
+        case IN_POSTGRESQL:
+            rc = read_postgresql(&v, in->path);
             break;
         case IN_JSONL:
             if ((lines = read_jsonl(&v, in->path)) >= 0)

@@ -148,10 +148,10 @@ class VerifyResult:
 
 
 def verify(bins, manifest=None, expect=None, run_id=None, topic=None, sqlite=None, files=None,
-           save=None, timeout=300):
+           save=None, timeout=300, postgresql=None):
     """kwal-verify against a manifest (or expect + run_id) and an output
-    (sqlite: a path, or a list of paths pooled); the result (save: a path
-    for its stdout)."""
+    (sqlite: a path, or a list of paths pooled; postgresql: a connection
+    string); the result (save: a path for its stdout)."""
     argv = [bins.verify]
     if manifest:
         argv += ["--manifest", manifest]
@@ -165,6 +165,8 @@ def verify(bins, manifest=None, expect=None, run_id=None, topic=None, sqlite=Non
         argv += ["--sqlite", db]
     if files:
         argv += ["--files", files]
+    if postgresql:
+        argv += ["--postgresql", postgresql]
     rc, out, err = proc.run(argv, timeout)
     if save:
         with open(save, "w") as f:

@@ -1,0 +1,72 @@
+/*
+ * test_pg_server.c -- see test_pg_server.h.
+ */
+#include "test_pg_server.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+int test_pg_server_cmd(test_pg_server_t *s, const char *cmd)
+{
+    char line[2400];
+
+    test_path(line, sizeof(line), "'%s' %s --dir '%s' >>'%s/cmd.out' 2>&1",
+              s->bin, cmd, s->dir, s->dir);
+    return system(line) == 0 ? 0 : -1;
+}
+
+int test_pg_server_start(test_pg_server_t *s, const char *tag)
+{
+    const char *bindir = getenv("KWAL_BIN_DIR");
+    char path[1200];
+    uint8_t *data = NULL;
+    size_t len = 0;
+
+    memset(s, 0, sizeof(*s));
+    if (bindir == NULL || bindir[0] == '\0') {
+        fprintf(stderr, "%s: KWAL_BIN_DIR is not set (run through ctest); skipping "
+                "the tests that need a PostgreSQL server\n", tag);
+        return 0;
+    }
+    test_path(s->bin, sizeof(s->bin), "%s/kwal-pg-local", bindir);
+    if (access(s->bin, X_OK) != 0) {
+        fprintf(stderr, "%s: %s is missing\n", tag, s->bin);
+        return -1;
+    }
+    s->dir = test_tmpdir_new(tag);
+    if (s->dir == NULL)
+        return -1;
+    if (test_pg_server_cmd(s, "start --no-fsync") != 0) {
+        test_path(path, sizeof(path), "cat '%s/cmd.out' >&2", s->dir);
+        if (system(path) != 0)
+            fprintf(stderr, "(no output)\n");
+        fprintf(stderr, "%s: kwal-pg-local could not start PostgreSQL\n", tag);
+        return -1;
+    }
+    test_path(path, sizeof(path), "%s/conninfo", s->dir);
+    if (test_read_file(path, &data, &len) != 0 || len == 0 || len >= sizeof(s->conninfo)) {
+        free(data);
+        return -1;
+    }
+    memcpy(s->conninfo, data, len);
+    s->conninfo[len] = '\0';
+    s->conninfo[strcspn(s->conninfo, "\r\n")] = '\0';
+    free(data);
+    return 1;
+}
+
+void test_pg_server_stop(test_pg_server_t *s)
+{
+    if (s->dir == NULL)
+        return;
+    (void)test_pg_server_cmd(s, "destroy");
+    if (getenv("KWAL_KEEP_TMP") == NULL)
+        test_rmtree(s->dir);
+    free(s->dir);
+    s->dir = NULL;
+}
