@@ -122,6 +122,7 @@ void kw_cli_on_stop_signals(void (*handler)(int))
 #endif
 #endif
 
+#ifndef KW_CLI_SANITIZER
 static const char *crash_prog = "?";
 
 static void put_str(const char *s)
@@ -162,6 +163,7 @@ static void on_crash(int sig)
     sigaction(sig, &sa, NULL);
     raise(sig);
 }
+#endif
 
 int kw_cli_on_crash_signals(const char *prog)
 {
