@@ -94,7 +94,7 @@ static const char *pg__msg(const PGconn *c, const PGresult *r, char *buf, size_t
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
         buf[--n] = '\0';
     for (char *p = buf; *p != '\0'; p++)
-        if (*p == '\n')
+        if (*p == '\n' || *p == '\t')
             *p = ' ';
     return buf;
 }
@@ -316,9 +316,12 @@ static void pg__close(kw_sink_t *s)
  * a URI (postgresql://...), "//..." -- the URI is given back its scheme. */
 static kw_err_t pg__open(kw_sink_t *s, const char *arg, char *errstr, size_t errlen)
 {
-    static const char *const keys[] = {"connect_timeout", "application_name", "dbname",
-                                       NULL};
-    const char *vals[4] = {"10", "kwal", NULL, NULL};
+    /* a dead server or network is noticed: keepalives after 10 s idle,
+     * and data unacknowledged for 60 s ends the connection */
+    static const char *const keys[] = {"connect_timeout", "application_name", "keepalives_idle",
+                                       "keepalives_interval", "keepalives_count",
+                                       "tcp_user_timeout", "dbname", NULL};
+    const char *vals[8] = {"10", "kwal", "10", "5", "3", "60000", NULL, NULL};
     pg__sink_t *g = calloc(1, sizeof(*g));
     char *conninfo = NULL, m[600];
     kw_err_t err;
@@ -361,7 +364,7 @@ static kw_err_t pg__open(kw_sink_t *s, const char *arg, char *errstr, size_t err
         return kw_seterr(errstr, errlen, KW_ENOMEM, "sink postgresql: out of memory");
     }
     /* our defaults first: what the connection string says wins */
-    vals[2] = conninfo;
+    vals[6] = conninfo;
     g->conn = PQconnectdbParams(keys, vals, 1);
     free(conninfo);
     if (g->conn == NULL) {

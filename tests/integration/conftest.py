@@ -31,6 +31,11 @@ and kwal's side (kwalh.proc, kwalh.services, kwalh.kwal):
                     after the test if still running.
     names           names.topic(), names.group(): unique per test, so tests
                     can share one Kafka cluster and one ZooKeeper layout.
+    pg              a database of the test's own (kwalh.postgres.Database:
+                    .conninfo, .sql(q) -> rows) on one PostgreSQL server for
+                    the session (kwalh.postgres.PostgreSQL, started on first
+                    use, fsync on); a test may stop, kill and start the
+                    server (pg.server): it is running again after the test.
 
 Marker `harness`: the tests of the test kit and the runners (the Kafka
 launcher, the mock cluster, kwal-zk-local, the chaos, compare and bench
@@ -49,7 +54,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools" / "harness"))
 
 from kwalh.kafka import DEFAULT_VERSION, KafkaCluster  # noqa: E402
-from kwalh import proc, services  # noqa: E402
+from kwalh import postgres, proc, services  # noqa: E402
 from kwalh.kwal import Kwal, write_conf  # noqa: E402
 
 
@@ -139,6 +144,25 @@ def kwal_factory(tmp_path, bins):
     for k in made:
         if k.alive():
             k.kill()
+
+
+@pytest.fixture(scope="session")
+def _pg_session(tmp_path_factory):
+    server = postgres.PostgreSQL(str(tmp_path_factory.mktemp("pg")))
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg(_pg_session, request):
+    server = _pg_session
+    num = request.node.path.stem[5:9]
+    name = "t%s_%s" % (num, "".join(c if c.isalnum() else "_" for c in request.node.name))
+    db = postgres.Database(server, name[:60].lower())
+    yield db
+    if not server.running():
+        server.start()
 
 
 class _Names:

@@ -18,8 +18,10 @@ group:
 
 kwal's contenders write to --sink: sqlite (default, kwal's default: the
 records stored, with their keys, and a record delivered twice stored once),
-file (a JSON-lines file per batch, fsynced and renamed: the counterpart of
-Spark's files) or null; direct always to sqlite (its ranges live there).
+postgresql (the same tables on a PostgreSQL server the runner starts on
+loopback, fsync on, a database per run), file (a JSON-lines file per batch,
+fsynced and renamed: the counterpart of Spark's files) or null; direct to
+sqlite, or postgresql with --sink postgresql (its ranges live there).
 
 Workloads (--workloads; --scale multiplies every record count):
 
@@ -210,10 +212,13 @@ def parse_args(argv):
     p.add_argument("--brokers", type=int, choices=(1, 3), default=1,
                    help="nodes of the local Kafka cluster (default 1; 3: RF 3, "
                    "min.insync.replicas 2)")
-    p.add_argument("--sink", choices=("sqlite", "file", "null"), default="sqlite",
+    p.add_argument("--sink", choices=("sqlite", "postgresql", "file", "null"),
+                   default="sqlite",
                    help="sink of receive, receive-3, receive-no-wal and direct-alo: sqlite "
-                   "(default), file (a JSON-lines file per batch, fsynced: what Spark's "
-                   "contender writes, without the fsync) or null; direct always uses sqlite")
+                   "(default), postgresql (a local server the runner starts), file (a "
+                   "JSON-lines file per batch, fsynced: what Spark's contender writes, "
+                   "without the fsync) or null; direct uses sqlite, or postgresql with "
+                   "--sink postgresql")
     p.add_argument("--batch-ms", type=positive("batch-ms"), default=2000,
                    help="kwal's batch.interval.ms and Spark's batch interval (default 2000, "
                    "kwal's default)")
@@ -537,6 +542,7 @@ class Bench:
         self.zk = None
         self.zk_connect = None
         self.kafka = None
+        self.pg = None              # --sink postgresql: the local server
         self.tools = None           # a KafkaCluster for its tools (-c: topics)
         self.bs = None
         self.plan = None
@@ -621,11 +627,21 @@ class Bench:
             self.tools = KafkaCluster(self.path("kafka-tools"), nodes=1)
             self.say("    cluster: Kafka %s, ZooKeeper %s (from %s)" % (self.bs, self.zk_connect,
                                                                       a.conf))
+            self.start_pg()
             return
         self.zk, self.zk_connect, self.kafka, self.bs = services.start_local(
             self.bins, self.path("zk"), self.path("kafka"), nodes=a.brokers)
         self.say("    ZooKeeper %s; Kafka %s (Apache Kafka, %d node(s))"
                  % (self.zk_connect, self.bs, a.brokers))
+        self.start_pg()
+
+    def start_pg(self):
+        if self.a.sink != "postgresql":
+            return
+        from .postgres import PostgreSQL
+        self.pg = PostgreSQL(self.path("pg"))
+        self.pg.start()
+        self.say("    PostgreSQL %s (sink)" % self.pg.conninfo)
 
     def create_topic(self, name):
         services.create_topic(self.kafka, self.tools, self.bs, name, self.a.partitions)
@@ -828,7 +844,12 @@ class Bench:
             s["wal.dirs"] = ",".join(os.path.join(d, "wal%d" % i) for i in range(reps))
             if reps == 3:
                 s["wal.write.quorum"] = 2
-        if st.contender == "direct" or a.sink == "sqlite":
+        if a.sink == "postgresql":
+            from .postgres import Database
+            db = Database(self.pg, "bench_%s_%s_%d" % (st.workload, st.contender.replace("-", "_"),
+                                                       st.run))
+            s["sink"] = "postgresql:" + db.conninfo
+        elif st.contender == "direct" or a.sink == "sqlite":
             s["sink"] = "sqlite:" + os.path.join(d, "sink.db")
         elif a.sink == "file":
             s["sink"] = "file:" + os.path.join(d, "out")
@@ -1227,10 +1248,11 @@ class Bench:
         md = ["# kwal bench", "",
               "`%s`" % self.rerun(), "",
               "%s; Kafka %s; %s; %s CPUs; %s; batch.interval.ms = Spark's batch = %d ms; "
-              "kwal sink %s (direct: sqlite)." % (
+              "kwal sink %s (direct: %s)." % (
                   self.bins.version(), self.bs, started, os.cpu_count() or "?",
                   time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), self.plan.batch_ms,
-                  self.plan.sink), "",
+                  self.plan.sink, "postgresql" if self.plan.sink == "postgresql"
+                  else "sqlite"), "",
               "Records/s: steady state, from the moment the contender can read to the last "
               "record stored (medians of verified runs); start-up apart. \"vs kcat\" / \"vs "
               "Spark\": the contender's records/s over theirs, in the same run.", "",
@@ -1304,6 +1326,11 @@ class Bench:
         if not self.a.conf and self.zk is not None and self.zk.dir \
                 and os.path.isdir(self.zk.dir):
             self.zk.stop()
+        if self.pg is not None:
+            try:
+                self.pg.stop() if self.a.keep else self.pg.destroy()
+            except Exception:               # noqa: BLE001 -- best effort at exit
+                pass
         proc.kill_all()
         if self.out and not self.a.keep:
             for sub in ("zk", "kafka", "kafka-tools"):

@@ -7,8 +7,10 @@ up with every record exactly once. One local ZooKeeper (kwal-zk-local,
 trials side by side, so that one trial's faults never touch another): a real
 3-node KRaft cluster (topics RF=3, min.insync.replicas=2, producer acks=all)
 or the mock cluster (--kafka). Each trial gets a fresh topic, consumer
-group, 3-replica WAL (write quorum 2) and SQLite sink, and a plan drawn from
-a PRNG seeded with (seed, trial) (kwalh.plan; --plans prints them).
+group, 3-replica WAL (write quorum 2) and sink -- an SQLite file, or with
+--sink postgresql a database of its own on one local PostgreSQL server the
+runner starts -- and a plan drawn from a PRNG seeded with (seed, trial)
+(kwalh.plan; --plans prints them).
 
 The pieces, Jepsen's way:
 
@@ -44,8 +46,8 @@ import time
 from . import checkers, plan as planmod, proc, services
 from .history import History
 from .kwal import Kwal, wal_repair, wal_verify, write_conf
-from .workload import (Loadgen, nearest_rank, read_manifest, sqlite_count,
-                       sqlite_end_offsets, verify)
+from .workload import (Loadgen, PgStore, SqliteStore, nearest_rank, read_manifest,
+                       verify)
 
 PROG = "tools/chaos"
 
@@ -131,6 +133,9 @@ def parse_args(argv):
     p.add_argument("--classic", action="store_true",
                    help="run `kwal receive --classic` (no ZooKeeper repair in recovery): "
                    "duplicate deliveries are then expected")
+    p.add_argument("--sink", choices=("sqlite", "postgresql"), default="sqlite",
+                   help="the trials' sink: sqlite (default) or postgresql (a local server "
+                   "the runner starts; a database per trial)")
     p.add_argument("-X", dest="xargs", action="append", type=kv_arg, default=[],
                    metavar="KEY=VALUE", help="extra kwal setting for every run (repeatable)")
     p.add_argument("--keep", action="store_true",
@@ -378,6 +383,11 @@ class Trial:
         self.group = "chaos-g%d" % k
         self.conf = os.path.join(self.dir, "k.conf")
         self.db = os.path.join(self.dir, "out.db")
+        if runner.pg is not None:
+            from .postgres import Database
+            self.store = PgStore(Database(runner.pg, "chaos_%d_%d" % (self.plan.seed, k)))
+        else:
+            self.store = SqliteStore(self.db)
         self.history = History()
         self.producer = None
         self.out = []            # lines for stdout (printed by the runner)
@@ -402,7 +412,7 @@ class Trial:
     # --- what is in
 
     def stored(self):
-        return sqlite_count(self.db, self.topic)
+        return self.store.count(self.topic)
 
     def all_in(self, backlog):
         """Everything is stored -- or, for a run holding its batches back,
@@ -506,7 +516,7 @@ class Trial:
             "block.max.bytes": "16K",
             "block.interval.ms": 50,
             "batch.interval.ms": 200,
-            "sink": "sqlite:" + self.db,
+            "sink": self.store.spec,
         }
         write_conf(self.conf, s, "tools/chaos seed %d trial %d (kafka %s)"
                    % (self.plan.seed, self.plan.trial, self.kafka.kind))
@@ -568,13 +578,13 @@ class Trial:
         m = read_manifest(manifest)
         h.add("observe", what="manifest",
               delivered=int(m["delivered"]) if m.get("delivered", "").isdigit() else None)
-        v = verify(self.bins, manifest=manifest, sqlite=self.db,
+        v = verify(self.bins, manifest=manifest, **self.store.verify_args(),
                    save=os.path.join(self.dir, "verify.out"))
         h.add("observe", what="verify", **v.as_dict())
         if v.summary.get("duplicates", 0):
             h.add("observe", what="kafka-dups", count=self.kafka_dups())
-        if os.path.exists(self.db):
-            sink_end = sqlite_end_offsets(self.db, self.topic, p.partitions)
+        if self.store.exists():
+            sink_end = self.store.end_offsets(self.topic, p.partitions)
             zk = self.slot.zk.offsets(self.group, self.topic, p.partitions)
             ke = self.kafka.end_offsets(self.topic)
             h.add("observe", what="zk-offsets",
@@ -633,6 +643,7 @@ class Runner:
         self.kafka_kind = kafka_kind
         self.work = None
         self.slots = []
+        self.pg = None              # --sink postgresql: the server every trial shares
         self.stopping = threading.Event()
         self.failed_any = False
 
@@ -645,6 +656,8 @@ class Runner:
         s = "%s --seed %d --trial %d --kafka %s" % (PROG, a.seed, k, self.kafka_kind)
         if a.classic:
             s += " --classic"
+        if a.sink != "sqlite":
+            s += " --sink %s" % a.sink
         if a.records != 3000:
             s += " --records %d" % a.records
         if a.partitions != 4:
@@ -684,6 +697,10 @@ class Runner:
         os.makedirs(base, exist_ok=True)
         self.work = tempfile.mkdtemp(prefix="kwal-chaos.", dir=base)
         t_start = time.monotonic()
+        if a.sink == "postgresql":
+            from .postgres import PostgreSQL
+            self.pg = PostgreSQL(os.path.join(self.work, "pg"))
+            self.pg.start()
         mode_word = "receive --classic" if a.classic else "receive"
         for i in range(1, a.jobs + 1):
             s = Slot(i, self.work, self.bins, self.kafka_kind)
@@ -748,14 +765,14 @@ class Runner:
               "dup_delivered=%d dup_stored=%d kafka_dups=%d recovery_ms_max=%d "
               "recovery_ms_mean=%d recovery_ms_p50=%d recovery_ms_p90=%d recovery_ms_p99=%d "
               "restarts=%d kills=%d crash_points_reached=%d faults=%d "
-              "applied=%d mode=%s kafka=%s jobs=%d slot_restarts=%d time=%ds status=%s%s"
+              "applied=%d mode=%s kafka=%s sink=%s jobs=%d slot_restarts=%d time=%ds status=%s%s"
               % (a.seed, n, n_pass, len(failed), tot["produced"], tot["stored"], tot["missing"],
                  tot["dup_delivered"], tot["dup_stored"], tot["kafka_dups"],
                  max(recs) if recs else 0, sum(recs) // len(recs) if recs else 0,
                  nearest_rank(recs, 0.50), nearest_rank(recs, 0.90), nearest_rank(recs, 0.99),
                  len(recs),
                  tot["kills"], tot["reached"], tot["faults"], tot["applied"], mode_word,
-                 self.kafka_kind, a.jobs, sum(s.restarts for s in self.slots),
+                 self.kafka_kind, a.sink, a.jobs, sum(s.restarts for s in self.slots),
                  int(time.monotonic() - t_start), status,
                  " failed_trials=" + ",".join(map(str, failed)) if failed else ""), flush=True)
         return 0 if not failed else 1
@@ -765,6 +782,11 @@ class Runner:
         proc.kill_all()
         for s in self.slots:
             s.stop()
+        if self.pg is not None:
+            try:
+                self.pg.stop() if (self.args.keep or self.failed_any) else self.pg.destroy()
+            except proc.HarnessError as e:
+                print("chaos: PostgreSQL: %s" % e, file=sys.stderr, flush=True)
         proc.kill_all()
         if self.work:
             if self.args.keep or self.failed_any:

@@ -207,3 +207,57 @@ def sqlite_end_offsets(path, topic, partitions):
         return res
     finally:
         db.close()
+
+
+# --- a sink's store, whichever kind: what runners poll and verify ----------------
+
+class SqliteStore:
+    """sink=sqlite:PATH, read with Python's sqlite3 (read-only)."""
+
+    kind = "sqlite"
+
+    def __init__(self, path):
+        self.path = path
+        self.spec = "sqlite:" + path
+
+    def count(self, topic):
+        return sqlite_count(self.path, topic)
+
+    def exists(self):
+        return os.path.exists(self.path)
+
+    def end_offsets(self, topic, partitions):
+        return sqlite_end_offsets(self.path, topic, partitions)
+
+    def verify_args(self):
+        return {"sqlite": self.path}
+
+
+class PgStore:
+    """sink=postgresql:CONNINFO on a database of its own (a
+    kwalh.postgres.Database), read with psql."""
+
+    kind = "postgresql"
+
+    def __init__(self, db):
+        self.db = db
+        self.spec = "postgresql:" + db.conninfo
+
+    def count(self, topic):
+        try:
+            return int(self.db.value("SELECT COUNT(*) FROM records WHERE topic = '%s'"
+                                     % topic.replace("'", "''")) or 0)
+        except proc.HarnessError:
+            return 0                    # no table yet, or the server is away
+
+    def exists(self):
+        return True
+
+    def end_offsets(self, topic, partitions):
+        rows = self.db.sql("SELECT partition, MAX(\"offset\") + 1 FROM records WHERE "
+                           "topic = '%s' GROUP BY partition" % topic.replace("'", "''"))
+        got = {int(p): int(e) for p, e in rows}
+        return {p: got.get(p, 0) for p in range(partitions)}
+
+    def verify_args(self):
+        return {"postgresql": self.db.conninfo}
