@@ -30,6 +30,7 @@
 
 #include "kw_fault.h"
 #include "sink.h"
+#include "test_sink_util.h"
 #include "test_util.h"
 
 typedef struct tstate {
@@ -56,45 +57,6 @@ static int teardown(void **state)
     free(s->dir);
     free(s);
     return 0;
-}
-
-static kw_sink_t *open_ok(const char *spec)
-{
-    kw_sink_t *k = NULL;
-    char err[512];
-
-    if (kw_sink_open(spec, &k, err, sizeof(err)) != KW_OK)
-        fail_msg("open %s: %s", spec, err);
-    return k;
-}
-
-static kw_record_t rec(const char *topic, int32_t part, int64_t off, const char *value)
-{
-    kw_record_t r;
-
-    memset(&r, 0, sizeof(r));
-    r.topic = topic;
-    r.partition = part;
-    r.offset = off;
-    r.tstype = KW_TS_CREATE_TIME;
-    r.timestamp = 1700000000000 + off;
-    r.key = "k";
-    r.key_len = 1;
-    r.value = value;
-    r.value_len = value != NULL ? strlen(value) : 0;
-    return r;
-}
-
-static kw_sink_stats_t write_ok(kw_sink_t *k, uint64_t batch, const kw_record_t *r,
-                                size_t n)
-{
-    kw_sink_stats_t st;
-    char err[512];
-
-    if (kw_sink_write_batch(k, batch, r, n, &st, err, sizeof(err)) != KW_OK)
-        fail_msg("write batch %llu: %s", (unsigned long long)batch, err);
-    assert_int_equal(st.delivered, n);
-    return st;
 }
 
 static int64_t db_int(sqlite3 *db, const char *sql)
@@ -158,21 +120,21 @@ static void test_specs(void **state)
     assert_int_equal(kw_sink_open(NULL, &k, err, sizeof(err)), KW_ECONFIG);
 
     test_path(spec, sizeof(spec), "sqlite:%s/out.db", s->dir);
-    k = open_ok(spec);
+    k = sink_open_ok(spec);
     assert_int_equal(kw_sink_kind(k), KW_SINK_SQLITE);
     assert_string_equal(kw_sink_kind_name(k), "sqlite");
     assert_int_equal(kw_sink_ranges_supported(k), 1);
     kw_sink_close(k);
     test_path(spec, sizeof(spec), "file:%s/out", s->dir);
-    k = open_ok(spec);
+    k = sink_open_ok(spec);
     assert_int_equal(kw_sink_kind(k), KW_SINK_FILE);
     assert_int_equal(kw_sink_ranges_supported(k), 0);
     kw_sink_close(k);
-    k = open_ok("jsonl");
+    k = sink_open_ok("jsonl");
     assert_string_equal(kw_sink_kind_name(k), "jsonl");
     assert_int_equal(kw_sink_ranges_supported(k), 0);
     kw_sink_close(k);
-    k = open_ok("null");
+    k = sink_open_ok("null");
     assert_int_equal(kw_sink_kind(k), KW_SINK_NULL);
     assert_int_equal(kw_sink_ranges_supported(k), 0);
     kw_sink_close(k);
@@ -180,7 +142,7 @@ static void test_specs(void **state)
 
     /* A database in a directory that does not exist: the directory is made. */
     test_path(spec, sizeof(spec), "sqlite:%s/no/such/out.db", s->dir);
-    k = open_ok(spec);
+    k = sink_open_ok(spec);
     kw_sink_close(k);
     /* One that cannot be made (a file on the way): KW_EIO with the path. */
     test_path(spec, sizeof(spec), "sqlite:%s/no/such/out.db/x/out.db", s->dir);
@@ -205,7 +167,7 @@ static void test_sqlite_schema_exact(void **state)
 
     test_path(path, sizeof(path), "%s/out.db", s->dir);
     test_path(spec, sizeof(spec), "sqlite:%s", path);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
     kw_sink_close(s->sink);
     s->sink = NULL;
 
@@ -259,7 +221,7 @@ static void test_sqlite_schema_exact(void **state)
     sqlite3_close(db);
 
     /* Reopening an existing output keeps it. */
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
 }
 
 static void test_sqlite_store_and_read_back(void **state)
@@ -274,19 +236,19 @@ static void test_sqlite_store_and_read_back(void **state)
 
     test_path(path, sizeof(path), "%s/out.db", s->dir);
     test_path(spec, sizeof(spec), "sqlite:%s", path);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
 
-    r[0] = rec("t", 0, 10, "hello");
-    r[1] = rec("t", 0, 11, NULL);          /* null payload */
+    r[0] = sink_rec("t", 0, 10, "hello");
+    r[1] = sink_rec("t", 0, 11, NULL);          /* null payload */
     r[1].key = NULL;                       /* null key */
     r[1].tstype = KW_TS_NOT_AVAILABLE;
     r[1].timestamp = -1;
-    r[2] = rec("u", 3, 7, NULL);
+    r[2] = sink_rec("u", 3, 7, NULL);
     r[2].key = "";                         /* empty key */
     r[2].key_len = 0;
     r[2].value = bin;                      /* binary payload, NULs inside */
     r[2].value_len = sizeof(bin);
-    st = write_ok(s->sink, 1, r, 3);
+    st = sink_write_ok(s->sink, 1, r, 3);
     assert_int_equal(st.stored, 3);
     assert_int_equal(st.duplicates_delivered, 0);
 
@@ -333,41 +295,41 @@ static void test_sqlite_duplicates(void **state)
 
     test_path(path, sizeof(path), "%s/out.db", s->dir);
     test_path(spec, sizeof(spec), "sqlite:%s", path);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
     for (int i = 0; i < 3; i++)
-        a[i] = rec("t", 0, i, "v");
-    st = write_ok(s->sink, 1, a, 3);
+        a[i] = sink_rec("t", 0, i, "v");
+    st = sink_write_ok(s->sink, 1, a, 3);
     assert_int_equal(st.stored, 3);
 
     /* The same batch again (the tracker never heard of the commit): a replay,
      * recognised whole; nothing written. */
-    st = write_ok(s->sink, 1, a, 3);
+    st = sink_write_ok(s->sink, 1, a, 3);
     assert_int_equal(st.stored, 0);
     assert_int_equal(st.duplicates_delivered, 3);
 
     /* A new batch overlapping the old one (e.g. --classic mode re-consumes):
      * the overlap is counted, not stored twice. A record twice in one batch
      * too. */
-    b[0] = rec("t", 0, 2, "v");
-    b[1] = rec("t", 0, 3, "v");
-    b[2] = rec("t", 0, 3, "v");
-    b[3] = rec("t", 1, 0, "v");
-    st = write_ok(s->sink, 2, b, 4);
+    b[0] = sink_rec("t", 0, 2, "v");
+    b[1] = sink_rec("t", 0, 3, "v");
+    b[2] = sink_rec("t", 0, 3, "v");
+    b[3] = sink_rec("t", 1, 0, "v");
+    st = sink_write_ok(s->sink, 2, b, 4);
     assert_int_equal(st.stored, 2);
     assert_int_equal(st.duplicates_delivered, 2);
 
     /* Across a restart of the sink: batch 2 is still recognised. */
     kw_sink_close(s->sink);
-    s->sink = open_ok(spec);
-    st = write_ok(s->sink, 2, b, 4);
+    s->sink = sink_open_ok(spec);
+    st = sink_write_ok(s->sink, 2, b, 4);
     assert_int_equal(st.stored, 0);
     assert_int_equal(st.duplicates_delivered, 4);
 
     /* A reused id with other records: stored record by record, never skipped. */
     test_log_capture_begin();
-    c[0] = rec("t", 5, 0, "new");
-    c[1] = rec("t", 0, 0, "old");
-    st = write_ok(s->sink, 1, c, 2);
+    c[0] = sink_rec("t", 5, 0, "new");
+    c[1] = sink_rec("t", 0, 0, "old");
+    st = sink_write_ok(s->sink, 1, c, 2);
     assert_int_equal(st.stored, 1);
     assert_int_equal(st.duplicates_delivered, 1);
     assert_int_equal(test_log_count(KW_LOG_WARN, "batch id reused"), 1);
@@ -472,8 +434,8 @@ static uint64_t last_batch_of(kw_sink_t *k)
 static void test_txn_commit(void **state)
 {
     tstate_t *s = *state;
-    kw_record_t r[3] = { rec("t", 0, 10, "a"), rec("t", 0, 11, "b"), rec("t", 1, 5, "c") };
-    kw_record_t r2[1] = { rec("t", 0, 12, "d") };
+    kw_record_t r[3] = { sink_rec("t", 0, 10, "a"), sink_rec("t", 0, 11, "b"), sink_rec("t", 1, 5, "c") };
+    kw_record_t r2[1] = { sink_rec("t", 0, 12, "d") };
     kw_sink_stats_t st;
     kw_sink_totals_t tot;
     char path[700], spec[710];
@@ -481,7 +443,7 @@ static void test_txn_commit(void **state)
 
     test_path(path, sizeof(path), "%s/out.db", s->dir);
     test_path(spec, sizeof(spec), "sqlite:%s", path);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
     assert_int_equal(next_of(s->sink, "t", 0), -1);
     assert_int_equal(last_batch_of(s->sink), 0);
 
@@ -530,7 +492,7 @@ static void test_txn_commit(void **state)
 
     /* After a restart the same. */
     kw_sink_close(s->sink);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
     assert_int_equal(next_of(s->sink, "t", 0), 13);
     assert_int_equal(last_batch_of(s->sink), 5);
     sqlite3_close(db);
@@ -544,9 +506,9 @@ static void test_txn_commit(void **state)
 static void test_txn_range_fence(void **state)
 {
     tstate_t *s = *state;
-    kw_record_t r[2] = { rec("t", 0, 10, "a"), rec("t", 0, 11, "b") };
-    kw_record_t a[1] = { rec("t", 0, 12, "c") }, b[2] = { rec("t", 0, 12, "c"),
-                                                          rec("t", 1, 0, "x") };
+    kw_record_t r[2] = { sink_rec("t", 0, 10, "a"), sink_rec("t", 0, 11, "b") };
+    kw_record_t a[1] = { sink_rec("t", 0, 12, "c") }, b[2] = { sink_rec("t", 0, 12, "c"),
+                                                          sink_rec("t", 1, 0, "x") };
     kw_sink_t *other;
     kw_sink_totals_t tot;
     char path[700], spec[710], err[512];
@@ -554,8 +516,8 @@ static void test_txn_range_fence(void **state)
 
     test_path(path, sizeof(path), "%s/out.db", s->dir);
     test_path(spec, sizeof(spec), "sqlite:%s", path);
-    s->sink = open_ok(spec);
-    other = open_ok(spec);
+    s->sink = sink_open_ok(spec);
+    other = sink_open_ok(spec);
     txn_open_ok(s->sink, 1, r, 2);
     assert_int_equal(kw_sink_txn_put_range(s->sink, "t", 0, -1, 10, 12, err, sizeof(err)),
                      KW_OK);
@@ -608,15 +570,15 @@ static void test_txn_range_fence(void **state)
 static void test_txn_begin_next(void **state)
 {
     tstate_t *s = *state;
-    kw_record_t r[1] = { rec("t", 0, 0, "a") }, r2[1] = { rec("t", 1, 0, "b") };
+    kw_record_t r[1] = { sink_rec("t", 0, 0, "a") }, r2[1] = { sink_rec("t", 1, 0, "b") };
     kw_sink_t *other, *jsonl;
     uint64_t id = 0;
     char path[700], spec[710], err[512];
 
     test_path(path, sizeof(path), "%s/out.db", s->dir);
     test_path(spec, sizeof(spec), "sqlite:%s", path);
-    s->sink = open_ok(spec);
-    other = open_ok(spec);
+    s->sink = sink_open_ok(spec);
+    other = sink_open_ok(spec);
     assert_int_equal(kw_sink_txn_begin_next(s->sink, 1, &id, err, sizeof(err)), KW_OK);
     assert_int_equal(id, 1);
     assert_int_equal(kw_sink_txn_write(s->sink, r, 1, err, sizeof(err)), KW_OK);
@@ -637,7 +599,7 @@ static void test_txn_begin_next(void **state)
     /* one open at a time; bad min_id; kinds without ranges refuse */
     assert_int_equal(kw_sink_txn_begin_next(other, 1, &id, err, sizeof(err)), KW_EINVAL);
     assert_int_equal(kw_sink_txn_begin_next(s->sink, 0, &id, err, sizeof(err)), KW_EINVAL);
-    jsonl = open_ok("null");
+    jsonl = sink_open_ok("null");
     assert_int_equal(kw_sink_txn_begin_next(jsonl, 1, &id, err, sizeof(err)), KW_EINVAL);
     assert_non_null(strstr(err, "only sqlite"));
     kw_sink_close(jsonl);
@@ -647,7 +609,7 @@ static void test_txn_begin_next(void **state)
 static void test_txn_abort(void **state)
 {
     tstate_t *s = *state;
-    kw_record_t r[2] = { rec("t", 0, 0, "a"), rec("t", 0, 1, "b") };
+    kw_record_t r[2] = { sink_rec("t", 0, 0, "a"), sink_rec("t", 0, 1, "b") };
     kw_sink_stats_t st;
     kw_sink_totals_t tot;
     char path[700], spec[710];
@@ -655,7 +617,7 @@ static void test_txn_abort(void **state)
 
     test_path(path, sizeof(path), "%s/out.db", s->dir);
     test_path(spec, sizeof(spec), "sqlite:%s", path);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
     kw_sink_txn_abort(s->sink);                 /* none open: a no-op */
 
     txn_open_ok(s->sink, 1, r, 2);
@@ -681,7 +643,7 @@ static void test_txn_abort(void **state)
     assert_string_equal(db_text(db, RANGES_SQL), "1:t/0[0,2)");
 
     /* Closing with a transaction open aborts it. */
-    r[0] = rec("t", 0, 2, "c");
+    r[0] = sink_rec("t", 0, 2, "c");
     txn_open_ok(s->sink, 2, r, 1);
     put_ok(s->sink, "t", 0, 2, 3);
     kw_sink_close(s->sink);
@@ -695,8 +657,8 @@ static void test_txn_abort(void **state)
 static void test_txn_replay(void **state)
 {
     tstate_t *s = *state;
-    kw_record_t r[2] = { rec("t", 0, 10, "a"), rec("t", 0, 11, "b") };
-    kw_record_t other[2] = { rec("t", 0, 11, "b"), rec("t", 0, 12, "c") };
+    kw_record_t r[2] = { sink_rec("t", 0, 10, "a"), sink_rec("t", 0, 11, "b") };
+    kw_record_t other[2] = { sink_rec("t", 0, 11, "b"), sink_rec("t", 0, 12, "c") };
     kw_sink_stats_t st;
     kw_sink_totals_t tot;
     char path[700], spec[710], err[512];
@@ -705,7 +667,7 @@ static void test_txn_replay(void **state)
 
     test_path(path, sizeof(path), "%s/out.db", s->dir);
     test_path(spec, sizeof(spec), "sqlite:%s", path);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
     txn_open_ok(s->sink, 4, r, 2);
     put_ok(s->sink, "t", 0, 10, 12);
     commit_ok(s->sink);
@@ -728,13 +690,13 @@ static void test_txn_replay(void **state)
 
     /* Across a restart too, and through write_batch. */
     kw_sink_close(s->sink);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
     txn_open_ok(s->sink, 4, r, 2);
     put_ok(s->sink, "t", 0, 10, 12);
     put_ok(s->sink, "t", 1, 0, 5);              /* not stored either */
     st = commit_ok(s->sink);
     assert_int_equal(st.duplicates_delivered, 2);
-    st = write_ok(s->sink, 4, r, 2);
+    st = sink_write_ok(s->sink, 4, r, 2);
     assert_int_equal(st.duplicates_delivered, 2);
     assert_string_equal(db_text(db, RANGES_SQL), "4:t/0[10,12)");
     kw_sink_get_totals(s->sink, &tot);
@@ -765,7 +727,7 @@ static void test_txn_replay(void **state)
 static void test_txn_errors(void **state)
 {
     tstate_t *s = *state;
-    kw_record_t r[1] = { rec("t", 0, 0, "a") };
+    kw_record_t r[1] = { sink_rec("t", 0, 0, "a") };
     static const struct { const char *topic; int32_t part; int64_t from, until; } bad[] = {
         { NULL, 0, 0, 1 }, { "t", -1, 0, 1 }, { "t", 0, -1, 1 }, { "t", 0, 5, 5 },
         { "t", 0, 6, 5 }
@@ -779,7 +741,7 @@ static void test_txn_errors(void **state)
 
     test_path(path, sizeof(path), "%s/out.db", s->dir);
     test_path(spec, sizeof(spec), "sqlite:%s", path);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
 
     /* Out of order with none open: KW_EINVAL, nothing to end. */
     assert_int_equal(kw_sink_txn_write(s->sink, r, 1, err, sizeof(err)), KW_EINVAL);
@@ -873,7 +835,7 @@ static void test_txn_errors(void **state)
 static void test_txn_other_kinds(void **state)
 {
     tstate_t *s = *state;
-    kw_record_t r[2] = { rec("t", 0, 0, "a"), rec("t", 0, 1, "b") };
+    kw_record_t r[2] = { sink_rec("t", 0, 0, "a"), sink_rec("t", 0, 1, "b") };
     kw_sink_stats_t st;
     kw_sink_totals_t tot;
     char dir[700], spec[710], path[800], err[512];
@@ -886,7 +848,7 @@ static void test_txn_other_kinds(void **state)
     test_path(spec, sizeof(spec), "file:%s", dir);
     test_path(path, sizeof(path), "%s/stdout", s->dir);
     for (size_t i = 0; i < 3; i++) {
-        s->sink = open_ok(i == 0 ? spec : kinds[i]);
+        s->sink = sink_open_ok(i == 0 ? spec : kinds[i]);
         assert_string_equal(kw_sink_kind_name(s->sink), kinds[i]);
         assert_int_equal(kw_sink_ranges_supported(s->sink), 0);
         assert_int_equal(kw_sink_range_next(s->sink, "t", 0, &next, err, sizeof(err)),
@@ -988,8 +950,8 @@ static void make_old_db(const char *path, int with_ranges)
 static void test_schema_version(void **state)
 {
     tstate_t *s = *state;
-    kw_record_t r[1] = { rec("t", 0, 7, "v") };
-    kw_record_t r2[1] = { rec("t", 0, 8, "w") };
+    kw_record_t r[1] = { sink_rec("t", 0, 7, "v") };
+    kw_record_t r2[1] = { sink_rec("t", 0, 8, "w") };
     kw_sink_stats_t st;
     kw_sink_t *k = (kw_sink_t *)1;
     char path[700], spec[710], err[1024];
@@ -1001,7 +963,7 @@ static void test_schema_version(void **state)
     test_path(spec, sizeof(spec), "sqlite:%s", path);
     make_old_db(path, 1);
     test_log_capture_begin();
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
     assert_int_equal(test_log_count(KW_LOG_INFO, "no schema version"), 1);
     test_log_capture_end();
     db = db_open(path);
@@ -1009,7 +971,7 @@ static void test_schema_version(void **state)
     assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 1);
     assert_int_equal(next_of(s->sink, "t", 0), 8);
     assert_int_equal(last_batch_of(s->sink), 3);
-    st = write_ok(s->sink, 3, r, 1);
+    st = sink_write_ok(s->sink, 3, r, 1);
     assert_int_equal(st.duplicates_delivered, 1);
     txn_open_ok(s->sink, 4, r2, 1);
     put_ok(s->sink, "t", 0, 8, 9);
@@ -1023,7 +985,7 @@ static void test_schema_version(void **state)
     test_path(path, sizeof(path), "%s/receiver.db", s->dir);
     test_path(spec, sizeof(spec), "sqlite:%s", path);
     make_old_db(path, 0);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
     db = db_open(path);
     assert_int_equal(db_int(db, "PRAGMA user_version"), 1);
     assert_int_equal(db_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE name IN "
@@ -1061,56 +1023,10 @@ static void test_schema_version(void **state)
 /* In a child: batch 7 with a range, sink.mid-txn armed. Writes 'C' to fd
  * just before commit; exits 0 if commit returned KW_OK, KW_CRASH_EXIT if the
  * crash point fired, another status on any other failure. */
-static void crash_child(const char *spec, int fd, const kw_record_t *r, size_t n)
-{
-    kw_sink_t *k = NULL;
-    kw_sink_stats_t st;
-    char err[512];
-
-    if (kw_sink_open(spec, &k, err, sizeof(err)) != KW_OK)
-        _exit(10);
-    if (kw_crash_arm("sink.mid-txn", err, sizeof(err)) != KW_OK)
-        _exit(11);
-    if (kw_sink_txn_begin(k, 7, err, sizeof(err)) != KW_OK ||
-        kw_sink_txn_write(k, r, n, err, sizeof(err)) != KW_OK ||
-        kw_sink_txn_put_range(k, "t", 0, KW_SINK_RANGE_UNCHECKED,
-                              0, 2, err, sizeof(err)) != KW_OK)
-        _exit(12);
-    if (write(fd, "C", 1) != 1)
-        _exit(13);
-    if (kw_sink_txn_commit(k, &st, err, sizeof(err)) != KW_OK)
-        _exit(14);
-    _exit(st.duplicates_delivered == n ? 0 : 15);
-}
-
-/* Run crash_child; returns its exit status, and whether it reached commit. */
-static int run_crash_child(const char *spec, const kw_record_t *r, size_t n,
-                           int *reached_commit)
-{
-    int fds[2], status = 0;
-    char c = 0;
-    pid_t pid;
-
-    assert_int_equal(pipe(fds), 0);
-    fflush(NULL);
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(fds[0]);
-        crash_child(spec, fds[1], r, n);
-    }
-    close(fds[1]);
-    *reached_commit = read(fds[0], &c, 1) == 1 && c == 'C';
-    close(fds[0]);
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    return WEXITSTATUS(status);
-}
-
 static void test_txn_crash_mid_txn(void **state)
 {
     tstate_t *s = *state;
-    kw_record_t r[2] = { rec("t", 0, 0, "a"), rec("t", 0, 1, "b") };
+    kw_record_t r[2] = { sink_rec("t", 0, 0, "a"), sink_rec("t", 0, 1, "b") };
     kw_sink_stats_t st;
     char path[700], spec[710];
     int reached;
@@ -1120,7 +1036,7 @@ static void test_txn_crash_mid_txn(void **state)
     test_path(spec, sizeof(spec), "sqlite:%s", path);
 
     /* Dies in commit, after records and ranges: nothing of the batch stays. */
-    assert_int_equal(run_crash_child(spec, r, 2, &reached), KW_CRASH_EXIT);
+    assert_int_equal(sink_run_crash_child(spec, r, 2, &reached), KW_CRASH_EXIT);
     assert_true(reached);
     db = db_open(path);
     assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 0);
@@ -1128,7 +1044,7 @@ static void test_txn_crash_mid_txn(void **state)
     assert_int_equal(db_int(db, "SELECT COUNT(*) FROM direct_ranges"), 0);
 
     /* Delivered again, it is new: all of it stored. */
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
     txn_open_ok(s->sink, 7, r, 2);
     put_ok(s->sink, "t", 0, 0, 2);
     st = commit_ok(s->sink);
@@ -1137,7 +1053,7 @@ static void test_txn_crash_mid_txn(void **state)
     s->sink = NULL;
 
     /* A replay writes nothing and does not pass the crash point. */
-    assert_int_equal(run_crash_child(spec, r, 2, &reached), 0);
+    assert_int_equal(sink_run_crash_child(spec, r, 2, &reached), 0);
     assert_true(reached);
     assert_string_equal(db_text(db, RANGES_SQL), "7:t/0[0,2)");
     assert_int_equal(db_int(db, "SELECT COUNT(*) FROM records"), 2);
@@ -1158,7 +1074,7 @@ static char *json_of(const kw_record_t *r)
 static void test_json_envelope(void **state)
 {
     kw_record_header_t hdr[2] = { { "h1", 2, "v1", 2 }, { "h\"2", 3, NULL, 0 } };
-    kw_record_t r = rec("orders", 3, 42, "pay");
+    kw_record_t r = sink_rec("orders", 3, 42, "pay");
     char *j;
 
     (void)state;
@@ -1181,7 +1097,7 @@ static void test_json_envelope(void **state)
     free(j);
 
     /* No timestamp: like kcat, no tstype and no ts. Empty key: "". */
-    r = rec("t", 0, 0, "");
+    r = sink_rec("t", 0, 0, "");
     r.tstype = KW_TS_NOT_AVAILABLE;
     r.timestamp = -1;
     r.key = "";
@@ -1195,7 +1111,7 @@ static void test_json_envelope(void **state)
 /* The payload field of one encoded record whose payload is data[0..len). */
 static char *payload_json(const void *data, size_t len)
 {
-    kw_record_t r = rec("t", 0, 0, NULL);
+    kw_record_t r = sink_rec("t", 0, 0, NULL);
     const char *prefix = ",\"payload\":";
     char *j, *p, *out;
 
@@ -1246,7 +1162,7 @@ static void test_json_escaping(void **state)
     check_payload("\xe2\x82", 2, "\"\\u00e2\\u0082\"");   /* truncated 3-byte */
     /* Keys and topics go through the same escaping. */
     {
-        kw_record_t r = rec("to\"pic", 0, 0, "v");
+        kw_record_t r = sink_rec("to\"pic", 0, 0, "v");
         char *j;
 
         r.key = "\n\xff";
@@ -1263,8 +1179,8 @@ static void test_json_escaping(void **state)
 static void test_file_sink(void **state)
 {
     tstate_t *s = *state;
-    kw_record_t r[3] = { rec("t", 0, 0, "a\nb"), rec("t", 0, 1, "c"),
-                         rec("t", 1, 9, "d") };
+    kw_record_t r[3] = { sink_rec("t", 0, 0, "a\nb"), sink_rec("t", 0, 1, "c"),
+                         sink_rec("t", 1, 9, "d") };
     kw_sink_stats_t st;
     char dir[700], spec[710], path[800], err[512], *text, *want;
     kw_sink_buf_t b = { NULL, 0, 0 };
@@ -1273,13 +1189,13 @@ static void test_file_sink(void **state)
 
     test_path(dir, sizeof(dir), "%s/out", s->dir);     /* created by open */
     test_path(spec, sizeof(spec), "file:%s", dir);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
 
     /* A leftover temporary file of a crashed attempt is overwritten. */
     test_path(path, sizeof(path), "%s/batch-0000000007.jsonl.tmp", dir);
     assert_int_equal(test_write_file(path, "garbage\n", 8), 0);
 
-    st = write_ok(s->sink, 7, r, 3);
+    st = sink_write_ok(s->sink, 7, r, 3);
     assert_int_equal(st.stored, 3);
     assert_int_equal(st.duplicates_delivered, 0);
     assert_int_equal(test_list_dir(dir, NULL, &names, &n), 0);
@@ -1298,7 +1214,7 @@ static void test_file_sink(void **state)
     free(want);
 
     /* Replay of batch 7: skipped, counted. */
-    st = write_ok(s->sink, 7, r, 3);
+    st = sink_write_ok(s->sink, 7, r, 3);
     assert_int_equal(st.stored, 0);
     assert_int_equal(st.duplicates_delivered, 3);
 
@@ -1308,7 +1224,7 @@ static void test_file_sink(void **state)
     assert_non_null(strstr(err, "batch-0000000007.jsonl"));
 
     /* An empty batch is an empty file; ids sort by name. */
-    st = write_ok(s->sink, 12, NULL, 0);
+    st = sink_write_ok(s->sink, 12, NULL, 0);
     assert_int_equal(st.stored, 0);
     assert_int_equal(test_list_dir(dir, ".jsonl", &names, &n), 0);
     assert_int_equal(n, 2);
@@ -1320,7 +1236,7 @@ static void test_file_sink(void **state)
      * works as root too): the batch fails, naming the path, and nothing
      * appears under the final name. */
     kw_sink_close(s->sink);
-    s->sink = open_ok(spec);
+    s->sink = sink_open_ok(spec);
     test_path(path, sizeof(path), "%s/batch-0000000013.jsonl.tmp", dir);
     assert_int_equal(mkdir(path, 0755), 0);
     assert_int_equal(kw_sink_write_batch(s->sink, 13, r, 3, &st, err, sizeof(err)),
@@ -1334,7 +1250,7 @@ static void test_file_sink(void **state)
         kw_sink_get_totals(s->sink, &tot);
         assert_int_equal(tot.failures, 1);
     }
-    st = write_ok(s->sink, 13, r, 3);
+    st = sink_write_ok(s->sink, 13, r, 3);
     assert_int_equal(st.stored, 3);
 }
 
@@ -1343,7 +1259,7 @@ static void test_file_sink(void **state)
 static void test_jsonl_and_null(void **state)
 {
     tstate_t *s = *state;
-    kw_record_t r[2] = { rec("t", 0, 5, "x\ty"), rec("t", 2, 6, "\x01") };
+    kw_record_t r[2] = { sink_rec("t", 0, 5, "x\ty"), sink_rec("t", 2, 6, "\x01") };
     kw_sink_buf_t b = { NULL, 0, 0 };
     kw_sink_totals_t tot;
     kw_sink_stats_t st;
@@ -1351,14 +1267,14 @@ static void test_jsonl_and_null(void **state)
     int fd, saved;
 
     test_path(path, sizeof(path), "%s/stdout", s->dir);
-    s->sink = open_ok("jsonl");
+    s->sink = sink_open_ok("jsonl");
     fflush(stdout);
     saved = dup(STDOUT_FILENO);
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     assert_true(saved >= 0 && fd >= 0);
     assert_int_equal(dup2(fd, STDOUT_FILENO), STDOUT_FILENO);
     close(fd);
-    st = write_ok(s->sink, 1, r, 2);
+    st = sink_write_ok(s->sink, 1, r, 2);
     assert_int_equal(dup2(saved, STDOUT_FILENO), STDOUT_FILENO);
     close(saved);
     assert_int_equal(st.stored, 2);
@@ -1375,10 +1291,10 @@ static void test_jsonl_and_null(void **state)
     free(b.data);
     kw_sink_close(s->sink);
 
-    s->sink = open_ok("null");
-    st = write_ok(s->sink, 1, r, 2);
+    s->sink = sink_open_ok("null");
+    st = sink_write_ok(s->sink, 1, r, 2);
     assert_int_equal(st.stored, 0);
-    st = write_ok(s->sink, 1, r, 2);
+    st = sink_write_ok(s->sink, 1, r, 2);
     assert_int_equal(st.duplicates_delivered, 0);
     kw_sink_get_totals(s->sink, &tot);
     assert_int_equal(tot.batches, 2);

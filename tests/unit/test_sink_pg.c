@@ -28,6 +28,7 @@
 #include "kw_fault.h"
 #include "sink.h"
 #include "test_pg_server.h"
+#include "test_sink_util.h"
 #include "test_util.h"
 
 static test_pg_server_t server;
@@ -96,41 +97,7 @@ static int setup(void **state)
 
 static kw_sink_t *open_ok(void)
 {
-    kw_sink_t *k = NULL;
-    char err[512];
-
-    if (kw_sink_open(spec, &k, err, sizeof(err)) != KW_OK)
-        fail_msg("open %s: %s", spec, err);
-    return k;
-}
-
-static kw_record_t rec(const char *topic, int32_t part, int64_t off, const char *value)
-{
-    kw_record_t r;
-
-    memset(&r, 0, sizeof(r));
-    r.topic = topic;
-    r.partition = part;
-    r.offset = off;
-    r.tstype = KW_TS_CREATE_TIME;
-    r.timestamp = 1700000000000 + off;
-    r.key = "k";
-    r.key_len = 1;
-    r.value = value;
-    r.value_len = value != NULL ? strlen(value) : 0;
-    return r;
-}
-
-static kw_sink_stats_t write_ok(kw_sink_t *k, uint64_t batch, const kw_record_t *r,
-                                size_t n)
-{
-    kw_sink_stats_t st;
-    char err[512];
-
-    if (kw_sink_write_batch(k, batch, r, n, &st, err, sizeof(err)) != KW_OK)
-        fail_msg("write batch %llu: %s", (unsigned long long)batch, err);
-    assert_int_equal(st.delivered, n);
-    return st;
+    return sink_open_ok(spec);
 }
 
 /* ---- specs and connecting ---- */
@@ -210,8 +177,8 @@ static void test_schema(void **state)
 static void test_store_and_read_back(void **state)
 {
     static const char bin[5] = {'a', '\0', '\377', '\n', 'z'};
-    kw_record_t r[4] = { rec("t", 0, 10, "v0"), rec("t", 0, 11, NULL),
-                         rec("u", 3, 7, ""), rec("u", 3, 8, "x") };
+    kw_record_t r[4] = { sink_rec("t", 0, 10, "v0"), sink_rec("t", 0, 11, NULL),
+                         sink_rec("u", 3, 7, ""), sink_rec("u", 3, 8, "x") };
     kw_sink_stats_t st;
     kw_sink_t *k;
 
@@ -225,7 +192,7 @@ static void test_store_and_read_back(void **state)
     r[3].value = bin;                 /* bytes, NUL and 0xFF included */
     r[3].value_len = sizeof(bin);
     k = open_ok();
-    st = write_ok(k, 1, r, 4);
+    st = sink_write_ok(k, 1, r, 4);
     assert_int_equal(st.stored, 4);
     assert_int_equal(st.duplicates_delivered, 0);
     kw_sink_close(k);
@@ -246,9 +213,9 @@ static void test_store_and_read_back(void **state)
 
 static void test_duplicates_and_replays(void **state)
 {
-    kw_record_t a[3] = { rec("t", 0, 0, "a"), rec("t", 0, 1, "b"), rec("t", 0, 2, "c") };
-    kw_record_t b[3] = { rec("t", 0, 2, "c"), rec("t", 0, 3, "d"), rec("t", 0, 4, "e") };
-    kw_record_t c[2] = { rec("t", 0, 4, "e"), rec("t", 0, 5, "f") };
+    kw_record_t a[3] = { sink_rec("t", 0, 0, "a"), sink_rec("t", 0, 1, "b"), sink_rec("t", 0, 2, "c") };
+    kw_record_t b[3] = { sink_rec("t", 0, 2, "c"), sink_rec("t", 0, 3, "d"), sink_rec("t", 0, 4, "e") };
+    kw_record_t c[2] = { sink_rec("t", 0, 4, "e"), sink_rec("t", 0, 5, "f") };
     kw_sink_totals_t tot;
     kw_sink_stats_t st;
     kw_sink_t *k;
@@ -256,22 +223,22 @@ static void test_duplicates_and_replays(void **state)
     (void)state;
     NEED_SERVER();
     k = open_ok();
-    st = write_ok(k, 1, a, 3);
+    st = sink_write_ok(k, 1, a, 3);
     assert_int_equal(st.stored, 3);
     /* overlapping: the record already stored is a counted duplicate */
-    st = write_ok(k, 2, b, 3);
+    st = sink_write_ok(k, 2, b, 3);
     assert_int_equal(st.stored, 2);
     assert_int_equal(st.duplicates_delivered, 1);
     /* batch 1 again (same fingerprint): a replay, nothing written */
-    st = write_ok(k, 1, a, 3);
+    st = sink_write_ok(k, 1, a, 3);
     assert_int_equal(st.stored, 0);
     assert_int_equal(st.duplicates_delivered, 3);
     /* id 2 with other records (ids reused): stored record by record */
-    st = write_ok(k, 2, c, 2);
+    st = sink_write_ok(k, 2, c, 2);
     assert_int_equal(st.stored, 1);
     assert_int_equal(st.duplicates_delivered, 1);
     /* an empty batch is recorded */
-    st = write_ok(k, 3, NULL, 0);
+    st = sink_write_ok(k, 3, NULL, 0);
     assert_int_equal(st.stored, 0);
     kw_sink_get_totals(k, &tot);
     assert_int_equal(tot.batches, 5);
@@ -290,8 +257,8 @@ static void test_duplicates_and_replays(void **state)
 
 static void test_txn_ranges_and_fence(void **state)
 {
-    kw_record_t r[2] = { rec("t", 0, 0, "a"), rec("t", 0, 1, "b") };
-    kw_record_t r2[1] = { rec("t", 0, 2, "c") };
+    kw_record_t r[2] = { sink_rec("t", 0, 0, "a"), sink_rec("t", 0, 1, "b") };
+    kw_record_t r2[1] = { sink_rec("t", 0, 2, "c") };
     kw_sink_t *a, *b;
     kw_sink_stats_t st;
     uint64_t id = 0, last = 9;
@@ -355,7 +322,7 @@ static void test_txn_ranges_and_fence(void **state)
 
 static void test_txn_abort_stores_nothing(void **state)
 {
-    kw_record_t r[2] = { rec("t", 1, 0, "a"), rec("t", 1, 1, "b") };
+    kw_record_t r[2] = { sink_rec("t", 1, 0, "a"), sink_rec("t", 1, 1, "b") };
     kw_sink_t *k;
     char err[512];
 
@@ -371,7 +338,7 @@ static void test_txn_abort_stores_nothing(void **state)
     assert_int_equal(pg_long("SELECT COUNT(*) FROM records"), 0);
     assert_int_equal(pg_long("SELECT COUNT(*) FROM direct_ranges"), 0);
     /* the handle goes on: the same batch now commits */
-    assert_int_equal(write_ok(k, 5, r, 2).stored, 2);
+    assert_int_equal(sink_write_ok(k, 5, r, 2).stored, 2);
     kw_sink_close(k);
 }
 
@@ -379,8 +346,8 @@ static void test_txn_abort_stores_nothing(void **state)
 
 static void test_server_restart(void **state)
 {
-    kw_record_t r1[2] = { rec("t", 0, 0, "a"), rec("t", 0, 1, "b") };
-    kw_record_t r2[2] = { rec("t", 0, 2, "c"), rec("t", 0, 3, "d") };
+    kw_record_t r1[2] = { sink_rec("t", 0, 0, "a"), sink_rec("t", 0, 1, "b") };
+    kw_record_t r2[2] = { sink_rec("t", 0, 2, "c"), sink_rec("t", 0, 3, "d") };
     kw_sink_totals_t tot;
     kw_sink_stats_t st;
     kw_sink_t *k;
@@ -389,7 +356,7 @@ static void test_server_restart(void **state)
     (void)state;
     NEED_SERVER();
     k = open_ok();
-    write_ok(k, 1, r1, 2);
+    sink_write_ok(k, 1, r1, 2);
 
     /* killed between batches: the next one fails (nothing acknowledged) ... */
     assert_int_equal(test_pg_server_cmd(&server, "kill"), 0);
@@ -400,12 +367,12 @@ static void test_server_restart(void **state)
     assert_non_null(strstr(err, "connection lost"));
     /* ... and once it is back, the same handle reconnects and stores it */
     assert_int_equal(test_pg_server_cmd(&server, "start --no-fsync"), 0);
-    st = write_ok(k, 2, r2, 2);
+    st = sink_write_ok(k, 2, r2, 2);
     assert_int_equal(st.stored, 2);
 
     /* killed inside a transaction, after the records went in: commit fails,
      * the server rolled it back; delivered again, stored once */
-    kw_record_t r3[2] = { rec("t", 0, 4, "e"), rec("t", 0, 5, "f") };
+    kw_record_t r3[2] = { sink_rec("t", 0, 4, "e"), sink_rec("t", 0, 5, "f") };
 
     assert_int_equal(kw_sink_txn_begin(k, 3, err, sizeof(err)), KW_OK);
     assert_int_equal(kw_sink_txn_write(k, r3, 2, err, sizeof(err)), KW_OK);
@@ -413,7 +380,7 @@ static void test_server_restart(void **state)
     assert_int_equal(kw_sink_txn_commit(k, &st, err, sizeof(err)), KW_EIO);
     assert_int_equal(test_pg_server_cmd(&server, "start --no-fsync"), 0);
     assert_int_equal(pg_long("SELECT COUNT(*) FROM records WHERE \"offset\" >= 4"), 0);
-    st = write_ok(k, 3, r3, 2);
+    st = sink_write_ok(k, 3, r3, 2);
     assert_int_equal(st.stored, 2);
     assert_int_equal(st.duplicates_delivered, 0);
     kw_sink_get_totals(k, &tot);
@@ -426,53 +393,9 @@ static void test_server_restart(void **state)
 
 /* ---- crash point sink.mid-txn ---- */
 
-static void crash_child(int fd, const kw_record_t *r, size_t n)
-{
-    kw_sink_t *k = NULL;
-    kw_sink_stats_t st;
-    char err[512];
-
-    if (kw_sink_open(spec, &k, err, sizeof(err)) != KW_OK)
-        _exit(10);
-    if (kw_crash_arm("sink.mid-txn", err, sizeof(err)) != KW_OK)
-        _exit(11);
-    if (kw_sink_txn_begin(k, 7, err, sizeof(err)) != KW_OK ||
-        kw_sink_txn_write(k, r, n, err, sizeof(err)) != KW_OK ||
-        kw_sink_txn_put_range(k, "t", 0, KW_SINK_RANGE_UNCHECKED, 0, 2, err,
-                              sizeof(err)) != KW_OK)
-        _exit(12);
-    if (write(fd, "C", 1) != 1)
-        _exit(13);
-    if (kw_sink_txn_commit(k, &st, err, sizeof(err)) != KW_OK)
-        _exit(14);
-    _exit(st.duplicates_delivered == n ? 0 : 15);
-}
-
-static int run_crash_child(const kw_record_t *r, size_t n, int *reached_commit)
-{
-    int fds[2], status = 0;
-    char c = 0;
-    pid_t pid;
-
-    assert_int_equal(pipe(fds), 0);
-    fflush(NULL);
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(fds[0]);
-        crash_child(fds[1], r, n);
-    }
-    close(fds[1]);
-    *reached_commit = read(fds[0], &c, 1) == 1 && c == 'C';
-    close(fds[0]);
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    return WEXITSTATUS(status);
-}
-
 static void test_crash_mid_txn(void **state)
 {
-    kw_record_t r[2] = { rec("t", 0, 0, "a"), rec("t", 0, 1, "b") };
+    kw_record_t r[2] = { sink_rec("t", 0, 0, "a"), sink_rec("t", 0, 1, "b") };
     kw_sink_stats_t st;
     kw_sink_t *k;
     char err[512];
@@ -481,7 +404,7 @@ static void test_crash_mid_txn(void **state)
     (void)state;
     NEED_SERVER();
     kw_sink_close(open_ok());           /* the tables, before the child */
-    assert_int_equal(run_crash_child(r, 2, &reached), KW_CRASH_EXIT);
+    assert_int_equal(sink_run_crash_child(spec, r, 2, &reached), KW_CRASH_EXIT);
     assert_true(reached);
     assert_int_equal(pg_long("SELECT COUNT(*) FROM records"), 0);
     assert_int_equal(pg_long("SELECT COUNT(*) FROM batches"), 0);
@@ -497,7 +420,7 @@ static void test_crash_mid_txn(void **state)
     kw_sink_close(k);
 
     /* a replay writes nothing and does not reach the crash point's COMMIT */
-    assert_int_equal(run_crash_child(r, 2, &reached), 0);
+    assert_int_equal(sink_run_crash_child(spec, r, 2, &reached), 0);
     assert_true(reached);
     assert_int_equal(pg_long("SELECT COUNT(*) FROM records"), 2);
     assert_int_equal(pg_long("SELECT COUNT(*) FROM direct_ranges"), 1);

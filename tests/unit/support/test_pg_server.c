@@ -24,8 +24,6 @@ int test_pg_server_start(test_pg_server_t *s, const char *tag)
 {
     const char *bindir = getenv("KWAL_BIN_DIR");
     char path[1200];
-    uint8_t *data = NULL;
-    size_t len = 0;
 
     memset(s, 0, sizeof(*s));
     if (bindir == NULL || bindir[0] == '\0') {
@@ -49,14 +47,8 @@ int test_pg_server_start(test_pg_server_t *s, const char *tag)
         return -1;
     }
     test_path(path, sizeof(path), "%s/conninfo", s->dir);
-    if (test_read_file(path, &data, &len) != 0 || len == 0 || len >= sizeof(s->conninfo)) {
-        free(data);
+    if (test_read_line(path, s->conninfo, sizeof(s->conninfo)) != 0)
         return -1;
-    }
-    memcpy(s->conninfo, data, len);
-    s->conninfo[len] = '\0';
-    s->conninfo[strcspn(s->conninfo, "\r\n")] = '\0';
-    free(data);
     return 1;
 }
 

@@ -422,3 +422,19 @@ size_t test_log_count(kw_log_level_t max_level, const char *needle)
     pthread_mutex_unlock(&log_mu);
     return cnt;
 }
+
+int test_read_line(const char *path, char *buf, size_t cap)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+
+    if (test_read_file(path, &data, &len) != 0 || len == 0 || len >= cap) {
+        free(data);
+        return -1;
+    }
+    memcpy(buf, data, len);
+    buf[len] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    free(data);
+    return 0;
+}

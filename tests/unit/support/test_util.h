@@ -34,6 +34,9 @@ void test_path(char *buf, size_t cap, const char *fmt, ...)
 int test_file_size(const char *path, uint64_t *size);
 /* Whole file into a malloc'd buffer (*data may be NULL when empty). */
 int test_read_file(const char *path, uint8_t **data, size_t *len);
+/* The first line of a file (without its newline) into buf: 0, or -1 when
+ * the file cannot be read, is empty, or its line does not fit in cap. */
+int test_read_line(const char *path, char *buf, size_t cap);
 /* Create or replace path with exactly data[0..len). */
 int test_write_file(const char *path, const void *data, size_t len);
 /* pwrite data at off (the file grows if needed). */

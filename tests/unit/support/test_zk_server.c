@@ -30,8 +30,6 @@ int test_zk_server_start(test_zk_server_t *s, const char *tag, const char *extra
 {
     const char *bindir = getenv("KWAL_BIN_DIR");
     char cmd[512], path[1200];
-    uint8_t *data = NULL;
-    size_t len = 0;
 
     memset(s, 0, sizeof(*s));
     if (bindir == NULL || bindir[0] == '\0') {
@@ -56,14 +54,8 @@ int test_zk_server_start(test_zk_server_t *s, const char *tag, const char *extra
         return -1;
     }
     test_zk_server_path(s, "connect", path, sizeof(path));
-    if (test_read_file(path, &data, &len) != 0 || len == 0 || len >= sizeof(s->connect)) {
-        free(data);
+    if (test_read_line(path, s->connect, sizeof(s->connect)) != 0)
         return -1;
-    }
-    memcpy(s->connect, data, len);
-    s->connect[len] = '\0';
-    s->connect[strcspn(s->connect, "\r\n")] = '\0';
-    free(data);
     return 1;
 }
 
