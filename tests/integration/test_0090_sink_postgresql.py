@@ -208,3 +208,29 @@ def test_direct_instances_share_database(bins, zk_fast, kafka3, pg, tmp_path,  #
     # partitions a held went on where a's last committed range ended
     assert int(x.pg.value("SELECT COUNT(DISTINCT partition) FROM direct_ranges")) == PARTITIONS
     x.check_offsets(total)
+
+
+# --- d. kwal-bench-sink: the sinks side by side --------------------------------------
+
+@pytest.mark.parametrize("mode", ["receive", "direct"])
+def test_bench_sink(mode, bins, pg, tmp_path):
+    """kwal-bench-sink writes the same records through sqlite and postgresql:
+    exit 0 (it checks every run stored all), one table row per sink, and the
+    server holds exactly the records of its run's topic."""
+    prog = os.path.join(bins.dir, "kwal-bench-sink")
+    db = str(tmp_path / "bench.db")
+    rc, out, err = proc.run([prog, "--sink", f"sqlite:{db}", "--sink", f"postgresql:{pg.conninfo}",
+                             "--records", "3000", "--batch", "700", "--partitions", "3",
+                             "--mode", mode, "--repeat", "1"], 300)
+    assert rc == 0, (rc, out, err)
+    rows = [ln.split("|")[1:-1] for ln in out.splitlines()
+            if ln.startswith("| ") and not ln.startswith(("| sink", "| ---"))]
+    assert [r[0].strip() for r in rows] == [f"sqlite:{db}", f"postgresql:{pg.conninfo}"], out
+    for r in rows:
+        assert float(r[1]) > 0 and float(r[3]) >= 0 and float(r[4]) > 0, r
+    assert rows[0][5].strip() == "1.00x", rows
+    assert pg.sql("SELECT topic, COUNT(*), COUNT(DISTINCT (partition, \"offset\")) "
+                  "FROM records GROUP BY topic") == [[pg.value("SELECT MIN(topic) FROM records"),
+                                                      "3000", "3000"]]
+    if mode == "direct":
+        assert pg.value("SELECT SUM(until_offset - from_offset) FROM direct_ranges") == "3000"
