@@ -50,7 +50,7 @@ typedef struct run_result {
     int      ok;
     double   wall_s, cpu_s;
     long     maxrss_kib;
-    uint64_t stored;
+    uint64_t delivered, stored;
 } run_result_t;
 
 typedef struct opts {
@@ -99,7 +99,7 @@ static void fill_batch(kw_record_t *recs, char *payloads, char (*keys)[24], cons
 }
 
 /* One run in this (child) process: 0, or 1 after printing why. */
-static int run_one(const opts_t *o, const char *spec, const char *topic, uint64_t *stored)
+static int run_one(const opts_t *o, const char *spec, const char *topic, uint64_t counts[2])
 {
     kw_record_t *recs = calloc(o->batch, sizeof(*recs));
     char *payloads = malloc(o->batch * o->size);
@@ -129,7 +129,7 @@ static int run_one(const opts_t *o, const char *spec, const char *topic, uint64_
     }
     for (uint64_t p = 0; p < o->partitions; p++)
         next[p] = -1;
-    *stored = 0;
+    counts[0] = counts[1] = 0;
     for (uint64_t first = 0; first < o->records; first += o->batch) {
         uint64_t n = o->records - first < o->batch ? o->records - first : o->batch;
         kw_sink_stats_t st;
@@ -167,7 +167,8 @@ static int run_one(const opts_t *o, const char *spec, const char *topic, uint64_
             fprintf(stderr, PROG ": %s: batch at record %" PRIu64 ": %s\n", spec, first, err);
             goto out;
         }
-        *stored += st.stored;
+        counts[0] += st.delivered;
+        counts[1] += st.stored;
     }
     rc = 0;
 out:
@@ -200,18 +201,24 @@ static run_result_t run_child(const opts_t *o, const char *spec, int round)
     if (pid < 0)
         return res;
     if (pid == 0) {
-        uint64_t stored = 0;
+        uint64_t counts[2] = {0, 0};
         int rc;
 
         close(fds[0]);
-        rc = run_one(o, spec, topic, &stored);
-        if (write(fds[1], &stored, sizeof(stored)) != (ssize_t)sizeof(stored))
+        rc = run_one(o, spec, topic, counts);
+        if (write(fds[1], counts, sizeof(counts)) != (ssize_t)sizeof(counts))
             _exit(3);
         _exit(rc);
     }
     close(fds[1]);
-    if (read(fds[0], &res.stored, sizeof(res.stored)) != (ssize_t)sizeof(res.stored))
-        res.stored = 0;
+    {
+        uint64_t counts[2] = {0, 0};
+
+        if (read(fds[0], counts, sizeof(counts)) == (ssize_t)sizeof(counts)) {
+            res.delivered = counts[0];
+            res.stored = counts[1];
+        }
+    }
     close(fds[0]);
     if (wait4(pid, &status, 0, &ru) != pid)
         return res;
@@ -302,9 +309,15 @@ int main(int argc, char **argv)
     for (uint64_t r = 0; r < o.repeat; r++)
         for (int s = 0; s < o.nsinks; s++) {
             res[r][s] = run_child(&o, o.sinks[s], (int)r);
-            if (!res[r][s].ok || res[r][s].stored != o.records) {
-                fprintf(stderr, PROG ": %s, round %" PRIu64 ": %s (stored %" PRIu64 " of %"
-                        PRIu64 ")\n", o.sinks[s], r + 1, res[r][s].ok ? "incomplete" : "failed",
+            /* every record handed in, and stored by a sink that stores (a
+             * fresh topic: nothing of it was there before) */
+            int stores = strcmp(o.sinks[s], "null") != 0 && strcmp(o.sinks[s], "jsonl") != 0;
+
+            if (!res[r][s].ok || res[r][s].delivered != o.records ||
+                (stores && res[r][s].stored != o.records)) {
+                fprintf(stderr, PROG ": %s, round %" PRIu64 ": %s (delivered %" PRIu64
+                        ", stored %" PRIu64 " of %" PRIu64 ")\n", o.sinks[s], r + 1,
+                        res[r][s].ok ? "incomplete" : "failed", res[r][s].delivered,
                         res[r][s].stored, o.records);
                 failed = 1;
             }
