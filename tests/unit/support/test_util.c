@@ -438,3 +438,20 @@ int test_read_line(const char *path, char *buf, size_t cap)
     free(data);
     return 0;
 }
+
+int test_bin_tool(const char *tag, const char *name, const char *what, char *out, size_t cap)
+{
+    const char *bindir = getenv("KWAL_BIN_DIR");
+
+    if (bindir == NULL || bindir[0] == '\0') {
+        fprintf(stderr, "%s: KWAL_BIN_DIR is not set (run through ctest); skipping the "
+                "tests that need %s\n", tag, what);
+        return 0;
+    }
+    test_path(out, cap, "%s/%s", bindir, name);
+    if (access(out, X_OK) != 0) {
+        fprintf(stderr, "%s: %s is missing\n", tag, out);
+        return -1;
+    }
+    return 1;
+}

@@ -37,6 +37,10 @@ int test_read_file(const char *path, uint8_t **data, size_t *len);
 /* The first line of a file (without its newline) into buf: 0, or -1 when
  * the file cannot be read, is empty, or its line does not fit in cap. */
 int test_read_line(const char *path, char *buf, size_t cap);
+/* $KWAL_BIN_DIR/name into out: 1 there, 0 KWAL_BIN_DIR is not set (a test
+ * run by hand: "skipping the tests that need <what>" on stderr), -1 missing
+ * (said on stderr). tag names the test in the messages. */
+int test_bin_tool(const char *tag, const char *name, const char *what, char *out, size_t cap);
 /* Create or replace path with exactly data[0..len). */
 int test_write_file(const char *path, const void *data, size_t len);
 /* pwrite data at off (the file grows if needed). */

@@ -28,20 +28,13 @@ void test_zk_server_path(const test_zk_server_t *s, const char *name, char *buf,
 
 int test_zk_server_start(test_zk_server_t *s, const char *tag, const char *extra)
 {
-    const char *bindir = getenv("KWAL_BIN_DIR");
+    int rc;
     char cmd[512], path[1200];
 
     memset(s, 0, sizeof(*s));
-    if (bindir == NULL || bindir[0] == '\0') {
-        fprintf(stderr, "%s: KWAL_BIN_DIR is not set (run through ctest); skipping "
-                "the tests that need a ZooKeeper server\n", tag);
-        return 0;
-    }
-    test_path(s->bin, sizeof(s->bin), "%s/kwal-zk-local", bindir);
-    if (access(s->bin, X_OK) != 0) {
-        fprintf(stderr, "%s: %s is missing\n", tag, s->bin);
-        return -1;
-    }
+    rc = test_bin_tool(tag, "kwal-zk-local", "a ZooKeeper server", s->bin, sizeof(s->bin));
+    if (rc != 1)
+        return rc;
     s->dir = test_tmpdir_new(tag);
     if (s->dir == NULL)
         return -1;
