@@ -11,6 +11,10 @@ Modes (each on a fresh topic, consumer group and output):
 The receive modes and direct-alo write to a file: sink (one file per batch:
 it does not deduplicate, so what is delivered twice is stored twice);
 direct needs the sqlite sink (its ranges live in the same transaction).
+--sink postgresql puts every mode on a PostgreSQL server the runner starts
+(a database per mode): then every mode deduplicates by primary key, so
+"dup. stored" stays 0 and "dup. delivered" shows what each mode sent twice;
+the server's own disk writes are not in "disk B / B".
 
 Per mode it reports: produced, stored (distinct records), missing,
 duplicates delivered (the sink's own count, summed over the runs'
@@ -142,6 +146,10 @@ def parse_args(argv):
     p.add_argument("--modes", default=",".join(ALL_MODES),
                    help="comma-separated subset of no-wal,classic,receive,direct,direct-alo "
                    "(default all, in that order)")
+    p.add_argument("--sink", choices=("default", "postgresql"), default="default",
+                   help="default: file: for the receive modes and direct-alo, sqlite: for "
+                   "direct; postgresql: every mode on a local PostgreSQL server, a database "
+                   "per mode")
     p.add_argument("-o", "--out", help="report directory (default ./kwal-compare-<date-time>)")
     p.add_argument("--timeout", type=positive("timeout"), default=120,
                    help="bound for each mode to catch up after the workload (default 120)")
@@ -191,10 +199,19 @@ def percentiles(values):
     return nearest_rank(values, 0.50), nearest_rank(values, 0.99)
 
 
-def latencies(d, mode):
+PG_LATENCY_SQL = ("SELECT b.committed_ms - (substr(convert_from(r.payload, 'UTF8'), 37, 16))"
+                  "::bigint / 1000 FROM records r JOIN batches b ON b.id = r.batch")
+
+
+def latencies(d, mode, pgdb=None):
     """Producer timestamp (us in the payload) to the batch durable in the
     output, in ms, per record."""
     res = []
+    if pgdb is not None:
+        try:
+            return [int(r[0]) for r in pgdb.sql(PG_LATENCY_SQL, timeout=300) if r and r[0]]
+        except proc.HarnessError:
+            return res
     if mode == "direct":
         db = os.path.join(d, "out.db")
         if not os.path.exists(db):
@@ -266,6 +283,8 @@ class Compare:
         self.failed = False
         self.kwal = None
         self.lg = None
+        self.pg = None              # --sink postgresql: the server
+        self.pgdbs = {}             # mode -> its Database
 
     def progress(self, msg):
         if not self.a.quiet:
@@ -354,8 +373,13 @@ class Compare:
         d = os.path.join(self.out, m)
         os.makedirs(d, exist_ok=True)
         topic = group = self.topic(m)
-        sink = "sqlite:%s" % os.path.join(d, "out.db") if m == "direct" else \
-            "file:%s" % os.path.join(d, "out")
+        if self.pg is not None:
+            from .postgres import Database
+            self.pgdbs[m] = Database(self.pg, "compare_%s" % m.replace("-", "_"))
+            sink = "postgresql:" + self.pgdbs[m].conninfo
+        else:
+            sink = "sqlite:%s" % os.path.join(d, "out.db") if m == "direct" else \
+                "file:%s" % os.path.join(d, "out")
         write_conf(os.path.join(d, "k.conf"), {
             "group.id": group,
             "topics": topic,
@@ -433,7 +457,10 @@ class Compare:
         a = self.a
         man = read_manifest(os.path.join(d, "m"))
         produced = int(man["delivered"]) if man.get("delivered", "").isdigit() else 0
-        if m == "direct":
+        if m in self.pgdbs:
+            v = verify(self.bins, manifest=os.path.join(d, "m"),
+                       postgresql=self.pgdbs[m].conninfo)
+        elif m == "direct":
             v = verify(self.bins, manifest=os.path.join(d, "m"), sqlite=os.path.join(d, "out.db"))
         else:
             v = verify(self.bins, manifest=os.path.join(d, "m"), files=os.path.join(d, "out"))
@@ -454,7 +481,7 @@ class Compare:
         wall = max(1, t1 - t0)
         tput = distinct * 1000 // wall
         mbs = "%.2f" % (distinct * a.size / 1048576 / (wall / 1000))
-        p50, p99 = percentiles(latencies(d, m))
+        p50, p99 = percentiles(latencies(d, m, self.pgdbs.get(m)))
         io = sum(k.sampler.value for k in runs)
         dpb = "%.2f" % (io / (distinct * a.size)) if distinct > 0 else "-"
         self.progress("[%d/%d] %s: produced %d, stored %d, missing %d, duplicates delivered %d, "
@@ -475,8 +502,10 @@ class Compare:
         with open(md, "w") as f:
             f.write("# kwal compare, %s\n\n" % self.stamp)
             f.write("Workload: %d records of %d B at %d/s, %d partitions per topic. Schedule: %s. "
-                    "Cluster: %s, ZooKeeper %s.\n\n" % (a.records, a.size, a.rate, a.partitions,
-                                                        a.schedule, self.bs, self.zk_connect))
+                    "Cluster: %s, ZooKeeper %s. Sinks: %s.\n\n"
+                    % (a.records, a.size, a.rate, a.partitions, a.schedule, self.bs,
+                       self.zk_connect, "postgresql (every mode)" if self.pg is not None
+                       else "file: (receive modes, direct-alo), sqlite: (direct)"))
             f.write("| mode | produced | stored | missing | dup. delivered | dup. stored | "
                     "records/s | MB/s | latency p50 ms | latency p99 ms | disk B / B | "
                     "recovery ms |\n")
@@ -518,6 +547,10 @@ class Compare:
         except OSError:
             raise proc.HarnessError("cannot create %s" % self.out)
         self.start_cluster()
+        if a.sink == "postgresql":
+            from .postgres import PostgreSQL
+            self.pg = PostgreSQL(os.path.join(self.out, "pg"))
+            self.progress("PostgreSQL %s (every mode's sink)" % self.pg.start())
         rows = []
         for k, m in enumerate(a.mode_list, 1):
             rows.append(self.run_mode(k, m))
@@ -537,6 +570,11 @@ class Compare:
         if not self.a.conf and self.zk is not None and self.zk.dir \
                 and os.path.isdir(self.zk.dir):
             self.zk.stop()
+        if self.pg is not None:
+            try:
+                self.pg.destroy()       # what the report needs is in it
+            except proc.HarnessError as e:
+                sys.stderr.write("kwal: compare: PostgreSQL: %s\n" % e)
 
 
 CHART = """\
