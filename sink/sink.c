@@ -50,15 +50,10 @@ kw_err_t kw_sink_open(const char *spec, kw_sink_t **out, char *errstr, size_t er
     if (ops == NULL)
         return kw_seterr(errstr, errlen, KW_ECONFIG, "sink '%s': unknown kind "
                          "(expected sqlite:PATH, file:DIR, postgresql:CONNINFO, jsonl or null)", spec);
-    if ((ops->kind == KW_SINK_SQLITE || ops->kind == KW_SINK_FILE ||
-         ops->kind == KW_SINK_POSTGRESQL) && (arg == NULL || arg[0] == '\0'))
-        return kw_seterr(errstr, errlen, KW_ECONFIG, "sink '%s': %s needs a %s "
-                         "(%s:%s)", spec, ops->name,
-                         ops->kind == KW_SINK_SQLITE ? "path"
-                         : ops->kind == KW_SINK_FILE ? "directory" : "connection string",
-                         ops->name, ops->kind == KW_SINK_SQLITE ? "PATH"
-                         : ops->kind == KW_SINK_FILE ? "DIR" : "CONNINFO");
-    if ((ops->kind == KW_SINK_JSONL || ops->kind == KW_SINK_NULL) && arg != NULL)
+    if (ops->arg_what != NULL && (arg == NULL || arg[0] == '\0'))
+        return kw_seterr(errstr, errlen, KW_ECONFIG, "sink '%s': %s needs a %s (%s:%s)", spec,
+                         ops->name, ops->arg_what, ops->name, ops->arg_meta);
+    if (ops->arg_what == NULL && arg != NULL)
         return kw_seterr(errstr, errlen, KW_ECONFIG, "sink '%s': %s takes no argument",
                          spec, ops->name);
     s = calloc(1, sizeof(*s));

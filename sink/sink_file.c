@@ -246,6 +246,8 @@ static void file__abort(kw_sink_t *s, uint64_t batch_id)
 const kw__sink_ops_t kw__sink_file_ops = {
     .kind = KW_SINK_FILE,
     .name = "file",
+    .arg_what = "directory",
+    .arg_meta = "DIR",
     .open = file__open,
     .close = file__close,
     .begin = file__begin,

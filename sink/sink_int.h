@@ -16,6 +16,9 @@
 typedef struct kw__sink_ops {
     kw_sink_kind_t kind;
     const char    *name;
+    /* What follows "kind:" -- "path" and "PATH", say, for the messages --
+     * or NULL and NULL for a kind that takes no argument. */
+    const char    *arg_what, *arg_meta;
     /* arg: what follows "kind:" in the spec (NULL when there is no ':'). */
     kw_err_t (*open)(kw_sink_t *s, const char *arg, char *errstr, size_t errlen);
     void     (*close)(kw_sink_t *s);

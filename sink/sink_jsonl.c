@@ -269,6 +269,8 @@ static kw_err_t jsonl__commit(kw_sink_t *s, uint64_t batch_id, char *errstr,
 const kw__sink_ops_t kw__sink_jsonl_ops = {
     .kind = KW_SINK_JSONL,
     .name = "jsonl",
+    .arg_what = NULL,
+    .arg_meta = NULL,
     .open = jsonl__open,
     .close = jsonl__close,
     .begin = jsonl__begin,

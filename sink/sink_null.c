@@ -57,6 +57,8 @@ static void null__abort(kw_sink_t *s, uint64_t batch_id)
 const kw__sink_ops_t kw__sink_null_ops = {
     .kind = KW_SINK_NULL,
     .name = "null",
+    .arg_what = NULL,
+    .arg_meta = NULL,
     .open = null__open,
     .close = null__close,
     .begin = null__begin,

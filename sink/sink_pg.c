@@ -787,6 +787,8 @@ static kw_err_t pg__ranges_last_batch(kw_sink_t *s, uint64_t *batch, char *errst
 const kw__sink_ops_t kw__sink_pg_ops = {
     .kind = KW_SINK_POSTGRESQL,
     .name = "postgresql",
+    .arg_what = "connection string",
+    .arg_meta = "CONNINFO",
     .open = pg__open,
     .close = pg__close,
     .begin = pg__begin,

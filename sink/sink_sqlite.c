@@ -518,6 +518,8 @@ static kw_err_t sqlite__ranges_last_batch(kw_sink_t *s, uint64_t *batch,
 const kw__sink_ops_t kw__sink_sqlite_ops = {
     .kind = KW_SINK_SQLITE,
     .name = "sqlite",
+    .arg_what = "path",
+    .arg_meta = "PATH",
     .open = sqlite__open,
     .close = sqlite__close,
     .begin = sqlite__begin,
