@@ -845,8 +845,11 @@ static int cmd_get(zhandle_t *zh, const char *path)
             error_msg("out of memory");
             return EXIT_FAIL;
         }
+        /* len comes back as the bytes copied (-1: no data), st as the
+         * node's stat now: fewer bytes than the node holds means a larger
+         * write raced and the copy is cut short -- read again */
         rc = zoo_get(zh, path, 0, buf, &len, &st);
-        if (rc == ZOK && len <= st.dataLength) {   /* a larger write raced: retry */
+        if (rc == ZOK && (len < 0 ? 0 : len) == st.dataLength) {
             if (len > 0)
                 fwrite(buf, 1, (size_t)len, stdout);
             putchar('\n');

@@ -72,11 +72,18 @@ class ZooKeeper:
     def stop(self):
         proc.run([self.bins.zk_local, "stop", "--dir", self.dir], 60)
 
-    def get(self, path, timeout=10):
-        """A znode's data as text, or None (no such node, no server)."""
-        rc, out, _ = proc.run([self.bins.zk_local, "get", "--connect", self.connect,
-                               "--timeout", str(max(1, timeout // 2)), path], timeout)
-        return out.strip() if rc == 0 else None
+    def get(self, path, timeout=10, tries=3):
+        """A znode's data as text, or None (no such node; or no answer from
+        the server in `tries` attempts -- a busy server's slow answer is
+        asked again rather than read as a missing node)."""
+        for _ in range(tries):
+            rc, out, err = proc.run([self.bins.zk_local, "get", "--connect", self.connect,
+                                     "--timeout", str(max(1, timeout // 2)), path], timeout)
+            if rc == 0:
+                return out.strip()
+            if "no such node" in (err or ""):
+                return None
+        return None
 
     def children(self, path, timeout=30):
         rc, out, _ = proc.run([self.bins.zk_local, "ls", "--connect", self.connect, path],
