@@ -8,7 +8,12 @@
  *
  *   kwal1 <run id: 16 hex> <seq: 12 digits> <producer time, us: 16 digits><padding> <xxh3: 16 hex>
  *
- * byte by byte in workload.h, where kwal-verify reads it back. Keys make
+ * byte by byte in workload.h, where kwal-verify reads it back. Its Kafka
+ * timestamp is set to the producer time of the payload in milliseconds
+ * (ts_us / 1000, CreateTime), so a reader can check a copied timestamp
+ * against the payload; with --headers the record also carries one header,
+ * "wl.seq", the sequence number in decimal (workload.h, "RECORD
+ * TIMESTAMP", "RECORD HEADERS"). Keys make
  * the default partitioner spread records evenly, which matters on the local
  * mock cluster: a partition keeps only about 5 MiB, and keyless sticky
  * partitioning can pile a whole run into a few partitions that then drop
@@ -28,11 +33,14 @@
  *      for every report (bounded by message.timeout.ms).
  *   4. SIGINT/SIGTERM stop producing new records; the ones in flight are
  *      still waited for. A fatal producer error (idempotence) stops too.
- *   5. --manifest FILE is written (atomically) at the end, with the counts.
+ *   5. --manifest FILE is written (atomically) at the end, with the counts
+ *      and timestamps=1 (and headers=1 with --headers).
  *
  * --print-kcat writes the records to stdout as `<key>:<payload>` lines
  * instead, which `kcat -P -b BROKERS -t TOPIC -K:` produces unchanged (the
- * payload alphabet is [a-z0-9 ]: no ':' and no newline).
+ * payload alphabet is [a-z0-9 ]: no ':' and no newline). kcat sets the
+ * timestamps then (the manifest says timestamps=0), and cannot add a header
+ * per record: --headers is refused with --print-kcat.
  *
  * Exit status: 0 when every record was delivered (or printed), 1 when any
  * failed or the run was interrupted (the count goes to stderr), 2 for bad
@@ -71,6 +79,7 @@ typedef struct {
     uint64_t run;
     bool have_run;
     bool print_kcat;
+    bool headers;           /* --headers: wl.seq on every record */
     long timeout_s;
     bool quiet;
     const char *xprops[MAX_XPROPS];
@@ -244,6 +253,33 @@ fail:
     return NULL;
 }
 
+/* Hand one record to librdkafka: key, payload, its timestamp (the
+ * payload's ts_us in ms) and with --headers the wl.seq header (the key's
+ * text). On success the headers belong to the message; on failure they
+ * are freed here. */
+static rd_kafka_resp_err_t produce_one(const opts_t *o, rd_kafka_t *rk, rd_kafka_topic_t *rkt,
+                                       const char *key, size_t klen, const char *payload,
+                                       uint64_t ts_us)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    rd_kafka_resp_err_t err;
+
+    if (o->headers) {
+        hdrs = rd_kafka_headers_new(1);
+        rd_kafka_header_add(hdrs, KW_WL_SEQ_HEADER, -1, key, (ssize_t)klen);
+    }
+    err = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt),
+                            RD_KAFKA_V_KEY(key, klen),
+                            RD_KAFKA_V_VALUE((void *)payload, o->size),
+                            RD_KAFKA_V_TIMESTAMP((int64_t)(ts_us / 1000)),
+                            RD_KAFKA_V_HEADERS(hdrs),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_END);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != NULL)
+        rd_kafka_headers_destroy(hdrs);
+    return err;
+}
+
 /* Produce every record; returns how many were handed to librdkafka. */
 static uint64_t produce_all(const opts_t *o, rd_kafka_t *rk, rd_kafka_topic_t *rkt)
 {
@@ -257,18 +293,15 @@ static uint64_t produce_all(const opts_t *o, rd_kafka_t *rk, rd_kafka_topic_t *r
         return 0;
     }
     for (i = 0; i < o->records && !stop_requested; i++) {
-        uint64_t seq = o->first + i;
+        uint64_t seq = o->first + i, ts_us;
         size_t klen = kw_wl_key(key, seq);
         rd_kafka_resp_err_t err;
 
         pace(o, start, i);
-        kw_wl_encode(payload, o->size, o->run, seq, now_us());
+        ts_us = now_us();
+        kw_wl_encode(payload, o->size, o->run, seq, ts_us);
         for (;;) {
-            err = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt),
-                                    RD_KAFKA_V_KEY(key, klen),
-                                    RD_KAFKA_V_VALUE(payload, o->size),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                    RD_KAFKA_V_END);
+            err = produce_one(o, rk, rkt, key, klen, payload, ts_us);
             if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || stop_requested)
                 break;
             rd_kafka_poll(rk, 50);   /* serve delivery reports, make room */
@@ -348,8 +381,9 @@ static void print_usage(FILE *out)
 "       " PROG " --help\n"
 "\n"
 "Produces a sequence-numbered, checksummed workload that kwal-verify checks.\n"
-"Record seq (first .. first+N-1) has the key \"<seq>\" (decimal) and a payload\n"
-"of exactly --size printable ASCII bytes:\n"
+"Record seq (first .. first+N-1) has the key \"<seq>\" (decimal), the timestamp\n"
+"TS / 1000 (ms, CreateTime; the payload's TS below) and a payload of exactly\n"
+"--size printable ASCII bytes:\n"
 "\n"
 "  kwal1 RUNID SEQ TS<padding> CHECKSUM\n"
 "    RUNID     16 lower-case hex digits: the run (random unless --run-id)\n"
@@ -369,10 +403,14 @@ static void print_usage(FILE *out)
 "  -r, --rate R           records per second; 0 = flat out (default 0)\n"
 "      --first SEQ        sequence number of the first record (default 0)\n"
 "      --run-id HEX       run id, 16 lower-case hex digits (default random)\n"
+"      --headers          give every record the header wl.seq=<seq> (decimal)\n"
 "      --manifest FILE    write run_id, first, records, size, topic, delivered,\n"
-"                         failed as key=value lines (kwal-verify --manifest)\n"
+"                         failed, timestamps (1: timestamps are TS / 1000),\n"
+"                         headers (1: --headers) as key=value lines\n"
+"                         (kwal-verify --manifest)\n"
 "      --print-kcat       do not connect: print `KEY:PAYLOAD` lines on stdout\n"
-"                         for `kcat -P -b LIST -t NAME -K:` (honours --rate)\n"
+"                         for `kcat -P -b LIST -t NAME -K:` (honours --rate;\n"
+"                         kcat sets the timestamps; no --headers)\n"
 "      --timeout SECONDS  per-record delivery timeout, message.timeout.ms\n"
 "                         (default 120)\n"
 "  -X NAME=VALUE          librdkafka producer property (repeatable); the\n"
@@ -399,6 +437,7 @@ static int opts_parse(int argc, char **argv, opts_t *o)
         { "run-id", required_argument, NULL, 'R' },
         { "manifest", required_argument, NULL, 'm' },
         { "print-kcat", no_argument, NULL, 'P' },
+        { "headers", no_argument, NULL, 'H' },
         { "timeout", required_argument, NULL, 'T' },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -446,6 +485,7 @@ static int opts_parse(int argc, char **argv, opts_t *o)
             break;
         case 'm': o->manifest = optarg; break;
         case 'P': o->print_kcat = true; break;
+        case 'H': o->headers = true; break;
         case 'T':
             if (!kw_cli_parse_u64(optarg, 1, 86400, &v))
                 return kw_cli_usage_error(PROG, "--timeout: '%s' is not a number of seconds in 1..86400",
@@ -480,6 +520,9 @@ static int opts_parse(int argc, char **argv, opts_t *o)
         return kw_cli_usage_error(PROG, "--brokers and --topic are required (or --print-kcat)");
     if (o->print_kcat && (o->brokers != NULL || o->nxprops > 0))
         return kw_cli_usage_error(PROG, "--print-kcat does not connect: no --brokers or -X");
+    if (o->print_kcat && o->headers)
+        return kw_cli_usage_error(PROG, "--headers needs a producer: kcat -K: lines carry no "
+                                  "per-record headers (not with --print-kcat)");
     if (o->topic != NULL && (o->topic[0] == '\0' || strlen(o->topic) >= KW_WL_TOPIC_MAX ||
                              strchr(o->topic, '\n') != NULL))
         return kw_cli_usage_error(PROG, "--topic: '%s' is not a topic name", o->topic);
@@ -517,6 +560,8 @@ int main(int argc, char **argv)
         rc = print_kcat(&o, &printed);
         m.delivered = m.failed = -1;
     } else {
+        m.timestamps = true;
+        m.headers = o.headers;
         rc = produce(&o, &m);
         if (rc == EXIT_USAGE)
             return rc;   /* a property librdkafka refused: already said */

@@ -143,8 +143,10 @@ int kw_wl_manifest_write(const char *path, const kw_wl_manifest_t *m,
     n = snprintf(text, sizeof(text),
                  "# kwal-loadgen manifest (format: tools/testkit/workload.h)\n"
                  "run_id=%016" PRIx64 "\nfirst=%" PRIu64 "\nrecords=%" PRIu64 "\n"
-                 "size=%" PRIu64 "\ntopic=%s\ndelivered=%" PRId64 "\nfailed=%" PRId64 "\n",
-                 m->run, m->first, m->records, m->size, m->topic, m->delivered, m->failed);
+                 "size=%" PRIu64 "\ntopic=%s\ndelivered=%" PRId64 "\nfailed=%" PRId64 "\n"
+                 "timestamps=%d\nheaders=%d\n",
+                 m->run, m->first, m->records, m->size, m->topic, m->delivered, m->failed,
+                 m->timestamps ? 1 : 0, m->headers ? 1 : 0);
     len = (size_t)n;
     if (kw_file_replace(path, text, len, errstr, errstr_size) != 0)
         return -1;
@@ -178,6 +180,15 @@ static bool parse_i64(const char *s, int64_t *out)
     if (errno != 0 || *end != '\0')
         return false;
     *out = v;
+    return true;
+}
+
+/* "0" or "1". */
+static bool parse_flag(const char *s, bool *out)
+{
+    if ((s[0] != '0' && s[0] != '1') || s[1] != '\0')
+        return false;
+    *out = s[0] == '1';
     return true;
 }
 
@@ -230,6 +241,10 @@ int kw_wl_manifest_read(const char *path, kw_wl_manifest_t *m,
             ok = parse_i64(val, &m->delivered);
         else if (strcmp(line, "failed") == 0)
             ok = parse_i64(val, &m->failed);
+        else if (strcmp(line, "timestamps") == 0)
+            ok = parse_flag(val, &m->timestamps);
+        else if (strcmp(line, "headers") == 0)
+            ok = parse_flag(val, &m->headers);
         if (!ok) {
             snprintf(errstr, errstr_size, "%s:%d: bad value for %s: '%s'",
                      path, lineno, line, val);

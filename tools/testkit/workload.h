@@ -31,16 +31,31 @@
  * (librdkafka's and kcat's default partitioner hashes the key); the
  * verifier requires the key to match the payload's sequence number.
  *
+ * RECORD TIMESTAMP (kwal-loadgen, when it produces to Kafka): the record's
+ * Kafka timestamp is set explicitly to the payload's producer time in
+ * milliseconds, ts_us / 1000 (CreateTime; a topic with
+ * message.timestamp.type=LogAppendTime overrides it), so that a copy of the
+ * record can be checked against its payload. --print-kcat leaves it to kcat.
+ *
+ * RECORD HEADERS (kwal-loadgen --headers): one header, KW_WL_SEQ_HEADER
+ * "wl.seq", whose value is the sequence number in decimal, like the key.
+ * Without --headers a record has none.
+ *
  * MANIFEST (kwal-loadgen --manifest FILE): `key=value` lines, '#' comments,
  * unknown keys ignored, written atomically (temporary file, fsync, rename):
  *
  *   run_id=<16 hex>   first=<seq of the first record>   records=<N>
  *   size=<payload bytes>   topic=<name>   delivered=<N>   failed=<N>
+ *   timestamps=<0|1>   headers=<0|1>
  *
  * The workload is the sequence numbers first .. first+records-1 of run_id.
  * `delivered` counts successful delivery reports; `failed` counts the
  * records not delivered (failed reports, and records never produced because
  * the run was interrupted); both are -1 when not known (--print-kcat).
+ * `timestamps=1`: every record's timestamp is its payload's ts_us / 1000
+ * ("RECORD TIMESTAMP"); `headers=1`: every record carries the wl.seq header
+ * ("RECORD HEADERS"). A manifest without these lines (written before they
+ * existed) reads as 0 for both.
  *
  * Nothing here prints or exits; errors come back in errstr.
  */
@@ -57,6 +72,7 @@
 #define KW_WL_MAX_SEQ    999999999999ULL   /* 12 decimal digits */
 #define KW_WL_KEY_MAX    24                /* key buffer size, with the NUL */
 #define KW_WL_TOPIC_MAX  256
+#define KW_WL_SEQ_HEADER "wl.seq"          /* RECORD HEADERS */
 
 typedef enum {
     KW_WL_OK = 0,
@@ -98,6 +114,8 @@ typedef struct {
     char topic[KW_WL_TOPIC_MAX];
     int64_t delivered;   /* -1: not known */
     int64_t failed;      /* -1: not known */
+    bool timestamps;     /* record timestamp = ts_us / 1000 */
+    bool headers;        /* records carry the wl.seq header */
 } kw_wl_manifest_t;
 
 /* Write m to path atomically. Returns 0, or -1 with errstr filled. */
