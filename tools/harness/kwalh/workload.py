@@ -4,7 +4,8 @@ kwal-verify --help have the record format and the summary line).
 
 kwal-verify's summary line is its documented result (the last line of
 its stdout): expected=N stored=S missing=M duplicates=D duplicate_offsets=O
-corrupt=C foreign=F out_of_range=R.
+corrupt=C foreign=F out_of_range=R, and out_of_order=K at its end when a
+Kafka output is read (--kafka).
 """
 
 import os
@@ -15,7 +16,7 @@ import sqlite3
 from . import proc
 
 SUMMARY_KEYS = ("expected", "stored", "missing", "duplicates", "duplicate_offsets", "corrupt",
-                "foreign", "out_of_range")
+                "foreign", "out_of_range", "out_of_order")   # the last: --kafka only
 
 
 class Loadgen:
@@ -23,10 +24,12 @@ class Loadgen:
     (--rate); its manifest (key=value lines) is written when it is done."""
 
     def __init__(self, bins, brokers, topic, records, manifest, base, size=100, run_id=None,
-                 rate=None, timeout=None):
+                 rate=None, timeout=None, headers=False):
         self.bins = bins
         self.argv = [bins.loadgen, "--brokers", brokers, "--topic", topic, "--records",
                      str(records), "--size", str(size), "--manifest", manifest]
+        if headers:
+            self.argv.append("--headers")       # wl.seq=<seq> on every record
         if run_id:
             self.argv += ["--run-id", run_id]
         if rate:
@@ -148,10 +151,13 @@ class VerifyResult:
 
 
 def verify(bins, manifest=None, expect=None, run_id=None, topic=None, sqlite=None, files=None,
-           save=None, timeout=300, postgresql=None):
+           save=None, timeout=300, postgresql=None, kafka=None, kafka_props=None,
+           kafka_timeout_ms=None, print_ends=False):
     """kwal-verify against a manifest (or expect + run_id) and an output
     (sqlite: a path, or a list of paths pooled; postgresql: a connection
-    string); the result (save: a path for its stdout)."""
+    string; kafka: "BOOTSTRAP/TOPIC", the Kafka sink's output topic, with
+    kafka_props {name: value} or ["name=value"] for its reader, as -X);
+    the result (save: a path for its stdout)."""
     argv = [bins.verify]
     if manifest:
         argv += ["--manifest", manifest]
@@ -167,11 +173,45 @@ def verify(bins, manifest=None, expect=None, run_id=None, topic=None, sqlite=Non
         argv += ["--files", files]
     if postgresql:
         argv += ["--postgresql", postgresql]
+    if kafka:
+        argv += ["--kafka", kafka]
+        argv += _x_args(kafka_props)
+        if kafka_timeout_ms:
+            argv += ["--kafka-timeout", str(kafka_timeout_ms)]
+    if print_ends:
+        argv.append("--print-ends")
     rc, out, err = proc.run(argv, timeout)
     if save:
         with open(save, "w") as f:
             f.write(out)
     return VerifyResult(rc, out.splitlines(), err)
+
+
+def _x_args(props):
+    """-X name=value pairs of props: a dict, or a list of "name=value"."""
+    items = props.items() if isinstance(props, dict) else \
+        [p.split("=", 1) for p in (props or [])]
+    argv = []
+    for k, v in items:
+        argv += ["-X", "%s=%s" % (k, v)]
+    return argv
+
+
+def detail_counts(lines, head):
+    """{(topic, partition): n} of a detail line "HEAD: N -- T/P=n, ..." of
+    kwal-verify (partitions:, ends:); {} when there is none. Topic names
+    hold no '/', ',' or '='."""
+    for line in lines:
+        if line.startswith(head + ":"):
+            _, _, items = line.partition(" -- ")
+            res = {}
+            for item in items.split(", "):
+                name, eq, n = item.rpartition("=")
+                topic, slash, part = name.rpartition("/")
+                if eq and slash and part.isdigit() and n.isdigit():
+                    res[(topic, int(part))] = int(n)
+            return res
+    return {}
 
 
 # --- the sqlite sink, read directly (cheap enough to poll) -------------------
@@ -261,3 +301,63 @@ class PgStore:
 
     def verify_args(self):
         return {"postgresql": self.db.conninfo}
+
+
+class KafkaStore:
+    """sink=kafka:TOPIC: the output topic on the cluster at bootstrap, read
+    by kwal-verify --kafka (read_committed, to the last stable offsets; the
+    records' SOURCE coordinates come from their kwal.* headers). Every call
+    reads the whole topic once: cheap for test sizes (about 0.5 s for
+    20,000 records), not for millions. props: librdkafka properties for the
+    reader ({name: value} or ["name=value"], TLS and such)."""
+
+    kind = "kafka"
+
+    def __init__(self, bootstrap, topic, bins, props=None, timeout_ms=30000):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.bins = bins
+        self.props = props
+        self.timeout_ms = timeout_ms
+        self.spec = "kafka:" + topic
+
+    def _read(self, source_topic=None):
+        """(records per (source topic, partition), ends per (source topic,
+        partition)) of the committed output, or None when the output topic
+        does not exist (yet). kwal-verify runs with --expect 0 (so its exit
+        status is 1 once there are records: only 2 is an error)."""
+        v = verify(self.bins, expect=0, topic=source_topic, print_ends=True,
+                   **self.verify_args(), kafka_timeout_ms=self.timeout_ms,
+                   timeout=self.timeout_ms / 1000 + 60)
+        if v.rc == 2 or not v.ok:
+            if "does not exist" in v.err:
+                return None
+            raise proc.HarnessError("kwal-verify --kafka %s/%s: exit %s: %s"
+                                    % (self.bootstrap, self.topic, v.rc, v.err.strip()[-500:]))
+        return detail_counts(v.lines, "partitions"), detail_counts(v.lines, "ends")
+
+    def count(self, topic):
+        """Records of source topic `topic` in the committed output, every
+        copy (corrupt ones with readable kwal.* headers too); 0 when the
+        output topic does not exist yet, or cannot be read now (as
+        PgStore.count: a poll goes on)."""
+        try:
+            got = self._read(topic)
+        except proc.HarnessError:
+            return 0
+        return sum(got[0].values()) if got else 0
+
+    def exists(self):
+        return self._read() is not None
+
+    def end_offsets(self, topic, partitions):
+        """{source partition: highest source offset stored + 1, 0 when none}."""
+        got = self._read(topic)
+        ends = got[1] if got else {}
+        return {p: ends.get((topic, p), 0) for p in range(partitions)}
+
+    def verify_args(self):
+        args = {"kafka": "%s/%s" % (self.bootstrap, self.topic)}
+        if self.props:
+            args["kafka_props"] = self.props
+        return args
