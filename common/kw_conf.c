@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #define KW_CONF_KAFKA_PREFIX     "kafka."
+#define KW_CONF_SINK_KAFKA_PREFIX "sink.kafka."
 #define KW_CONF_MAX_WAL_DIRS     16   /* KW_WAL_MAX_REPLICAS; common does not include wal.h */
 
 #define KIB 1024LL
@@ -147,7 +148,9 @@ static const kw_conf_prop_t props[] = {
     { "sink", KW_CONF_STRING, "sqlite:./kwal-out.db", 0, 0, NULL,
       FIELD(receiver.sink),
       "Where batches go: sqlite:PATH, file:DIR, postgresql:CONNINFO (a libpq "
-      "connection string or postgresql:// URI), jsonl (stdout) or null." },
+      "connection string or postgresql:// URI), kafka:TOPIC (an existing topic, "
+      "one Kafka transaction per batch; sink.kafka.* keys), jsonl (stdout) or "
+      "null." },
     { "tracker.path", KW_CONF_STRING, "", 0, 0, NULL,
       FIELD(receiver.tracker_path),
       "The block tracker's SQLite database; empty means tracker.db in the "
@@ -558,37 +561,39 @@ static kw_err_t unknown_key(const char *key, const char *where,
 
 /* ---- kafka. pass-through ------------------------------------------------ */
 
-static kw_err_t set_kafka(kw_conf_t *conf, const char *key, const char *value,
-                          const char *where, char *errstr, size_t errlen)
+/* key (with its prefix) into *pairs: the source's `kafka.` keys or the kafka
+ * sink's `sink.kafka.` keys. */
+static kw_err_t set_kafka(kw_conf_pair_t **pairsp, size_t *np, const char *prefix,
+                          const char *key, const char *value, const char *where,
+                          char *errstr, size_t errlen)
 {
-    const char *name = key + strlen(KW_CONF_KAFKA_PREFIX);
+    const char *name = key + strlen(prefix);
     kw_conf_pair_t *pairs;
     char *k = NULL, *v = NULL;
 
     if (name[0] == '\0')
         return conf_err(errstr, errlen, where, key,
-                        "expected a librdkafka property name after '"
-                        KW_CONF_KAFKA_PREFIX "'");
+                        "expected a librdkafka property name after '%s'", prefix);
     v = strdup(value);
     if (v == NULL)
         goto nomem;
-    for (size_t i = 0; i < conf->nkafka; i++) {
-        if (strcmp(conf->kafka[i].key, name) == 0) {
-            free(conf->kafka[i].value);
-            conf->kafka[i].value = v;
+    for (size_t i = 0; i < *np; i++) {
+        if (strcmp((*pairsp)[i].key, name) == 0) {
+            free((*pairsp)[i].value);
+            (*pairsp)[i].value = v;
             return KW_OK;
         }
     }
     k = strdup(name);
     if (k == NULL)
         goto nomem;
-    pairs = realloc(conf->kafka, (conf->nkafka + 1) * sizeof(*pairs));
+    pairs = realloc(*pairsp, (*np + 1) * sizeof(*pairs));
     if (pairs == NULL)
         goto nomem;
-    conf->kafka = pairs;
-    conf->kafka[conf->nkafka].key = k;
-    conf->kafka[conf->nkafka].value = v;
-    conf->nkafka++;
+    *pairsp = pairs;
+    pairs[*np].key = k;
+    pairs[*np].value = v;
+    (*np)++;
     return KW_OK;
 
 nomem:
@@ -613,7 +618,11 @@ kw_err_t kw_conf_set(kw_conf_t *conf, const char *key, const char *value,
         return conf_err(errstr, errlen, where, "(empty key)",
                         "expected key=value, got '=%s'", value);
     if (strncmp(key, KW_CONF_KAFKA_PREFIX, strlen(KW_CONF_KAFKA_PREFIX)) == 0)
-        return set_kafka(conf, key, value, where, errstr, errlen);
+        return set_kafka(&conf->kafka, &conf->nkafka, KW_CONF_KAFKA_PREFIX, key, value,
+                         where, errstr, errlen);
+    if (strncmp(key, KW_CONF_SINK_KAFKA_PREFIX, strlen(KW_CONF_SINK_KAFKA_PREFIX)) == 0)
+        return set_kafka(&conf->sink_kafka, &conf->nsink_kafka, KW_CONF_SINK_KAFKA_PREFIX,
+                         key, value, where, errstr, errlen);
     prop = kw_conf_prop_find(key);
     if (prop == NULL)
         return unknown_key(key, where, errstr, errlen);
@@ -776,6 +785,11 @@ void kw_conf_destroy(kw_conf_t *conf)
         free(conf->kafka[i].value);
     }
     free(conf->kafka);
+    for (size_t i = 0; i < conf->nsink_kafka; i++) {
+        free(conf->sink_kafka[i].key);
+        free(conf->sink_kafka[i].value);
+    }
+    free(conf->sink_kafka);
     free(conf->priv);
     free(conf);
 }
@@ -846,6 +860,10 @@ void kw_conf_print(const kw_conf_t *conf, FILE *out)
     for (size_t i = 0; i < conf->nkafka; i++)
         fprintf(out, "# passed to librdkafka as %s\n" KW_CONF_KAFKA_PREFIX "%s=%s\n",
                 conf->kafka[i].key, conf->kafka[i].key, conf->kafka[i].value);
+    for (size_t i = 0; i < conf->nsink_kafka; i++)
+        fprintf(out, "# passed to the kafka sink's librdkafka as %s\n"
+                KW_CONF_SINK_KAFKA_PREFIX "%s=%s\n", conf->sink_kafka[i].key,
+                conf->sink_kafka[i].key, conf->sink_kafka[i].value);
 }
 
 /* The range column: "0..16", "4K..64G", "1..16 items", "error|warn|...". */
@@ -915,6 +933,11 @@ void kw_conf_print_help(FILE *out)
     fprintf(out, "  " KW_CONF_KAFKA_PREFIX "<property>=<value>\n");
     print_wrapped(out, "Passed to librdkafka unchanged, without the prefix "
                   "(for example kafka.bootstrap.servers=localhost:9092).", 6, 78);
+    fprintf(out, "  " KW_CONF_SINK_KAFKA_PREFIX "<property>=<value>\n");
+    print_wrapped(out, "sink=kafka:TOPIC: librdkafka producer properties of the sink, "
+                  "without the prefix. Without sink.kafka.bootstrap.servers the sink "
+                  "writes to the source's cluster with its kafka.* settings, these on "
+                  "top.", 6, 78);
 }
 
 /* A Markdown table cell: '|' escaped, newlines flattened. */
@@ -962,6 +985,10 @@ void kw_conf_print_markdown(FILE *out)
           "* Keys starting with `kafka.` are passed to librdkafka unchanged, without the\n"
           "  prefix: `kafka.bootstrap.servers=localhost:9092` sets librdkafka's\n"
           "  `bootstrap.servers`. See librdkafka's CONFIGURATION.md for those.\n"
+          "* Keys starting with `sink.kafka.` are the `kafka:TOPIC` sink's producer\n"
+          "  properties, passed the same way. Without `sink.kafka.bootstrap.servers`\n"
+          "  the sink writes to the source's cluster with its `kafka.` settings, these\n"
+          "  on top.\n"
           "\n"
           "`kwal config -c FILE [-X key=value]...` prints the effective configuration\n"
           "as a configuration file, with a comment saying where each value came from.\n", out);

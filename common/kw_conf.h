@@ -17,7 +17,8 @@
  *
  * Keys starting with `kafka.` are not in the table: they are kept, prefix
  * removed and value verbatim, in kw_conf_t.kafka, to be handed to librdkafka
- * unchanged. `zookeeper.` keys are ordinary table rows. Any other key that is
+ * unchanged; `sink.kafka.` keys likewise in kw_conf_t.sink_kafka (the kafka
+ * sink's producer). `zookeeper.` keys are ordinary table rows. Any other key that is
  * not in the table, and any value that does not parse or is out of range, is
  * an error naming where it came from, the key and what was expected:
  *
@@ -141,6 +142,8 @@ typedef struct kw_conf {
                                        * order first seen; a later value of
                                        * the same key replaces the earlier */
     size_t          nkafka;
+    kw_conf_pair_t *sink_kafka;       /* `sink.kafka.` keys, the same way */
+    size_t          nsink_kafka;
     kw_conf_priv_t *priv;             /* where each key was last set */
 } kw_conf_t;
 

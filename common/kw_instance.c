@@ -135,3 +135,15 @@ void kw_instance_default_name(const char *path, char *buf, size_t len)
     host[strcspn(host, "/")] = '\0';                 /* a ZooKeeper path component */
     snprintf(buf, len, "%s-%016" PRIx64, host, h);
 }
+
+const char *kw_instance_name(const char *instance_id, const char *state, const char *fallback,
+                             char *buf, size_t len)
+{
+    if (instance_id != NULL && instance_id[0] != '\0')
+        snprintf(buf, len, "%s", instance_id);
+    else if (state != NULL)
+        kw_instance_default_name(state, buf, len);
+    else
+        snprintf(buf, len, "%s", fallback);
+    return buf;
+}

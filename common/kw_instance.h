@@ -47,4 +47,10 @@ const char *kw_instance_session_file(const kw_instance_t *inst);
  * (256 bytes are enough). */
 void kw_instance_default_name(const char *path, char *buf, size_t len);
 
+/* An instance's name: instance_id when set (not NULL, not ""), else the
+ * default name of the state at `state` (when not NULL), else fallback;
+ * written into buf (256 bytes are enough), which is returned. */
+const char *kw_instance_name(const char *instance_id, const char *state, const char *fallback,
+                             char *buf, size_t len);
+
 #endif /* KW_INSTANCE_H */

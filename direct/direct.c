@@ -411,14 +411,23 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
     pthread_mutex_init(&d->snap_mu, NULL);
     kw_direct_pid_init(&d->pid, (double)rc->backpressure_min_rate);
 
-    err = kw_sink_open(rc->sink, &d->sink, errstr, errlen);
+    {   /* the kafka sink's transactional.id: the same on every restart
+         * when instance.id is set (a crashed run's transaction is then
+         * aborted at once, not after transaction.timeout.ms) */
+        kw_sink_options_t so;
+
+        kw_sink_options_from_conf(&so, conf, rc->instance_id != NULL &&
+                                  rc->instance_id[0] != '\0' ? rc->instance_id :
+                                  o->zk != NULL ? kw_zk_instance(o->zk) : "direct", 1);
+        err = kw_sink_open_opts(rc->sink, &so, &d->sink, errstr, errlen);
+    }
     if (err != KW_OK)
         goto fail;
     if (!d->at_least_once) {
         if (!kw_sink_ranges_supported(d->sink)) {
             err = kw_seterr(errstr, errlen, KW_ECONFIG, "sink=%s: kwal direct stores its "
                             "offset ranges in the sink's transaction and needs "
-                            "sink=sqlite:PATH or sink=postgresql:CONNINFO "
+                            "sink=sqlite:PATH, postgresql:CONNINFO or kafka:TOPIC "
                             "(--at-least-once takes any sink)", rc->sink);
             goto fail;
         }

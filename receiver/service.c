@@ -39,6 +39,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kw_instance.h"
 #include "kw_log.h"
 #include "receiver_int.h"
 #include "source.h"
@@ -141,7 +142,17 @@ kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal
         if (err != KW_OK)
             goto fail;
     }
-    err = kw_sink_open(rc->sink, &svc->sink, errstr, errlen);
+    {
+        /* the kafka sink's writer: this instance, as recovery names it */
+        kw_sink_options_t so;
+        char name[256];
+
+        kw_sink_options_from_conf(&so, conf, opts->zk != NULL ? kw_zk_instance(opts->zk) :
+                                  kw_instance_name(rc->instance_id, svc->no_wal ? NULL :
+                                                   svc->wal_opts.dirs[0], "kwal", name,
+                                                   sizeof(name)), 0);
+        err = kw_sink_open_opts(rc->sink, &so, &svc->sink, errstr, errlen);
+    }
     if (err != KW_OK)
         goto fail;
 

@@ -18,6 +18,7 @@
 #include "blockgen.h"
 #include "tracker.h"
 #include "kw_fault.h"
+#include "kw_instance.h"
 #include "kw_log.h"
 #include "kw_time.h"
 #include "sink.h"
@@ -402,7 +403,16 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
     r->tracker_ms = kw_mono_ms() - phase;
     phase = kw_mono_ms();
     /* 3 */
-    err = kw_sink_open(conf->receiver.sink, &sink, why, sizeof(why));
+    {   /* the kafka sink's writer: this instance, as the receivers name it */
+        kw_sink_options_t so;
+        char name[256];
+
+        kw_sink_options_from_conf(&so, conf, o->zk != NULL ? kw_zk_instance(o->zk) :
+                                  kw_instance_name(conf->receiver.instance_id,
+                                                   o->wal_opts->dirs[0], "kwal", name,
+                                                   sizeof(name)), 0);
+        err = kw_sink_open_opts(conf->receiver.sink, &so, &sink, why, sizeof(why));
+    }
     if (err != KW_OK) {
         kw_seterr(errstr, errlen, err, "sink: %s", why);
         goto out;

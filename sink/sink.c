@@ -23,10 +23,29 @@
 
 static const kw__sink_ops_t *const sink__kinds[] = {
     &kw__sink_sqlite_ops, &kw__sink_file_ops, &kw__sink_jsonl_ops, &kw__sink_null_ops,
-    &kw__sink_pg_ops
+    &kw__sink_pg_ops, &kw__sink_kafka_ops
 };
 
 kw_err_t kw_sink_open(const char *spec, kw_sink_t **out, char *errstr, size_t errlen)
+{
+    return kw_sink_open_opts(spec, NULL, out, errstr, errlen);
+}
+
+void kw_sink_options_from_conf(kw_sink_options_t *o, const kw_conf_t *conf,
+                               const char *instance, int direct)
+{
+    memset(o, 0, sizeof(*o));
+    o->group = conf->receiver.group_id;
+    o->instance = instance;
+    o->direct = direct;
+    o->kafka = conf->kafka;
+    o->nkafka = conf->nkafka;
+    o->sink_kafka = conf->sink_kafka;
+    o->nsink_kafka = conf->nsink_kafka;
+}
+
+kw_err_t kw_sink_open_opts(const char *spec, const kw_sink_options_t *opts, kw_sink_t **out,
+                           char *errstr, size_t errlen)
 {
     const kw__sink_ops_t *ops = NULL;
     const char *colon, *arg = NULL;
@@ -37,7 +56,7 @@ kw_err_t kw_sink_open(const char *spec, kw_sink_t **out, char *errstr, size_t er
     *out = NULL;
     if (spec == NULL || spec[0] == '\0')
         return kw_seterr(errstr, errlen, KW_ECONFIG, "sink: empty spec "
-                         "(expected sqlite:PATH, file:DIR, postgresql:CONNINFO, jsonl or null)");
+                         "(expected sqlite:PATH, file:DIR, postgresql:CONNINFO, kafka:TOPIC, jsonl or null)");
     colon = strchr(spec, ':');
     kindlen = colon != NULL ? (size_t)(colon - spec) : strlen(spec);
     if (colon != NULL)
@@ -49,7 +68,7 @@ kw_err_t kw_sink_open(const char *spec, kw_sink_t **out, char *errstr, size_t er
     }
     if (ops == NULL)
         return kw_seterr(errstr, errlen, KW_ECONFIG, "sink '%s': unknown kind "
-                         "(expected sqlite:PATH, file:DIR, postgresql:CONNINFO, jsonl or null)", spec);
+                         "(expected sqlite:PATH, file:DIR, postgresql:CONNINFO, kafka:TOPIC, jsonl or null)", spec);
     if (ops->arg_what != NULL && (arg == NULL || arg[0] == '\0'))
         return kw_seterr(errstr, errlen, KW_ECONFIG, "sink '%s': %s needs a %s (%s:%s)", spec,
                          ops->name, ops->arg_what, ops->name, ops->arg_meta);
@@ -60,7 +79,9 @@ kw_err_t kw_sink_open(const char *spec, kw_sink_t **out, char *errstr, size_t er
     if (s == NULL)
         return kw_seterr(errstr, errlen, KW_ENOMEM, "sink '%s': out of memory", spec);
     s->ops = ops;
+    s->opts = opts;
     err = ops->open(s, arg, errstr, errlen);
+    s->opts = NULL;
     if (err != KW_OK) {
         free(s);
         return err;

@@ -50,6 +50,22 @@
  *                again) and is re-established at the next begin.
  *                Headers are not stored. Errors name the server, never the
  *                password.
+ *   kafka:TOPIC  Each batch one Kafka transaction (librdkafka's transactional
+ *                producer) into the existing topic TOPIC, on the source's
+ *                cluster or the one sink.kafka.bootstrap.servers names
+ *                (sink.kafka.* keys: librdkafka producer properties). A
+ *                record keeps its key, value, timestamp and headers, and gets
+ *                three more headers: kwal.topic, kwal.partition and
+ *                kwal.offset (its source coordinates); it goes to the
+ *                output partition source partition % TOPIC's partitions.
+ *                The batch's source offsets commit in the same transaction
+ *                (send_offsets_to_transaction): direct mode's ranges to
+ *                group.id, read back by kw_sink_range_next; receive mode's
+ *                to the writer group <group.id>.kwal-sink.<instance>, and a
+ *                record below what that group holds is a duplicate delivery,
+ *                counted and not written. Needs kw_sink_open_opts (group and
+ *                instance). sink/FORMAT.md has the rules and what a reader
+ *                needs (isolation.level=read_committed).
  *   jsonl        JSON lines on stdout (fd 1), each batch written with write(2)
  *                before write_batch returns. Cannot recognise duplicates.
  *   null         Counts and discards (benchmarks).
@@ -93,6 +109,7 @@
 #include <stdint.h>
 
 #include "blockgen.h"
+#include "kw_conf.h"
 #include "kw_err.h"
 #include "kw_hist.h"
 
@@ -103,7 +120,8 @@ typedef enum {
     KW_SINK_FILE   = 1,
     KW_SINK_JSONL  = 2,
     KW_SINK_NULL   = 3,
-    KW_SINK_POSTGRESQL = 4
+    KW_SINK_POSTGRESQL = 4,
+    KW_SINK_KAFKA  = 5
 } kw_sink_kind_t;
 
 /* The sqlite sink's schema version (PRAGMA user_version; sink/FORMAT.md). */
@@ -145,12 +163,38 @@ typedef struct kw_sink_totals {
  */
 kw_err_t kw_sink_open(const char *spec, kw_sink_t **sink, char *errstr, size_t errlen);
 
+/* What a sink may need beyond its spec: the kafka sink's group, instance
+ * and cluster settings (the others ignore it). Pointers are only read,
+ * during kw_sink_open_opts. */
+typedef struct kw_sink_options {
+    const char           *group;        /* group.id */
+    const char           *instance;     /* this instance's name, the same on
+                                         * every restart of its state (kwal's
+                                         * instance name) */
+    int                   direct;       /* 1: kwal direct (ranges in group) */
+    const kw_conf_pair_t *kafka;        /* the source's kafka.* keys */
+    size_t                nkafka;
+    const kw_conf_pair_t *sink_kafka;   /* sink.kafka.* keys */
+    size_t                nsink_kafka;
+} kw_sink_options_t;
+
+/* o from a loaded configuration (kept pointers: conf must outlive o). */
+void kw_sink_options_from_conf(kw_sink_options_t *o, const kw_conf_t *conf,
+                               const char *instance, int direct);
+
+/* kw_sink_open with options (NULL: none; the kafka sink then refuses with
+ * KW_ECONFIG). The kafka sink's open reaches the cluster: KW_EIO when it
+ * cannot (init_transactions, the output topic's metadata), KW_ECONFIG for
+ * a property librdkafka refuses. */
+kw_err_t kw_sink_open_opts(const char *spec, const kw_sink_options_t *opts, kw_sink_t **sink,
+                           char *errstr, size_t errlen);
+
 /* Close (the sqlite database, the directory); an open transaction is
  * aborted first. NULL is a no-op. */
 void kw_sink_close(kw_sink_t *sink);
 
 kw_sink_kind_t kw_sink_kind(const kw_sink_t *sink);
-/* "sqlite", "file", "jsonl", "null" or "postgresql". */
+/* "sqlite", "file", "jsonl", "null", "postgresql" or "kafka". */
 const char *kw_sink_kind_name(const kw_sink_t *sink);
 
 /*
@@ -180,7 +224,7 @@ kw_err_t kw_sink_write_batch(kw_sink_t *sink, uint64_t batch_id,
  *   kw_sink_txn_commit(sink, &stats)   or   kw_sink_txn_abort(sink)
  *
  * Every kind runs begin / write / commit / abort (what each one does is
- * below); only sqlite and postgresql store ranges (kw_sink_ranges_supported). At most one
+ * below); only sqlite, postgresql and kafka store ranges (kw_sink_ranges_supported). At most one
  * transaction is open per handle. Rules for all of them:
  *
  *   T1. Nothing of the batch is visible in the output, or acknowledged,
@@ -215,7 +259,8 @@ kw_err_t kw_sink_txn_begin(kw_sink_t *sink, uint64_t batch_id,
  * taken inside the transaction, under the database's write lock, so two
  * writers never use the same id -- the next after every id stored (the
  * `batches` rows and the ranges), and at least min_id. *batch_id gets it.
- * Only kinds that store ranges (sqlite, postgresql); KW_EINVAL for the others and for a
+ * Only kinds that store ranges (sqlite, postgresql, kafka: its ids need not
+ * differ across instances, it takes the next after its own); KW_EINVAL for the others and for a
  * min_id outside 1..INT64_MAX.
  */
 kw_err_t kw_sink_txn_begin_next(kw_sink_t *sink, uint64_t min_id, uint64_t *batch_id,
@@ -247,7 +292,9 @@ kw_err_t kw_sink_txn_write(kw_sink_t *sink, const kw_record_t *recs, size_t n,
  * reads the partition's position again before it reads it again. The check
  * and the insert are in the transaction that holds the database's write lock
  * (sqlite: BEGIN IMMEDIATE; postgresql: an advisory lock of the partition), so two instances can never both store a range
- * after the same end. KW_SINK_RANGE_UNCHECKED skips the check (a caller that
+ * after the same end (kafka: the group's committed offsets are read again
+ * in commit, which then fails with KW_EFENCED -- not atomic with the commit,
+ * sink_kafka.c says why). KW_SINK_RANGE_UNCHECKED skips the check (a caller that
  * is the only writer of the partition by other means).
  *
  * KW_EINVAL when the sink does not store ranges (not sqlite or postgresql), for an empty
@@ -284,7 +331,7 @@ void kw_sink_txn_abort(kw_sink_t *sink);
 
 /* ---- Offset ranges (read back at start) ---- */
 
-/* 1 if the sink stores offset ranges (sqlite, postgresql), else 0. */
+/* 1 if the sink stores offset ranges (sqlite, postgresql, kafka), else 0. */
 int kw_sink_ranges_supported(const kw_sink_t *sink);
 
 /*

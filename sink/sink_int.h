@@ -63,6 +63,7 @@ typedef enum {
 struct kw_sink {
     const kw__sink_ops_t *ops;
     void                 *impl;     /* the kind's state */
+    const kw_sink_options_t *opts;  /* kw_sink_open_opts's, during open only */
     kw_sink_totals_t      totals;
     struct {
         kw__txn_state_t   state;
@@ -77,6 +78,7 @@ extern const kw__sink_ops_t kw__sink_file_ops;
 extern const kw__sink_ops_t kw__sink_jsonl_ops;
 extern const kw__sink_ops_t kw__sink_null_ops;
 extern const kw__sink_ops_t kw__sink_pg_ops;
+extern const kw__sink_ops_t kw__sink_kafka_ops;
 
 /* Make room for `more` bytes after len. KW_ENOMEM leaves b as it was. */
 kw_err_t kw__sink_buf_reserve(kw_sink_buf_t *b, size_t more);

@@ -83,7 +83,7 @@ class Trial:
     """One topic, group, directory and workload on the shared cluster."""
 
     def __init__(self, bins, zk, kafka, kwal_factory, names, d, nrec=NREC,
-                 partitions=PARTITIONS, replicas=2):
+                 partitions=PARTITIONS, replicas=2, store=None):
         self.bins, self.zk, self.kafka, self.kwal_factory = bins, zk, kafka, kwal_factory
         self.topic, self.group = names.topic(), names.group()
         self.d = d
@@ -94,6 +94,9 @@ class Trial:
         self.manifest = os.path.join(d, "m")
         self.settings = crash_settings(zk, kafka, d, self.group, self.topic, replicas)
         self.wal_dirs = [os.path.join(d, f"w{i}") for i in range(replicas)]
+        # the sink: sqlite in d by default, or a workload.*Store
+        self.store = store or workload.SqliteStore(self.db)
+        self.settings["sink"] = self.store.spec
         self.runs = 0
         kafka.create_topic(self.topic, partitions, rf=3)
 
@@ -105,8 +108,9 @@ class Trial:
         assert int(m.get("delivered", -1)) == self.nrec, m
 
     def stored(self):
-        """Rows of the topic in the sink (its primary key keeps them unique)."""
-        return workload.sqlite_count(self.db, self.topic)
+        """Records of the topic in the sink (sqlite: its primary key keeps
+        them unique)."""
+        return self.store.count(self.topic)
 
     def kwal(self, args=("receive",), xargs=(), env=None, **over):
         """A Kwal (not started) with the trial's settings, `over` on top
@@ -157,7 +161,7 @@ class Trial:
         return k
 
     def verify(self):
-        return workload.verify(self.bins, manifest=self.manifest, sqlite=self.db)
+        return workload.verify(self.bins, manifest=self.manifest, **self.store.verify_args())
 
     def assert_all_once(self):
         v = self.verify()
@@ -174,7 +178,7 @@ class Trial:
         """Every partition's ZooKeeper offset is its end offset in the sink,
         and they add up to total (invariant 1, nothing consumed twice)."""
         zoff = {p: (v or 0) for p, v in self.zk_offsets().items()}
-        ends = workload.sqlite_end_offsets(self.db, self.topic, self.partitions)
+        ends = self.store.end_offsets(self.topic, self.partitions)
         assert zoff == ends, f"ZooKeeper {zoff} != sink end offsets {ends}"
         assert sum(zoff.values()) == total, f"ZooKeeper offsets {zoff} do not sum to {total}"
 

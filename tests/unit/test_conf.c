@@ -100,6 +100,7 @@ static void test_errors_name_the_key(void **state)
         { "log.level=loud", "log.level" },
         { "wal.dirs=", "wal.dirs" },
         { "wal.dirz=/x", "wal.dirz" },
+        { "sink.kafka.=1", "sink.kafka." },
         { "no equals sign", "" },
     };
 
@@ -135,7 +136,8 @@ static void test_missing_file(void **state)
 static void test_print_round_trip(void **state)
 {
     const char *over[] = { "wal.dirs=/a,/b", "wal.segment.bytes=3M", "wal.compress=false",
-                           "kafka.client.id=x y" };
+                           "kafka.client.id=x y", "sink.kafka.linger.ms=20",
+                           "sink.kafka.linger.ms=30" };
     kw_conf_t *c, *d;
     char err[256], *path = strdup("/tmp/kwal-conf-XXXXXX");
     size_t n;
@@ -144,7 +146,12 @@ static void test_print_round_trip(void **state)
     int fd;
 
     (void)state;
-    assert_int_equal(kw_conf_load(NULL, over, 4, &c, err, sizeof(err)), KW_OK);
+    assert_int_equal(kw_conf_load(NULL, over, 6, &c, err, sizeof(err)), KW_OK);
+    /* sink.kafka.* apart from kafka.*, prefix removed, the last value kept */
+    assert_int_equal(c->nkafka, 1);
+    assert_int_equal(c->nsink_kafka, 1);
+    assert_string_equal(c->sink_kafka[0].key, "linger.ms");
+    assert_string_equal(c->sink_kafka[0].value, "30");
     fd = mkstemp(path);
     assert_true(fd >= 0);
     f = fdopen(fd, "w");
@@ -160,6 +167,8 @@ static void test_print_round_trip(void **state)
     }
     assert_int_equal(d->nkafka, 1);
     assert_string_equal(d->kafka[0].value, "x y");
+    assert_int_equal(d->nsink_kafka, 1);
+    assert_string_equal(d->sink_kafka[0].value, "30");
     kw_conf_destroy(c);
     kw_conf_destroy(d);
     unlink(path);

@@ -4,7 +4,7 @@
  *
  *   kwal-bench-sink --sink SPEC [--sink SPEC]... [--records N] [--batch N]
  *                   [--size BYTES] [--partitions P] [--mode receive|direct]
- *                   [--repeat R]
+ *                   [--repeat R] [--kafka BOOTSTRAP]
  *
  * Every run writes --records records of --size bytes (keys "k<offset>",
  * create timestamps) over --partitions partitions of a topic of its own
@@ -14,6 +14,13 @@
  *   receive  kw_sink_write_batch per batch (kwal receive's batcher)
  *   direct   kw_sink_txn_begin_next + write + one fenced put_range per
  *            partition + commit (kwal direct's exactly-once path)
+ *
+ * A kafka:TOPIC sink writes to the cluster --kafka names, into TOPIC (which
+ * must exist); its run's topic is created there first (P partitions, the
+ * broker's replication factor), because the sink commits the records'
+ * source offsets to a consumer group and Kafka keeps offsets only of
+ * topics it has. That creation is not in the run's time. The group is the
+ * run's topic; the instance "bench".
  *
  * Each run is a child process (fork), so its CPU seconds (user + system,
  * getrusage of the child) and peak RSS are its own. The server side of a
@@ -37,6 +44,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "cli.h"
 #include "kw_log.h"
 #include "kw_time.h"
@@ -58,19 +67,22 @@ typedef struct opts {
     int         nsinks;
     uint64_t    records, batch, size, partitions, repeat;
     int         direct;
+    const char *kafka;          /* --kafka BOOTSTRAP */
 } opts_t;
 
 static void usage(FILE *out)
 {
     fputs("Usage: " PROG " --sink SPEC [--sink SPEC]... [--records N] [--batch N]\n"
           "       [--size BYTES] [--partitions P] [--mode receive|direct] [--repeat R]\n"
+          "       [--kafka BOOTSTRAP]\n"
           "\n"
           "Writes the same records through each sink (kwal's sink API, one child\n"
           "process per run, sinks taking turns in each round) and prints records/s,\n"
           "MB/s, CPU seconds and peak RSS per sink, and records/s over the first\n"
           "sink's. Defaults: --records 200000 --batch 5000 --size 100 --partitions 8\n"
           "--mode receive --repeat 3. A server's own CPU (PostgreSQL) is in the wall\n"
-          "time, not in the CPU seconds.\n", out);
+          "time, not in the CPU seconds. A kafka:TOPIC sink writes to the cluster of\n"
+          "--kafka (TOPIC must exist; each run creates its source topic there).\n", out);
 }
 
 /* The records of batch b: offsets per partition continue across batches. */
@@ -119,7 +131,16 @@ static int run_one(const opts_t *o, const char *spec, const char *topic, uint64_
         fprintf(stderr, PROG ": out of memory\n");
         goto out;
     }
-    if (kw_sink_open(spec, &sink, err, sizeof(err)) != KW_OK) {
+    kw_sink_options_t so;
+    kw_conf_pair_t cluster = { "bootstrap.servers", (char *)o->kafka };
+
+    memset(&so, 0, sizeof(so));
+    so.group = topic;               /* the run's own */
+    so.instance = "bench";
+    so.direct = o->direct;
+    so.kafka = &cluster;
+    so.nkafka = o->kafka != NULL;
+    if (kw_sink_open_opts(spec, &so, &sink, err, sizeof(err)) != KW_OK) {
         fprintf(stderr, PROG ": %s\n", err);
         goto out;
     }
@@ -182,18 +203,71 @@ out:
     return rc;
 }
 
+/* The run's source topic on the --kafka cluster (kafka sinks): 0, or -1
+ * after printing why. */
+static int create_topic(const opts_t *o, const char *topic)
+{
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_NewTopic_t *nt = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_t *rk = NULL;
+    char err[512] = "";
+    int rc = -1;
+
+    if (rd_kafka_conf_set(c, "bootstrap.servers", o->kafka, err, sizeof(err)) !=
+            RD_KAFKA_CONF_OK ||
+        (rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err))) == NULL) {
+        rd_kafka_conf_destroy(c);
+        fprintf(stderr, PROG ": --kafka %s: %s\n", o->kafka, err);
+        return -1;
+    }
+    nt = rd_kafka_NewTopic_new(topic, (int)o->partitions, -1, err, sizeof(err));
+    q = rd_kafka_queue_new(rk);
+    if (nt != NULL && q != NULL) {
+        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+        ev = rd_kafka_queue_poll(q, 60000);
+    }
+    if (ev == NULL) {
+        fprintf(stderr, PROG ": create topic %s: %s\n", topic, err[0] ? err : "no answer");
+    } else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, PROG ": create topic %s: %s\n", topic, rd_kafka_event_error_string(ev));
+    } else {
+        const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+        size_t n = 0;
+        const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &n);
+
+        if (n == 1 && rd_kafka_topic_result_error(tr[0]) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            fprintf(stderr, PROG ": create topic %s: %s\n", topic,
+                    rd_kafka_topic_result_error_string(tr[0]));
+        else
+            rc = 0;
+    }
+    if (ev != NULL)
+        rd_kafka_event_destroy(ev);
+    if (q != NULL)
+        rd_kafka_queue_destroy(q);
+    if (nt != NULL)
+        rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
 /* Fork a run; its result from the child's rusage and a pipe. */
 static run_result_t run_child(const opts_t *o, const char *spec, int round)
 {
     run_result_t res = {0};
     int fds[2], status = 0;
     struct rusage ru;
-    int64_t t0 = kw_mono_ms();
+    int64_t t0;
     char topic[64];
     pid_t pid;
 
     snprintf(topic, sizeof(topic), "bench-%ld-%d-%lld", (long)getpid(), round,
              (long long)kw_wall_ms());
+    if (strncmp(spec, "kafka:", 6) == 0 && create_topic(o, topic) != 0)
+        return res;
+    t0 = kw_mono_ms();
     if (pipe(fds) != 0)
         return res;
     fflush(NULL);
@@ -261,7 +335,8 @@ static int parse(int argc, char **argv, opts_t *o)
         }
         if (strcmp(a, "--sink") != 0 && strcmp(a, "--mode") != 0 && strcmp(a, "--records") != 0 &&
             strcmp(a, "--batch") != 0 && strcmp(a, "--size") != 0 &&
-            strcmp(a, "--partitions") != 0 && strcmp(a, "--repeat") != 0)
+            strcmp(a, "--partitions") != 0 && strcmp(a, "--repeat") != 0 &&
+            strcmp(a, "--kafka") != 0)
             return kw_cli_usage_error(PROG, "unknown option '%s'", a);
         if (v == NULL)
             return kw_cli_usage_error(PROG, "%s needs a value", a);
@@ -269,6 +344,8 @@ static int parse(int argc, char **argv, opts_t *o)
             if (o->nsinks == MAX_SINKS)
                 return kw_cli_usage_error(PROG, "at most %d sinks", MAX_SINKS);
             o->sinks[o->nsinks++] = v;
+        } else if (strcmp(a, "--kafka") == 0) {
+            o->kafka = v;
         } else if (strcmp(a, "--mode") == 0) {
             if (strcmp(v, "receive") != 0 && strcmp(v, "direct") != 0)
                 return kw_cli_usage_error(PROG, "--mode: '%s' is not receive or direct", v);
@@ -291,6 +368,9 @@ static int parse(int argc, char **argv, opts_t *o)
     }
     if (o->nsinks == 0)
         return kw_cli_usage_error(PROG, "give at least one --sink SPEC");
+    for (int s = 0; s < o->nsinks; s++)
+        if (strncmp(o->sinks[s], "kafka:", 6) == 0 && o->kafka == NULL)
+            return kw_cli_usage_error(PROG, "--sink %s needs --kafka BOOTSTRAP", o->sinks[s]);
     return 0;
 }
 

@@ -1007,6 +1007,19 @@ class KafkaCluster:
                     raise
             time.sleep(0.2)
 
+    def group_offsets(self, group: str, topic: str) -> dict[int, int]:
+        """{partition: committed offset} of GROUP for TOPIC (ConsumerGroupCommand
+        --describe --offsets); partitions without one are left out."""
+        r = self.run_tool("consumer-groups", "--bootstrap-server", self._serving_bootstrap(),
+                          "--describe", "--offsets", "--group", group)
+        res = {}
+        for line in r.stdout.splitlines():
+            f = line.split()
+            if len(f) >= 4 and f[0] == group and f[1] == topic and f[2].isdigit() \
+                    and f[3].isdigit():
+                res[int(f[2])] = int(f[3])
+        return res
+
     def _end_offsets_once(self, topic: str) -> dict[int, int]:
         parts = self.partitions(topic)
         args = ["-Q", "-b", self._serving_bootstrap(), "-m", "3"]

@@ -1,0 +1,200 @@
+"""0091 -- sink=kafka:TOPIC end to end: `kwal receive` and `kwal direct` writing
+into an output topic of the shared 3-node Apache Kafka cluster with one Kafka
+transaction per batch, read back by kwal-verify --kafka with a read_committed
+consumer (source coordinates from the kwal.* headers).
+
+a  Bad input: sink=kafka: without a topic (exit 2); an output topic that does
+   not exist (exit 1, one line naming it); a sink.kafka.* property librdkafka
+   does not know (exit 2, naming it).
+b  Crash points of the sink's path, each at its 3rd pass, then a run to the
+   end: every record exactly once in the committed output (no record of an
+   aborted or unfinished transaction counted), in source order within each
+   output partition, with its key and timestamp kept (the workload's headers
+   too); ZooKeeper at the end offsets.
+   receive: pipeline.tracked (offsets not in ZooKeeper: the same instance
+   reads them again -- duplicates its writer group recognises), batch.allocated,
+   sink.mid-txn (an open transaction, aborted by the restart's
+   init_transactions), sink.committed (committed, not marked processed:
+   recovery replays it and finds it written).
+   direct: direct.read, sink.mid-txn, direct.stored (committed with its
+   offsets in the group, ZooKeeper not told: the restart reads on from the
+   group).
+c  Two direct instances share 4 partitions and one output topic, one is
+   SIGKILLed mid-run and restarted: still exactly once; the group's committed
+   offsets are the end offsets.
+
+Numbers come from kwal-verify, --stats-json, ZooKeeper and Kafka's own group
+offsets, never from kwal's log.
+"""
+import os
+
+import pytest
+
+from crashlib import wait_until, zk_fast  # noqa: F401 (fixture)
+from kwalh import proc, workload
+from kwalh.kwal import CRASH_EXIT, consuming
+
+PARTITIONS = 4
+OUT_PARTITIONS = 3      # fewer than the source's: two source partitions share one
+NREC = 6000
+
+
+class Run:
+    """A source topic, an output topic, a group and kwal runs of one mode."""
+
+    def __init__(self, mode, bins, zk, kafka, kwal_factory, names, d):
+        self.mode, self.bins, self.zk, self.kafka = mode, bins, zk, kafka
+        self.kwal_factory = kwal_factory
+        self.topic, self.group, self.out = names.topic(), names.group(), names.topic()
+        self.d = str(d)
+        os.makedirs(self.d, exist_ok=True)
+        self.manifest = os.path.join(self.d, "lg.m")
+        kafka.create_topic(self.topic, PARTITIONS, rf=3)
+        kafka.create_topic(self.out, OUT_PARTITIONS, rf=3)
+        self.store = workload.KafkaStore(kafka.bootstrap, self.out, bins)
+        self.settings = {
+            "group.id": self.group,
+            "topics": self.topic,
+            "zookeeper.connect": zk.connect,
+            "zookeeper.session.timeout.ms": 2000,
+            "kafka.bootstrap.servers": kafka.bootstrap,
+            "kafka.session.timeout.ms": 3000,
+            "kafka.heartbeat.interval.ms": 300,
+            "auto.offset.reset": "earliest",
+            "sink": self.store.spec,
+            "batch.interval.ms": 200,
+        }
+        # many small batches, so that a crash at pass 3 is mid-run
+        if mode == "receive":
+            self.settings.update({"wal.dirs": os.path.join(self.d, "wal"),
+                                  "block.interval.ms": 50, "block.max.bytes": "16K"})
+        else:
+            self.settings["max.rate.per.partition"] = 1000
+        self.n = 0
+
+    def kwal(self, env=None, **over):
+        s = dict(self.settings)
+        s.update(over)
+        self.n += 1
+        return self.kwal_factory([self.mode], s, name=f"{self.mode}{self.n}-", env=env)
+
+    def produce(self, n, rate=None, background=False):
+        lg = workload.Loadgen(self.bins, self.kafka.bootstrap, self.topic, n, self.manifest,
+                              os.path.join(self.d, "lg"), rate=rate, headers=True)
+        if background:
+            return lg.start()
+        assert lg.run(240) == 0, "kwal-loadgen failed"
+        return lg
+
+    def stored(self):
+        return self.store.count(self.topic)
+
+    def crash_at(self, spec, timeout=180):
+        """Run kwal armed with KWAL_CRASH_AT=spec until it dies there; when
+        everything is stored first it gets SIGTERM (receive passes
+        receiver.revoke on the way out) -- any other ending fails."""
+        k = self.kwal(env={"KWAL_CRASH_AT": spec}).start()
+        termed = False
+        while k.wait(1) is None:
+            timeout -= 1
+            if timeout <= 0:
+                k.kill()
+                pytest.fail(f"{spec}: kwal {self.mode} did not reach its crash point")
+            if not termed and self.stored() >= NREC:
+                k.term()
+                termed = True
+        assert k.wait() == CRASH_EXIT, f"{spec}: exit {k.wait()} ({k.log_tail(3)})"
+
+    def verify_once(self, n):
+        v = workload.verify(self.bins, manifest=self.manifest, **self.store.verify_args())
+        assert v.ok, v.as_dict()
+        assert (v["expected"], v["stored"], v["missing"], v["duplicates"],
+                v["duplicate_offsets"], v["corrupt"], v["out_of_order"]) == \
+            (n, n, 0, 0, 0, 0, 0), v.as_dict()
+        assert v.rc == 0, v.as_dict()
+
+    def check_offsets(self, total):
+        ends = self.kafka.end_offsets(self.topic)
+        zoff = {p: v or 0 for p, v in self.zk.offsets(self.group, self.topic,
+                                                       PARTITIONS).items()}
+        assert zoff == ends == self.store.end_offsets(self.topic, PARTITIONS), (zoff, ends)
+        assert sum(ends.values()) == total
+
+
+def finish(x, timeout=240):
+    """A run to the end: every record stored, SIGTERM exit 0."""
+    k = x.kwal().start()
+    wait_until(lambda: consuming(k.stats() or {}) and x.stored() >= NREC, timeout,
+               f"{NREC} stored after the restart", k.alive, step=1)
+    assert k.stop(grace=120) == 0, k.log_tail(5)
+    s = k.stats()
+    assert s["final"] is True, s
+    return s
+
+
+# --- a. bad input ------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["receive", "direct"])
+def test_bad_input(mode, bins, zk_fast, kafka3, tmp_path, names,  # noqa: F811
+                   kwal_factory):
+    x = Run(mode, bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "bad")
+    conf = x.kwal().conf
+
+    def one_line(args, rc_want, *words):
+        rc, _, err = proc.run([bins.kwal, mode, "-c", conf] + args, 120)
+        assert rc == rc_want, (rc, err)
+        lines = [ln for ln in err.splitlines() if ln.startswith("kwal: ")]
+        assert len(lines) == 1, err
+        for w in words:
+            assert w in lines[0], err
+
+    one_line(["-X", "sink=kafka:"], 2, "kafka needs a topic (kafka:TOPIC)")
+    one_line(["-X", "sink=kafka:kwal-no-such-topic"], 1, "kwal-no-such-topic", "create it")
+    one_line(["-X", "sink.kafka.no.such.property=1"], 2, "sink.kafka.no.such.property")
+
+
+# --- b. crash points of the sink's path ---------------------------------------------
+
+CASES = [("receive", p) for p in ("pipeline.tracked", "batch.allocated", "sink.mid-txn",
+                                  "sink.committed")] + \
+        [("direct", p) for p in ("direct.read", "sink.mid-txn", "direct.stored")]
+
+
+@pytest.mark.parametrize("mode,point", CASES, ids=[f"{m}-{p}" for m, p in CASES])
+def test_crash_point(mode, point, bins, zk_fast, kafka3, tmp_path, names,  # noqa: F811
+                     kwal_factory):
+    x = Run(mode, bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "c")
+    x.produce(NREC)
+    x.crash_at(f"{point}:3")
+    s = finish(x)
+    x.verify_once(NREC)
+    x.check_offsets(NREC)
+    if mode == "receive" and point == "sink.committed":
+        # recovery replayed the committed batch and wrote none of it again
+        assert s["duplicate_deliveries"] > 0, s
+
+
+# --- c. two direct instances, one killed ---------------------------------------------
+
+def test_direct_instances_one_output(bins, zk_fast, kafka3, tmp_path, names,  # noqa: F811
+                                     kwal_factory):
+    total = 12_000
+    x = Run("direct", bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "two")
+    lg = x.produce(total, rate=3000, background=True)
+    a = x.kwal(**{"instance.id": "inst-a"}).start()
+    b = x.kwal(**{"instance.id": "inst-b"}).start()
+    wait_until(lambda: a.stat("partitions_owned", 0) > 0 and b.stat("partitions_owned", 0) > 0
+               and x.stored() >= 3000, 180, "both instances own partitions, 3,000 stored",
+               lambda: a.alive() and b.alive(), step=1)
+    a.kill()
+    a = x.kwal(**{"instance.id": "inst-a"}).start()     # its transaction fenced at once
+    wait_until(lg.done, 180, "the producer finishes")
+    assert lg.rc == 0, "kwal-loadgen failed"
+    wait_until(lambda: x.stored() >= total, 240, f"{total} stored",
+               lambda: a.alive() and b.alive(), step=1)
+    assert a.stop(grace=120) == 0, a.log_tail(5)
+    assert b.stop(grace=120) == 0, b.log_tail(5)
+    x.verify_once(total)
+    # the group's committed offsets (where a restart reads on) are the ends
+    assert x.kafka.group_offsets(x.group, x.topic) == x.kafka.end_offsets(x.topic)
+    x.check_offsets(total)
