@@ -7,10 +7,21 @@ up with every record exactly once. One local ZooKeeper (kwal-zk-local,
 trials side by side, so that one trial's faults never touch another): a real
 3-node KRaft cluster (topics RF=3, min.insync.replicas=2, producer acks=all)
 or the mock cluster (--kafka). Each trial gets a fresh topic, consumer
-group, 3-replica WAL (write quorum 2) and sink -- an SQLite file, or with
+group, 3-replica WAL (write quorum 2) and sink -- an SQLite file; with
 --sink postgresql a database of its own on one local PostgreSQL server the
-runner starts -- and a plan drawn from a PRNG seeded with (seed, trial)
-(kwalh.plan; --plans prints them).
+runner starts; with --sink kafka an output topic of its own on the trial's
+Kafka cluster (3 partitions, the cluster's replication), created before the
+first run (kwal does not create it) and read back with a read_committed
+consumer (kwal-verify --kafka, kwalh.workload.KafkaStore) -- and a plan
+drawn from a PRNG seeded with (seed, trial) (kwalh.plan; --plans prints
+them). The plans do not depend on the sink.
+
+--sink kafka needs a cluster with transactions: the real one. The mock
+keeps no transactional offsets (the sink's writer group), so --sink kafka
+with --kafka mock is refused (exit 2), as is --kafka auto when only the
+mock is there. The Kafka output must also keep each source partition's
+records in offset order: an out-of-order record (kwal-verify's
+out_of_order) fails the trial (checker in_order).
 
 The pieces, Jepsen's way:
 
@@ -46,8 +57,8 @@ import time
 from . import checkers, plan as planmod, proc, services
 from .history import History
 from .kwal import Kwal, wal_repair, wal_verify, write_conf
-from .workload import (Loadgen, PgStore, SqliteStore, nearest_rank, read_manifest,
-                       verify)
+from .workload import (KafkaStore, Loadgen, PgStore, SqliteStore, nearest_rank,
+                       read_manifest, verify)
 
 PROG = "tools/chaos"
 
@@ -57,12 +68,14 @@ Per trial one line:
   dup_stored=0 recovery_ms=R zk=ok result=PASS
 (recovery_ms: the longest recovery of the trial's restarts, from the runs'
 statistics; dup_delivered: records the sink received again and did not store
-twice, summed over the runs' statistics), and at the end:
+twice, summed over the runs' statistics; with --sink kafka also
+out_of_order=K before recovery_ms), and at the end:
   chaos: seed=S trials=T passed=T failed=0 produced=... stored=... missing=0
   dup_delivered=... dup_stored=0 recovery_ms_max=... recovery_ms_mean=...
   recovery_ms_p50=... recovery_ms_p90=... recovery_ms_p99=... ... status=ok
 (the recovery figures over every restart of every trial: recovery_ms of the
-runs' statistics, percentiles by nearest rank)
+runs' statistics, percentiles by nearest rank; with --sink kafka
+out_of_order=K after dup_stored)
 A failed trial prints how to re-run it: tools/chaos --seed S --trial K --keep
 (same plan; timing is the machine's). Soak: tools/chaos --trials 500 --jobs 2.
 
@@ -72,6 +85,10 @@ Exit 0 when every trial passed, 1 otherwise, 2 for bad arguments.
 
 UsageError = proc.UsageError
 Parser = proc.ArgParser
+
+MOCK_NO_KAFKA_SINK = ("--sink kafka needs --kafka real: the mock cluster keeps no "
+                      "transactional offsets (the sink's writer group)")
+OUT_PARTITIONS = 3          # --sink kafka: each trial's output topic
 
 
 def positive(name):
@@ -133,9 +150,10 @@ def parse_args(argv):
     p.add_argument("--classic", action="store_true",
                    help="run `kwal receive --classic` (no ZooKeeper repair in recovery): "
                    "duplicate deliveries are then expected")
-    p.add_argument("--sink", choices=("sqlite", "postgresql"), default="sqlite",
-                   help="the trials' sink: sqlite (default) or postgresql (a local server "
-                   "the runner starts; a database per trial)")
+    p.add_argument("--sink", choices=("sqlite", "postgresql", "kafka"), default="sqlite",
+                   help="the trials' sink: sqlite (default), postgresql (a local server "
+                   "the runner starts; a database per trial) or kafka (an output topic per "
+                   "trial on the trial's cluster, 3 partitions; needs --kafka real)")
     p.add_argument("-X", dest="xargs", action="append", type=kv_arg, default=[],
                    metavar="KEY=VALUE", help="extra kwal setting for every run (repeatable)")
     p.add_argument("--keep", action="store_true",
@@ -149,6 +167,8 @@ def parse_args(argv):
         raise UsageError("--records must be at least 10")
     if a.trial is not None and a.seed is None:
         raise UsageError("--trial needs --seed (the seed of the run it comes from)")
+    if a.sink == "kafka" and a.kafka == "mock":
+        raise UsageError(MOCK_NO_KAFKA_SINK)
     if a.seed is None:
         a.seed = (time.time_ns() // 1000 + os.getpid()) % 1000000000
     return a
@@ -383,9 +403,13 @@ class Trial:
         self.group = "chaos-g%d" % k
         self.conf = os.path.join(self.dir, "k.conf")
         self.db = os.path.join(self.dir, "out.db")
+        self.out_topic = None       # --sink kafka: the trial's output topic
         if runner.pg is not None:
             from .postgres import Database
             self.store = PgStore(Database(runner.pg, "chaos_%d_%d" % (self.plan.seed, k)))
+        elif self.a.sink == "kafka":
+            self.out_topic = "chaos-%d-out" % k
+            self.store = KafkaStore(self.kafka.bootstrap, self.out_topic, self.bins)
         else:
             self.store = SqliteStore(self.db)
         self.history = History()
@@ -532,6 +556,10 @@ class Trial:
         ok, ans = self.kafka.create_topic(self.topic, p.partitions)
         if not ok:
             h.add("note", message="create-topic(%s)" % ans)
+        if self.out_topic is not None:
+            ok, ans = self.kafka.create_topic(self.out_topic, OUT_PARTITIONS)
+            if not ok:
+                h.add("note", message="create-output-topic(%s)" % ans)
         self.write_conf()
         nem = Nemesis(self)
         manifest = os.path.join(self.dir, "m")
@@ -619,6 +647,8 @@ class Trial:
         rec = m["recovery"]
         note = " (fault not reached)" if nem.state == "missed" else ""
         extra = " kafka_dups=%d" % m["kafka_dups"] if m["kafka_dups"] else ""
+        if self.a.sink == "kafka":
+            extra += " out_of_order=%d" % m["out_of_order"]
         self.emit("trial %d seed=%d plan=[%s]%s produced=%d stored=%d missing=%d "
                   "dup_delivered=%d dup_stored=%d%s recovery_ms=%s zk=%s result=%s time=%ds"
                   % (p.trial, p.seed, p.describe(), note, m["produced"], m["stored"],
@@ -727,7 +757,8 @@ class Runner:
         pending = list(trials)
         shown = 0
         tot = {"produced": 0, "stored": 0, "missing": 0, "dup_delivered": 0, "dup_stored": 0,
-               "kafka_dups": 0, "reached": 0, "kills": 0, "faults": 0, "applied": 0}
+               "out_of_order": 0, "kafka_dups": 0, "reached": 0, "kills": 0, "faults": 0,
+               "applied": 0}
         recs = []
         n_pass, failed = 0, []
         while shown < len(trials):
@@ -761,13 +792,14 @@ class Runner:
             time.sleep(0.2)
         n = n_pass + len(failed)
         status = "ok" if not failed else "FAILED"
+        ooo = " out_of_order=%d" % tot["out_of_order"] if a.sink == "kafka" else ""
         print("chaos: seed=%d trials=%d passed=%d failed=%d produced=%d stored=%d missing=%d "
-              "dup_delivered=%d dup_stored=%d kafka_dups=%d recovery_ms_max=%d "
+              "dup_delivered=%d dup_stored=%d%s kafka_dups=%d recovery_ms_max=%d "
               "recovery_ms_mean=%d recovery_ms_p50=%d recovery_ms_p90=%d recovery_ms_p99=%d "
               "restarts=%d kills=%d crash_points_reached=%d faults=%d "
               "applied=%d mode=%s kafka=%s sink=%s jobs=%d slot_restarts=%d time=%ds status=%s%s"
               % (a.seed, n, n_pass, len(failed), tot["produced"], tot["stored"], tot["missing"],
-                 tot["dup_delivered"], tot["dup_stored"], tot["kafka_dups"],
+                 tot["dup_delivered"], tot["dup_stored"], ooo, tot["kafka_dups"],
                  max(recs) if recs else 0, sum(recs) // len(recs) if recs else 0,
                  nearest_rank(recs, 0.50), nearest_rank(recs, 0.90), nearest_rank(recs, 0.99),
                  len(recs),
@@ -816,6 +848,12 @@ def main(argv=None):
         kind = services.resolve_kafka_kind(a.kafka)
         if kind == "real" and "real" not in services.kafka_kinds_available():
             raise proc.HarnessError("--kafka real: kwalh.kafka is not there")
+        if a.sink == "kafka" and kind == "mock":
+            raise UsageError(MOCK_NO_KAFKA_SINK + " (--kafka auto found no real one: "
+                             "kwalh.kafka is not there)")
+    except UsageError as e:
+        sys.stderr.write("chaos: %s\nTry '%s --help'.\n" % (e, PROG))
+        return 2
     except proc.HarnessError as e:
         sys.stderr.write("chaos: %s\n" % e)
         return 1
