@@ -195,12 +195,29 @@ def names(request):
 HARNESS_FILES = {
     "test_0010_kafka_local.py", "test_0011_zk_local.py", "test_0013_kafka_mock.py",
     "test_0035_chaos.py", "test_0050_compare.py", "test_0070_bench.py",
-    "test_0071_bench_resume.py", "test_0072_bench_scale.py",
+    "test_0071_bench_resume.py", "test_0072_bench_scale.py", "test_0092_verify_kafka.py",
+}
+
+# The longest fault tests (35-95 s each under ASan, most of it waiting for
+# sessions, elections and outages to run their course), by file::function:
+# tools/test.sh runs them on the plain build only, so that CI stays well
+# inside its time (every other integration test runs under ASan + UBSan).
+SLOW_TESTS = {
+    "test_0022_receive_broker_down.py::test_brokers_down_and_back",
+    "test_0023_receive_kcat.py::test_kcat_producer",
+    "test_0024_receive_group_churn.py::test_group_churn",
+    "test_0027_resume.py::test_resume_after_kill",
+    "test_0041_direct_instances.py::test_share_join_kill",
+    "test_0061_broker_failures.py::test_leader_failover",
+    "test_0061_broker_failures.py::test_cluster_down_and_back",
+    "test_0062_topology.py::test_tls",
 }
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "harness: a test of the test kit or a runner "
+                            "(plain build only in tools/test.sh)")
+    config.addinivalue_line("markers", "slow: one of the longest fault tests "
                             "(plain build only in tools/test.sh)")
 
 
@@ -208,3 +225,5 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in HARNESS_FILES:
             item.add_marker(pytest.mark.harness)
+        if "%s::%s" % (item.path.name, item.originalname) in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
