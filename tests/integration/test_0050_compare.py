@@ -14,6 +14,12 @@
   d. --sink postgresql (on that cluster): classic, receive and direct store
      into databases on a PostgreSQL server it starts; all of them lose
      nothing and, deduplicated by primary key, store nothing twice.
+  e. --sink kafka (on that cluster, real Kafka only): classic and direct
+     write into output topics of their own, made before the runs with
+     Kafka's TopicCommand; read back with a read_committed consumer, both
+     lose nothing and store nothing twice (classic's duplicate deliveries
+     are skipped by its writer group); the latency comes from kwal's
+     statistics. With --kafka mock it is refused (exit 2).
 
 The Kafka cluster is a real one (kwalh.kafka) unless $KWAL_TEST_KAFKA=mock.
 Run: KWAL_BIN_DIR=<build>/tools python3 -m pytest -q tests/integration/test_0050_compare.py
@@ -147,3 +153,40 @@ def test_postgresql_sink(kwal, tmp_path, user_cluster):
         assert t[m]["produced"] == "3000" and t[m]["stored"] == "3000", text
         assert t[m]["missing"] == "0" and t[m]["dup_stored"] == "0", text
         assert float(t[m]["latency_p50_ms"]) >= 0, text
+
+
+# --- e. --sink kafka: every mode into an output topic of its own -----------------
+
+@pytest.mark.skipif(KAFKA != "real", reason="the Kafka sink needs transactions: real Kafka")
+def test_kafka_sink(kwal, tmp_path, user_cluster):
+    """--sink kafka: every mode writes into an output topic of its own, which
+    kwal compare creates on the user's cluster (TopicCommand: kwal does not
+    create it); kwal-verify --kafka reads each back: nothing lost, nothing
+    stored twice (classic: the writer group's offsets; direct: its ranges in
+    the transaction). The latency is kwal's own statistics: "-" for a mode
+    none of whose runs wrote statistics after storing (a crash within the
+    second), else ordered. Two modes, not three, to stay near a minute."""
+    bs, zk = user_cluster
+    conf = tmp_path / "user.conf"
+    conf.write_text("kafka.bootstrap.servers=%s\nzookeeper.connect=%s\n" % (bs, zk))
+    out = tmp_path / "e"
+    r = kwal("compare", "-c", str(conf), "--sink", "kafka", "--modes", "classic,direct",
+             "--schedule", "window@3,kill@1", "-n", "3000", "-r", "3000", "-o", str(out), "-q",
+             timeout=900)
+    expect(0, "kwal compare --sink kafka", r)
+    assert "Sinks: kafka (every mode, an output topic of its own: classic kafka:kwal-compare-" \
+        "classic-" in r.stdout, r.stdout
+    assert "latency is kwal's own" in r.stdout, r.stdout
+    t = rows(out / "compare.csv")
+    text = (out / "compare.csv").read_text()
+    for m in ("classic", "direct"):
+        assert t[m]["produced"] == "3000" and t[m]["stored"] == "3000", text
+        assert t[m]["missing"] == "0" and t[m]["dup_stored"] == "0", text
+        p50, p99 = t[m]["latency_p50_ms"], t[m]["latency_p99_ms"]
+        assert (p50, p99) == ("-", "-") or 0 <= float(p50) <= float(p99), text
+
+
+def test_kafka_sink_refused_on_mock(kwal):
+    r = kwal("compare", "--sink", "kafka", "--kafka", "mock")
+    expect(2, "kwal compare --sink kafka --kafka mock", r)
+    assert "--sink kafka needs a real Kafka cluster" in r.stderr, r.stderr

@@ -14,7 +14,15 @@ direct needs the sqlite sink (its ranges live in the same transaction).
 --sink postgresql puts every mode on a PostgreSQL server the runner starts
 (a database per mode): then every mode deduplicates by primary key, so
 "dup. stored" stays 0 and "dup. delivered" shows what each mode sent twice;
-the server's own disk writes are not in "disk B / B".
+the server's own disk writes are not in "disk B / B". --sink kafka puts
+every mode on an output topic of its own on the cluster
+(kwal-compare-<mode>-<time>-out, 3 partitions; created before the runs, on
+a cluster of -c FILE with Kafka's TopicCommand), read back by kwal-verify
+--kafka with a read_committed consumer; what a mode writes twice there
+follows the sink's rules (sink/FORMAT.md, "kafka:TOPIC": receive modes skip
+what their instance's writer group already holds, direct commits its
+ranges in the transaction); the brokers' disk writes are not in "disk B /
+B". It needs transactions: with --kafka mock it is refused (exit 2).
 
 Per mode it reports: produced, stored (distinct records), missing,
 duplicates delivered (the sink's own count, summed over the runs'
@@ -22,8 +30,13 @@ statistics: records it got again and did not store again), duplicates
 stored (kwal-verify), throughput (stored records and MB per second of the
 mode's wall time, workload start to the final stop: bounded by --rate),
 end-to-end latency p50/p99 (producer timestamp in the payload to the batch
-being durable in the output: the sqlite batch's committed_ms, a batch
-file's mtime), bytes written to disk per byte ingested (write_bytes of
+being durable in the output: the sqlite or postgresql batch's committed_ms,
+a batch file's mtime; for --sink kafka, whose output has no commit time per
+record, kwal's own statistics instead -- latency_ms_p50/p99 of --stats-json,
+Kafka timestamp to the batch's transaction committed -- the largest of the
+mode's runs, an upper bound of the mode's quantile since runs' quantiles do
+not merge; a killed run's figures are its last statistics, at most a second
+old; they count every delivery, replays and duplicates included), bytes written to disk per byte ingested (write_bytes of
 /proc/PID/io, sampled every 0.2 s, over every run, divided by stored records
 x size), and recovery time (the longest run's recovery_ms from its
 statistics; "-" for modes without recovery). Output in --out DIR:
@@ -49,7 +62,7 @@ import time
 
 from . import proc, services
 from .kwal import CRASH_EXIT, MODES, Kwal, cluster_of, consuming, write_conf
-from .workload import Loadgen, nearest_rank, read_manifest, verify
+from .workload import KafkaStore, Loadgen, nearest_rank, read_manifest, verify
 
 ALL_MODES = ("no-wal", "classic", "receive", "direct", "direct-alo")
 
@@ -72,6 +85,10 @@ run of the mode, after which it is started again at once:
 After the last event the mode runs until its ZooKeeper offsets cover every
 produced record (or --timeout), then gets SIGTERM.
 """
+
+OUT_PARTITIONS = 3          # --sink kafka: each mode's output topic
+MOCK_NO_KAFKA_SINK = ("--sink kafka needs a real Kafka cluster: the mock keeps no "
+                      "transactional offsets (the sink's writer group)")
 
 CSV_HEADER = ("mode,produced,stored,missing,dup_delivered,dup_stored,records_per_s,mb_per_s,"
               "latency_p50_ms,latency_p99_ms,disk_bytes_per_byte,recovery_ms")
@@ -146,10 +163,12 @@ def parse_args(argv):
     p.add_argument("--modes", default=",".join(ALL_MODES),
                    help="comma-separated subset of no-wal,classic,receive,direct,direct-alo "
                    "(default all, in that order)")
-    p.add_argument("--sink", choices=("default", "postgresql"), default="default",
+    p.add_argument("--sink", choices=("default", "postgresql", "kafka"), default="default",
                    help="default: file: for the receive modes and direct-alo, sqlite: for "
                    "direct; postgresql: every mode on a local PostgreSQL server, a database "
-                   "per mode")
+                   "per mode; kafka: every mode into an output topic of its own on the "
+                   "cluster (3 partitions; not with --kafka mock; latency from kwal's "
+                   "statistics)")
     p.add_argument("-o", "--out", help="report directory (default ./kwal-compare-<date-time>)")
     p.add_argument("--timeout", type=positive("timeout"), default=120,
                    help="bound for each mode to catch up after the workload (default 120)")
@@ -179,6 +198,8 @@ def parse_args(argv):
             raise UsageError("--modes: unknown mode '%s' (no-wal, classic, receive, direct, "
                              "direct-alo)" % m)
     a.events = parse_schedule(a.schedule)
+    if a.sink == "kafka" and a.kafka == "mock" and not a.conf:
+        raise UsageError(MOCK_NO_KAFKA_SINK)
     return a
 
 
@@ -201,6 +222,18 @@ def percentiles(values):
 
 PG_LATENCY_SQL = ("SELECT b.committed_ms - (substr(convert_from(r.payload, 'UTF8'), 37, 16))"
                   "::bigint / 1000 FROM records r JOIN batches b ON b.id = r.batch")
+
+
+def stats_latency(stats):
+    """(p50, p99) for an output without a commit time per record (the Kafka
+    sink): the largest latency_ms_p50 and latency_ms_p99 of the runs'
+    statistics (each over that run's deliveries; the mode's quantile is at
+    most the largest of its runs'), or ("-", "-") when no run measured any."""
+    runs = [s for s in stats if (s.get("latency_records") or 0) > 0]
+    if not runs:
+        return "-", "-"
+    return (max(s.get("latency_ms_p50", -1) for s in runs),
+            max(s.get("latency_ms_p99", -1) for s in runs))
 
 
 def latencies(d, mode, pgdb=None):
@@ -285,6 +318,7 @@ class Compare:
         self.lg = None
         self.pg = None              # --sink postgresql: the server
         self.pgdbs = {}             # mode -> its Database
+        self.stores = {}            # --sink kafka: mode -> its KafkaStore
 
     def progress(self, msg):
         if not self.a.quiet:
@@ -293,6 +327,24 @@ class Compare:
 
     def topic(self, m):
         return "kwal-compare-%s-%s" % (m, self.stamp)
+
+    def out_topic(self, m):
+        """--sink kafka: mode m's output topic."""
+        return self.topic(m) + "-out"
+
+    def create_out_topics(self):
+        """--sink kafka: every mode's output topic, before the runs (kwal
+        does not create it): on the cluster started here, or with Kafka's
+        TopicCommand on the one of -c FILE."""
+        tools = None
+        if self.kafka is None:
+            from .kafka import KafkaCluster     # for its tools (TopicCommand)
+            tools = KafkaCluster(os.path.join(self.out, "kafka-tools"), nodes=1)
+        for m in self.a.mode_list:
+            services.create_topic(self.kafka, tools, self.bs, self.out_topic(m), OUT_PARTITIONS)
+            self.stores[m] = KafkaStore(self.bs, self.out_topic(m), self.bins)
+        self.progress("output topics: %s (%d partitions each)"
+                      % (", ".join(self.out_topic(m) for m in self.a.mode_list), OUT_PARTITIONS))
 
     # --- the cluster
 
@@ -377,6 +429,8 @@ class Compare:
             from .postgres import Database
             self.pgdbs[m] = Database(self.pg, "compare_%s" % m.replace("-", "_"))
             sink = "postgresql:" + self.pgdbs[m].conninfo
+        elif m in self.stores:
+            sink = self.stores[m].spec
         else:
             sink = "sqlite:%s" % os.path.join(d, "out.db") if m == "direct" else \
                 "file:%s" % os.path.join(d, "out")
@@ -460,6 +514,8 @@ class Compare:
         if m in self.pgdbs:
             v = verify(self.bins, manifest=os.path.join(d, "m"),
                        postgresql=self.pgdbs[m].conninfo)
+        elif m in self.stores:
+            v = verify(self.bins, manifest=os.path.join(d, "m"), **self.stores[m].verify_args())
         elif m == "direct":
             v = verify(self.bins, manifest=os.path.join(d, "m"), sqlite=os.path.join(d, "out.db"))
         else:
@@ -481,7 +537,10 @@ class Compare:
         wall = max(1, t1 - t0)
         tput = distinct * 1000 // wall
         mbs = "%.2f" % (distinct * a.size / 1048576 / (wall / 1000))
-        p50, p99 = percentiles(latencies(d, m, self.pgdbs.get(m)))
+        if m in self.stores:
+            p50, p99 = stats_latency(stats)
+        else:
+            p50, p99 = percentiles(latencies(d, m, self.pgdbs.get(m)))
         io = sum(k.sampler.value for k in runs)
         dpb = "%.2f" % (io / (distinct * a.size)) if distinct > 0 else "-"
         self.progress("[%d/%d] %s: produced %d, stored %d, missing %d, duplicates delivered %d, "
@@ -504,8 +563,7 @@ class Compare:
             f.write("Workload: %d records of %d B at %d/s, %d partitions per topic. Schedule: %s. "
                     "Cluster: %s, ZooKeeper %s. Sinks: %s.\n\n"
                     % (a.records, a.size, a.rate, a.partitions, a.schedule, self.bs,
-                       self.zk_connect, "postgresql (every mode)" if self.pg is not None
-                       else "file: (receive modes, direct-alo), sqlite: (direct)"))
+                       self.zk_connect, self.sinks()))
             f.write("| mode | produced | stored | missing | dup. delivered | dup. stored | "
                     "records/s | MB/s | latency p50 ms | latency p99 ms | disk B / B | "
                     "recovery ms |\n")
@@ -519,6 +577,14 @@ class Compare:
                     "the producer's rate); latency: producer\ntimestamp to the batch durable in "
                     "the output; disk B / B: bytes kwal wrote to storage\n(/proc/PID/io "
                     "write_bytes) per byte stored.\n")
+            if self.stores:
+                f.write("\nkafka sink: stored, missing and dup. stored read with a "
+                        "read_committed consumer (kwal-verify --kafka); latency is kwal's own "
+                        "(--stats-json latency_ms_p50/p99: Kafka timestamp to the batch's "
+                        "transaction committed), the largest of the mode's runs -- an upper "
+                        "bound of the mode's quantile, counting every delivery (replays and "
+                        "duplicates too); the output keeps no commit time per record. The "
+                        "brokers' disk writes are not in disk B / B.\n")
         dat = os.path.join(out, "chart.dat")
         with open(dat, "w") as f:
             for i, row in enumerate(rows, 1):
@@ -539,6 +605,15 @@ class Compare:
         print()
         print("report: %s, %s, %s" % (md, csv, os.path.join(out, "compare.png")), flush=True)
 
+    def sinks(self):
+        """The report's words for the sinks."""
+        if self.pg is not None:
+            return "postgresql (every mode)"
+        if self.stores:
+            return "kafka (every mode, an output topic of its own: %s)" % ", ".join(
+                "%s %s" % (m, self.stores[m].spec) for m in self.a.mode_list)
+        return "file: (receive modes, direct-alo), sqlite: (direct)"
+
     def main(self):
         a = self.a
         self.out = os.path.abspath(a.out or "./kwal-compare-%s" % self.stamp)
@@ -551,6 +626,8 @@ class Compare:
             from .postgres import PostgreSQL
             self.pg = PostgreSQL(os.path.join(self.out, "pg"))
             self.progress("PostgreSQL %s (every mode's sink)" % self.pg.start())
+        elif a.sink == "kafka":
+            self.create_out_topics()
         rows = []
         for k, m in enumerate(a.mode_list, 1):
             rows.append(self.run_mode(k, m))
@@ -641,6 +718,10 @@ def main(argv=None, prog_dir=None):
     if not a.conf and a.kafka == "real" and "real" not in services.kafka_kinds_available():
         sys.stderr.write("kwal: compare: --kafka real: kwalh.kafka is not there\n")
         return 1
+    if (a.sink == "kafka" and not a.conf and a.kafka == "auto"
+            and services.resolve_kafka_kind("auto") == "mock"):
+        return usage_error(MOCK_NO_KAFKA_SINK + " (--kafka auto found no real one: "
+                           "kwalh.kafka is not there)")
     c = Compare(a, bins)
     old = signal.signal(signal.SIGTERM, _on_term)
     try:
