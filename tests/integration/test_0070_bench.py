@@ -16,6 +16,11 @@ runs it, in short form: the harness's correctness, never its timings.
   d. A kwal contender that cannot run (a setting kwal refuses): the run is
      not verified, the summary says status=failed, exit 1, and its CSV row
      says why; kcat's run beside it still verified.
+  e. --sink kafka on a 1-node cluster of the test's (-c FILE): receive and
+     direct each write into an output topic of their own, made with Kafka's
+     TopicCommand (32 partitions, as the source) and kept (--keep); both runs
+     verified, and kwal-verify --kafka finds every record of the workload in
+     each, once and in order.
 
 Run: KWAL_BIN_DIR=<build>/tools python3 -m pytest -q tests/integration/test_0070_bench.py
 """
@@ -25,6 +30,7 @@ import json
 import pytest
 
 import kwtest
+from kwalh import workload
 
 CONTENDERS = ["kcat", "spark", "receive", "receive-3", "receive-no-wal", "direct", "direct-alo"]
 WORKLOADS = ["100b", "1k", "rate"]
@@ -173,3 +179,30 @@ def test_failed_run_is_reported(bench, tmp_path):
     assert by["kcat"]["ok"] == "1", by
     assert by["receive"]["ok"] == "0" and by["receive"]["problems"], by
     assert "| receive | 0 |" in (out / "bench.md").read_text()
+
+
+# --- e. --sink kafka ---------------------------------------------------------------
+
+def test_sink_kafka(bench, tmp_path, zk, kafka_factory, bins):
+    kc = kafka_factory(nodes=1)
+    conf = tmp_path / "user.conf"
+    conf.write_text("kafka.bootstrap.servers=%s\nzookeeper.connect=%s\n"
+                    % (kc.bootstrap, zk.connect))
+    out = tmp_path / "report"
+    r = bench("-c", str(conf), "--contenders", "receive,direct", "--workloads", "100b",
+              "--scale", "0.002", "-k", "1", "--sink", "kafka", "--keep", "-o", str(out),
+              "--timeout", "120", timeout=600)
+    expect(0, "kwal bench --sink kafka", r)
+    s = summary(r.stdout)
+    assert s["status"] == "ok" and s["runs"] == "2" and s["verified"] == "2", s
+    assert "kwal sink kafka (direct: kafka)" in (out / "bench.md").read_text()
+    plan = json.loads((out / "plan.json").read_text())
+    steps = {st["contender"]: st for st in plan["steps"]}
+    assert set(steps) == {"receive", "direct"}, steps
+    for c, st in steps.items():
+        assert st["out_topic"] == st["group"] + "-out", st
+        assert len(kc.wait_topic(st["out_topic"], 32, timeout=30)) == 32
+        v = workload.verify(bins, manifest=str(out / "runs" / ("produce-%s.manifest"
+                                                                % st["topic"])),
+                            kafka="%s/%s" % (kc.bootstrap, st["out_topic"]))
+        assert v.rc == 0 and v["stored"] == 4000 and v["out_of_order"] == 0, (c, v.as_dict())

@@ -19,9 +19,20 @@ group:
 kwal's contenders write to --sink: sqlite (default, kwal's default: the
 records stored, with their keys, and a record delivered twice stored once),
 postgresql (the same tables on a PostgreSQL server the runner starts on
-loopback, fsync on, a database per run), file (a JSON-lines file per batch,
-fsynced and renamed: the counterpart of Spark's files) or null; direct to
-sqlite, or postgresql with --sink postgresql (its ranges live there).
+loopback, fsync on, a database per run), kafka (sink=kafka:TOPIC: one Kafka
+transaction per batch into an output topic of the run's own on the same
+cluster, <group>-out with --partitions partitions so that each source
+partition has an output partition; created before the launch -- on -c
+FILE's cluster with Kafka's TopicCommand -- and deleted after the run
+unless --keep), file (a JSON-lines file per batch, fsynced and renamed: the
+counterpart of Spark's files) or null; direct to sqlite, or postgresql
+with --sink postgresql, or kafka with --sink kafka (its ranges live
+there). kcat and spark have no sink of kwal's: --sink does not change
+them (kcat stores nothing, Spark writes its own files). With --sink kafka
+the brokers do the storing: their disk writes and CPU are not in kwal's
+"written" and CPU columns (nor a database server's with postgresql), and
+the output is not read back (as for every sink: a run is verified by
+ZooKeeper's offsets and kwal's statistics).
 
 Workloads (--workloads; --scale multiplies every record count):
 
@@ -212,13 +223,15 @@ def parse_args(argv):
     p.add_argument("--brokers", type=int, choices=(1, 3), default=1,
                    help="nodes of the local Kafka cluster (default 1; 3: RF 3, "
                    "min.insync.replicas 2)")
-    p.add_argument("--sink", choices=("sqlite", "postgresql", "file", "null"),
+    p.add_argument("--sink", choices=("sqlite", "postgresql", "kafka", "file", "null"),
                    default="sqlite",
                    help="sink of receive, receive-3, receive-no-wal and direct-alo: sqlite "
-                   "(default), postgresql (a local server the runner starts), file (a "
-                   "JSON-lines file per batch, fsynced: what Spark's contender writes, "
-                   "without the fsync) or null; direct uses sqlite, or postgresql with "
-                   "--sink postgresql")
+                   "(default), postgresql (a local server the runner starts), kafka (an "
+                   "output topic per run on the same cluster, --partitions partitions, "
+                   "deleted after the run unless --keep), file (a JSON-lines file per batch, "
+                   "fsynced: what Spark's contender writes, without the fsync) or null; "
+                   "direct uses sqlite, or postgresql / kafka with --sink postgresql / "
+                   "kafka; kcat and spark have no kwal sink")
     p.add_argument("--batch-ms", type=positive("batch-ms"), default=2000,
                    help="kwal's batch.interval.ms and Spark's batch interval (default 2000, "
                    "kwal's default)")
@@ -240,7 +253,8 @@ def parse_args(argv):
     p.add_argument("--timeout", type=positive("timeout"), default=900, metavar="S",
                    help="bound, in seconds, for each run and each production (default 900)")
     p.add_argument("--keep", action="store_true",
-                   help="keep the runs' WALs, sink databases and Spark's files")
+                   help="keep the runs' WALs, sink databases, output topics (--sink kafka) "
+                   "and Spark's files")
     a = p.parse_args(argv)
     if not re.fullmatch(r"[0-9]+[kKmMgG]?", a.spark_heap):
         raise UsageError("--spark-heap must be a JVM size like 1g or 768m, got '%s'"
@@ -266,6 +280,7 @@ class Step:
     run: int
     group: str
     topic: str
+    out_topic: str = ""         # --sink kafka, kwal's contenders: the output topic
 
 
 @dataclass
@@ -310,7 +325,8 @@ def make_plan(a, tag):
             for c in a.contenders:
                 group = "bench-%s-%s-%d-%s" % (w.name, c, r, tag)
                 topic = w.topic or "bench-rate-%s-%d-%s" % (c, r, tag)
-                pl.steps.append(Step(w.name, c, r, group, topic))
+                out = group + "-out" if a.sink == "kafka" and c in KWAL_ARGS else ""
+                pl.steps.append(Step(w.name, c, r, group, topic, out))
     return pl
 
 
@@ -646,6 +662,20 @@ class Bench:
     def create_topic(self, name):
         services.create_topic(self.kafka, self.tools, self.bs, name, self.a.partitions)
 
+    def delete_topic(self, name):
+        """Delete a topic this runner made (--sink kafka's outputs); a warning
+        when it cannot (the run's verdict stands)."""
+        try:
+            if self.kafka is not None:
+                self.kafka.cluster.delete_topic(name)
+                return
+            rc, _, err = proc.run(self.tools.tool_cmd("topics", "--bootstrap-server", self.bs,
+                                                      "--delete", "--topic", name), 120)
+            if rc != 0:
+                raise proc.HarnessError(err.strip()[-300:])
+        except Exception as e:          # noqa: BLE001 -- the cluster's own errors too
+            self.warn("%s: cannot delete output topic %s: %s" % (PROG, name, e))
+
     def produce(self, w, topic, rate=0, background=False):
         base = self.path("runs", "produce-%s" % topic)
         lg = Loadgen(self.bins, self.bs, topic, w.records, base + ".manifest", base,
@@ -849,6 +879,8 @@ class Bench:
             db = Database(self.pg, "bench_%s_%s_%d" % (st.workload, st.contender.replace("-", "_"),
                                                        st.run))
             s["sink"] = "postgresql:" + db.conninfo
+        elif a.sink == "kafka":
+            s["sink"] = "kafka:" + st.out_topic
         elif st.contender == "direct" or a.sink == "sqlite":
             s["sink"] = "sqlite:" + os.path.join(d, "sink.db")
         elif a.sink == "file":
@@ -917,6 +949,8 @@ class Bench:
         return sum(offs.values()) >= w.records
 
     def run_kwal(self, st, w, m, d):
+        if st.out_topic:
+            self.create_topic(st.out_topic)     # kwal does not create it
         conf = self.kwal_conf(st, d)
         k = Kwal(self.bins, KWAL_ARGS[st.contender], conf, os.path.join(d, "kwal"))
         t0 = time.time()
@@ -1062,6 +1096,8 @@ class Bench:
             for fn in os.listdir(d):
                 if fn.startswith("sink.db"):
                     os.unlink(os.path.join(d, fn))
+            if st.out_topic:
+                self.delete_topic(st.out_topic)
         if c.ok:
             self.say(self.line(m))
         else:
@@ -1251,7 +1287,7 @@ class Bench:
               "kwal sink %s (direct: %s)." % (
                   self.bins.version(), self.bs, started, os.cpu_count() or "?",
                   time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), self.plan.batch_ms,
-                  self.plan.sink, "postgresql" if self.plan.sink == "postgresql"
+                  self.plan.sink, self.plan.sink if self.plan.sink in ("postgresql", "kafka")
                   else "sqlite"), "",
               "Records/s: steady state, from the moment the contender can read to the last "
               "record stored (medians of verified runs); start-up apart. \"vs kcat\" / \"vs "
