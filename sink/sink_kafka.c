@@ -199,9 +199,9 @@ static void ks__abort_txn(ks__sink_t *k)
     }
 }
 
-/* Read the committed offsets of the group for the parts with !known (all,
- * with all) into committed. */
-static kw_err_t ks__read_committed(ks__sink_t *k, int all, char *errstr, size_t errlen)
+/* Read the committed offsets of the group into committed: for the parts
+ * not known, or (in_txn) for every part in this transaction. */
+static kw_err_t ks__read_committed(ks__sink_t *k, int in_txn, char *errstr, size_t errlen)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
     rd_kafka_resp_err_t e;
@@ -210,7 +210,7 @@ static kw_err_t ks__read_committed(ks__sink_t *k, int all, char *errstr, size_t 
     if (l == NULL)
         return kw_seterr(errstr, errlen, KW_ENOMEM, "sink %s: out of memory", k->name);
     for (size_t i = 0; i < k->nparts; i++)
-        if (all || !k->parts[i].known)
+        if (in_txn ? k->parts[i].next >= 0 : !k->parts[i].known)
             rd_kafka_topic_partition_list_add(l, k->parts[i].topic, k->parts[i].partition);
     if (l->cnt == 0) {
         rd_kafka_topic_partition_list_destroy(l);

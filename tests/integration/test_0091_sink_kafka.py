@@ -22,15 +22,23 @@ b  Crash points of the sink's path, each at its 3rd pass, then a run to the
 c  Two direct instances share 4 partitions and one output topic, one is
    SIGKILLed mid-run and restarted: still exactly once; the group's committed
    offsets are the end offsets.
+d  A direct instance that stops itself mid-batch (libfiu's direct/stop) past
+   its ZooKeeper session: the other takes its partitions and commits ranges
+   of them; thawed, its batch is refused by the fence (batches_fenced), and
+   every record is still written exactly once.
 
 Numbers come from kwal-verify, --stats-json, ZooKeeper and Kafka's own group
 offsets, never from kwal's log.
 """
 import os
+import shutil
+import signal
 
 import pytest
 
 from crashlib import wait_until, zk_fast  # noqa: F401 (fixture)
+from test_0033_replica_faults import fiu_send
+from test_0041_direct_instances import stopped
 from kwalh import proc, workload
 from kwalh.kwal import CRASH_EXIT, consuming
 
@@ -197,4 +205,45 @@ def test_direct_instances_one_output(bins, zk_fast, kafka3, tmp_path, names,  # 
     x.verify_once(total)
     # the group's committed offsets (where a restart reads on) are the ends
     assert x.kafka.group_offsets(x.group, x.topic) == x.kafka.end_offsets(x.topic)
+    x.check_offsets(total)
+
+
+# --- d. a frozen direct instance is fenced --------------------------------------------
+
+@pytest.mark.skipif(shutil.which("fiu-ctrl") is None,
+                    reason="fiu-ctrl is not installed (Debian fiu-utils)")
+def test_direct_frozen_instance_fenced(bins, zk_fast, kafka3, tmp_path, names,  # noqa: F811
+                                       kwal_factory):
+    """a stops itself after reading a batch (libfiu's direct/stop); b takes
+    its partitions once a's session ends and commits ranges of them; thawed,
+    a's batch finds the group's offsets moved and is not committed."""
+    total = 40_000
+    x = Run("direct", bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "f")
+    x.settings["zookeeper.session.timeout.ms"] = 3000
+    prefix = str(tmp_path / "fiu")
+    a = x.kwal(env={"KWAL_FIU_CTRL": prefix}, **{"instance.id": "a"}).start()
+    b = x.kwal(**{"instance.id": "b"}).start()
+    lg = x.produce(total, rate=2000, background=True)
+    wait_until(lambda: a.stat("partitions_owned", 0) == 2 and b.stat("partitions_owned", 0) == 2
+               and x.stored() >= 2000, 120, "2 partitions each, 2,000 stored",
+               lambda: a.alive() and b.alive(), step=1)
+    fiu_send(prefix, a, "enable name=direct/stop,onetime")
+    try:
+        wait_until(lambda: stopped(a), 60, "a stops itself mid-batch", a.alive)
+        wait_until(lambda: b.stat("partitions_owned", 0) == PARTITIONS, 60,
+                   "b owns all 4 once a's session ended", b.alive)
+        s = x.stored()
+        wait_until(lambda: x.stored() > s, 60, "b writes on, a's partitions too", b.alive,
+                   step=1)
+    finally:
+        a.p.send_signal(signal.SIGCONT)
+    wait_until(lambda: a.stat("batches_fenced", 0) >= 1, 60,
+               "a's batch read before the freeze is refused by the fence", a.alive)
+    wait_until(lg.done, 180, "kwal-loadgen finishes")
+    assert lg.rc == 0, "kwal-loadgen failed"
+    wait_until(lambda: x.stored() >= total, 180, f"{total} stored",
+               lambda: a.alive() and b.alive(), step=1)
+    assert a.stop(grace=120) == 0, a.log_tail(5)
+    assert b.stop(grace=120) == 0, b.log_tail(5)
+    x.verify_once(total)
     x.check_offsets(total)
