@@ -38,6 +38,16 @@ int kw_cli_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
     return 1;
 }
 
+int kw_cli_xprop(const char *prog, const char *arg, const char **props, int *n, int max)
+{
+    if (strchr(arg, '=') == NULL || arg[0] == '=')
+        return kw_cli_usage_error(prog, "-X: '%s' is not NAME=VALUE", arg);
+    if (*n >= max)
+        return kw_cli_usage_error(prog, "-X: at most %d properties", max);
+    props[(*n)++] = arg;
+    return 0;
+}
+
 int kw_cli_opt_value(int argc, char **argv, int *i, const char *name, const char **val)
 {
     const char *a = argv[*i];

@@ -42,6 +42,11 @@ int kw_cli_opt_value(int argc, char **argv, int *i, const char *name, const char
 int kw_cli_conf_opt(int argc, char **argv, int *i, const char **path,
                     const char **overrides, size_t *noverrides);
 
+/* A librdkafka property `-X NAME=VALUE` of a test-kit tool, appended to
+ * props (room for max; *n entries now). 0, or kw_cli_usage_error's status
+ * for a malformed one or one too many. */
+int kw_cli_xprop(const char *prog, const char *arg, const char **props, int *n, int max);
+
 /* SIGINT and SIGTERM call handler (which must be async-signal-safe: it
  * asks the service to stop), SIGPIPE is ignored (a closed stdout is an
  * error return, not a death). */

@@ -446,7 +446,7 @@ static int opts_parse(int argc, char **argv, opts_t *o)
     bool have_records = false;
     uint64_t v;
     char *end;
-    int ch;
+    int ch, rc;
 
     o->size = 100;
     o->timeout_s = 120;
@@ -493,11 +493,8 @@ static int opts_parse(int argc, char **argv, opts_t *o)
             o->timeout_s = (long)v;
             break;
         case 'X':
-            if (strchr(optarg, '=') == NULL || optarg[0] == '=')
-                return kw_cli_usage_error(PROG, "-X: '%s' is not NAME=VALUE", optarg);
-            if (o->nxprops == MAX_XPROPS)
-                return kw_cli_usage_error(PROG, "-X: at most %d properties", MAX_XPROPS);
-            o->xprops[o->nxprops++] = optarg;
+            if ((rc = kw_cli_xprop(PROG, optarg, o->xprops, &o->nxprops, MAX_XPROPS)) != 0)
+                return rc;
             break;
         case 'q': o->quiet = true; break;
         case 'h':

@@ -1144,11 +1144,8 @@ static int opts_parse(int argc, char **argv, opts_t *o)
                                           "1..86400000", optarg);
             break;
         case 'X':
-            if (strchr(optarg, '=') == NULL || optarg[0] == '=')
-                return kw_cli_usage_error(PROG, "-X: '%s' is not NAME=VALUE", optarg);
-            if (o->nxprops == MAX_XPROPS)
-                return kw_cli_usage_error(PROG, "-X: at most %d properties", MAX_XPROPS);
-            o->xprops[o->nxprops++] = optarg;
+            if ((rc = kw_cli_xprop(PROG, optarg, o->xprops, &o->nxprops, MAX_XPROPS)) != 0)
+                return rc;
             break;
         case 'E': o->print_ends = true; break;
         case 'L':
