@@ -252,6 +252,23 @@ static kw_err_t ks__set(rd_kafka_conf_t *c, const char *key, const char *value,
     return KW_OK;
 }
 
+/* Consumer properties among the source's kafka.* keys: not given to the
+ * producer (librdkafka would warn of each at every start). */
+static int ks__consumer_only(const char *key)
+{
+    static const char *const prefixes[] = {
+        "group.", "session.timeout.ms", "heartbeat.interval.ms", "auto.offset.reset",
+        "enable.auto.", "auto.commit.", "fetch.", "max.poll.interval.ms", "isolation.level",
+        "partition.assignment.strategy", "queued.", "check.crcs", "enable.partition.eof",
+        "consume.", "coordinator.query.interval.ms", "max.partition.fetch.bytes",
+    };
+
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (strncmp(key, prefixes[i], strlen(prefixes[i])) == 0)
+            return 1;
+    return 0;
+}
+
 /* The cluster's settings: the source's kafka.* keys, unless
  * sink.kafka.bootstrap.servers names another cluster; then sink.kafka.* on
  * top. Into a producer's and a consumer's configuration. */
@@ -265,11 +282,11 @@ static kw_err_t ks__conf_cluster(const kw_sink_options_t *o, rd_kafka_conf_t *c,
         if (strcmp(o->sink_kafka[i].key, "bootstrap.servers") == 0 ||
             strcmp(o->sink_kafka[i].key, "metadata.broker.list") == 0)
             own = 1;
-    /* the source's keys are a consumer's: a producer skips the consumer
-     * ones (librdkafka would warn of each) */
     for (size_t i = 0; !own && i < o->nkafka && err == KW_OK; i++) {
         char why[256];
 
+        if (!consumer && ks__consumer_only(o->kafka[i].key))
+            continue;
         if (rd_kafka_conf_set(c, o->kafka[i].key, o->kafka[i].value, why, sizeof(why)) !=
             RD_KAFKA_CONF_OK)
             KW_LOG_D(MOD, "sink %s: kafka.%s not taken: %s", name, o->kafka[i].key, why);
@@ -425,11 +442,12 @@ static kw_err_t ks__open(kw_sink_t *s, const char *arg, char *errstr, size_t err
         (err = ks__set(k->conf, "allow.auto.create.topics", "false", k->name, errstr,
                        errlen)) != KW_OK ||
         (err = ks__conf_cluster(o, k->conf, 0, k->name, errstr, errlen)) != KW_OK ||
+        /* the reader's own settings last: nothing may change its group */
+        (err = ks__conf_cluster(o, cc, 1, k->name, errstr, errlen)) != KW_OK ||
         (err = ks__set(cc, "group.id", k->group, k->name, errstr, errlen)) != KW_OK ||
         (err = ks__set(cc, "enable.auto.commit", "false", k->name, errstr, errlen)) != KW_OK ||
         (err = ks__set(cc, "isolation.level", "read_committed", k->name, errstr,
-                       errlen)) != KW_OK ||
-        (err = ks__conf_cluster(o, cc, 1, k->name, errstr, errlen)) != KW_OK) {
+                       errlen)) != KW_OK) {
         rd_kafka_conf_destroy(cc);
         ks__close(s);
         return err;
