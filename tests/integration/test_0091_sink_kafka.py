@@ -6,19 +6,19 @@ consumer (source coordinates from the kwal.* headers).
 a  Bad input: sink=kafka: without a topic (exit 2); an output topic that does
    not exist (exit 1, one line naming it); a sink.kafka.* property librdkafka
    does not know (exit 2, naming it).
-b  Crash points of the sink's path, each at its 3rd pass, then a run to the
-   end: every record exactly once in the committed output (no record of an
-   aborted or unfinished transaction counted), in source order within each
-   output partition, with its key and timestamp kept (the workload's headers
-   too); ZooKeeper at the end offsets.
-   receive: pipeline.tracked (offsets not in ZooKeeper: the same instance
-   reads them again -- duplicates its writer group recognises), batch.allocated,
-   sink.mid-txn (an open transaction, aborted by the restart's
+b  Every crash point of each mode (`kwal --list-crash-points`), each at its
+   3rd pass, then a run to the end: every record exactly once in the
+   committed output (no record of an aborted or unfinished transaction
+   counted), in source order within each output partition, with its key,
+   timestamp and the workload's header kept; ZooKeeper at the end offsets.
+   Among them, receive: wal.before-ack (durable, offsets not in ZooKeeper:
+   the same instance reads them again -- duplicates its writer group
+   recognises), sink.mid-txn (an open transaction, aborted by the restart's
    init_transactions), sink.committed (committed, not marked processed:
-   recovery replays it and finds it written).
-   direct: direct.read, sink.mid-txn, direct.stored (committed with its
-   offsets in the group, ZooKeeper not told: the restart reads on from the
-   group).
+   recovery replays it and finds it written), recovery.replay (a backlog of
+   30 blocks first); direct: direct.read, sink.mid-txn, direct.stored
+   (committed with its offsets in the group, ZooKeeper not told: the restart
+   reads on from the group).
 c  Two direct instances share 4 partitions and one output topic, one is
    SIGKILLed mid-run and restarted: still exactly once; the group's committed
    offsets are the end offsets.
@@ -75,7 +75,8 @@ class Run:
         # many small batches, so that a crash at pass 3 is mid-run
         if mode == "receive":
             self.settings.update({"wal.dirs": os.path.join(self.d, "wal"),
-                                  "block.interval.ms": 50, "block.max.bytes": "16K"})
+                                  "block.interval.ms": 50, "block.max.bytes": "16K",
+                                  "wal.segment.bytes": "64K"})
         else:
             self.settings["max.rate.per.partition"] = 1000
         self.n = 0
@@ -97,11 +98,11 @@ class Run:
     def stored(self):
         return self.store.count(self.topic)
 
-    def crash_at(self, spec, timeout=180):
+    def crash_at(self, spec, timeout=180, **over):
         """Run kwal armed with KWAL_CRASH_AT=spec until it dies there; when
         everything is stored first it gets SIGTERM (receive passes
         receiver.revoke on the way out) -- any other ending fails."""
-        k = self.kwal(env={"KWAL_CRASH_AT": spec}).start()
+        k = self.kwal(env={"KWAL_CRASH_AT": spec}, **over).start()
         termed = False
         while k.wait(1) is None:
             timeout -= 1
@@ -163,16 +164,30 @@ def test_bad_input(mode, bins, zk_fast, kafka3, tmp_path, names,  # noqa: F811
 
 # --- b. crash points of the sink's path ---------------------------------------------
 
-CASES = [("receive", p) for p in ("pipeline.tracked", "batch.allocated", "sink.mid-txn",
-                                  "sink.committed")] + \
-        [("direct", p) for p in ("direct.read", "sink.mid-txn", "direct.stored")]
+def _points(mode):
+    try:
+        return proc.Bins(proc.bin_dir()).crash_points(mode)
+    except (OSError, proc.subprocess.SubprocessError):
+        return []
+
+
+# direct mode also passes sink.mid-txn (not in its own list)
+CASES = ([("receive", p) for p in _points("receive")] +
+         [("direct", p) for p in _points("direct") + ["sink.mid-txn"]]) \
+    if _points("receive") else [("none", "listed")]
 
 
 @pytest.mark.parametrize("mode,point", CASES, ids=[f"{m}-{p}" for m, p in CASES])
 def test_crash_point(mode, point, bins, zk_fast, kafka3, tmp_path, names,  # noqa: F811
                      kwal_factory):
+    assert mode != "none", "kwal --list-crash-points printed no crash points"
     x = Run(mode, bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "c")
     x.produce(NREC)
+    if point == "recovery.replay":
+        # a backlog for recovery: 30 blocks durable, none in a batch yet
+        x.crash_at("pipeline.committed:30", **{"batch.interval.ms": 60000,
+                                               "batch.first.early": "false"})
+        assert x.stored() == 0, "a batch was delivered within the 60 s batch interval"
     x.crash_at(f"{point}:3")
     s = finish(x)
     x.verify_once(NREC)
