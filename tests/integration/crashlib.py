@@ -58,18 +58,26 @@ def wait_until(pred, timeout, what, alive=None, step=0.2):
         time.sleep(step)
 
 
-def crash_settings(zk, kafka, d, group, topic, replicas=2):
-    """The trial configuration (see the module docstring)."""
+def short_session_settings(zk, kafka, group, topic):
+    """group and topic from the earliest offset, with short sessions:
+    ZooKeeper 2 s (zk_fast's tick allows it), Kafka 3 s."""
     return {
         "group.id": group,
         "topics": topic,
-        "receivers": 2,
         "zookeeper.connect": zk.connect,
         "zookeeper.session.timeout.ms": 2000,
         "kafka.bootstrap.servers": kafka.bootstrap,
         "kafka.session.timeout.ms": 3000,
         "kafka.heartbeat.interval.ms": 300,
         "auto.offset.reset": "earliest",
+    }
+
+
+def crash_settings(zk, kafka, d, group, topic, replicas=2):
+    """The trial configuration (see the module docstring)."""
+    return {
+        **short_session_settings(zk, kafka, group, topic),
+        "receivers": 2,
         "wal.dirs": ",".join(f"{d}/w{i}" for i in range(replicas)),
         "wal.segment.bytes": "64K",
         "block.max.bytes": "16K",

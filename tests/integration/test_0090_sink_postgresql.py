@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from crashlib import wait_until, zk_fast  # noqa: F401 (fixture)
+from crashlib import short_session_settings, wait_until, zk_fast  # noqa: F401 (fixture)
 from kwalh import proc, workload
 from kwalh.kwal import CRASH_EXIT, consuming
 
@@ -43,14 +43,7 @@ class Run:
         os.makedirs(self.d, exist_ok=True)
         self.manifest = os.path.join(self.d, "lg.m")
         self.settings = {
-            "group.id": self.group,
-            "topics": self.topic,
-            "zookeeper.connect": zk.connect,
-            "zookeeper.session.timeout.ms": 2000,
-            "kafka.bootstrap.servers": kafka.bootstrap,
-            "kafka.session.timeout.ms": 3000,
-            "kafka.heartbeat.interval.ms": 300,
-            "auto.offset.reset": "earliest",
+            **short_session_settings(zk, kafka, self.group, self.topic),
             "sink": f"postgresql:{pg.conninfo}",
             "batch.interval.ms": 200,
         }

@@ -36,7 +36,7 @@ import signal
 
 import pytest
 
-from crashlib import wait_until, zk_fast  # noqa: F401 (fixture)
+from crashlib import short_session_settings, wait_until, zk_fast  # noqa: F401 (fixture)
 from test_0033_replica_faults import fiu_send
 from test_0041_direct_instances import stopped
 from kwalh import proc, workload
@@ -61,14 +61,7 @@ class Run:
         kafka.create_topic(self.out, OUT_PARTITIONS, rf=3)
         self.store = workload.KafkaStore(kafka.bootstrap, self.out, bins)
         self.settings = {
-            "group.id": self.group,
-            "topics": self.topic,
-            "zookeeper.connect": zk.connect,
-            "zookeeper.session.timeout.ms": 2000,
-            "kafka.bootstrap.servers": kafka.bootstrap,
-            "kafka.session.timeout.ms": 3000,
-            "kafka.heartbeat.interval.ms": 300,
-            "auto.offset.reset": "earliest",
+            **short_session_settings(zk, kafka, self.group, self.topic),
             "sink": self.store.spec,
             "batch.interval.ms": 200,
         }
