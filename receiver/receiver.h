@@ -122,6 +122,18 @@ typedef struct kw_receiver_options {
                      * batcher adds to (e.g. after recovery's replay added its
                      * records, so that one histogram covers the process);
                      * it must outlive the handle. */
+    kw_wal_t *wal;  /* NULL (default): the service opens the WAL (wal_opts),
+                     * the tracker and the sink itself. Else handles already
+                     * open on the same WAL, tracker and sink -- recovery's
+                     * (recovery.h, kw_recovery_kept_t) -- which the service
+                     * takes instead of opening them again: they are its own
+                     * from the call on, closed by kw_receiver_destroy() or,
+                     * when the call fails, before it returns. wal_opts is
+                     * still required (a WAL repaired later is reopened with
+                     * it). */
+    struct kw_tracker *tracker; /* with wal: the tracker, taken likewise */
+    struct kw_sink *sink;       /* NULL: opened from the conf's sink. Else
+                     * taken likewise (also with no_wal). */
 } kw_receiver_options_t;
 
 void kw_receiver_options_init(kw_receiver_options_t *opts);

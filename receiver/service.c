@@ -61,24 +61,57 @@ kw_err_t kw_receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts
     return kw_receiver_new_opts(conf, wal_opts, NULL, out, errstr, errlen);
 }
 
+/* The handles the caller hands over (options wal, tracker, sink): each is
+ * cleared here once the service holds it, so that what is left is closed by
+ * kw_receiver_new_opts whatever the outcome. */
+typedef struct adopted {
+    kw_wal_t     *wal;
+    kw_tracker_t *tracker;
+    kw_sink_t    *sink;
+} adopted_t;
+
+static kw_err_t receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
+                             const kw_receiver_options_t *opts, adopted_t *adopt,
+                             kw_receiver_t **out, char *errstr, size_t errlen);
+
 kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
                               const kw_receiver_options_t *opts, kw_receiver_t **out,
                               char *errstr, size_t errlen)
 {
-    const kw_conf_receiver_t *rc = &conf->receiver;
     kw_receiver_options_t defaults;
+    adopted_t adopt;
+    kw_err_t err;
+
+    if (opts == NULL) {
+        kw_receiver_options_init(&defaults);
+        opts = &defaults;
+    }
+    adopt.wal = opts->wal;
+    adopt.tracker = opts->tracker;
+    adopt.sink = opts->sink;
+    err = receiver_new(conf, wal_opts, opts, &adopt, out, errstr, errlen);
+    kw_sink_close(adopt.sink);
+    kw_tracker_close(adopt.tracker);
+    kw_wal_close(adopt.wal);
+    return err;
+}
+
+static kw_err_t receiver_new(const kw_conf_t *conf, const kw_wal_options_t *wal_opts,
+                             const kw_receiver_options_t *opts, adopted_t *adopt,
+                             kw_receiver_t **out, char *errstr, size_t errlen)
+{
+    const kw_conf_receiver_t *rc = &conf->receiver;
     kw_blockq_options_t qopts;
     kw_zk_options_t zopts;
     kw_receiver_t *svc;
     kw_err_t err;
 
     *out = NULL;
-    if (opts == NULL) {
-        kw_receiver_options_init(&defaults);
-        opts = &defaults;
-    }
     if (!opts->no_wal && wal_opts == NULL)
         return kw_seterr(errstr, errlen, KW_EINVAL, "kwal receive: no WAL options");
+    if ((adopt->wal == NULL) != (adopt->tracker == NULL) || (opts->no_wal && adopt->wal != NULL))
+        return kw_seterr(errstr, errlen, KW_EINVAL, "kwal receive: a WAL handle without its "
+                         "tracker, or either with --no-wal");
     if (rc->group_id == NULL || rc->group_id[0] == '\0')
         return kw_seterr(errstr, errlen, KW_ECONFIG, "group.id: required by kwal receive");
     if (rc->topics.count == 0)
@@ -135,14 +168,24 @@ kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal
     if (!svc->no_wal) {
         kw_tracker_default_path(conf->receiver.tracker_path, wal_opts->dirs[0], svc->tracker_path,
                                  sizeof(svc->tracker_path));
-        err = kw_wal_open(&svc->wal_opts, &svc->wal, NULL, errstr, errlen);
-        if (err != KW_OK)
-            goto fail;
-        err = kw_tracker_open(svc->tracker_path, &svc->tracker, errstr, errlen);
-        if (err != KW_OK)
-            goto fail;
+        if (adopt->wal != NULL) {       /* recovery's, reconciled */
+            svc->wal = adopt->wal;
+            svc->tracker = adopt->tracker;
+            adopt->wal = NULL;
+            adopt->tracker = NULL;
+        } else {
+            err = kw_wal_open(&svc->wal_opts, &svc->wal, NULL, errstr, errlen);
+            if (err != KW_OK)
+                goto fail;
+            err = kw_tracker_open(svc->tracker_path, &svc->tracker, errstr, errlen);
+            if (err != KW_OK)
+                goto fail;
+        }
     }
-    {
+    if (adopt->sink != NULL) {
+        svc->sink = adopt->sink;
+        adopt->sink = NULL;
+    } else {
         /* the kafka sink's writer: this instance, as recovery names it */
         kw_sink_options_t so;
         char name[256];
@@ -152,9 +195,9 @@ kw_err_t kw_receiver_new_opts(const kw_conf_t *conf, const kw_wal_options_t *wal
                                                    svc->wal_opts.dirs[0], "kwal", name,
                                                    sizeof(name)), 0);
         err = kw_sink_open_opts(rc->sink, &so, &svc->sink, errstr, errlen);
+        if (err != KW_OK)
+            goto fail;
     }
-    if (err != KW_OK)
-        goto fail;
 
     if (opts->zk != NULL) {
         svc->zk = opts->zk;

@@ -444,10 +444,29 @@ kw_err_t kw_recovery_run(const kw_recovery_options_t *o, kw_recovery_report_t *r
              r->blocks_lost, r->records_lost, r->blocks_lost_untracked);
 
 out:
+    if (o->keep != NULL) {
+        memset(o->keep, 0, sizeof(*o->keep));
+        if (err == KW_OK) {
+            o->keep->wal = wal;
+            o->keep->tracker = t;
+            o->keep->sink = sink;
+            return err;
+        }
+    }
     kw_sink_close(sink);
     kw_tracker_close(t);
     kw_wal_close(wal);
     if (err != KW_OK)
         r->elapsed_ms = kw_mono_ms() - start;
     return err;
+}
+
+void kw_recovery_kept_close(kw_recovery_kept_t *k)
+{
+    if (k == NULL)
+        return;
+    kw_sink_close(k->sink);
+    kw_tracker_close(k->tracker);
+    kw_wal_close(k->wal);
+    memset(k, 0, sizeof(*k));
 }

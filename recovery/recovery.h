@@ -81,6 +81,23 @@ typedef struct kw_recovery_progress {
 
 typedef void (*kw_recovery_progress_cb)(const kw_recovery_progress_t *p, void *opaque);
 
+/*
+ * What recovery leaves open when asked to (options.keep): the WAL, tracker
+ * and sink it reconciled and replayed into, for the service that follows
+ * (kw_receiver_options_t takes them), so that `kwal receive` does not close
+ * and open them again between recovery and its receivers -- the WAL's scan,
+ * the databases' first reads, a Kafka sink's init_transactions: 0.5-2 s of a
+ * restart. The types are the WAL's, tracker.h's and sink.h's.
+ */
+typedef struct kw_recovery_kept {
+    kw_wal_t          *wal;
+    struct kw_tracker *tracker;
+    struct kw_sink    *sink;
+} kw_recovery_kept_t;
+
+/* Close what k still holds (what the caller did not hand on) and clear it. */
+void kw_recovery_kept_close(kw_recovery_kept_t *k);
+
 typedef struct kw_recovery_options {
     const kw_conf_t        *conf;        /* receiver, zookeeper.* and sink keys */
     const kw_wal_options_t *wal_opts;
@@ -99,6 +116,12 @@ typedef struct kw_recovery_options {
                                           * every record it replays: for a record
                                           * replayed after a crash, the time since it
                                           * was produced, downtime included. */
+    kw_recovery_kept_t     *keep;        /* NULL: the WAL, tracker and sink are
+                                          * closed at the end. Else, on KW_OK, they
+                                          * are left open in *keep, the caller's
+                                          * (kw_recovery_kept_close, or handed on);
+                                          * on an error nothing is kept and *keep is
+                                          * cleared. */
 } kw_recovery_options_t;
 
 typedef struct kw_recovery_report {

@@ -44,6 +44,7 @@ typedef struct rstate {
     kw_conf_t        *conf;
     kw_wal_options_t  wo;
     kw_hist_t        *latency;   /* kw_recovery_options_t.latency (NULL: none) */
+    kw_recovery_kept_t *keep;    /* kw_recovery_options_t.keep (NULL: none) */
 } rstate_t;
 
 static void set(kw_conf_t *c, const char *k, const char *v)
@@ -203,6 +204,7 @@ static kw_err_t recover_with(rstate_t *s, int skip_corrupt, kw_recovery_report_t
     o.classic = 1;
     o.skip_corrupt = skip_corrupt;
     o.latency = s->latency;
+    o.keep = s->keep;
     return kw_recovery_run(&o, r, err, len);
 }
 
@@ -272,6 +274,66 @@ static void test_registers_and_replays(void **state)
     assert_int_equal(kw_hist_count(s->latency), 10 * RECS_PER_BLOCK);
     free(s->latency);
     s->latency = NULL;
+}
+
+/* options.keep: on success the WAL, tracker and sink stay open for the
+ * caller -- the WAL still locked, the tracker at the replayed LSNs, the WAL
+ * appendable -- until kw_recovery_kept_close; a recovery that fails keeps
+ * nothing (its WAL lock is free for the next one). */
+static void test_keep_hands_on(void **state)
+{
+    rstate_t *s = *state;
+    kw_recovery_kept_t k;
+    kw_recovery_report_t r;
+    kw_tracker_counts_t c;
+    kw_wal_pos_t pos;
+    kw_wal_t *w2 = NULL;
+    char err[1024], seg[1200];
+    char **names = NULL;
+    size_t n = 0;
+    uint64_t size = 0, last;
+    static const uint8_t junk[] = "not a block";
+
+    last = append_blocks(s, 6, 0);
+    memset(&k, 0xA5, sizeof(k));            /* cleared by the call, whatever it held */
+    s->keep = &k;
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_OK);
+    assert_int_equal(r.blocks_replayed, 6);
+    assert_non_null(k.wal);
+    assert_non_null(k.tracker);
+    assert_non_null(k.sink);
+    assert_int_equal(sink_rows(s), 6 * RECS_PER_BLOCK);
+    assert_int_equal(kw_wal_open(&s->wo, &w2, NULL, err, sizeof(err)), KW_ELOCKED);
+    assert_null(w2);
+    assert_int_equal(kw_tracker_counts(k.tracker, &c, err, sizeof(err)), KW_OK);
+    assert_int_equal(c.max_lsn, last);
+    assert_int_equal(kw_wal_append(k.wal, junk, sizeof(junk), 0, &pos, err, sizeof(err)),
+                     KW_OK);
+    assert_int_equal(pos.lsn, last + 1);
+    kw_recovery_kept_close(&k);
+    assert_null(k.wal);
+    assert_null(k.tracker);
+    assert_null(k.sink);
+    kw_recovery_kept_close(&k);             /* nothing left: a no-op */
+    kw_recovery_kept_close(NULL);
+
+    /* every replica's last segment damaged: refused, nothing kept */
+    assert_int_equal(test_list_dir(s->wal[0], ".seg", &names, &n), 0);
+    assert_true(n >= 1);
+    for (int i = 0; i < 3; i++) {
+        test_path(seg, sizeof(seg), "%s/%s", s->wal[i], names[n - 1]);
+        assert_int_equal(test_file_size(seg, &size), 0);
+        assert_int_equal(test_flip_bit(seg, size / 2, 5), 0);
+    }
+    test_free_names(names, n);
+    memset(&k, 0xA5, sizeof(k));
+    assert_int_equal(recover(s, &r, err, sizeof(err)), KW_ECORRUPT);
+    assert_null(k.wal);
+    assert_null(k.tracker);
+    assert_null(k.sink);
+    s->keep = NULL;
+    assert_int_not_equal(kw_wal_open(&s->wo, &w2, NULL, err, sizeof(err)), KW_ELOCKED);
+    kw_wal_close(w2);
 }
 
 /* The tracker deleted after everything was delivered: rebuilt from the WAL,
@@ -659,6 +721,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_span_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_last_everywhere, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keep_hands_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cleanup_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lagging_replica_torn_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lagging_header_peers_torn, setup, teardown),

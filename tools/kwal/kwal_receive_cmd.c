@@ -230,6 +230,7 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
 {
     const char *topic = recover_only ? "recover" : "receive";
     kw_recovery_options_t ropts;
+    kw_recovery_kept_t kept = { 0 };
     kw_receiver_options_t rcvopts;
     int classic = 0, skip_corrupt = 0, no_wal = 0, tty = isatty(STDERR_FILENO);
     const char **overrides = NULL;
@@ -370,6 +371,8 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
         ropts.opaque = &tty;
         ropts.zk = inst.zk;
         ropts.latency = &sx.latency;
+        if (!recover_only)
+            ropts.keep = &kept;     /* the receivers go on with them */
         err = kw_recovery_run(&ropts, &sx.rep, errstr, sizeof(errstr));
         pthread_mutex_lock(&sx.mu);
         sx.have_rep = err == KW_OK;
@@ -390,6 +393,10 @@ static int receive_or_recover(int argc, char **argv, int recover_only)
     rcvopts.no_wal = no_wal;
     rcvopts.zk = inst.zk;
     rcvopts.latency = &sx.latency;      /* on from recovery's */
+    rcvopts.wal = kept.wal;             /* recovery's handles, now the service's */
+    rcvopts.tracker = kept.tracker;
+    rcvopts.sink = kept.sink;
+    memset(&kept, 0, sizeof(kept));
     err = kw_receiver_new_opts(conf, no_wal ? NULL : &wopts, &rcvopts, &rcv, errstr,
                                sizeof(errstr));
     if (err != KW_OK) {
@@ -430,6 +437,7 @@ cleanup:
     kwal_stats_finish(stats);
     pthread_mutex_destroy(&sx.mu);
     kw_receiver_destroy(rcv);
+    kw_recovery_kept_close(&kept);
     kwal_instance_close(&inst);
     kw_conf_destroy(conf);
     free(overrides);
