@@ -224,7 +224,12 @@ def test_direct_frozen_instance_fenced(bins, zk_fast, kafka3, tmp_path, names,  
                                        kwal_factory):
     """a stops itself after reading a batch (libfiu's direct/stop); b takes
     its partitions once a's session ends and commits ranges of them; thawed,
-    a's batch finds the group's offsets moved and is not committed."""
+    a's batch finds the group's offsets moved and is not committed. a is
+    thawed only once b has committed every partition past where it stood at
+    the freeze (ZooKeeper's mirror is written after the sink's commit): the
+    fence is not atomic with the commit (sink/FORMAT.md), so a thaw while b's
+    own batch of a's partitions is between its fence and its commit may
+    store that batch twice -- the window this test does not aim at."""
     total = 40_000
     x = Run("direct", bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "f")
     x.settings["zookeeper.session.timeout.ms"] = 3000
@@ -238,10 +243,12 @@ def test_direct_frozen_instance_fenced(bins, zk_fast, kafka3, tmp_path, names,  
     fiu_send(prefix, a, "enable name=direct/stop,onetime")
     try:
         wait_until(lambda: stopped(a), 60, "a stops itself mid-batch", a.alive)
+        frozen = x.zk.offsets(x.group, x.topic, PARTITIONS)
         wait_until(lambda: b.stat("partitions_owned", 0) == PARTITIONS, 60,
                    "b owns all 4 once a's session ended", b.alive)
-        s = x.stored()
-        wait_until(lambda: x.stored() > s, 60, "b writes on, a's partitions too", b.alive,
+        wait_until(lambda: all((v or 0) > (frozen[p] or 0) for p, v in
+                               x.zk.offsets(x.group, x.topic, PARTITIONS).items()), 60,
+                   "b commits every partition past where it stood at the freeze", b.alive,
                    step=1)
     finally:
         a.p.send_signal(signal.SIGCONT)

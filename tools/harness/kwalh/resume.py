@@ -2,9 +2,13 @@
 (tools/bench/bench-resume; `--help` has the options).
 
 On a local ZooKeeper and a local real Kafka cluster it starts, per mode
-(receive, direct) and per build (--baseline DIR first when given, then
---build DIR, alternating mode by mode so that machine noise hits both
-alike), one schedule on a fresh topic, group and sqlite sink:
+(receive, direct) and per build (--baseline DIR when given, and --build
+DIR), one schedule on a fresh topic, group and sqlite sink. The builds'
+schedules of a mode run side by side, each with its own producer, and take
+turns kill by kill (A B, then B A, ...), so that the cluster's state and the
+machine's noise hit both alike -- run one after the other, the first
+schedule's restarts were 4-5 times slower than the second's whichever build
+it was. Per schedule:
 
   1. kwal-loadgen produces --rate records/s in the background for the whole
      schedule; kwal starts and stores its first records;
@@ -148,7 +152,11 @@ class Schedule:
         self.cpu += (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         self.rss_kb = max(self.rss_kb, after.ru_maxrss)
 
-    def run(self):
+    # The schedule in steps, so that the bench can interleave the builds'
+    # schedules of a mode kill by kill (see the top).
+
+    def begin(self):
+        """The topic, the conf, the producer, and the first run stored."""
         a, b = self.b.a, self.b
         ok, why = b.kafka.create_topic(self.topic, a.partitions)
         if not ok:
@@ -162,32 +170,45 @@ class Schedule:
         write_conf(self.conf, settings, comment="bench-resume %s" % self.name)
         # more than the schedule can take (a baseline waits up to --restart-timeout
         # per restart): it is stopped at the end
-        lg = Loadgen(self.bins, b.bs, self.topic, a.rate * 3600,
-                     os.path.join(self.d, "m"), os.path.join(self.d, "lg"), size=a.size,
-                     rate=a.rate).start()
+        self.lg = Loadgen(self.bins, b.bs, self.topic, a.rate * 3600,
+                          os.path.join(self.d, "m"), os.path.join(self.d, "lg"), size=a.size,
+                          rate=a.rate).start()
         b.progress("%s: producing %d records/s; %d kills, %d quick kills"
                    % (self.name, a.rate, a.kills, a.quick_kills))
-        k = self.start()
-        self.wait_first_stored(k, "first")
-        for i in range(a.kills):
-            time.sleep(b.rng.uniform(0.5, 1.5))
-            self.kill(k)
-            k = self.start()
-            r = self.wait_first_stored(k, "kill")
-            b.progress("%s: kill %d: first record stored %s ms after the restart (resumed=%s)"
-                       % (self.name, i + 1, r["first_stored_ms"], r["zk_session_resumed"]))
+        self.k = self.start()
+        self.wait_first_stored(self.k, "first")
+
+    def kill_once(self, i):
+        """Kill i (from 0): SIGKILL while records flow, restart, first record."""
+        b = self.b
+        time.sleep(b.rng.uniform(0.5, 1.5))
+        self.kill(self.k)
+        self.k = self.start()
+        r = self.wait_first_stored(self.k, "kill")
+        b.progress("%s: kill %d: first record stored %s ms after the restart (resumed=%s)"
+                   % (self.name, i + 1, r["first_stored_ms"], r["zk_session_resumed"]))
+
+    def quick_kills(self):
+        """The quick kills, then the normal run's first record."""
+        a, b = self.b.a, self.b
         for i in range(a.quick_kills):
-            self.kill(k)
-            k = self.start()
+            self.kill(self.k)
+            self.k = self.start()
             time.sleep(b.rng.uniform(1.0, 3.0))
-        self.kill(k)
-        k = self.start()
-        r = self.wait_first_stored(k, "after-quick")
+        self.kill(self.k)
+        self.k = self.start()
+        r = self.wait_first_stored(self.k, "after-quick")
         if a.quick_kills:
             b.progress("%s: after %d quick kills: first record stored %s ms after the start"
                        % (self.name, a.quick_kills, r["first_stored_ms"]))
-        lg.stop()
-        man = read_manifest(lg.manifest)
+
+    def stop_producer(self):
+        self.lg.stop()
+
+    def finish(self):
+        """The last run catches up to Kafka's end offsets and stops; verify."""
+        a, b, k = self.b.a, self.b, self.k
+        man = read_manifest(self.lg.manifest)
         ends = b.kafka.end_offsets(self.topic) or {}
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and k.alive():
@@ -206,7 +227,7 @@ class Schedule:
         # the producer was stopped: what it delivered is the prefix of its
         # sequence numbers it sent (in order, idempotent), which kwal must have
         self.delivered = int(man.get("delivered", 0))
-        v = verify(self.bins, manifest=lg.manifest, expect=self.delivered, sqlite=self.db,
+        v = verify(self.bins, manifest=self.lg.manifest, expect=self.delivered, sqlite=self.db,
                    save=os.path.join(self.d, "verify.txt"))
         self.missing = v["missing"] if v.ok else None
         self.dups = (v["duplicates"] + v["duplicate_offsets"]) if v.ok else None
@@ -264,10 +285,19 @@ class Bench:
                                          nodes=a.brokers)
         self.bs = self.kafka.start()
         for mode in a.mode_list:
-            for label, bins in self.builds:
-                s = Schedule(self, label, bins, mode)
-                self.schedules.append(s)
-                s.run()
+            ss = [Schedule(self, label, bins, mode) for label, bins in self.builds]
+            self.schedules += ss
+            for s in ss:
+                s.begin()
+            for i in range(a.kills):    # A B, B A, A B, ...: neither build always first
+                for s in (ss if i % 2 == 0 else ss[::-1]):
+                    s.kill_once(i)
+            for s in ss:
+                s.quick_kills()
+            for s in ss:
+                s.stop_producer()
+            for s in ss:
+                s.finish()
         return self.report()
 
     def report(self):
