@@ -213,6 +213,25 @@ static kw_err_t recover(rstate_t *s, kw_recovery_report_t *r, char *err, size_t 
     return recover_with(s, 0, r, err, len);
 }
 
+/* One bit flipped in the middle of the last segment, on every replica: a
+ * block no replica can serve. */
+static void damage_last_segment_everywhere(rstate_t *s)
+{
+    char seg[1200];
+    char **names = NULL;
+    size_t n = 0;
+    uint64_t size = 0;
+
+    assert_int_equal(test_list_dir(s->wal[0], ".seg", &names, &n), 0);
+    assert_true(n >= 1);
+    for (int i = 0; i < 3; i++) {
+        test_path(seg, sizeof(seg), "%s/%s", s->wal[i], names[n - 1]);
+        assert_int_equal(test_file_size(seg, &size), 0);
+        assert_int_equal(test_flip_bit(seg, size / 2, 5), 0);
+    }
+    test_free_names(names, n);
+}
+
 /* After block lsn was given up: recovery succeeded with exactly that block
  * lost (append_blocks: block b is partition b % 2, offsets (b / 2) * 50 on),
  * every other record stored once, and a second recovery without the flag
@@ -288,10 +307,8 @@ static void test_keep_hands_on(void **state)
     kw_tracker_counts_t c;
     kw_wal_pos_t pos;
     kw_wal_t *w2 = NULL;
-    char err[1024], seg[1200];
-    char **names = NULL;
-    size_t n = 0;
-    uint64_t size = 0, last;
+    char err[1024];
+    uint64_t last;
     static const uint8_t junk[] = "not a block";
 
     last = append_blocks(s, 6, 0);
@@ -318,14 +335,7 @@ static void test_keep_hands_on(void **state)
     kw_recovery_kept_close(NULL);
 
     /* every replica's last segment damaged: refused, nothing kept */
-    assert_int_equal(test_list_dir(s->wal[0], ".seg", &names, &n), 0);
-    assert_true(n >= 1);
-    for (int i = 0; i < 3; i++) {
-        test_path(seg, sizeof(seg), "%s/%s", s->wal[i], names[n - 1]);
-        assert_int_equal(test_file_size(seg, &size), 0);
-        assert_int_equal(test_flip_bit(seg, size / 2, 5), 0);
-    }
-    test_free_names(names, n);
+    damage_last_segment_everywhere(s);
     memset(&k, 0xA5, sizeof(k));
     assert_int_equal(recover(s, &r, err, sizeof(err)), KW_ECORRUPT);
     assert_null(k.wal);
@@ -406,20 +416,10 @@ static void test_corrupt_everywhere(void **state)
 {
     rstate_t *s = *state;
     kw_recovery_report_t r;
-    char err[1024], seg[1200];
-    char **names = NULL;
-    size_t n = 0;
-    uint64_t size = 0;
+    char err[1024];
 
     append_blocks(s, 6, 1);
-    assert_int_equal(test_list_dir(s->wal[0], ".seg", &names, &n), 0);
-    assert_true(n >= 1);
-    for (int i = 0; i < 3; i++) {
-        test_path(seg, sizeof(seg), "%s/%s", s->wal[i], names[n - 1]);
-        assert_int_equal(test_file_size(seg, &size), 0);
-        assert_int_equal(test_flip_bit(seg, size / 2, 5), 0);
-    }
-    test_free_names(names, n);
+    damage_last_segment_everywhere(s);
     assert_int_equal(recover(s, &r, err, sizeof(err)), KW_ECORRUPT);
     assert_true(r.wal.corrupt_lsn > 0);
     char want[64];
