@@ -108,6 +108,21 @@ class Direct:
     def stored(self):
         return workload.sqlite_count(self.db, self.topic)
 
+    def wait_stored(self, n, timeout, alive=None):
+        """Wait until n records are stored; if not, fail naming every
+        partition whose sink end offset is behind Kafka's, with its owner
+        node, so that a stall can be told from a slow run."""
+        try:
+            wait_until(lambda: self.stored() >= n, timeout, f"{n:,} stored", alive)
+        except pytest.fail.Exception as e:
+            ends = self.kafka.end_offsets(self.topic) or {}
+            sink = workload.sqlite_end_offsets(self.db, self.topic, self.partitions)
+            who = owners(self.zk, self.group, self.topic, self.partitions)
+            behind = {p: (sink.get(p), e_, who.get(p)) for p, e_ in sorted(ends.items())
+                      if sink.get(p) != e_}
+            pytest.fail(f"{e}; {self.stored()} stored; partitions behind Kafka's end "
+                        f"(sink end, Kafka end, owner): {behind}")
+
     def sql(self, q, *args):
         db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
         try:

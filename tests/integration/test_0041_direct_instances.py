@@ -87,7 +87,7 @@ def test_share_join_kill(bins, zk_fast, kafka3, tmp_path, names, kwal_factory):
 
     wait_until(lg.done, 300, "kwal-loadgen finishes")
     assert lg.rc == 0, "kwal-loadgen failed"
-    wait_until(lambda: x.stored() >= 60000, 240, "60,000 stored", alive)
+    x.wait_stored(60000, 240, alive)
     stats = {n: x.stop(k) for n, k in ks.items()}
     assert all(s["records_stored"] > 0 for s in stats.values()), stats
     x.verify_once(60000)
