@@ -10,8 +10,10 @@
 #                                          ZooKeeper and real Apache Kafka
 #                                          clusters)
 #   build-tsan/   ThreadSanitizer          the threaded unit tests (label "threads")
-# Build directories are reused when they exist. Exit status: non-zero if any
-# build or test fails.
+# Build directories are reused when they exist. A build that fails stops
+# everything; a test run that fails does not stop the ones after it, so that
+# one failure does not hide the sanitizers' results. Exit status: non-zero if
+# any build or test run fails; the last line names the test runs that failed.
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,19 +49,29 @@ integration() {   # integration DIR [pytest args...]
         python3 -m pytest -q -rfE --durations=12 -p no:cacheprovider "$@" tests/integration)
 }
 
+failed=""
+note_failure() {  # note_failure WHAT: a test run failed
+    failed="$failed${failed:+, }$1"
+    echo "==> FAILED: $1"
+}
+
 build build
-run build
-integration build -m "harness or slow"
+run build || note_failure "unit tests (build)"
+integration build -m "harness or slow" || note_failure "integration tests (build)"
 
 build build-asan -DKWAL_SANITIZE=ON
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-run build-asan
-integration build-asan -m "not harness and not slow"
+run build-asan || note_failure "unit tests (build-asan)"
+integration build-asan -m "not harness and not slow" || note_failure "integration tests (build-asan)"
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 build build-tsan -DKWAL_TSAN=ON
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-    run build-tsan -L threads
+    run build-tsan -L threads || note_failure "threaded unit tests (build-tsan)"
 
+if [ -n "$failed" ]; then
+    echo "==> failed: $failed"
+    exit 1
+fi
 echo "==> all test builds passed"
