@@ -152,10 +152,13 @@ def test_frozen_instance_fenced(bins, zk_fast, kafka3, tmp_path, names, kwal_fac
     prefix = str(tmp_path / "fiu")
     a = x.kwal(name="a", env={"KWAL_FIU_CTRL": prefix}, **{"instance.id": "a"}).start()
     b = x.kwal(name="b", **{"instance.id": "b"}).start()
-    lg = x.produce(40000, rate=2000, background=True)
+    # records only once the two have settled: a must still have some to read
+    # when it is armed
     wait_until(lambda: balanced(x, ["a", "b"]), 120, "4 partitions each",
                lambda: a.alive() and b.alive())
+    lg = x.produce(40000, rate=2000, background=True)
     wait_until(lambda: x.stored() >= 4000, 120, "4,000 stored", b.alive)
+    assert not lg.done(), "kwal-loadgen ended before a was armed"
     # a stops itself after reading a batch, before its sink transaction
     fiu_send(prefix, a, "enable name=direct/stop,onetime")
     try:

@@ -236,10 +236,15 @@ def test_direct_frozen_instance_fenced(bins, zk_fast, kafka3, tmp_path, names,  
     prefix = str(tmp_path / "fiu")
     a = x.kwal(env={"KWAL_FIU_CTRL": prefix}, **{"instance.id": "a"}).start()
     b = x.kwal(**{"instance.id": "b"}).start()
+    # the records start once the instances have settled, so that a still has
+    # some to read when it is armed (started earlier, a slow start could see
+    # all 40,000 stored before the fault was armed: a never stopped)
+    wait_until(lambda: a.stat("partitions_owned", 0) == 2 and b.stat("partitions_owned", 0) == 2,
+               120, "2 partitions each", lambda: a.alive() and b.alive(), step=1)
     lg = x.produce(total, rate=2000, background=True)
-    wait_until(lambda: a.stat("partitions_owned", 0) == 2 and b.stat("partitions_owned", 0) == 2
-               and x.stored() >= 2000, 120, "2 partitions each, 2,000 stored",
+    wait_until(lambda: x.stored() >= 2000, 120, "2,000 stored",
                lambda: a.alive() and b.alive(), step=1)
+    assert not lg.done(), "kwal-loadgen ended before a was armed"
     fiu_send(prefix, a, "enable name=direct/stop,onetime")
     try:
         wait_until(lambda: stopped(a), 60, "a stops itself mid-batch", a.alive)
