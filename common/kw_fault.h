@@ -100,7 +100,10 @@ typedef enum {
       "writes and syncs of WAL replica R first sleep failinfo ms (default 100)")   \
     X(DIRECT_STOP,    "direct/stop",                                                \
       "kwal direct stops itself (SIGSTOP) after reading a batch, before its sink "  \
-      "transaction: frozen mid-batch without the sink's lock (SIGCONT goes on)")
+      "transaction: frozen mid-batch without the sink's lock (SIGCONT goes on)")  \
+    X(SINK_KAFKA_STOP, "sink/kafka-stop",                                           \
+      "the kafka sink stops its process (SIGSTOP) with the batch's transactions "   \
+      "open and their offsets sent, just before commit_transaction")
 
 /* The armed point (KW__CRASH_COUNT: none). Written by kw_fault_init() and
  * kw_crash_arm() only, before other threads run. */

@@ -411,9 +411,8 @@ kw_err_t kw_direct_new(const kw_direct_options_t *o, kw_direct_t **out,
     pthread_mutex_init(&d->snap_mu, NULL);
     kw_direct_pid_init(&d->pid, (double)rc->backpressure_min_rate);
 
-    {   /* the kafka sink's transactional.id: the same on every restart
-         * when instance.id is set (a crashed run's transaction is then
-         * aborted at once, not after transaction.timeout.ms) */
+    {   /* the instance name, for the sinks that use one (the kafka sink's
+         * transactional ids in direct mode are the partitions', not ours) */
         kw_sink_options_t so;
 
         kw_sink_options_from_conf(&so, conf, rc->instance_id != NULL &&
@@ -1341,8 +1340,10 @@ static kw_err_t run_batch(kw_direct_t *d, int64_t sched_delay, char *errstr, siz
     free_msgs(d);
     if (err == KW_EFENCED) {
         /* another instance stored a range of a partition we read: ours is
-         * stale (we lost it without knowing yet). Nothing was stored; every
-         * partition read goes on from what the sink holds, if still ours */
+         * stale (we lost it without knowing yet). Nothing of that partition
+         * was stored (the kafka sink commits partition by partition: those
+         * before it may be, each with its range); every partition read goes
+         * on from what the sink holds, if still ours */
         atomic_fetch_add(&d->n.fenced, 1);
         KW_LOG_W(MOD, "batch %" PRIu64 " not stored: %s; reading the positions again",
                  batch, why);

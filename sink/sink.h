@@ -293,8 +293,11 @@ kw_err_t kw_sink_txn_write(kw_sink_t *sink, const kw_record_t *recs, size_t n,
  * and the insert are in the transaction that holds the database's write lock
  * (sqlite: BEGIN IMMEDIATE; postgresql: an advisory lock of the partition), so two instances can never both store a range
  * after the same end (kafka: the group's committed offsets are read again
- * in commit, which then fails with KW_EFENCED -- not atomic with the commit,
- * sink_kafka.c says why). KW_SINK_RANGE_UNCHECKED skips the check (a caller that
+ * in commit, which then fails with KW_EFENCED; what makes it atomic there is
+ * a transactional.id per source partition, whose producer range_next makes
+ * anew: another owner's later commit is refused by the coordinator, also
+ * KW_EFENCED -- sink_kafka.c says how; there, partitions committed before
+ * the failing one stay committed, each with its range). KW_SINK_RANGE_UNCHECKED skips the check (a caller that
  * is the only writer of the partition by other means).
  *
  * KW_EINVAL when the sink does not store ranges (not sqlite or postgresql), for an empty

@@ -26,6 +26,13 @@ d  A direct instance that stops itself mid-batch (libfiu's direct/stop) past
    its ZooKeeper session: the other takes its partitions and commits ranges
    of them; thawed, its batch is refused by the fence (batches_fenced), and
    every record is still written exactly once.
+e  The same, stopped later: with its transactions open and their offsets
+   sent, just before commit_transaction (libfiu's sink/kafka-stop), past the
+   read fence. The other instance's take of each partition (a producer with
+   the partition's transactional.id, init_transactions) aborts them and
+   fences their producers on the coordinator: it stores the partitions long
+   before the transactions' timeout (set to 120 s here), and the thawed
+   commit is refused (batches_fenced) -- exactly once, whatever the timing.
 
 Numbers come from kwal-verify, --stats-json, ZooKeeper and Kafka's own group
 offsets, never from kwal's log.
@@ -218,36 +225,29 @@ def test_direct_instances_one_output(bins, zk_fast, kafka3, tmp_path, names,  # 
 
 # --- d. a frozen direct instance is fenced --------------------------------------------
 
-@pytest.mark.skipif(shutil.which("fiu-ctrl") is None,
-                    reason="fiu-ctrl is not installed (Debian fiu-utils)")
-def test_direct_frozen_instance_fenced(bins, zk_fast, kafka3, tmp_path, names,  # noqa: F811
-                                       kwal_factory):
-    """a stops itself after reading a batch (libfiu's direct/stop); b takes
-    its partitions once a's session ends and commits ranges of them; thawed,
-    a's batch finds the group's offsets moved and is not committed. a is
-    thawed only once b has committed every partition past where it stood at
-    the freeze (ZooKeeper's mirror is written after the sink's commit): the
-    fence is not atomic with the commit (sink/FORMAT.md), so a thaw while b's
-    own batch of a's partitions is between its fence and its commit may
-    store that batch twice -- the window this test does not aim at."""
-    total = 40_000
-    x = Run("direct", bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "f")
+def frozen_and_fenced(x, tmp_path, total, fault, where):
+    """Two direct instances a and b share the 4 partitions; with records
+    arriving, a is armed with libfiu's FAULT (it stops itself at WHERE). b
+    must take all 4 once a's session ends and commit each past where it
+    stood at the freeze (ZooKeeper's mirror follows the commit); a, thawed,
+    must have a batch refused (batches_fenced); then every record stored
+    exactly once and the offsets at the end."""
     x.settings["zookeeper.session.timeout.ms"] = 3000
     prefix = str(tmp_path / "fiu")
     a = x.kwal(env={"KWAL_FIU_CTRL": prefix}, **{"instance.id": "a"}).start()
     b = x.kwal(**{"instance.id": "b"}).start()
     # the records start once the instances have settled, so that a still has
     # some to read when it is armed (started earlier, a slow start could see
-    # all 40,000 stored before the fault was armed: a never stopped)
+    # all of them stored before the fault was armed: a never stopped)
     wait_until(lambda: a.stat("partitions_owned", 0) == 2 and b.stat("partitions_owned", 0) == 2,
                120, "2 partitions each", lambda: a.alive() and b.alive(), step=1)
     lg = x.produce(total, rate=2000, background=True)
     wait_until(lambda: x.stored() >= 2000, 120, "2,000 stored",
                lambda: a.alive() and b.alive(), step=1)
     assert not lg.done(), "kwal-loadgen ended before a was armed"
-    fiu_send(prefix, a, "enable name=direct/stop,onetime")
+    fiu_send(prefix, a, f"enable name={fault},onetime")
     try:
-        wait_until(lambda: stopped(a), 60, "a stops itself mid-batch", a.alive)
+        wait_until(lambda: stopped(a), 60, f"a stops itself {where}", a.alive)
         frozen = x.zk.offsets(x.group, x.topic, PARTITIONS)
         wait_until(lambda: b.stat("partitions_owned", 0) == PARTITIONS, 60,
                    "b owns all 4 once a's session ended", b.alive)
@@ -258,7 +258,7 @@ def test_direct_frozen_instance_fenced(bins, zk_fast, kafka3, tmp_path, names,  
     finally:
         a.p.send_signal(signal.SIGCONT)
     wait_until(lambda: a.stat("batches_fenced", 0) >= 1, 60,
-               "a's batch read before the freeze is refused by the fence", a.alive)
+               "a's batch is refused once thawed", a.alive)
     wait_until(lg.done, 180, "kwal-loadgen finishes")
     assert lg.rc == 0, "kwal-loadgen failed"
     wait_until(lambda: x.stored() >= total, 180, f"{total} stored",
@@ -267,3 +267,36 @@ def test_direct_frozen_instance_fenced(bins, zk_fast, kafka3, tmp_path, names,  
     assert b.stop(grace=120) == 0, b.log_tail(5)
     x.verify_once(total)
     x.check_offsets(total)
+
+
+@pytest.mark.skipif(shutil.which("fiu-ctrl") is None,
+                    reason="fiu-ctrl is not installed (Debian fiu-utils)")
+def test_direct_frozen_instance_fenced(bins, zk_fast, kafka3, tmp_path, names,  # noqa: F811
+                                       kwal_factory):
+    """a stops itself after reading a batch (libfiu's direct/stop); b takes
+    its partitions once a's session ends and commits ranges of them; thawed,
+    a's batch finds the group's offsets moved, or its producers fenced by
+    b's takes, and is not committed. (Before the transactional id per
+    partition, a thaw while b's batch of a's partitions sat between its read
+    fence and its commit let both commit: CI's ASan session saw 400 records
+    twice.)"""
+    x = Run("direct", bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "f")
+    frozen_and_fenced(x, tmp_path, 40_000, "direct/stop", "mid-batch")
+
+
+# --- e. frozen between the fence and the commit ----------------------------------
+
+@pytest.mark.skipif(shutil.which("fiu-ctrl") is None,
+                    reason="fiu-ctrl is not installed (Debian fiu-utils)")
+def test_direct_frozen_before_commit_fenced(bins, zk_fast, kafka3, tmp_path, names,  # noqa: F811
+                                            kwal_factory):
+    """a stops itself with its batch's transactions open and their offsets
+    sent (libfiu's sink/kafka-stop, after the read fence); b's take of a's
+    partitions aborts them and fences a's producers, so b commits a's
+    partitions within 60 s although a's transactions would only time out
+    after 120 s (before, b's read of the group's offsets waited for them and
+    b gave up: "committed offsets of group ...: Local: Timed out"); thawed,
+    a's commit is refused and nothing is stored twice."""
+    x = Run("direct", bins, zk_fast, kafka3, kwal_factory, names, tmp_path / "g")
+    x.settings["sink.kafka.transaction.timeout.ms"] = 120000
+    frozen_and_fenced(x, tmp_path, 30_000, "sink/kafka-stop", "before its commit")
