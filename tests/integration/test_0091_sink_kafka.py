@@ -242,8 +242,11 @@ def frozen_and_fenced(x, tmp_path, total, fault, where):
     wait_until(lambda: a.stat("partitions_owned", 0) == 2 and b.stat("partitions_owned", 0) == 2,
                120, "2 partitions each", lambda: a.alive() and b.alive(), step=1)
     lg = x.produce(total, rate=2000, background=True)
-    wait_until(lambda: x.stored() >= 2000, 120, "2,000 stored",
-               lambda: a.alive() and b.alive(), step=1)
+    # the instances' own counts: a read of the whole output (x.stored()) took
+    # longer than the producer's 15 s once in CI's ASan session
+    wait_until(lambda: a.stat("records_stored", 0) >= 1000 and
+               b.stat("records_stored", 0) >= 1000, 120, "1,000 stored by each",
+               lambda: a.alive() and b.alive(), step=0.5)
     assert not lg.done(), "kwal-loadgen ended before a was armed"
     fiu_send(prefix, a, f"enable name={fault},onetime")
     try:
