@@ -859,14 +859,9 @@ static kw_err_t ks__commit(kw_sink_t *s, uint64_t batch_id, char *errstr, size_t
     if (!k->direct)
         err = ks__commit_txn(k, &k->prod, errstr, errlen);
     for (size_t i = 0; k->direct && i < k->nparts && err == KW_OK; i++)
-        if (k->parts[i].prod.txn_open && (err = ks__commit_txn(k, &k->parts[i].prod, errstr,
-                                                               errlen)) == KW_OK &&
-            k->parts[i].next >= 0) {
-            k->parts[i].committed = k->parts[i].next;
-            k->parts[i].known = 1;
-            k->parts[i].next = -1;
-        }
-    if (err != KW_OK) {
+        if (k->parts[i].prod.txn_open)
+            err = ks__commit_txn(k, &k->parts[i].prod, errstr, errlen);
+    if (err != KW_OK) {     /* every offset is read again (ks__commit_txn) */
         ks__abort_all(k);
         return err;
     }
